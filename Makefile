@@ -1,0 +1,48 @@
+# Two commands do everything: `make run` (the whole platform on embedded services) and `make test`.
+# Each builds .venv from uv.lock when it is missing or stale, and starts at once when it is current.
+
+UV_VERSION := 0.13.8
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+PY := .venv/bin/python
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test seed bench lint format clean
+
+run: .venv/.synced node_modules/.synced
+	$(PY) -m scripts.run
+
+test: .venv/.synced node_modules/.synced
+	$(PY) -m pytest $(ARGS)
+
+seed: .venv/.synced
+	$(PY) -m scripts.seed $(ARGS)
+
+bench: .venv/.synced node_modules/.synced
+	$(PY) -m scripts.bench $(ARGS)
+
+lint: .venv/.synced
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+
+format: .venv/.synced
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+# The local chain: anvil ships as a binary inside its npm package. Without npm the chain stays off.
+node_modules/.synced: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
+	else \
+		echo "npm not found: the local chain (anvil) is off; install Node.js to enable it"; \
+	fi
+
+clean:
+	rm -rf .venv .tools node_modules .pytest_cache

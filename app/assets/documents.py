@@ -1,0 +1,170 @@
+"""Assets and their price history (seed plan 3.1.1, 3.1.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pymongo
+from beanie import Document, PydanticObjectId
+from pydantic import BaseModel, Field
+from pymongo import IndexModel
+
+from app.lib.money import Wei
+from app.lib.timeutil import utcnow
+
+
+class Provenance(BaseModel):
+    owner: str
+    period: str | None = None
+    documentation: str | None = None
+
+
+class Certificate(BaseModel):
+    type: str
+    issuer: str
+    date: datetime | None = None
+    fileKey: str | None = None
+
+
+class AssetMetadata(BaseModel):
+    assetLocation: str | None = None
+    acquisitionDate: datetime | None = None
+    dimensions: str | None = None
+    materials: list[str] = Field(default_factory=list)
+    creator: str | None = None
+    creationDate: datetime | None = None
+    condition: str | None = None
+    provenance: list[Provenance] = Field(default_factory=list)
+    certificates: list[Certificate] = Field(default_factory=list)
+    customAttributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class MediaFile(BaseModel):
+    """One stored object with what processing recorded about it."""
+
+    key: str
+    contentType: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    status: str = "stored"  # staged, stored, processed, rejected
+    error: str | None = None
+
+
+class AssetMedia(BaseModel):
+    thumbnailUrl: str | None = None
+    imageKeys: list[str] = Field(default_factory=list)
+    videoKey: str | None = None
+    documentKeys: list[str] = Field(default_factory=list)
+    modelKey: str | None = None
+    files: list[MediaFile] = Field(default_factory=list)
+
+
+class CurrentPrice(BaseModel):
+    value: float | None = None  # ETH, for sorting and charts
+    valueWei: Wei | None = None  # exact
+    valueUsd: float | None = None
+    updatedAt: datetime | None = None
+    aiConfidenceScore: float | None = None
+
+
+class MarketStatus(BaseModel):
+    isListed: bool = False
+    listingPrice: float | None = None
+    listingPriceWei: Wei | None = None
+    listedAt: datetime | None = None
+    listedBy: str | None = None
+
+
+class Ownership(BaseModel):
+    currentOwner: str | None = None
+    ownerSince: datetime | None = None
+
+
+class Verification(BaseModel):
+    isVerified: bool = False
+    verifiedBy: str | None = None
+    verifiedAt: datetime | None = None
+    verificationData: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssetStats(BaseModel):
+    viewCount: int = 0
+    favoriteCount: int = 0
+    offerCount: int = 0
+
+
+class Asset(Document):
+    tokenId: int
+    contractAddress: str
+    name: str
+    assetType: str
+    description: str = ""
+    metadata: AssetMetadata = Field(default_factory=AssetMetadata)
+    media: AssetMedia = Field(default_factory=AssetMedia)
+    currentPrice: CurrentPrice = Field(default_factory=CurrentPrice)
+    marketStatus: MarketStatus = Field(default_factory=MarketStatus)
+    ownership: Ownership = Field(default_factory=Ownership)
+    verification: Verification = Field(default_factory=Verification)
+    stats: AssetStats = Field(default_factory=AssetStats)
+    version: int = 0  # bumped on every write, for optimistic concurrency
+    createdAt: datetime = Field(default_factory=utcnow)
+    updatedAt: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "assets"
+        indexes = [
+            IndexModel([("tokenId", pymongo.ASCENDING)], unique=True, name="tokenId_unique"),
+            IndexModel([("ownership.currentOwner", pymongo.ASCENDING)], name="currentOwner"),
+            IndexModel([("assetType", pymongo.ASCENDING)], name="assetType"),
+            IndexModel([("marketStatus.isListed", pymongo.ASCENDING)], name="isListed"),
+            IndexModel([("currentPrice.value", pymongo.ASCENDING)], name="currentPrice"),
+        ]
+
+
+class PriceSource(BaseModel):
+    type: str  # "ai-oracle", "user-listing", "sale", ...
+    dataSourceName: str | None = None
+    modelVersion: str | None = None
+
+
+class PriceFactor(BaseModel):
+    name: str
+    weight: float
+    impact: float
+
+
+class AiMetrics(BaseModel):
+    confidenceScore: float | None = None
+    factors: list[PriceFactor] = Field(default_factory=list)
+
+
+class ChainReference(BaseModel):
+    transactionHash: str | None = None
+    blockNumber: int | None = None
+    timestamp: datetime | None = None
+
+
+class PriceHistory(Document):
+    assetId: PydanticObjectId | None = None
+    tokenId: int
+    price: float
+    priceWei: Wei | None = None
+    priceUsd: float | None = None
+    timestamp: datetime
+    source: PriceSource
+    aiMetrics: AiMetrics | None = None
+    blockchain: ChainReference | None = None
+
+    class Settings:
+        name = "priceHistory"
+        indexes = [
+            IndexModel(
+                [("tokenId", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="tokenId_timestamp"
+            ),
+            IndexModel(
+                [("assetId", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="assetId_timestamp"
+            ),
+        ]

@@ -1,0 +1,154 @@
+"""Settings: one root object, nested sections, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+DEV_S3_KEY = "dev"
+DEV_S3_SECRET = "dev-secret"
+
+
+class MongoSettings(BaseModel):
+    url: str | None = None
+    database: str = "dynamicvault"
+    server_selection_timeout_ms: int = 5_000
+    max_time_ms: int = 5_000
+
+
+class RedisSettings(BaseModel):
+    url: str | None = None
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    bucket: str = "dynamicvault-assets"
+    access_key_id: str = DEV_S3_KEY
+    secret_access_key: SecretStr = SecretStr(DEV_S3_SECRET)
+    public_base_url: str | None = None
+
+
+class ChainSettings(BaseModel):
+    rpc_url: str | None = None
+    chain_id: int = 31337
+    confirmations: int = 2
+    request_timeout_s: float = 5.0
+
+
+class AuthSettings(BaseModel):
+    domain: str = "localhost:8000"
+    uri: str = "http://localhost:8000"
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_kid: str = "k1"
+    jwt_issuer: str = "dynamicvault"
+    jwt_audience: str = "dynamicvault-api"
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    nonce_ttl_s: int = 5 * 60
+    cookie_secure: bool = True
+
+
+class WorkerSettings(BaseModel):
+    max_jobs: int = 10
+    job_timeout_s: int = 300
+    max_tries: int = 5
+    job_completion_wait_s: int = 30
+
+
+class Settings(BaseSettings):
+    """The whole configuration; every field has a working development default."""
+
+    # A single "_" splits once, so the documented names work as they read:
+    # MONGODB_URL -> mongodb.url, S3_ENDPOINT_URL -> s3.endpoint_url, AUTH_JWT_SECRET -> auth.jwt_secret.
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+    )
+
+    app_env: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".data")
+    log_level: str = "INFO"
+    log_json: bool = True
+    admin_wallets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    mongodb: MongoSettings = MongoSettings()
+    redis: RedisSettings = RedisSettings()
+    s3: S3Settings = S3Settings()
+    chain: ChainSettings = ChainSettings()
+    auth: AuthSettings = AuthSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("admin_wallets", "cors_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    def production_problems(self) -> list[str]:
+        """What makes this configuration unfit for production, by setting name."""
+        problems = []
+        for env_name, value in (
+            ("MONGODB_URL", self.mongodb.url),
+            ("REDIS_URL", self.redis.url),
+            ("CHAIN_RPC_URL", self.chain.rpc_url),
+        ):
+            if not value:
+                problems.append(f"{env_name} is not set (embedded services are for development only)")
+        if self.auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            problems.append("AUTH_JWT_SECRET has its development default")
+        elif len(self.auth.jwt_secret.get_secret_value()) < 32:
+            problems.append("AUTH_JWT_SECRET is shorter than 32 characters")
+        if (
+            self.s3.access_key_id == DEV_S3_KEY
+            or self.s3.secret_access_key.get_secret_value() == DEV_S3_SECRET
+        ):
+            problems.append("S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY have their development defaults")
+        if not self.auth.cookie_secure:
+            problems.append("AUTH_COOKIE_SECURE must be true")
+        return problems
+
+    def missing_urls(self) -> list[str]:
+        """Service URLs that are unset and so need an embedded stand-in."""
+        names = {"MONGODB_URL": self.mongodb.url, "REDIS_URL": self.redis.url}
+        if not self.is_production:  # in production an unset endpoint means AWS S3 itself
+            names["S3_ENDPOINT_URL"] = self.s3.endpoint_url
+        return [name for name, value in names.items() if not value]
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run this process; the message names what is missing."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to start in production with development defaults, and anywhere without service URLs."""
+    if settings.is_production:
+        problems = settings.production_problems()
+        if problems:
+            raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+    missing = settings.missing_urls()
+    if missing:
+        raise ConfigurationError(
+            f"{', '.join(missing)} not set: `make run` starts embedded services and sets them for you"
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,133 @@
+"""One error shape for every failure: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+log = structlog.get_logger(__name__)
+
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+class AppError(HTTPException):
+    """A refusal with a machine-readable code; raise it from services and controllers alike."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail=message, status_code=status_code or self.status_code, headers=headers)
+        self.code = code or self.code
+        self.details = details
+
+
+class BadRequest(AppError):
+    status_code, code = 400, "bad_request"
+
+
+class Unauthorized(AppError):
+    status_code, code = 401, "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code, code = 403, "forbidden"
+
+
+class NotFound(AppError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status_code, code = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(AppError):
+    status_code, code = 422, "unprocessable"
+
+
+class ServiceUnavailable(AppError):
+    status_code, code = 503, "service_unavailable"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> Response:
+    return Response(
+        content={"error": {"code": code, "message": message, "details": details}},
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _validation_details(exc: ValidationException) -> list[dict[str, Any]] | None:
+    extra = exc.extra
+    if not isinstance(extra, list):
+        return None
+    details = []
+    for item in extra:
+        if isinstance(item, dict):
+            details.append(
+                {"field": item.get("key"), "message": item.get("message"), "source": item.get("source")}
+            )
+    return details or None
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if isinstance(exc, AppError):
+        return error_response(status, exc.code, exc.detail, exc.details, headers)
+    if isinstance(exc, ValidationException):
+        message = exc.detail or "invalid request"
+        code = (
+            "malformed_json"
+            if "json" in message.lower() and "malformed" in message.lower()
+            else "validation_error"
+        )
+        return error_response(400, code, message, _validation_details(exc), headers)
+    if isinstance(exc, NotFoundException):
+        return error_response(404, "not_found", exc.detail or "not found", None, headers)
+    code = _DEFAULT_CODES.get(status, "error")
+    if status >= 500:
+        log.error("http.server_error", status=status, detail=exc.detail, path=request.url.path)
+    return error_response(status, code, exc.detail or code.replace("_", " "), exc.extra or None, headers)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("http.unhandled_exception", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+
+
+EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}

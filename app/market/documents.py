@@ -1,0 +1,54 @@
+"""Marketplace transactions (seed plan 3.1.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import pymongo
+from beanie import Document, PydanticObjectId
+from pydantic import BaseModel
+from pymongo import IndexModel
+
+from app.lib.money import Wei
+
+TransactionType = Literal["mint", "list", "buy", "sell", "delist", "transfer"]
+TransactionStatus = Literal["pending", "completed", "failed"]
+
+
+class TransactionChain(BaseModel):
+    transactionHash: str
+    blockNumber: int | None = None
+    gasUsed: int | None = None
+    gasPriceWei: Wei | None = None
+
+
+class Transaction(Document):
+    type: TransactionType
+    tokenId: int
+    assetId: PydanticObjectId | None = None
+    price: float | None = None
+    priceWei: Wei | None = None
+    priceUsd: float | None = None
+    seller: str | None = None
+    buyer: str | None = None
+    timestamp: datetime
+    blockchain: TransactionChain
+    status: TransactionStatus = "pending"
+    platformFee: float | None = None
+    platformFeeWei: Wei | None = None
+    paymentMethod: str = "eth"
+
+    class Settings:
+        name = "transactions"
+        indexes = [
+            IndexModel([("tokenId", pymongo.ASCENDING)], name="tokenId"),
+            IndexModel([("seller", pymongo.ASCENDING)], name="seller"),
+            IndexModel([("buyer", pymongo.ASCENDING)], name="buyer"),
+            IndexModel(
+                [("blockchain.transactionHash", pymongo.ASCENDING)],
+                unique=True,
+                name="transactionHash_unique",
+            ),
+            IndexModel([("timestamp", pymongo.DESCENDING)], name="timestamp"),
+        ]

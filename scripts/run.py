@@ -1,0 +1,124 @@
+"""`make run`: the API and a worker, plus an embedded stand-in for every service whose URL is unset."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.config import Settings
+from app.lib.embedded import ROOT, EmbeddedError, EmbeddedStack, find_anvil
+
+SERVICES_ENV = "services.env"
+
+
+def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if not settings.mongodb.url:
+        env["MONGODB_URL"] = stack.start_mongodb()
+    if not settings.redis.url:
+        env["REDIS_URL"] = stack.start_redis()
+    if not settings.s3.endpoint_url:
+        env["S3_ENDPOINT_URL"] = stack.start_s3()
+    if not settings.chain.rpc_url:
+        if find_anvil() is None:
+            print("chain: node or anvil not found (npm ci installs it) - running with chain features off")
+        else:
+            env["CHAIN_RPC_URL"] = stack.start_chain(settings.chain.chain_id)
+    return env
+
+
+def _print_summary(settings: Settings, env: dict[str, str]) -> None:
+    rows = [
+        ("api", f"http://{settings.host}:{settings.port}  (docs: /schema, metrics: /metrics)"),
+        ("mongodb", env.get("MONGODB_URL", settings.mongodb.url) or "-"),
+        ("redis", env.get("REDIS_URL", settings.redis.url) or "-"),
+        ("s3", env.get("S3_ENDPOINT_URL", settings.s3.endpoint_url) or "-"),
+        ("chain", env.get("CHAIN_RPC_URL", settings.chain.rpc_url) or "off"),
+        ("data", str(settings.data_dir.resolve())),
+    ]
+    print("DynamicVault is starting:")
+    for name, where in rows:
+        embedded = " (embedded)" if where in env.values() else ""
+        print(f"  {name:<8} {where}{embedded}")
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    settings = Settings()
+    if settings.is_production:
+        print(
+            "make run is the development launcher; run the api and worker directly in production",
+            file=sys.stderr,
+        )
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    with EmbeddedStack(settings.data_dir) as stack:
+        try:
+            service_env = _start_services(settings, stack)
+        except EmbeddedError as exc:
+            print(f"could not start embedded services: {exc}", file=sys.stderr)
+            return 1
+        (settings.data_dir / SERVICES_ENV).write_text("".join(f"{k}={v}\n" for k, v in service_env.items()))
+        _print_summary(settings, service_env)
+        env = {**os.environ, **service_env}
+        python = sys.executable
+        children = {
+            "api": _spawn(
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "app.main:create_app",
+                    "--factory",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.port),
+                    "--no-access-log",
+                ],
+                env,
+            ),
+            "worker": _spawn([python, "-m", "workers"], env),
+        }
+        exit_code = 0
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    stopping, exit_code = True, 1
+            time.sleep(0.2)
+        print("stopping: api, worker, then services")
+        _stop(children["api"], 15)
+        _stop(children["worker"], settings.worker.job_completion_wait_s + 10)
+    (settings.data_dir / SERVICES_ENV).unlink(missing_ok=True)
+    print("stopped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+import pytest
+
+from app.config import ConfigurationError, Settings, check_settings
+
+
+def test_documented_env_names_reach_their_sections(monkeypatch):
+    monkeypatch.setenv("MONGODB_URL", "mongodb://db:27017")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("CHAIN_RPC_URL", "http://anvil:8545")
+    monkeypatch.setenv("AUTH_ACCESS_TOKEN_TTL_S", "600")
+    monkeypatch.setenv("ADMIN_WALLETS", "0xabc, 0xdef")
+    monkeypatch.setenv("DATA_DIR", "/tmp/dv")
+    settings = Settings(_env_file=None)
+    assert settings.mongodb.url == "mongodb://db:27017"
+    assert settings.redis.url == "redis://cache:6379/0"
+    assert settings.s3.endpoint_url == "http://minio:9000"
+    assert settings.chain.rpc_url == "http://anvil:8545"
+    assert settings.auth.access_token_ttl_s == 600
+    assert settings.admin_wallets == ["0xabc", "0xdef"]
+    assert str(settings.data_dir) == "/tmp/dv"
+
+
+def test_development_without_urls_says_make_run_provides_them():
+    with pytest.raises(ConfigurationError, match="MONGODB_URL, REDIS_URL, S3_ENDPOINT_URL not set"):
+        check_settings(Settings(_env_file=None))
+
+
+def test_production_refuses_default_secrets_and_embedded_services():
+    settings = Settings(_env_file=None, app_env="production")
+    with pytest.raises(ConfigurationError) as excinfo:
+        check_settings(settings)
+    message = str(excinfo.value)
+    for name in ("MONGODB_URL", "REDIS_URL", "CHAIN_RPC_URL", "AUTH_JWT_SECRET", "S3_ACCESS_KEY_ID"):
+        assert name in message
+
+
+def test_production_with_real_services_and_secrets_starts():
+    settings = Settings(
+        _env_file=None,
+        app_env="production",
+        mongodb={"url": "mongodb://db:27017/?replicaSet=rs0"},
+        redis={"url": "redis://cache:6379/0"},
+        s3={"endpoint_url": None, "access_key_id": "AKIAREAL", "secret_access_key": "s" * 40},
+        chain={"rpc_url": "https://rpc.example"},
+        auth={"jwt_secret": "x" * 48},
+    )
+    check_settings(settings)  # AWS S3 needs no endpoint URL

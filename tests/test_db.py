@@ -1,0 +1,115 @@
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from app import db
+from app.assets.documents import Asset, CurrentPrice
+from app.market.documents import Transaction, TransactionChain
+
+# Seed plan 3.1.6, plus what the design adds (TTL on sessions, the audit trail).
+EXPECTED_INDEXES = {
+    "users": [([("walletAddress", 1)], True), ([("apiKeys.key", 1)], False), ([("nonce", 1)], False)],
+    "assets": [
+        ([("tokenId", 1)], True),
+        ([("ownership.currentOwner", 1)], False),
+        ([("assetType", 1)], False),
+        ([("marketStatus.isListed", 1)], False),
+        ([("currentPrice.value", 1)], False),
+    ],
+    "priceHistory": [
+        ([("tokenId", 1), ("timestamp", -1)], False),
+        ([("assetId", 1), ("timestamp", -1)], False),
+    ],
+    "transactions": [
+        ([("tokenId", 1)], False),
+        ([("seller", 1)], False),
+        ([("buyer", 1)], False),
+        ([("blockchain.transactionHash", 1)], True),
+        ([("timestamp", -1)], False),
+    ],
+    "aiOracleData": [
+        ([("tokenId", 1), ("timestamp", -1)], False),
+        ([("assetId", 1), ("timestamp", -1)], False),
+        ([("status", 1)], False),
+    ],
+    "auditLogs": [([("timestamp", -1)], False)],
+}
+
+
+@pytest.mark.parametrize("collection", sorted(EXPECTED_INDEXES))
+async def test_seed_indexes_exist(client, settings, clients, collection):
+    info = await clients.mongo[settings.mongodb.database][collection].index_information()
+    present = {
+        (tuple((k, int(d)) for k, d in spec["key"]), bool(spec.get("unique"))) for spec in info.values()
+    }
+    for keys, unique in EXPECTED_INDEXES[collection]:
+        assert (tuple(keys), unique) in present, f"{collection} lacks {keys} unique={unique}: {present}"
+
+
+async def test_sessions_expire_through_a_ttl_index(client, settings, clients):
+    info = await clients.mongo[settings.mongodb.database]["sessions"].index_information()
+    ttl = [spec for spec in info.values() if "expireAfterSeconds" in spec]
+    assert ttl and ttl[0]["key"] == [("expiresAt", 1)]
+
+
+async def test_every_collection_is_registered(client):
+    names = {document.get_collection_name() for document in db.DOCUMENTS}
+    assert names == {
+        "users",
+        "sessions",
+        "assets",
+        "priceHistory",
+        "transactions",
+        "aiOracleData",
+        "dataSources",
+        "auditLogs",
+    }
+
+
+def make_asset(token_id: int, **overrides) -> Asset:
+    return Asset(
+        tokenId=token_id,
+        contractAddress="0x5FbDB2315678afecb367f032d93F642f64180aa3",
+        name=f"Asset {token_id}",
+        assetType="Art",
+        **overrides,
+    )
+
+
+async def test_token_id_is_unique(client):
+    await make_asset(1).insert()
+    with pytest.raises(DuplicateKeyError):
+        await make_asset(1).insert()
+    assert await Asset.find(Asset.tokenId == 1).count() == 1
+
+
+async def test_transaction_hash_is_unique(client):
+    def tx() -> Transaction:
+        return Transaction(
+            type="buy",
+            tokenId=1,
+            timestamp=datetime.now(UTC),
+            blockchain=TransactionChain(transactionHash="0x" + "ab" * 32),
+        )
+
+    await tx().insert()
+    with pytest.raises(DuplicateKeyError):
+        await tx().insert()
+
+
+async def test_wei_amounts_survive_the_round_trip_exactly(client):
+    wei = Decimal("123456789012345678901234567")  # 27 digits: more than a float or int64 keeps
+    await make_asset(2, currentPrice=CurrentPrice(value=123456789.01234568, valueWei=wei)).insert()
+    raw = await Asset.get_pymongo_collection().find_one({"tokenId": 2})
+    assert str(raw["currentPrice"]["valueWei"]) == "123456789012345678901234567"
+    loaded = await Asset.find_one(Asset.tokenId == 2)
+    assert loaded.currentPrice.valueWei == wei
+    assert loaded.model_dump(mode="json")["currentPrice"]["valueWei"] == "123456789012345678901234567"
+
+
+async def test_datetimes_come_back_timezone_aware(client):
+    await make_asset(3).insert()
+    loaded = await Asset.find_one(Asset.tokenId == 3)
+    assert loaded.createdAt.tzinfo is not None

@@ -1,0 +1,59 @@
+"""arq worker: the job functions, cron schedules and the clients they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from arq import func
+
+from app.config import check_settings, get_settings
+from app.lib.clients import open_clients, redis_settings
+from app.lib.logging import configure_logging
+from app.system import jobs as system_jobs
+
+settings = get_settings()
+log = structlog.get_logger("worker")
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    check_settings(settings)
+    configure_logging(settings.log_level, settings.log_json)
+    ctx["settings"] = settings
+    ctx["clients_cm"] = open_clients(settings)
+    ctx["clients"] = await ctx["clients_cm"].__aenter__()
+    log.info("worker.started")
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    cm = ctx.pop("clients_cm", None)
+    if cm is not None:
+        await cm.__aexit__(None, None, None)
+    log.info("worker.stopped")
+
+
+async def on_job_start(ctx: dict[str, Any]) -> None:
+    structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+
+
+async def on_job_end(ctx: dict[str, Any]) -> None:
+    structlog.contextvars.unbind_contextvars("job_id", "job_try")
+
+
+class WorkerSettings:
+    functions = [func(system_jobs.ping, name="system.ping", max_tries=1)]
+    cron_jobs: list = []
+    on_startup = on_startup
+    on_shutdown = on_shutdown
+    on_job_start = on_job_start
+    on_job_end = on_job_end
+    redis_settings = redis_settings(settings) if settings.redis.url else None
+    max_jobs = settings.worker.max_jobs
+    job_timeout = settings.worker.job_timeout_s
+    max_tries = settings.worker.max_tries
+    # On SIGTERM, let jobs in flight finish for this long; what is still running is cancelled and stays
+    # queued, so it runs again (every job is idempotent).
+    job_completion_wait = settings.worker.job_completion_wait_s
+    keep_result = 3600
+    allow_abort_jobs = True
+    health_check_interval = 30
