@@ -37,9 +37,11 @@ format: .venv/.synced
 	@touch $@
 
 # The local chain: anvil ships as a binary inside its npm package. Without npm the chain stays off.
+# `npm install` (with the lock, writing nothing back) rather than `npm ci`: the lock records only the
+# platform binary it was made on, and `npm ci` refuses a lock without the other platforms' optional ones.
 node_modules/.synced: package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
+		npm install --no-save --ignore-scripts --no-audit --no-fund && touch $@; \
 	else \
 		echo "npm not found: the local chain (anvil) is off; install Node.js to enable it"; \
 	fi
