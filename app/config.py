@@ -41,6 +41,22 @@ class ChainSettings(BaseModel):
     request_timeout_s: float = 5.0
 
 
+class RateLimitRule(BaseModel):
+    """Requests allowed per window, counted separately per client IP and per principal."""
+
+    per_ip: int = 600
+    per_principal: int = 1200
+    window_s: int = 60
+
+
+def _default_rate_limits() -> dict[str, RateLimitRule]:
+    # Handlers pick a group with opt={"rate_limit": "<group>"}; everything else is "default".
+    return {
+        "default": RateLimitRule(),
+        "auth": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
+    }
+
+
 class AuthSettings(BaseModel):
     domain: str = "localhost:8000"
     uri: str = "http://localhost:8000"
@@ -52,6 +68,12 @@ class AuthSettings(BaseModel):
     refresh_token_ttl_s: int = 30 * 24 * 3600
     nonce_ttl_s: int = 5 * 60
     cookie_secure: bool = True
+    # Verification-only HS256 keys by kid, for a rotation: AUTH_JWT_VERIFY_KEYS='{"k0": "<old secret>"}'.
+    jwt_verify_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    clock_skew_s: int = 60
+    max_api_keys_per_user: int = 25
+    rate_limit_enabled: bool = True
+    rate_limits: dict[str, RateLimitRule] = Field(default_factory=_default_rate_limits)
 
 
 class WorkerSettings(BaseModel):

@@ -12,6 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
+from app.auth.controllers import AuthController
+from app.auth.middleware import authentication_middleware
 from app.config import Settings, check_settings, get_settings
 from app.lib.clients import Clients, open_clients
 from app.lib.errors import EXCEPTION_HANDLERS
@@ -39,13 +41,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     prometheus = prometheus_config()
     return Litestar(
-        route_handlers=[SystemController, JobController, PrometheusController],
+        route_handlers=[
+            SystemController,
+            JobController,
+            PrometheusController,
+            AuthController,
+        ],
         lifespan=[clients_lifespan],
         dependencies={
             "clients": Provide(provide_clients, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[request_id_middleware, prometheus.middleware, authentication_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(

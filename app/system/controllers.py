@@ -40,7 +40,8 @@ class JobController(Controller):
     path = "/api/jobs"
     tags = ["system"]
 
-    @get("/{job_id:str}", cache=False)
+    # Open (worker-ping hands out its status URL to anonymous callers): results must hold no private data.
+    @get("/{job_id:str}", cache=False, opt={"anonymous": True})
     async def job_status(self, clients: ClientsDep, job_id: FromPath[str]) -> dict[str, Any]:
         """The status of a background job, and its result once finished."""
         state = await service.job_state(clients, job_id)

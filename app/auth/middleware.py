@@ -1,0 +1,227 @@
+"""Authentication and rate limiting for every request: sets `request.user` to a Principal (or None).
+
+- `Authorization: Bearer <jwt>`: the access token is verified (no I/O; once per process and token,
+  see VerifiedTokens), then one Redis round trip
+  (a pipeline) both counts the request against its rate limits and reads the session's cached state
+  and the user's current roles; a revoked session is refused from the next request on.
+- `X-API-Key: <key>`: rate limits counted first (per IP and per key id), then the key is looked up by
+  its hash in MongoDB (so a revoked key stops at once) — `Principal(kind="api_key")`.
+- No credentials: None, which only routes with `opt={"anonymous": True}` accept. On those routes
+  credentials are still read when sent, and bad, expired or revoked ones are a 401 all the same.
+
+Refused credentials are written to the audit trail ("auth.credentials_rejected", with the reason),
+and so is the first request a rate limit refuses in each window ("auth.rate_limited").
+
+Rate-limit groups: a handler (or its controller) picks one with `opt={"rate_limit": "auth"}`; the
+rest count under "default"; `opt={"rate_limit": None}` exempts a route. /schema, /metrics and
+/api/system/* (probes and scrapers) are open and not counted.
+
+Why not Litestar's `AbstractAuthenticationMiddleware` / `JWTAuth`: both treat a route as either
+excluded or authenticated, while anonymous routes here still authenticate whoever sends credentials,
+and the session check shares its Redis round trip with the rate limiter (see app/lib/ratelimit.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.asyncio import Redis
+
+from app.auth import service, tokens
+from app.auth.guards import Principal
+from app.config import Settings
+from app.lib.errors import Unauthorized
+from app.lib.ratelimit import DEFAULT_GROUP, RateLimited, RateLimiter, refuse
+from app.lib.timeutil import utcnow
+from app.system import audit
+
+log = structlog.get_logger(__name__)
+OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
+_AUTHORIZATION = b"authorization"
+_API_KEY = service.API_KEY_HEADER.lower().encode()
+_API_KEY_ID = re.compile(r"dv_([0-9a-f]{12})_")
+
+
+def _is_open(path: str) -> bool:
+    return any(
+        path == p.rstrip("/") or path.startswith(p if p.endswith("/") else p + "/") for p in OPEN_PREFIXES
+    )
+
+
+class VerifiedTokens:
+    """Access tokens whose signature and claims this process already verified, until they expire.
+
+    PyJWT spends ~100 µs per decode (most of it checking base64 characters one by one), more than the
+    rest of authentication; a client sends the same token for up to 15 minutes, so each process
+    verifies it once. Only the verdict on the token's own bytes is cached: whether its session still
+    holds is asked of Redis on every request.
+    """
+
+    def __init__(self, settings: Settings, maxsize: int = 10_000) -> None:
+        self.settings = settings
+        self.maxsize = maxsize
+        self.leeway = tokens.DEFAULT_LEEWAY
+        self._claims: OrderedDict[str, tokens.AccessClaims] = OrderedDict()
+
+    def decode(self, token: str) -> tokens.AccessClaims:
+        claims = self._claims.get(token)
+        if claims is not None:
+            if claims.expires_at + self.leeway > utcnow():
+                self._claims.move_to_end(token)
+                return claims
+            del self._claims[token]
+        claims = service.decode_bearer(self.settings, token)  # raises Unauthorized with its reason
+        self._claims[token] = claims
+        if len(self._claims) > self.maxsize:
+            self._claims.popitem(last=False)
+        return claims
+
+
+class Authenticator:
+    """Turns a request's credentials into a Principal, counting it against the rate limits on the way."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verified = VerifiedTokens(settings)
+        self.rate_limiter = (
+            RateLimiter(settings.auth.rate_limits) if settings.auth.rate_limit_enabled else None
+        )
+
+    async def authenticate(
+        self, redis: Redis, headers: dict[bytes, bytes], ip: str, group: str | None
+    ) -> Principal | None:
+        limiter = self.rate_limiter if group is not None else None
+        authorization, api_key = headers.get(_AUTHORIZATION), headers.get(_API_KEY)
+        if authorization is not None:
+            return await self._bearer(redis, authorization.decode("latin-1"), ip, group, limiter)
+        if api_key is not None:
+            return await self._api_key(redis, api_key.decode("latin-1"), ip, group, limiter)
+        if limiter is not None:
+            decision = await limiter.hit(redis, group, ip)
+            if not decision.allowed:
+                raise refuse(decision)
+        return None
+
+    async def _bearer(
+        self, redis: Redis, authorization: str, ip: str, group: str | None, limiter: RateLimiter | None
+    ) -> Principal:
+        scheme, _, token = authorization.strip().partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized(
+                    "the Authorization header must be 'Bearer <token>'", code="invalid_authorization_header"
+                )
+            claims = self.verified.decode(token.strip())
+        except Unauthorized:
+            if limiter is not None:  # failed attempts count against the IP too
+                decision = await limiter.hit(redis, group, ip)
+                if not decision.allowed:
+                    raise refuse(decision) from None
+            raise
+
+        principal_key = f"u:{claims.subject}"
+        pipe = redis.pipeline(transaction=False)
+        if limiter is not None:
+            limiter.queue(pipe, group, ip, principal_key)
+        pipe.mget(service.session_key(claims.session_id), service.roles_key(claims.subject))
+        results = await pipe.execute()
+        if limiter is not None:
+            decision = limiter.decide(results[0], group, ip, principal_key)
+            if not decision.allowed:
+                raise refuse(decision)
+        cached_session, cached_roles = results[-1]
+
+        if cached_session is None:  # not cached (evicted, Redis restarted): MongoDB decides
+            wallet = await service.session_wallet(redis, self.settings, claims.session_id)
+        else:
+            wallet = cached_session.decode() if isinstance(cached_session, bytes) else cached_session
+            if wallet == service.REVOKED:
+                wallet = None
+        if wallet is None:
+            raise Unauthorized("the session has ended (logged out or revoked)", code="session_revoked")
+        if cached_roles is not None:
+            roles_text = cached_roles.decode() if isinstance(cached_roles, bytes) else cached_roles
+            roles = frozenset(r for r in roles_text.split(",") if r)
+        else:
+            roles = frozenset(claims.roles)
+        return Principal(
+            user_id=claims.subject,
+            wallet_address=wallet,
+            roles=roles,
+            kind="user",
+            session_id=claims.session_id,
+        )
+
+    async def _api_key(
+        self, redis: Redis, key: str, ip: str, group: str | None, limiter: RateLimiter | None
+    ) -> Principal:
+        if limiter is not None:
+            # The key id is public (it is in the key's clear part); counting by it before the lookup
+            # bounds what a stolen-key guesser can cost the database.
+            key_id = _API_KEY_ID.match(key.strip())
+            principal_key = f"k:{key_id.group(1)}" if key_id else None
+            decision = await limiter.hit(redis, group, ip, principal_key)
+            if not decision.allowed:
+                raise refuse(decision)
+        return await service.authenticate_api_key(key.strip())
+
+
+async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str | None) -> None:
+    try:
+        await audit.record(
+            action,
+            connection=ASGIConnection(scope),
+            entity_type="credentials",
+            entity_id=entity_id,
+            success=False,
+            reason=reason,
+        )
+    except Exception:  # the refusal stands whether or not it could be written down
+        log.exception("auth.audit_failed", action=action)
+
+
+def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
+    """The middleware factory for `create_app()`'s middleware list (after request ids and metrics)."""
+    authenticator = Authenticator(settings)
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            scope_type = scope["type"]
+            if scope_type not in (ScopeType.HTTP, ScopeType.WEBSOCKET) or _is_open(scope["path"]):
+                scope["user"] = None
+                await app(scope, receive, send)
+                return
+            opt = scope["route_handler"].opt
+            method = scope.get("method")
+            anonymous = bool(opt.get("anonymous")) or method == "OPTIONS"
+            group = opt.get("rate_limit", DEFAULT_GROUP) if scope_type == ScopeType.HTTP else None
+            headers = dict(scope["headers"])
+            client = scope.get("client")
+            ip = client[0] if client else "unknown"
+            redis = scope["litestar_app"].state.clients.redis
+            try:
+                principal = await authenticator.authenticate(redis, headers, ip, group)
+            except Unauthorized as exc:
+                kind = "bearer" if _AUTHORIZATION in headers else "api_key"
+                await _audit_refusal(scope, "auth.credentials_rejected", exc.code, kind)
+                raise
+            except RateLimited as exc:
+                if (
+                    exc.decision is not None and exc.decision.first_refusal
+                ):  # once per window, not per request
+                    await _audit_refusal(scope, "auth.rate_limited", f"{group}:{exc.decision.scope}", group)
+                raise
+            if principal is None and not anonymous:
+                raise Unauthorized("authentication required", code="authentication_required")
+            scope["user"] = principal
+            await app(scope, receive, send)
+
+        return middleware
+
+    return factory

@@ -1,0 +1,147 @@
+"""Test data factories: real users, sessions, access tokens and API keys, made through the auth service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from pymongo import ReturnDocument
+from redis.asyncio import Redis
+
+from app.auth import service as auth_service
+from app.auth import siwe
+from app.auth.documents import User
+from app.config import Settings
+from app.lib.timeutil import utcnow
+
+
+@dataclass
+class Login:
+    """Credentials for requests: `headers` to send, and who they stand for."""
+
+    headers: dict[str, str]
+    wallet: str
+    user_id: str
+    session_id: str | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+    api_key: str | None = None
+    api_key_id: str | None = None
+    account: LocalAccount | None = field(default=None, repr=False)  # set when the wallet was generated
+
+
+def new_account() -> LocalAccount:
+    return Account.create()
+
+
+async def user(
+    wallet: str | None = None, *, roles: Sequence[str] = ("user",)
+) -> tuple[User, LocalAccount | None]:
+    """Create the user of `wallet` (a fresh account if None), or reset an existing one's roles."""
+    account = None
+    if wallet is None:
+        account = new_account()
+        wallet = account.address
+    wallet = to_checksum_address(wallet)
+    defaults = User(walletAddress=wallet).model_dump(exclude={"id", "revision_id", "lastLogin", "roles"})
+    raw = await User.get_pymongo_collection().find_one_and_update(
+        {"walletAddress": wallet},
+        {"$set": {"roles": list(roles), "lastLogin": utcnow()}, "$setOnInsert": defaults},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return User.model_validate(raw), account
+
+
+def _redis(settings: Settings) -> Redis:
+    return Redis.from_url(settings.redis.url)
+
+
+async def login(settings: Settings, *, wallet: str | None = None, roles: Sequence[str] = ("user",)) -> Login:
+    """A signed-in user with these roles: a real session and a real access token (Bearer headers)."""
+    created, account = await user(wallet, roles=roles)
+    redis = _redis(settings)
+    try:
+        # A role change made here must not be shadowed by an earlier test's role override.
+        await redis.delete(auth_service.roles_key(str(created.id)))
+        pair = await auth_service.start_session(
+            redis, settings, created, ip_address="127.0.0.1", user_agent="tests/factories"
+        )
+    finally:
+        await redis.aclose()
+    return Login(
+        headers={"Authorization": f"Bearer {pair.access_token}"},
+        wallet=created.walletAddress,
+        user_id=str(created.id),
+        session_id=pair.session_id,
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        account=account,
+    )
+
+
+async def api_key(
+    settings: Settings,
+    *,
+    permissions: Sequence[str],
+    wallet: str | None = None,
+    roles: Sequence[str] = ("user",),
+    expires_at: datetime | None = None,
+) -> Login:
+    """An API key with these permissions (as an admin would create it), for `wallet` (X-API-Key headers)."""
+    created, account = await user(wallet, roles=roles)
+    record, key = await auth_service.create_api_key(
+        settings,
+        created,
+        name="test key",
+        permissions=permissions,
+        expires_at=expires_at,
+        created_by_admin=True,
+    )
+    return Login(
+        headers={auth_service.API_KEY_HEADER: key},
+        wallet=created.walletAddress,
+        user_id=str(created.id),
+        api_key=key,
+        api_key_id=record.keyId,
+        account=account,
+    )
+
+
+def sign(account: LocalAccount, text: str) -> str:
+    """An EIP-191 (personal_sign) signature of `text`, 0x-hex."""
+    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
+
+
+def siwe_message(settings: Settings, address: str, nonce: str, **overrides: Any) -> str:
+    """An EIP-4361 message for this server (its domain, uri and chain), valid now unless overridden."""
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "domain": settings.auth.domain,
+        "address": address,
+        "uri": settings.auth.uri,
+        "chain_id": settings.chain.chain_id,
+        "nonce": nonce,
+        "issued_at": now,
+        "expiration_time": now + timedelta(minutes=5),
+        "statement": "Sign in to DynamicVault.",
+    }
+    fields.update(overrides)
+    return siwe.build_message(**fields)
+
+
+async def siwe_sign_in(client: Any, settings: Settings, account: LocalAccount | None = None) -> Any:
+    """The whole wallet flow over HTTP: nonce, sign, verify; returns the verify response."""
+    account = account or new_account()
+    nonce = (await client.get("/api/auth/nonce", params={"walletAddress": account.address})).json()["nonce"]
+    text = siwe_message(settings, account.address, nonce)
+    return await client.post(
+        "/api/auth/verify",
+        json={"walletAddress": account.address, "signature": sign(account, text), "message": text},
+    )
