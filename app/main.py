@@ -19,6 +19,7 @@ from app.lib.clients import Clients, open_clients
 from app.lib.errors import EXCEPTION_HANDLERS
 from app.lib.logging import configure_logging
 from app.lib.observability import prometheus_config, request_id_middleware
+from app.media.controllers import AssetMediaController, StorageController
 from app.system.controllers import JobController, SystemController
 
 
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             JobController,
             PrometheusController,
             AuthController,
+            StorageController,
+            AssetMediaController,
         ],
         lifespan=[clients_lifespan],
         dependencies={

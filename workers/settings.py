@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from arq import func
+from arq import cron, func
 
 from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
+from app.media import jobs as media_jobs
 from app.system import jobs as system_jobs
 
 settings = get_settings()
@@ -41,8 +42,12 @@ async def on_job_end(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [func(system_jobs.ping, name="system.ping", max_tries=1)]
-    cron_jobs: list = []
+    functions = [
+        func(system_jobs.ping, name="system.ping", max_tries=1),
+        func(media_jobs.process_media, name="media.process", max_tries=8),
+        func(media_jobs.sweep, name="media.sweep", max_tries=3),
+    ]
+    cron_jobs: list = [cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True)]
     on_startup = on_startup
     on_shutdown = on_shutdown
     on_job_start = on_job_start

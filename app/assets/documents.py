@@ -51,6 +51,15 @@ class MediaFile(BaseModel):
     height: int | None = None
     status: str = "stored"  # staged, stored, processed, rejected
     error: str | None = None
+    # Media pipeline (app/media): what the object is, who may read it, where it came from.
+    kind: str | None = None  # image, thumbnail, preview, watermarked, highres, document, model, video
+    access: str = "admin"  # public, authenticated, admin (seed 3.2.3)
+    category: str | None = None  # documents: certificates, legal, metadata; models: model, texture
+    label: str | None = None  # primary, angle1, authenticity, ...
+    source: str | None = None  # the original a rendition was made from
+    target: str | None = None  # staged uploads: the key the file is promoted to
+    uploadedBy: str | None = None
+    createdAt: datetime | None = None
 
 
 class AssetMedia(BaseModel):
@@ -96,6 +105,23 @@ class AssetStats(BaseModel):
     offerCount: int = 0
 
 
+ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
+# The list sorts: API name -> document path.
+SORT_FIELDS = {
+    "createdAt": "createdAt",
+    "updatedAt": "updatedAt",
+    "price": "currentPrice.value",
+    "viewCount": "stats.viewCount",
+}
+
+
+def _sort_index(path: str, name: str, prefix: str | None = None) -> IndexModel:
+    keys = [(path, DESC), ("_id", DESC)]
+    if prefix:
+        keys.insert(0, (prefix, ASC))
+    return IndexModel(keys, name=f"{prefix.rsplit('.', 1)[-1] + '_' if prefix else ''}{name}_id")
+
+
 class Asset(Document):
     tokenId: int
     contractAddress: str
@@ -121,6 +147,16 @@ class Asset(Document):
             IndexModel([("assetType", pymongo.ASCENDING)], name="assetType"),
             IndexModel([("marketStatus.isListed", pymongo.ASCENDING)], name="isListed"),
             IndexModel([("currentPrice.value", pymongo.ASCENDING)], name="currentPrice"),
+            # Keyset pagination: every list sort as (field, _id), and the default and price sorts behind
+            # the main filters (type, listings, owner). Each index costs every write that changes its
+            # keys, so none holds stats.viewCount behind a filter (a view would rewrite it).
+            *(_sort_index(path, name) for name, path in SORT_FIELDS.items()),
+            _sort_index("createdAt", "createdAt", "assetType"),
+            _sort_index("currentPrice.value", "price", "assetType"),
+            _sort_index("createdAt", "createdAt", "marketStatus.isListed"),
+            _sort_index("marketStatus.listingPrice", "listingPrice", "marketStatus.isListed"),
+            _sort_index("createdAt", "createdAt", "ownership.currentOwner"),
+            IndexModel([("name", ASC)], name="name"),
         ]
 
 
@@ -167,4 +203,6 @@ class PriceHistory(Document):
             IndexModel(
                 [("assetId", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="assetId_timestamp"
             ),
+            # Raw points are paged by (timestamp, _id) within one token.
+            IndexModel([("tokenId", ASC), ("timestamp", DESC), ("_id", DESC)], name="tokenId_timestamp_id"),
         ]

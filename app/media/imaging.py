@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import struct
 import warnings
 from collections.abc import Mapping
@@ -161,8 +162,28 @@ def check_upload(purpose: UploadPurpose | str, claimed_type: str, head: bytes, s
     return sniffed
 
 
+MAX_JSON_DEPTH = 256
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _json_depth_ok(data: bytes) -> bool:
+    """Nesting within MAX_JSON_DEPTH: json.loads recurses in C, and a dependency that raises the
+    recursion limit (py_ecc sets 100000) turns a deep document into a segfault, not a RecursionError."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return True
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return False
+    return True
+
+
 def is_json(data: bytes) -> bool:
     """Whether a whole body parses as JSON (sniffing only sees the first bracket)."""
+    if not _json_depth_ok(data):
+        return False
     try:
         json.loads(data)
     except (ValueError, RecursionError):

@@ -1,0 +1,47 @@
+"""Worker jobs of the media domain: processing an asset's uploads, and the lifecycle sweep."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from arq import Retry
+from redis.exceptions import LockError
+
+from app.lib.storage import is_transient
+from app.media import service
+
+log = structlog.get_logger(__name__)
+
+LOCK_TIMEOUT_S = 600  # longer than a run; a crashed holder's lock expires on its own
+
+
+def _lock_name(token_id: int) -> str:
+    return f"media:lock:{token_id}"
+
+
+async def process_media(ctx: dict[str, Any], token_id: int) -> dict[str, Any]:
+    """Promote, check and render one asset's media; one run per asset at a time (a Redis lock)."""
+    clients = ctx["clients"]
+    lock = clients.redis.lock(_lock_name(token_id), timeout=LOCK_TIMEOUT_S, blocking=False)
+    if not await lock.acquire():
+        raise Retry(defer=2)  # another run holds this asset: go after it, on the state it leaves
+    try:
+        return await service.process_asset_media(clients.storage, token_id)
+    except Exception as exc:
+        if is_transient(exc):
+            try_number = ctx.get("job_try", 1)
+            log.warning("media.process.retry", token_id=token_id, error=str(exc)[:200], job_try=try_number)
+            raise Retry(defer=min(60, 2**try_number)) from exc
+        raise
+    finally:
+        try:
+            await lock.release()
+        except LockError:
+            log.warning("media.process.lock_lost", token_id=token_id)
+
+
+async def sweep(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
+    """Delete expired temp uploads and processing cache where the store ignores lifecycle rules."""
+    return await service.sweep_expired(ctx["clients"].storage, now=now)

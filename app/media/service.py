@@ -1,0 +1,583 @@
+"""Media pipeline: upload policies, staging, promotion, renditions and the lifecycle sweep.
+
+Nothing an uploader sends is trusted: a presigned POST's policy limits what S3 accepts, but some
+stores (moto, s3rver) ignore policies, so every staged object is measured (HeadObject) and sniffed
+again by the processing job before it is promoted into the asset's layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO
+
+import structlog
+from botocore.exceptions import ClientError
+
+from app.assets.documents import Asset, MediaFile
+from app.auth.guards import Principal, ensure_owner_or_admin
+from app.lib import storage as keys
+from app.lib.clients import Clients
+from app.lib.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.lib.storage import Storage
+from app.lib.timeutil import as_utc, utcnow
+from app.media import imaging
+from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
+
+log = structlog.get_logger(__name__)
+
+PROCESS_JOB = "media.process"
+SWEEP_JOB = "media.sweep"
+# Direct uploads through the API are for small files; larger ones go straight to S3 (presigned).
+DIRECT_UPLOAD_MAX_BYTES = 25 * 1024 * 1024
+DIRECT_UPLOAD_MAX_FILES = 10
+HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without a sha256
+PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
+THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
+_KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
+_REJECTION_STATUS = {"too_large": 413}
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """One file of a direct upload, spooled by the framework."""
+
+    filename: str
+    content_type: str
+    file: BinaryIO
+    size: int
+
+
+# ---- assets and who may touch their media --------------------------------------------------------
+
+
+MAX_TOKEN_ID = 2**63 - 1  # MongoDB stores 8-byte integers; a larger id cannot name an asset
+
+
+async def get_asset(token_id: int) -> Asset:
+    asset = await Asset.find_one(Asset.tokenId == token_id) if 0 <= token_id <= MAX_TOKEN_ID else None
+    if asset is None:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    return asset
+
+
+async def asset_for_upload(principal: Principal | None, token_id: int) -> Asset:
+    """The asset, if this caller may add media to it: its current owner or an admin."""
+    asset = await get_asset(token_id)
+    ensure_owner_or_admin(principal, asset.ownership.currentOwner)
+    return asset
+
+
+def _collection():
+    return Asset.get_pymongo_collection()
+
+
+def _doc(entry: MediaFile) -> dict[str, Any]:
+    return entry.model_dump()
+
+
+async def _put_file(token_id: int, entry: MediaFile, *, replaces: str | None = None) -> None:
+    """Record a file under its key (replacing any record of that key), then drop the record it replaces.
+
+    In this order a crash in between leaves both records, never neither; the job re-run settles it.
+    """
+    doc = _doc(entry)
+    updated = await _collection().update_one(
+        {"tokenId": token_id, "media.files.key": entry.key},
+        {"$set": {"media.files.$[file]": doc}},
+        array_filters=[{"file.key": entry.key}],
+    )
+    if not updated.matched_count:
+        await _collection().update_one(
+            {"tokenId": token_id, "media.files.key": {"$ne": entry.key}}, {"$push": {"media.files": doc}}
+        )
+    if replaces and replaces != entry.key:
+        await _collection().update_one({"tokenId": token_id}, {"$pull": {"media.files": {"key": replaces}}})
+
+
+# ---- upload policies ----------------------------------------------------------------------------------
+
+
+def check_declared(purpose: str, content_type: str, size: int) -> str:
+    """The normalised content type if this purpose allows it at this size: else 415 or 413."""
+    rule = UPLOAD_RULES[UploadPurpose(purpose)]
+    normalized = imaging.normalize_content_type(content_type)
+    if normalized not in rule.content_types:
+        raise UnsupportedMediaType(
+            f"{content_type!r} is not allowed for {purpose} uploads",
+            code="unsupported_content_type",
+            details={"allowed": sorted(rule.content_types)},
+        )
+    if size > rule.max_bytes:
+        raise PayloadTooLarge(
+            f"{size} bytes is over the {rule.max_bytes} allowed for {purpose} uploads",
+            code="file_too_large",
+            details={"maxBytes": rule.max_bytes},
+        )
+    return normalized
+
+
+def _label(label: str | None, filename: str) -> str:
+    stem = filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].rsplit(".", 1)[0]
+    return keys.slug(label or stem, default="file")
+
+
+def _access(purpose: str, verification: bool) -> str:
+    if purpose == "image" or verification:
+        return "admin"  # originals and verification documents
+    return "authenticated"
+
+
+async def _stage(
+    principal: Principal,
+    request: Any,
+    content_type: str,
+    now: datetime,
+) -> tuple[str, MediaFile]:
+    """Check the caller may upload to the asset, then record the staged file it is about to send."""
+    if request.tokenId is None:
+        raise BadRequest(f"tokenId is required for {request.purpose} uploads", code="token_id_required")
+    if request.category and request.purpose != "document":
+        raise BadRequest("category applies to documents only", code="invalid_category")
+    asset = await asset_for_upload(principal, request.tokenId)
+    stamp = keys.timestamp_token(now)
+    ext = keys.extension_for(content_type)
+    label = _label(request.label, request.fileName)
+    category = request.category or ("certificates" if request.purpose == "document" else None)
+    if request.purpose == "model":
+        category = "texture" if content_type.startswith("image/") else "model"
+    entry = MediaFile(
+        key=keys.temp_key(principal.wallet_address, asset.tokenId, request.purpose, stamp, ext),
+        target=keys.final_key(request.purpose, asset.tokenId, label, stamp, content_type, request.category),
+        contentType=content_type,
+        status="staged",
+        kind=_KIND[request.purpose],
+        access=_access(request.purpose, request.verification),
+        category=category,
+        label=label,
+        uploadedBy=principal.wallet_address,
+        createdAt=now,
+    )
+    await _collection().update_one({"tokenId": asset.tokenId}, {"$push": {"media.files": _doc(entry)}})
+    return entry.key, entry
+
+
+async def presign_upload(
+    storage: Storage, principal: Principal, request: Any, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """A presigned POST for one file: avatars to the caller's profile, the rest staged under temp/."""
+    now = now or utcnow()
+    content_type = check_declared(request.purpose, request.contentType, request.contentLength)
+    if request.contentLength > keys.MULTIPART_THRESHOLD:
+        raise BadRequest(
+            f"files over {keys.MULTIPART_THRESHOLD} bytes use a multipart upload",
+            code="multipart_required",
+            details={"endpoint": "/api/storage/multipart-uploads"},
+        )
+    max_bytes = UPLOAD_RULES[UploadPurpose(request.purpose)].max_bytes
+    if request.purpose == "avatar":
+        key = keys.avatar_key(principal.wallet_address, keys.extension_for(content_type))
+        return await storage.presigned_post(key, content_type=content_type, max_bytes=max_bytes, now=now)
+    key, _ = await _stage(principal, request, content_type, now)
+    return await storage.presigned_post(
+        key, content_type=content_type, max_bytes=max_bytes, lifecycle="temp", now=now
+    )
+
+
+async def start_multipart(
+    storage: Storage, principal: Principal, request: Any, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """A multipart upload to a staged key, with a presigned URL for each part."""
+    now = now or utcnow()
+    content_type = check_declared(request.purpose, request.contentType, request.contentLength)
+    if request.purpose == "avatar":
+        raise BadRequest("avatars are small: use a presigned POST", code="multipart_not_allowed")
+    key, _ = await _stage(principal, request, content_type, now)
+    upload_id = await storage.create_multipart(key, content_type=content_type, lifecycle="temp")
+    part_count = max(1, math.ceil(request.contentLength / keys.MULTIPART_PART_SIZE))
+    return {
+        "key": key,
+        "uploadId": upload_id,
+        "partSize": keys.MULTIPART_PART_SIZE,
+        "parts": await storage.presigned_part_urls(key, upload_id, part_count),
+        "expiresAt": now + timedelta(seconds=keys.PRESIGNED_POST_TTL_S),
+    }
+
+
+async def complete_multipart(
+    storage: Storage, principal: Principal, key: str, upload_id: str
+) -> dict[str, Any]:
+    """Finish a multipart upload once the parts S3 holds add up to no more than the purpose allows."""
+    asset = await Asset.find_one({"media.files": {"$elemMatch": {"key": key, "status": "staged"}}})
+    entry = next((f for f in asset.media.files if f.key == key), None) if asset else None
+    if asset is None or entry is None:
+        raise NotFound("no staged upload with that key", code="upload_not_found")
+    if not principal.is_admin and (entry.uploadedBy or "").lower() != principal.wallet_address.lower():
+        raise Forbidden("only the uploader may complete this upload", code="not_uploader")
+    try:
+        parts = await storage.uploaded_parts(key, upload_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            raise
+        raise NotFound("no multipart upload with that id", code="upload_not_found") from exc
+    total = sum(int(p["Size"]) for p in parts)
+    max_bytes = UPLOAD_RULES[UploadPurpose(_purpose(entry))].max_bytes
+    if not parts or total > max_bytes:
+        await storage.abort_multipart(key, upload_id)
+        await _reject(storage, asset.tokenId, entry, "too_large" if parts else "empty_upload")
+        if not parts:
+            raise BadRequest("no parts were uploaded", code="empty_upload")
+        raise PayloadTooLarge(
+            f"{total} bytes is over the {max_bytes} allowed",
+            code="file_too_large",
+            details={"maxBytes": max_bytes},
+        )
+    await storage.complete_multipart(key, upload_id, sorted(parts, key=lambda p: p["PartNumber"]))
+    return {"key": key, "size": total}
+
+
+def _purpose(entry: MediaFile) -> str:
+    return {"image": "image", "document": "document", "model": "model", "video": "video"}[entry.kind or ""]
+
+
+# ---- direct uploads through the API ------------------------------------------------------------------
+
+
+async def store_direct(
+    storage: Storage,
+    principal: Principal,
+    token_id: int,
+    purpose: str,
+    files: list[IncomingFile],
+    *,
+    category: str | None = None,
+    verification: bool = False,
+    now: datetime | None = None,
+) -> list[MediaFile]:
+    """Check every file (size, sniffed bytes), then store them all in the asset's layout."""
+    now = now or utcnow()
+    if not files:
+        raise BadRequest("no files in the upload", code="no_files")
+    if len(files) > DIRECT_UPLOAD_MAX_FILES:
+        raise BadRequest(f"at most {DIRECT_UPLOAD_MAX_FILES} files per upload", code="too_many_files")
+    await asset_for_upload(principal, token_id)
+    accepted: list[tuple[IncomingFile, str, str]] = []
+    for incoming in files:
+        if incoming.size > DIRECT_UPLOAD_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"{incoming.filename!r} is over {DIRECT_UPLOAD_MAX_BYTES} bytes: use a presigned upload",
+                code="file_too_large",
+                details={"maxBytes": DIRECT_UPLOAD_MAX_BYTES, "file": incoming.filename},
+            )
+        claimed = check_declared(purpose, incoming.content_type, incoming.size)
+        incoming.file.seek(0)
+        head = incoming.file.read(SNIFF_BYTES)
+        try:
+            sniffed = imaging.check_upload(purpose, claimed, head, incoming.size)
+        except MediaRejected as exc:
+            status = PayloadTooLarge if exc.code == "too_large" else UnsupportedMediaType
+            raise status(
+                f"{incoming.filename!r}: {exc.message}", code=exc.code, details={"file": incoming.filename}
+            ) from exc
+        digest = hashlib.sha256()
+        incoming.file.seek(0)
+        body = incoming.file.read()
+        digest.update(body)
+        if sniffed == "application/json" and not imaging.is_json(body):
+            raise UnsupportedMediaType(f"{incoming.filename!r} is not valid JSON", code="invalid_json")
+        accepted.append((incoming, sniffed, digest.hexdigest()))
+
+    stored: list[MediaFile] = []
+    labels: set[str] = set()
+    for index, (incoming, content_type, sha256) in enumerate(accepted):
+        stamp = keys.timestamp_token(now.replace(microsecond=(now.microsecond + index) % 1_000_000))
+        label = _label(None, incoming.filename)
+        if label in labels:
+            label = f"{label}-{index + 1}"
+        labels.add(label)
+        key = keys.final_key(purpose, token_id, label, stamp, content_type, category)
+        incoming.file.seek(0)
+        await storage.put_fileobj(key, incoming.file, content_type)
+        entry = MediaFile(
+            key=key,
+            contentType=content_type,
+            size=incoming.size,
+            sha256=sha256,
+            status="stored",
+            kind=_KIND[purpose],
+            access=_access(purpose, verification),
+            category=category if purpose == "document" else None,
+            label=label,
+            uploadedBy=principal.wallet_address,
+            createdAt=now,
+        )
+        await _put_file(token_id, entry)
+        await _index_key(token_id, entry)
+        stored.append(entry)
+    log.info("media.direct_upload", token_id=token_id, purpose=purpose, files=len(stored))
+    return stored
+
+
+async def _index_key(token_id: int, entry: MediaFile) -> None:
+    """Keep the seed's media fields (imageKeys, documentKeys, videoKey, modelKey) in step with files."""
+    if entry.kind == "image":
+        update: dict[str, Any] = {"$addToSet": {"media.imageKeys": entry.key}}
+    elif entry.kind == "document":
+        update = {"$addToSet": {"media.documentKeys": entry.key}}
+    elif entry.kind == "video":
+        update = {"$set": {"media.videoKey": entry.key}}
+    elif entry.kind == "model" and entry.category == "model":
+        update = {"$set": {"media.modelKey": entry.key}}
+    else:
+        return
+    await _collection().update_one({"tokenId": token_id}, update)
+
+
+# ---- processing --------------------------------------------------------------------------------------
+
+
+def pending_keys(asset: Asset) -> list[str]:
+    """What a processing run would work on: staged uploads and images not yet rendered."""
+    return sorted(
+        f.key
+        for f in asset.media.files
+        if f.status == "staged" or (f.kind == "image" and f.status == "stored")
+    )
+
+
+async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]:
+    """Queue `media.process` for the asset; the same pending inputs give the same job (arq de-duplicates)."""
+    asset = await get_asset(token_id)
+    pending = pending_keys(asset)
+    digest = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:16]
+    job_id = f"{PROCESS_JOB}:{token_id}:{digest}"
+    await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id)
+    return job_id, len(pending)
+
+
+async def _reject(
+    storage: Storage, token_id: int, entry: MediaFile, code: str, message: str | None = None
+) -> None:
+    """Delete the object and keep the record, marked rejected with why: it is never served."""
+    await storage.delete([entry.key])
+    rejected = entry.model_copy(update={"status": "rejected", "error": code})
+    await _put_file(token_id, rejected)
+    pulls = {"media.imageKeys": entry.key, "media.documentKeys": entry.key}
+    await _collection().update_one({"tokenId": token_id}, {"$pull": pulls})
+    log.warning("media.rejected", token_id=token_id, key=entry.key, code=code, detail=message)
+
+
+async def _sha256_of(storage: Storage, key: str, size: int) -> str | None:
+    if size > HASH_MAX_BYTES:
+        return None
+    return hashlib.sha256(await storage.read(key)).hexdigest()
+
+
+async def promote(storage: Storage, token_id: int, entry: MediaFile, *, now: datetime) -> str:
+    """Move one staged upload into the asset's layout after re-checking its real size and bytes."""
+    stored = await storage.head(entry.key)
+    if stored is None:
+        if entry.createdAt and now - as_utc(entry.createdAt) > keys.TEMP_TTL:
+            await _reject(storage, token_id, entry, "upload_expired")
+            return "rejected"
+        return "waiting"  # the browser has not finished uploading yet
+    purpose = _purpose(entry)
+    try:
+        head = await storage.read(entry.key, first=SNIFF_BYTES)
+        content_type = imaging.check_upload(purpose, entry.contentType or "", head, stored.size)
+        if content_type == "application/json" and not imaging.is_json(await storage.read(entry.key)):
+            raise MediaRejected("invalid_json", "not valid JSON")
+    except MediaRejected as exc:
+        await _reject(storage, token_id, entry, exc.code, exc.message)
+        return "rejected"
+    target = entry.target or entry.key
+    await storage.copy(entry.key, target, content_type=content_type)
+    promoted = entry.model_copy(
+        update={
+            "key": target,
+            "target": None,
+            "size": stored.size,
+            "contentType": content_type,
+            "sha256": await _sha256_of(storage, target, stored.size),
+            "status": "stored",
+        }
+    )
+    await _put_file(token_id, promoted, replaces=entry.key)
+    await _index_key(token_id, promoted)
+    await storage.delete([entry.key])
+    return "promoted"
+
+
+def _render(data: bytes) -> tuple[imaging.ProcessedImage, bytes]:
+    """CPU work, run in a thread: one decode for every rendition, one for the stripped full size."""
+    return imaging.render_variants(data), imaging.strip_metadata(data)
+
+
+def _rendition(source: MediaFile, kind: str, key: str, image: imaging.EncodedImage, **extra: Any):
+    return MediaFile(
+        key=key,
+        contentType=image.content_type,
+        size=len(image.data),
+        sha256=image.sha256,
+        width=image.width,
+        height=image.height,
+        status="processed",
+        kind=kind,
+        access="authenticated" if kind == "highres" else "public",
+        source=source.key,
+        label=extra.get("label", source.label),
+        createdAt=source.createdAt,
+    )
+
+
+async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, primary: bool) -> str:
+    """Make an original's renditions (and the asset's thumbnails when it is the primary image)."""
+    data = await storage.read(entry.key)
+    try:
+        processed, highres = await asyncio.to_thread(_render, data)
+    except MediaRejected as exc:
+        await _reject(storage, token_id, entry, exc.code, exc.message)
+        return "rejected"
+    stamp = keys.stamp_of(entry.key)
+    outputs: list[tuple[MediaFile, bytes, str]] = []
+    for kind in ("preview", "watermarked"):
+        image = processed.renditions[f"{kind}.jpg"]
+        key = keys.processed_key(token_id, kind, stamp)
+        outputs.append((_rendition(entry, kind, key, image), image.data, PUBLIC_CACHE))
+    high = imaging.EncodedImage(
+        highres, processed.width, processed.height, "image/jpeg", hashlib.sha256(highres).hexdigest()
+    )
+    outputs.append(
+        (
+            _rendition(entry, "highres", keys.processed_key(token_id, "highres", stamp), high),
+            highres,
+            "private",
+        )
+    )
+    if primary:
+        outputs.extend(_thumbnails(token_id, entry, processed))
+    for record, body, cache_control in outputs:
+        await storage.put_bytes(
+            record.key, body, record.contentType or "image/jpeg", cache_control=cache_control
+        )
+    for record, _, _ in outputs:
+        await _put_file(token_id, record)
+    done = entry.model_copy(
+        update={
+            "status": "processed",
+            "error": None,
+            "sha256": processed.sha256,
+            "width": processed.width,
+            "height": processed.height,
+            "contentType": processed.content_type,
+            "size": len(data),
+        }
+    )
+    await _put_file(token_id, done)
+    if primary:
+        await _set_thumbnail(token_id)
+    return "processed"
+
+
+def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedImage):
+    for size in keys.THUMBNAIL_SIZES:
+        for ext in ("jpg", "webp"):
+            image = processed.renditions[f"thumbnail-{size}.{ext}"]
+            key = keys.thumbnail_key(token_id, size, ext)
+            yield (_rendition(entry, "thumbnail", key, image, label=size), image.data, THUMBNAIL_CACHE)
+
+
+async def _set_thumbnail(token_id: int) -> None:
+    await _collection().update_one(
+        {"tokenId": token_id}, {"$set": {"media.thumbnailUrl": keys.thumbnail_key(token_id, "md", "jpg")}}
+    )
+
+
+def _primary_key(asset: Asset) -> str | None:
+    """The asset's primary image: the first of imageKeys that is still live."""
+    live = {f.key for f in asset.media.files if f.kind == "image" and f.status in ("stored", "processed")}
+    return next((key for key in asset.media.imageKeys if key in live), None)
+
+
+async def process_asset_media(
+    storage: Storage, token_id: int, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Promote staged uploads, render stored images, and keep the thumbnails on the primary image."""
+    now = now or utcnow()
+    asset = await Asset.find_one(Asset.tokenId == token_id)
+    if asset is None:
+        return {"tokenId": token_id, "status": "asset_not_found"}
+    counts: dict[str, int] = {}
+
+    def count(outcome: str) -> None:
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    for entry in [f for f in asset.media.files if f.status == "staged"]:
+        count(await promote(storage, token_id, entry, now=now))
+
+    asset = await get_asset(token_id)
+    primary = _primary_key(asset)
+    for entry in [f for f in asset.media.files if f.kind == "image" and f.status == "stored"]:
+        count(await render_image(storage, token_id, entry, primary=entry.key == primary))
+
+    # A rejected primary hands the thumbnails to the next image; an unchanged one costs nothing.
+    asset = await get_asset(token_id)
+    primary = _primary_key(asset)
+    thumbs = {f.source for f in asset.media.files if f.kind == "thumbnail" and f.status == "processed"}
+    if primary is not None and thumbs != {primary}:
+        entry = next(f for f in asset.media.files if f.key == primary)
+        data = await storage.read(primary)
+        try:
+            processed, _ = await asyncio.to_thread(_render, data)
+        except MediaRejected as exc:
+            await _reject(storage, token_id, entry, exc.code, exc.message)
+        else:
+            for record, body, cache_control in _thumbnails(token_id, entry, processed):
+                await storage.put_bytes(
+                    record.key, body, record.contentType or "", cache_control=cache_control
+                )
+                await _put_file(token_id, record)
+            await _set_thumbnail(token_id)
+            count("thumbnails")
+    elif primary is None and thumbs:
+        await _drop_thumbnails(storage, token_id)
+    log.info("media.processed", token_id=token_id, **counts)
+    return {"tokenId": token_id, "status": "done", **counts}
+
+
+async def _drop_thumbnails(storage: Storage, token_id: int) -> None:
+    stale = [keys.thumbnail_key(token_id, s, e) for s in keys.THUMBNAIL_SIZES for e in ("jpg", "webp")]
+    await storage.delete(stale)
+    await _collection().update_one(
+        {"tokenId": token_id},
+        {"$pull": {"media.files": {"kind": "thumbnail"}}, "$set": {"media.thumbnailUrl": None}},
+    )
+
+
+# ---- lifecycle -----------------------------------------------------------------------------------------
+
+
+async def sweep_expired(storage: Storage, *, now: datetime | None = None) -> dict[str, int]:
+    """Delete temp uploads older than 24 h and cache objects older than 7 days (seed 3.2.4)."""
+    now = now or utcnow()
+    expired: list[str] = []
+    async for obj in storage.list("user-uploads/"):
+        if keys.is_temp_key(obj.key) and now - as_utc(obj.last_modified) > keys.TEMP_TTL:
+            expired.append(obj.key)
+    temp = len(expired)
+    async for obj in storage.list("images/processed/"):
+        if keys.is_cache_key(obj.key) and now - as_utc(obj.last_modified) > keys.CACHE_TTL:
+            expired.append(obj.key)
+    await storage.delete(expired)
+    # Staged records whose upload never came (or was just swept) would otherwise wait forever.
+    cutoff = now - keys.TEMP_TTL
+    await _collection().update_many(
+        {"media.files": {"$elemMatch": {"status": "staged", "createdAt": {"$lt": cutoff}}}},
+        {"$pull": {"media.files": {"status": "staged", "createdAt": {"$lt": cutoff}}}},
+    )
+    if expired:
+        log.info("media.swept", temp=temp, cache=len(expired) - temp)
+    return {"temp": temp, "cache": len(expired) - temp}

@@ -1,0 +1,104 @@
+"""Data for the media tests: assets owned by a wallet, photos with GPS EXIF, hostile files."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+
+import httpx
+from PIL import Image
+
+from app.assets.documents import Asset, Ownership
+from app.lib.timeutil import utcnow
+from tests import factories
+
+SECRET_MAKER = b"SecretPhoneMaker"
+
+
+async def asset(token_id: int, owner: str | None) -> Asset:
+    """An asset in MongoDB owned by `owner`."""
+    doc = Asset(
+        tokenId=token_id,
+        contractAddress="0x" + "11" * 20,
+        name=f"Asset {token_id}",
+        assetType="Art",
+        ownership=Ownership(currentOwner=owner, ownerSince=utcnow()),
+    )
+    await doc.insert()
+    return doc
+
+
+async def owner_with_asset(settings, token_id: int = 7):
+    """A signed-in user who owns a fresh asset."""
+    login = await factories.login(settings)
+    await asset(token_id, login.wallet)
+    return login
+
+
+def photo(size: tuple[int, int] = (1200, 900), *, gps: bool = True) -> bytes:
+    """A JPEG photo, carrying camera make and GPS position in its EXIF when `gps`."""
+    width, height = size
+    image = Image.merge(
+        "RGB",
+        [
+            Image.linear_gradient("L").resize(size),
+            Image.radial_gradient("L").resize(size),
+            Image.linear_gradient("L").rotate(90).resize(size),
+        ],
+    )
+    exif = Image.Exif()
+    if gps:
+        exif[0x010F] = SECRET_MAKER.decode()
+        exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 12.5), 3: "E", 4: (4.0, 53.0, 30.1)})
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif, quality=90)
+    assert width and height
+    return buffer.getvalue()
+
+
+def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A valid 1-bit PNG of a few KB that decodes to width*height pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)
+    idat = [compressor.compress(row * 256) for _ in range(height // 256)]
+    idat += [compressor.compress(row * (height % 256)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
+    )
+
+
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<<>>\n%%EOF\n"
+
+
+def has_gps(data: bytes) -> bool:
+    with Image.open(io.BytesIO(data)) as image:
+        return bool(image.getexif().get_ifd(0x8825)) or SECRET_MAKER in data
+
+
+def policy(form: dict) -> dict:
+    """The decoded policy document of a presigned POST."""
+    return json.loads(base64.b64decode(form["fields"]["policy"]))
+
+
+async def post_form(form: dict, data: bytes, filename: str = "upload.bin") -> httpx.Response:
+    """Send a presigned POST form to S3 over real HTTP, as a browser would."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(form["url"], data=form["fields"], files={"file": (filename, data)})
+
+
+async def presign(client, login, **body) -> dict:
+    response = await client.post("/api/storage/presigned-url", json=body, headers=login.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def object_keys(clients, prefix: str = "") -> list[str]:
+    return sorted([obj.key async for obj in clients.storage.list(prefix)])

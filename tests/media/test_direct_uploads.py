@@ -1,0 +1,124 @@
+"""Direct uploads through the API: several files, sniffed bytes (415), size caps (413)."""
+
+from __future__ import annotations
+
+from app.assets.documents import Asset
+from tests import factories
+from tests.media import support
+
+
+async def test_images_are_stored_as_originals_and_queued(client, clients, settings):
+    login = await support.owner_with_asset(settings, 7)
+    response = await client.post(
+        "/api/assets/7/images",
+        files=[
+            ("files", ("primary.jpg", support.photo((300, 200)), "image/jpeg")),
+            ("files", ("angle1.jpg", support.photo((200, 300)), "image/jpeg")),
+        ],
+        headers=login.headers,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert [f["label"] for f in body["files"]] == ["primary", "angle1"]
+    assert "key" not in str(body["files"])  # originals are admin-only: no keys for the uploader
+    assert body["jobId"].startswith("media.process:7:")
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    assert [k.split("_")[1] for k in asset.media.imageKeys] == ["primary", "angle1"]
+    assert all(k.startswith("images/originals/7/7_") for k in asset.media.imageKeys)
+    assert await support.object_keys(clients, "images/originals/") == sorted(asset.media.imageKeys)
+
+
+async def test_bytes_that_do_not_match_the_claimed_type_are_415(client, clients, settings):
+    login = await support.owner_with_asset(settings, 7)
+    png_as_jpeg = support.photo((50, 50))
+    pdf_as_jpeg = await client.post(
+        "/api/assets/7/images", files=[("files", ("x.jpg", support.PDF, "image/jpeg"))], headers=login.headers
+    )
+    assert pdf_as_jpeg.status_code == 415 and pdf_as_jpeg.json()["error"]["code"] == "unsupported_format"
+    jpeg_as_png = await client.post(
+        "/api/assets/7/images", files=[("files", ("x.png", png_as_jpeg, "image/png"))], headers=login.headers
+    )
+    assert jpeg_as_png.status_code == 415 and jpeg_as_png.json()["error"]["code"] == "type_mismatch"
+    svg = await client.post(
+        "/api/assets/7/images",
+        files=[("files", ("x.svg", b"<svg/>", "image/svg+xml"))],
+        headers=login.headers,
+    )
+    assert svg.status_code == 415
+    # One bad file refuses the whole upload: nothing was stored.
+    mixed = await client.post(
+        "/api/assets/7/images",
+        files=[
+            ("files", ("ok.jpg", png_as_jpeg, "image/jpeg")),
+            ("files", ("bad.jpg", support.PDF, "image/jpeg")),
+        ],
+        headers=login.headers,
+    )
+    assert mixed.status_code == 415
+    assert await support.object_keys(clients) == []
+
+
+async def test_bodies_over_the_cap_are_413(client, settings):
+    login = await support.owner_with_asset(settings, 7)
+    too_big_file = b"\xff\xd8\xff\xe0" + b"\x00" * (25 * 1024 * 1024 + 1)
+    one = await client.post(
+        "/api/assets/7/images",
+        files=[("files", ("big.jpg", too_big_file, "image/jpeg"))],
+        headers=login.headers,
+    )
+    assert one.status_code == 413 and one.json()["error"]["code"] == "file_too_large"
+    whole = await client.post(
+        "/api/assets/7/images",
+        files=[("files", (f"{i}.jpg", too_big_file[: 20 * 1024 * 1024], "image/jpeg")) for i in range(4)],
+        headers=login.headers,
+    )
+    assert whole.status_code == 413
+
+
+async def test_documents_by_category_and_json_is_validated(client, clients, settings):
+    login = await support.owner_with_asset(settings, 7)
+    certificate = await client.post(
+        "/api/assets/7/documents",
+        data={"category": "certificates"},
+        files=[("files", ("authenticity.pdf", support.PDF, "application/pdf"))],
+        headers=login.headers,
+    )
+    assert certificate.status_code == 201, certificate.text
+    metadata = await client.post(
+        "/api/assets/7/documents",
+        data={"category": "metadata"},
+        files=[("files", ("extended_metadata.json", b'{"edition": 1}', "application/json"))],
+        headers=login.headers,
+    )
+    assert metadata.status_code == 201, metadata.text
+    broken = await client.post(
+        "/api/assets/7/documents",
+        data={"category": "metadata"},
+        files=[("files", ("m.json", b'{"edition": ', "application/json"))],
+        headers=login.headers,
+    )
+    assert broken.status_code == 415 and broken.json()["error"]["code"] == "invalid_json"
+    bad_category = await client.post(
+        "/api/assets/7/documents",
+        data={"category": "secrets"},
+        files=[("files", ("a.pdf", support.PDF, "application/pdf"))],
+        headers=login.headers,
+    )
+    assert bad_category.status_code == 400
+    stored = await support.object_keys(clients, "documents/")
+    assert [k.rsplit("_", 1)[0] for k in stored] == [
+        "documents/7/certificates/7_authenticity",
+        "documents/7/metadata/7_extended-metadata",
+    ]
+
+
+async def test_only_the_owner_or_an_admin_uploads(client, settings):
+    await support.owner_with_asset(settings, 7)
+    stranger = await factories.login(settings)
+    files = [("files", ("a.jpg", support.photo((40, 40)), "image/jpeg"))]
+    refused = await client.post("/api/assets/7/images", files=files, headers=stranger.headers)
+    assert refused.status_code == 403
+    assert (await client.post("/api/assets/7/images", files=files)).status_code == 401
+    assert (await client.post("/api/assets/7/process-media", headers=stranger.headers)).status_code == 403
+    admin = await factories.login(settings, roles=("admin",))
+    assert (await client.post("/api/assets/7/images", files=files, headers=admin.headers)).status_code == 201
