@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
+from app.assets.controllers import AssetController, UserAssetsController
 from app.auth.controllers import AuthController
 from app.auth.middleware import authentication_middleware
 from app.config import Settings, check_settings, get_settings
@@ -19,6 +20,7 @@ from app.lib.clients import Clients, open_clients
 from app.lib.errors import EXCEPTION_HANDLERS
 from app.lib.logging import configure_logging
 from app.lib.observability import prometheus_config, request_id_middleware
+from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.media.controllers import AssetMediaController, StorageController
 from app.system.controllers import JobController, SystemController
 
@@ -49,6 +51,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthController,
             StorageController,
             AssetMediaController,
+            AssetController,
+            UserAssetsController,
+            TransactionController,
+            UserTransactionsController,
+            MarketController,
         ],
         lifespan=[clients_lifespan],
         dependencies={

@@ -51,4 +51,33 @@ class Transaction(Document):
                 name="transactionHash_unique",
             ),
             IndexModel([("timestamp", pymongo.DESCENDING)], name="timestamp"),
+            # Keyset pagination by (timestamp, _id), overall and per token.
+            IndexModel([("timestamp", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="timestamp_id"),
+            IndexModel(
+                [
+                    ("tokenId", pymongo.ASCENDING),
+                    ("timestamp", pymongo.DESCENDING),
+                    ("_id", pymongo.DESCENDING),
+                ],
+                name="tokenId_timestamp_id",
+            ),
+            IndexModel(
+                [
+                    ("seller", pymongo.ASCENDING),
+                    ("timestamp", pymongo.DESCENDING),
+                    ("_id", pymongo.DESCENDING),
+                ],
+                name="seller_timestamp_id",
+            ),
+            IndexModel(
+                [
+                    ("buyer", pymongo.ASCENDING),
+                    ("timestamp", pymongo.DESCENDING),
+                    ("_id", pymongo.DESCENDING),
+                ],
+                name="buyer_timestamp_id",
+            ),
+            IndexModel(
+                [("type", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="type_timestamp"
+            ),
         ]

@@ -1,0 +1,193 @@
+"""Asset endpoints (seed plan 4.1): browse, detail, price history, onboarding and metadata updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, MediaType, Request, Response, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from app.assets import schemas, service
+from app.auth.guards import Principal, current_principal, requires_permission, requires_roles
+from app.lib.deps import ClientsDep, SettingsDep
+from app.lib.errors import BadRequest
+
+PUBLIC = {"anonymous": True}
+
+AssetTypeParam = Annotated[str | None, QueryParameter(name="assetType", description="e.g. Art, Real Estate")]
+OwnerParam = Annotated[str | None, QueryParameter(description="owner wallet address")]
+IsListedParam = Annotated[bool | None, QueryParameter(name="isListed")]
+IsVerifiedParam = Annotated[bool | None, QueryParameter(name="isVerified")]
+MinPriceParam = Annotated[float | None, QueryParameter(name="minPrice", description="ETH")]
+MaxPriceParam = Annotated[float | None, QueryParameter(name="maxPrice", description="ETH")]
+QParam = Annotated[str | None, QueryParameter(description="name prefix (case-insensitive, literal)")]
+SortParam = Annotated[
+    str | None,
+    QueryParameter(description="price, createdAt, updatedAt or viewCount; prefix '-' for descending"),
+]
+LimitParam = Annotated[int | None, QueryParameter(description="1 to 100, default 20")]
+CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
+
+
+def principal_of(request: Request) -> Principal | None:
+    user = request.scope.get("user")
+    return user if isinstance(user, Principal) else None
+
+
+def refuse_operator_params(request: Request) -> None:
+    """`owner[$ne]=` and the like are how operators get smuggled into queries: refuse them outright."""
+    for name in request.query_params:
+        if any(char in name for char in "[]$."):
+            raise BadRequest(
+                f"query parameter {name!r} is not allowed",
+                code="operator_not_allowed",
+                details={"name": name},
+            )
+
+
+class AssetController(Controller):
+    path = "/api/assets"
+    tags = ["assets"]
+
+    @get("/", opt=PUBLIC)
+    async def list_assets(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        asset_type: AssetTypeParam = None,
+        owner: OwnerParam = None,
+        is_listed: IsListedParam = None,
+        is_verified: IsVerifiedParam = None,
+        min_price: MinPriceParam = None,
+        max_price: MaxPriceParam = None,
+        q: QParam = None,
+        sort: SortParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.AssetPage:
+        """Browse assets: filters, a fixed set of sorts, and keyset pages (`nextCursor`)."""
+        refuse_operator_params(request)
+        query = service.asset_filter(
+            asset_type=asset_type,
+            owner=owner,
+            is_listed=is_listed,
+            is_verified=is_verified,
+            min_price=min_price,
+            max_price=max_price,
+            q=q,
+        )
+        return await service.list_assets(
+            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor
+        )
+
+    @post("/", status_code=HTTP_201_CREATED, guards=[requires_permission("assets:write")])
+    async def create_asset(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        data: JSONBody[schemas.AssetCreate],
+    ) -> dict[str, Any]:
+        """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists."""
+        return await service.create_asset(clients, settings, data, current_principal(request), request)
+
+    @get("/{token_id:int}", opt=PUBLIC)
+    async def get_asset(
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, token_id: FromPath[int]
+    ) -> dict[str, Any]:
+        """Full details of an asset with media URLs for this caller; counts a view."""
+        refuse_operator_params(request)
+        return await service.asset_detail(clients, settings, token_id, principal_of(request))
+
+    @post("/{token_id:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
+    async def verify_asset(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        token_id: FromPath[int],
+        data: JSONBody[schemas.VerifyRequest | None] = None,
+    ) -> dict[str, Any]:
+        """Record the platform's verification of an asset (admin)."""
+        return await service.verify_asset(
+            clients, settings, token_id, data or schemas.VerifyRequest(), current_principal(request), request
+        )
+
+    @patch("/{token_id:int}/metadata")
+    async def update_metadata(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        token_id: FromPath[int],
+        data: JSONBody[schemas.MetadataPatch],
+    ) -> dict[str, Any]:
+        """Change metadata and custom attributes (owner or admin); 409 when `version` is stale."""
+        return await service.update_metadata(
+            clients, settings, token_id, data, current_principal(request), request
+        )
+
+    @get("/{token_id:int}/price-history", opt=PUBLIC)
+    async def price_history(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        token_id: FromPath[int],
+        start: Annotated[
+            datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")
+        ] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")] = None,
+        source: Annotated[str | None, QueryParameter(description="ai-oracle, user-listing, sale...")] = None,
+        interval: Annotated[str, QueryParameter(description="raw, 1h, 1d or 1w")] = "raw",
+        limit: Annotated[int | None, QueryParameter(description="raw points per page, 1 to 1000")] = None,
+        cursor: CursorParam = None,
+        format: Annotated[str, QueryParameter(description="json or csv")] = "json",
+    ) -> Response[Any]:
+        """Price points (paged) or OHLC buckets over a time range; CSV with `format=csv`."""
+        refuse_operator_params(request)
+        if format not in ("json", "csv"):
+            raise BadRequest("format must be json or csv", code="invalid_format")
+        page = await service.price_history(
+            settings,
+            token_id,
+            start=start,
+            end=end,
+            source=source,
+            interval=interval,
+            limit=limit,
+            cursor=cursor,
+        )
+        if format == "csv":
+            headers = {"Content-Disposition": f'attachment; filename="price-history-{token_id}.csv"'}
+            if page.nextCursor:
+                headers["X-Next-Cursor"] = page.nextCursor
+            return Response(service.history_csv(page), media_type="text/csv", headers=headers)
+        return Response(page, media_type=MediaType.JSON)
+
+
+class UserAssetsController(Controller):
+    path = "/api/users"
+    tags = ["assets"]
+
+    @get("/{wallet_address:str}/assets", opt=PUBLIC)
+    async def user_assets(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        wallet_address: FromPath[str],
+        asset_type: AssetTypeParam = None,
+        is_listed: IsListedParam = None,
+        sort: SortParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.AssetPage:
+        """Assets owned by a wallet."""
+        refuse_operator_params(request)
+        query = service.asset_filter(owner=wallet_address, asset_type=asset_type, is_listed=is_listed)
+        return await service.list_assets(
+            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor
+        )

@@ -1,0 +1,763 @@
+"""Assets: onboarding, lists, details (cached), metadata updates and price history.
+
+Hot reads go straight to PyMongo with projections and are shaped into msgspec structs or plain dicts;
+Beanie validates what is written. Every write bumps `version` and `updatedAt` and then invalidates the
+caches, after it has committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import structlog
+from bson import Decimal128, ObjectId
+from eth_utils import to_checksum_address
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, ExecutionTimeout
+
+from app.assets import schemas
+from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory
+from app.auth.guards import Principal, ensure_owner_or_admin
+from app.config import Settings
+from app.lib import cache
+from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
+from app.lib.timeutil import as_utc, utcnow
+from app.market import service as market_service
+from app.media import access
+from app.system import audit
+
+log = structlog.get_logger(__name__)
+
+MAX_LIMIT = 100
+MAX_TOKEN_ID = 2**63 - 1
+DEFAULT_LIMIT = 20
+MAX_QUERY_CHARS = 100
+DETAIL_CACHE = "asset_detail"
+DETAIL_TTL_S = 300
+METADATA_FIELDS = frozenset(field.name for field in msgspec.structs.fields(schemas.MetadataIn))
+# API sort name -> (document path, nullable); listings sort price by the asking price.
+ASSET_SORTS = {
+    "createdAt": ("createdAt", False),
+    "updatedAt": ("updatedAt", False),
+    "price": ("currentPrice.value", True),
+    "viewCount": ("stats.viewCount", False),
+}
+LISTING_SORTS = {**ASSET_SORTS, "price": ("marketStatus.listingPrice", True)}
+LIST_PROJECTION = {
+    "tokenId": 1,
+    "name": 1,
+    "assetType": 1,
+    "ownership.currentOwner": 1,
+    "verification.isVerified": 1,
+    "media.thumbnailUrl": 1,
+    "currentPrice": 1,
+    "marketStatus": 1,
+    "stats.viewCount": 1,
+    "createdAt": 1,
+    "updatedAt": 1,
+}
+MAX_ATTRIBUTE_DEPTH = 5
+MAX_ATTRIBUTE_BYTES = 16_384
+
+
+def assets_collection():
+    return Asset.get_pymongo_collection()
+
+
+def history_collection():
+    return PriceHistory.get_pymongo_collection()
+
+
+@contextlib.asynccontextmanager
+async def bounded_query() -> AsyncIterator[None]:
+    """A query over its time budget (maxTimeMS) is a 503, not a 500."""
+    try:
+        yield
+    except ExecutionTimeout as exc:
+        raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def parse_address(value: str, field: str = "walletAddress") -> str:
+    """An EIP-55 checksummed address (the form addresses are stored in), or 400 `invalid_address`."""
+    if not isinstance(value, str) or not schemas.ADDRESS_RE.match(value):
+        raise BadRequest(f"{field} must be a 0x-prefixed 20-byte hex address", code="invalid_address")
+    return to_checksum_address(value)
+
+
+def parse_sort(value: str | None, sorts: dict[str, tuple[str, bool]]) -> tuple[str, Sort]:
+    """`field` (ascending) or `-field` (descending) from the fixed set; 400 `invalid_sort` otherwise."""
+    raw = value or "-createdAt"
+    name = raw[1:] if raw.startswith("-") else raw
+    if name not in sorts:
+        raise BadRequest(
+            f"sort must be one of {', '.join(sorts)}, optionally prefixed with '-' for descending",
+            code="invalid_sort",
+            details={"allowed": sorted(sorts)},
+        )
+    path, nullable = sorts[name]
+    return raw, Sort(path, -1 if raw.startswith("-") else 1, nullable)
+
+
+def known_token(token_id: int) -> int:
+    """Token ids outside MongoDB's int64 cannot be stored, so no asset has one: 404 like any unknown id."""
+    if not 0 <= token_id <= MAX_TOKEN_ID:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    return token_id
+
+
+def parse_limit(limit: int | None, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise BadRequest(f"limit must be between 1 and {maximum}", code="invalid_limit")
+    return limit
+
+
+def check_attributes(value: Any, path: str = "customAttributes", depth: int = 0) -> None:
+    """Free-form attributes are stored as given, so no key may look like an operator or a path."""
+    if depth > MAX_ATTRIBUTE_DEPTH:
+        raise BadRequest(f"{path} nests too deeply", code="invalid_attributes")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not key or key.startswith("$") or "." in key or "\x00" in key or len(key) > 100:
+                raise BadRequest(
+                    f"{path} has a key that is not allowed: {key!r}",
+                    code="operator_not_allowed" if key.startswith("$") else "invalid_attributes",
+                )
+            check_attributes(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_attributes(item, f"{path}[{index}]", depth + 1)
+
+
+def _check_attribute_size(value: dict[str, Any]) -> None:
+    if len(msgspec.json.encode(value)) > MAX_ATTRIBUTE_BYTES:
+        raise BadRequest("customAttributes is too large", code="invalid_attributes")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def wei_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    return str(int(value))
+
+
+def list_item(doc: dict[str, Any], storage) -> schemas.AssetListItem:
+    price = doc.get("currentPrice") or {}
+    market = doc.get("marketStatus") or {}
+    return schemas.AssetListItem(
+        tokenId=doc["tokenId"],
+        name=doc["name"],
+        assetType=doc["assetType"],
+        owner=(doc.get("ownership") or {}).get("currentOwner"),
+        isVerified=bool((doc.get("verification") or {}).get("isVerified")),
+        thumbnailUrl=_thumbnail(storage, (doc.get("media") or {}).get("thumbnailUrl")),
+        currentPrice=schemas.Price(
+            value=price.get("value"),
+            valueWei=wei_string(price.get("valueWei")),
+            valueUsd=price.get("valueUsd"),
+            aiConfidenceScore=price.get("aiConfidenceScore"),
+            updatedAt=price.get("updatedAt"),
+        ),
+        marketStatus=schemas.Listing(
+            isListed=bool(market.get("isListed")),
+            listingPrice=market.get("listingPrice"),
+            listingPriceWei=wei_string(market.get("listingPriceWei")),
+            listedAt=market.get("listedAt"),
+            listedBy=market.get("listedBy"),
+        ),
+        viewCount=(doc.get("stats") or {}).get("viewCount", 0),
+        createdAt=doc["createdAt"],
+        updatedAt=doc["updatedAt"],
+    )
+
+
+def _thumbnail(storage, key: str | None) -> str | None:
+    if not key:
+        return None
+    return key if key.startswith(("http://", "https://")) else storage.public_url(key)
+
+
+def _plain(value: Any) -> Any:
+    """A raw BSON value as JSON-able data (wei as a decimal string, ids as hex)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if key != "_id"}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Decimal128):
+        return str(int(value.to_decimal()))
+    if isinstance(value, Decimal):
+        return str(int(value))
+    if isinstance(value, ObjectId):
+        return str(value)
+    return value
+
+
+# The detail is split in two. The static part (name, description, metadata, verification...) is written
+# only by this module, which bumps `version` on each write: it is cached, keyed by that version. The live
+# part is what other writers change without telling us (views, price from the oracle, ownership and
+# market status from the chain indexer, media from the pipeline): it comes back from the view's `$inc`
+# itself, so it is always current and costs no extra query.
+LIVE_FIELDS = ("stats", "version", "media", "currentPrice", "marketStatus", "ownership", "updatedAt")
+LIVE_PROJECTION = dict.fromkeys(LIVE_FIELDS, 1)
+
+
+def static_detail(doc: dict[str, Any]) -> bytes:
+    """The cacheable part of an asset's detail, tagged with its version."""
+    body = _plain({key: value for key, value in doc.items() if key not in LIVE_FIELDS})
+    body["id"] = str(doc["_id"])
+    body["version"] = doc.get("version", 0)
+    return msgspec.json.encode(body)
+
+
+async def render_detail(
+    static: bytes, live: dict[str, Any], principal: Principal | None, storage, settings: Settings
+) -> dict[str, Any]:
+    """The detail body for this caller: static part, live part, and media by the access rules."""
+    body = msgspec.json.decode(static)
+    stats = live.get("stats") or {}
+    body.update(_plain({key: live.get(key) for key in LIVE_FIELDS if key not in ("stats", "media")}))
+    body["version"] = live.get("version", 0)
+    body["stats"] = {
+        "viewCount": stats.get("viewCount", 0),
+        "favoriteCount": stats.get("favoriteCount", 0),
+        "offerCount": stats.get("offerCount", 0),
+    }
+    view_of = SimpleNamespace(
+        media=AssetMedia.model_validate(live.get("media") or {}),
+        ownership=Ownership.model_validate(live.get("ownership") or {}),
+    )
+    body["media"] = await access.media_view(view_of, principal, storage, settings)
+    if principal is None or not principal.is_admin:
+        # Certificate files are verification documents: admins reach them through `media`.
+        for certificate in (body.get("metadata") or {}).get("certificates") or []:
+            certificate.pop("fileKey", None)
+    return body
+
+
+# ---------------------------------------------------------------- reads
+
+
+def asset_filter(
+    *,
+    asset_type: str | None = None,
+    owner: str | None = None,
+    is_listed: bool | None = None,
+    is_verified: bool | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    q: str | None = None,
+    price_path: str = "currentPrice.value",
+) -> dict[str, Any]:
+    """A MongoDB filter built only from typed, checked values (nothing a client sends is a query)."""
+    query: dict[str, Any] = {}
+    if asset_type is not None:
+        if asset_type not in schemas.ASSET_TYPES:
+            raise BadRequest(
+                f"assetType must be one of {', '.join(schemas.ASSET_TYPES)}",
+                code="invalid_asset_type",
+                details={"allowed": list(schemas.ASSET_TYPES)},
+            )
+        query["assetType"] = asset_type
+    if owner is not None:
+        query["ownership.currentOwner"] = parse_address(owner, "owner")
+    if is_listed is not None:
+        query["marketStatus.isListed"] = is_listed
+    if is_verified is not None:
+        query["verification.isVerified"] = is_verified
+    price: dict[str, float] = {}
+    for op, bound, name in (("$gte", min_price, "minPrice"), ("$lte", max_price, "maxPrice")):
+        if bound is not None:
+            if bound != bound or bound < 0 or bound in (float("inf"), float("-inf")):
+                raise BadRequest(f"{name} must be a non-negative number", code="invalid_price")
+            price[op] = float(bound)
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise BadRequest("minPrice is above maxPrice", code="invalid_price")
+    if price:
+        query[price_path] = price
+    if q is not None:
+        if not q.strip() or len(q) > MAX_QUERY_CHARS:
+            raise BadRequest(f"q must be 1 to {MAX_QUERY_CHARS} characters", code="invalid_query")
+        # A literal, anchored prefix: escaped, so no pattern syntax (no ReDoS); anchored for the index.
+        query["name"] = {"$regex": "^" + re.escape(q.strip()), "$options": "i"}
+    return query
+
+
+async def list_assets(
+    clients,
+    settings: Settings,
+    *,
+    query: dict[str, Any],
+    sort: str | None,
+    limit: int | None,
+    cursor: str | None,
+    listings: bool = False,
+) -> schemas.AssetPage:
+    """One page of assets matching `query`, in a fixed order, with an opaque cursor to the next."""
+    sort_name, order = parse_sort(sort, LISTING_SORTS if listings else ASSET_SORTS)
+    size = parse_limit(limit)
+    scope = f"{'listings' if listings else 'assets'}:{sort_name}"
+    secret = settings.auth.jwt_secret.get_secret_value()
+    after = decode_cursor(secret, scope, cursor) if cursor is not None else None
+    if listings:
+        query = {**query, "marketStatus.isListed": True}
+    async with bounded_query():
+        docs, last = await keyset_page(
+            assets_collection(),
+            query,
+            order,
+            limit=size,
+            after=after,
+            projection=LIST_PROJECTION,
+            max_time_ms=settings.mongodb.max_time_ms,
+        )
+    return schemas.AssetPage(
+        items=[list_item(doc, clients.storage) for doc in docs],
+        nextCursor=encode_cursor(secret, scope, last) if last else None,
+        limit=size,
+    )
+
+
+def _detail_key(token_id: int) -> str:
+    return f"asset:{token_id}"
+
+
+async def asset_detail(
+    clients, settings: Settings, token_id: int, principal: Principal | None
+) -> dict[str, Any]:
+    """Full details of one asset, counting the view (one MongoDB round trip on a cache hit)."""
+    collection = assets_collection()
+    key = _detail_key(known_token(token_id))
+    cached = await cache.get(clients.redis, DETAIL_CACHE, key)
+    async with bounded_query():
+        live = await collection.find_one_and_update(
+            {"tokenId": token_id},
+            {"$inc": {"stats.viewCount": 1}},
+            projection=LIVE_PROJECTION if cached is not None else None,
+            return_document=ReturnDocument.AFTER,
+        )
+        if live is None:
+            if cached is not None:
+                await cache.drop(clients.redis, key)
+            raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+        if cached is not None and _cached_version(cached) == (str(live["_id"]), live.get("version", 0)):
+            cache.hit(DETAIL_CACHE)
+            return await render_detail(cached, live, principal, clients.storage, settings)
+        cache.miss(DETAIL_CACHE)
+        doc = live if cached is None else await collection.find_one({"tokenId": token_id})
+    if doc is None:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    static = static_detail(doc)
+    await cache.put(clients.redis, key, static, DETAIL_TTL_S)
+    return await render_detail(static, doc, principal, clients.storage, settings)
+
+
+def _cached_version(static: bytes) -> tuple[str, int] | None:
+    """Which document and version a cached body was made from (a re-created asset has a new id)."""
+    try:
+        tag = msgspec.json.decode(static, type=_Versioned)
+    except msgspec.DecodeError:
+        return None
+    return tag.id, tag.version
+
+
+class _Versioned(msgspec.Struct):
+    id: str = ""
+    version: int = 0
+
+
+async def invalidate(redis, token_id: int) -> None:
+    """Forget cached reads of this asset and the market aggregates; call after any asset write."""
+    await cache.drop(redis, _detail_key(token_id))
+    await market_service.invalidate_stats(redis)
+
+
+async def get_raw(token_id: int, projection: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = await assets_collection().find_one({"tokenId": known_token(token_id)}, projection)
+    if doc is None:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    return doc
+
+
+# ---------------------------------------------------------------- writes
+
+
+def _metadata_document(metadata: schemas.MetadataIn | None, custom: dict[str, Any] | None) -> AssetMetadata:
+    data = msgspec.to_builtins(metadata) if metadata is not None else {}
+    data = {key: value for key, value in data.items() if value is not None}
+    attributes = {**(data.pop("customAttributes", None) or {}), **(custom or {})}
+    check_attributes(attributes)
+    _check_attribute_size(attributes)
+    try:
+        return AssetMetadata(**data, customAttributes=attributes)
+    except ValueError as exc:
+        raise BadRequest(f"invalid metadata: {exc}", code="invalid_metadata") from None
+
+
+async def create_asset(
+    clients, settings: Settings, data: schemas.AssetCreate, principal: Principal, connection=None
+) -> dict[str, Any]:
+    """Onboard an asset; 409 when its tokenId exists."""
+    if not data.name.strip() or len(data.name) > 200:
+        raise BadRequest("name must be 1 to 200 characters", code="invalid_name")
+    if len(data.description) > 10_000:
+        raise BadRequest("description is longer than 10000 characters", code="invalid_description")
+    if data.assetType not in schemas.ASSET_TYPES:
+        raise BadRequest(
+            f"assetType must be one of {', '.join(schemas.ASSET_TYPES)}", code="invalid_asset_type"
+        )
+    if not 0 <= data.tokenId <= MAX_TOKEN_ID:
+        raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
+    now = utcnow()
+    owner = parse_address(data.owner, "owner") if data.owner else principal.wallet_address
+    asset = Asset(
+        tokenId=data.tokenId,
+        contractAddress=parse_address(data.contractAddress, "contractAddress"),
+        name=data.name.strip(),
+        assetType=data.assetType,
+        description=data.description,
+        metadata=_metadata_document(data.metadata, data.customAttributes),
+        ownership=Ownership(currentOwner=owner, ownerSince=now),
+        createdAt=now,
+        updatedAt=now,
+    )
+    try:
+        await asset.insert()
+    except DuplicateKeyError:
+        raise Conflict(f"an asset with tokenId {data.tokenId} exists", code="duplicate_token") from None
+    new = asset.model_dump(mode="json", exclude={"id", "revision_id"})
+    await audit.record(
+        "asset.create",
+        principal=principal,
+        connection=connection,
+        entity_type="asset",
+        entity_id=str(data.tokenId),
+        old=None,
+        new=new,
+    )
+    await invalidate(clients.redis, data.tokenId)
+    return await detail_after_write(clients, settings, data.tokenId, principal)
+
+
+async def detail_after_write(
+    clients, settings: Settings, token_id: int, principal: Principal | None
+) -> dict[str, Any]:
+    """The detail body as the write left it (no view counted)."""
+    doc = await get_raw(token_id)
+    return await render_detail(static_detail(doc), doc, principal, clients.storage, settings)
+
+
+async def verify_asset(
+    clients,
+    settings: Settings,
+    token_id: int,
+    data: schemas.VerifyRequest,
+    principal: Principal,
+    connection=None,
+) -> dict[str, Any]:
+    """Record the platform's verification of an asset (admin)."""
+    known_token(token_id)
+    if data.verificationData is not None:
+        check_attributes(data.verificationData, "verificationData")
+        _check_attribute_size(data.verificationData)
+    now = utcnow()
+    verification = {
+        "isVerified": data.isVerified,
+        "verifiedBy": principal.wallet_address if data.isVerified else None,
+        "verifiedAt": now if data.isVerified else None,
+        "verificationData": data.verificationData or {},
+    }
+    old = await assets_collection().find_one_and_update(
+        {"tokenId": token_id},
+        {"$set": {"verification": verification, "updatedAt": now}, "$inc": {"version": 1}},
+        projection={"verification": 1},
+        return_document=ReturnDocument.BEFORE,
+    )
+    if old is None:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    await audit.record(
+        "asset.verify",
+        principal=principal,
+        connection=connection,
+        entity_type="asset",
+        entity_id=str(token_id),
+        old={"verification": _plain(old.get("verification"))},
+        new={"verification": _plain(verification)},
+    )
+    await invalidate(clients.redis, token_id)
+    return await detail_after_write(clients, settings, token_id, principal)
+
+
+def _validated_metadata_changes(patch: dict[str, Any]) -> dict[str, Any]:
+    """`$set` values for the metadata fields given (None clears), each checked against its type."""
+    unknown = sorted(set(patch) - (METADATA_FIELDS - {"customAttributes"}))
+    if unknown:
+        raise BadRequest(
+            f"these metadata fields cannot be changed here: {', '.join(unknown)}",
+            code="field_not_editable",
+            details={"fields": unknown},
+        )
+    try:
+        typed = msgspec.convert(patch, schemas.MetadataIn, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid metadata: {exc}", code="invalid_metadata") from None
+    changes: dict[str, Any] = {}
+    for name in patch:
+        value = getattr(typed, name)
+        if value is None:
+            changes[f"metadata.{name}"] = [] if name in ("materials", "provenance", "certificates") else None
+            continue
+        if name in ("provenance", "certificates"):
+            value = [msgspec.structs.asdict(item) for item in value]
+        changes[f"metadata.{name}"] = value
+    return changes
+
+
+async def update_metadata(
+    clients,
+    settings: Settings,
+    token_id: int,
+    patch: schemas.MetadataPatch,
+    principal: Principal,
+    connection=None,
+) -> dict[str, Any]:
+    """Change an asset's metadata and custom attributes (owner or admin), if `version` is current."""
+    current = await get_raw(
+        token_id, {"ownership.currentOwner": 1, "metadata": 1, "version": 1, "updatedAt": 1}
+    )
+    ensure_owner_or_admin(principal, (current.get("ownership") or {}).get("currentOwner"))
+    changes = _validated_metadata_changes(patch.metadata or {})
+    if len(msgspec.json.encode(patch.metadata or {})) > MAX_ATTRIBUTE_BYTES:
+        raise BadRequest("metadata is too large", code="invalid_metadata")
+    if patch.customAttributes is not None:
+        check_attributes(patch.customAttributes)
+        attributes = dict((current.get("metadata") or {}).get("customAttributes") or {})
+        for key, value in patch.customAttributes.items():
+            if value is None:
+                attributes.pop(key, None)
+            else:
+                attributes[key] = value
+        _check_attribute_size(attributes)
+        changes["metadata.customAttributes"] = attributes
+    if not changes:
+        raise BadRequest("nothing to change: give metadata and/or customAttributes", code="empty_patch")
+    now = utcnow()
+    result = await assets_collection().update_one(
+        {"tokenId": token_id, "version": patch.version}
+        if patch.version
+        else {"tokenId": token_id, "version": {"$in": [0, None]}},
+        {"$set": {**changes, "updatedAt": now}, "$inc": {"version": 1}},
+    )
+    if result.matched_count == 0:
+        latest = await get_raw(token_id, {"version": 1, "updatedAt": 1})
+        raise Conflict(
+            "the asset changed since you read it; re-read it and apply your change again",
+            code="version_conflict",
+            details={"currentVersion": latest.get("version", 0), "updatedAt": latest.get("updatedAt")},
+        )
+    old_metadata = current.get("metadata") or {}
+    old = {path: _plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
+    await audit.record(
+        "asset.metadata.update",
+        principal=principal,
+        connection=connection,
+        entity_type="asset",
+        entity_id=str(token_id),
+        old={"version": current.get("version", 0), **old},
+        new={"version": patch.version + 1, **_plain(changes)},
+    )
+    await invalidate(clients.redis, token_id)
+    return await detail_after_write(clients, settings, token_id, principal)
+
+
+# ---------------------------------------------------------------- price history
+
+INTERVAL_UNITS = {
+    "1h": ("hour", timedelta(hours=1)),
+    "1d": ("day", timedelta(days=1)),
+    "1w": ("week", timedelta(weeks=1)),
+}
+MAX_BUCKETS = 2_000
+MAX_POINTS = 1_000
+DEFAULT_POINTS = 500
+DEFAULT_SPAN = {"1h": timedelta(days=7), "1d": timedelta(days=180), "1w": timedelta(days=730)}
+HISTORY_SORT = Sort("timestamp", 1)
+
+
+def _history_filter(
+    token_id: int, start: datetime | None, end: datetime | None, source: str | None
+) -> dict[str, Any]:
+    query: dict[str, Any] = {"tokenId": token_id}
+    window: dict[str, datetime] = {}
+    if start is not None:
+        window["$gte"] = as_utc(start)
+    if end is not None:
+        window["$lt"] = as_utc(end)
+    if window:
+        query["timestamp"] = window
+    if source is not None:
+        if source not in schemas.PRICE_SOURCES:
+            raise BadRequest(
+                f"source must be one of {', '.join(schemas.PRICE_SOURCES)}",
+                code="invalid_source",
+                details={"allowed": list(schemas.PRICE_SOURCES)},
+            )
+        query["source.type"] = source
+    return query
+
+
+def _point(doc: dict[str, Any]) -> schemas.PricePoint:
+    source = doc.get("source") or {}
+    return schemas.PricePoint(
+        timestamp=doc["timestamp"],
+        price=doc["price"],
+        priceWei=wei_string(doc.get("priceWei")),
+        priceUsd=doc.get("priceUsd"),
+        source=source.get("type"),
+        dataSourceName=source.get("dataSourceName"),
+        modelVersion=source.get("modelVersion"),
+        confidenceScore=(doc.get("aiMetrics") or {}).get("confidenceScore"),
+        transactionHash=(doc.get("blockchain") or {}).get("transactionHash"),
+    )
+
+
+async def price_history(
+    settings: Settings,
+    token_id: int,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    source: str | None,
+    interval: str,
+    limit: int | None,
+    cursor: str | None,
+) -> schemas.PriceHistoryPage:
+    """Raw points (oldest first, paged) or OHLC buckets computed by an aggregation."""
+    if interval not in schemas.INTERVALS:
+        raise BadRequest(f"interval must be one of {', '.join(schemas.INTERVALS)}", code="invalid_interval")
+    if start is not None and end is not None and as_utc(start) >= as_utc(end):
+        raise BadRequest("from must be before to", code="invalid_range")
+    await get_raw(token_id, {"_id": 1})
+    if interval == "raw":
+        return await _raw_history(settings, token_id, start, end, source, limit, cursor)
+    if cursor is not None:
+        raise BadRequest("cursor applies to raw points only", code="invalid_cursor")
+    unit, step = INTERVAL_UNITS[interval]
+    end = as_utc(end) if end is not None else utcnow()
+    start = as_utc(start) if start is not None else end - DEFAULT_SPAN[interval]
+    if (end - start) / step > MAX_BUCKETS:
+        raise BadRequest(
+            f"at most {MAX_BUCKETS} buckets: shorten the range or widen the interval", code="range_too_large"
+        )
+    truncate: dict[str, Any] = {"date": "$timestamp", "unit": unit}
+    if unit == "week":
+        truncate["startOfWeek"] = "monday"
+    pipeline = [
+        {"$match": _history_filter(token_id, start, end, source)},
+        {"$sort": {"timestamp": 1}},
+        {
+            "$group": {
+                "_id": {"$dateTrunc": truncate},
+                "open": {"$first": "$price"},
+                "close": {"$last": "$price"},
+                "high": {"$max": "$price"},
+                "low": {"$min": "$price"},
+                "mean": {"$avg": "$price"},
+                "count": {"$sum": 1},
+                "meanConfidence": {"$avg": "$aiMetrics.confidenceScore"},
+            }
+        },
+        {"$sort": {"_id": 1}},
+    ]
+    async with bounded_query():
+        rows = await (
+            await history_collection().aggregate(pipeline, maxTimeMS=settings.mongodb.max_time_ms)
+        ).to_list()
+    buckets = [
+        schemas.PriceBucket(
+            bucket=row["_id"],
+            open=row["open"],
+            high=row["high"],
+            low=row["low"],
+            close=row["close"],
+            mean=row["mean"],
+            count=row["count"],
+            meanConfidence=row.get("meanConfidence"),
+        )
+        for row in rows
+    ]
+    return schemas.PriceHistoryPage(tokenId=token_id, interval=interval, buckets=buckets)
+
+
+async def _raw_history(
+    settings: Settings,
+    token_id: int,
+    start: datetime | None,
+    end: datetime | None,
+    source: str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> schemas.PriceHistoryPage:
+    size = parse_limit(limit, MAX_POINTS, DEFAULT_POINTS)
+    scope = f"price-history:{token_id}"
+    secret = settings.auth.jwt_secret.get_secret_value()
+    after = decode_cursor(secret, scope, cursor) if cursor is not None else None
+    async with bounded_query():
+        docs, last = await keyset_page(
+            history_collection(),
+            _history_filter(token_id, start, end, source),
+            HISTORY_SORT,
+            limit=size,
+            after=after,
+            projection=None,
+            max_time_ms=settings.mongodb.max_time_ms,
+        )
+    return schemas.PriceHistoryPage(
+        tokenId=token_id,
+        interval="raw",
+        points=[_point(doc) for doc in docs],
+        nextCursor=encode_cursor(secret, scope, last) if last else None,
+    )
+
+
+def history_csv(page: schemas.PriceHistoryPage) -> str:
+    """The page as CSV for analysts: one row per point or bucket, ISO-8601 UTC times."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if page.points is not None:
+        columns = [
+            "timestamp",
+            "price",
+            "priceWei",
+            "priceUsd",
+            "source",
+            "dataSourceName",
+            "modelVersion",
+            "confidenceScore",
+            "transactionHash",
+        ]
+        rows = [[getattr(point, name) for name in columns] for point in page.points]
+    else:
+        columns = ["bucket", "open", "high", "low", "close", "mean", "count", "meanConfidence"]
+        rows = [[getattr(bucket, name) for name in columns] for bucket in page.buckets or []]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row])
+    return out.getvalue()

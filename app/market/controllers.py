@@ -1,0 +1,134 @@
+"""Transaction and market endpoints (seed plan 4.4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.params import FromPath, QueryParameter
+
+from app.assets import service as assets_service
+from app.assets.controllers import (
+    PUBLIC,
+    AssetTypeParam,
+    CursorParam,
+    IsVerifiedParam,
+    LimitParam,
+    MaxPriceParam,
+    MinPriceParam,
+    OwnerParam,
+    QParam,
+    SortParam,
+    refuse_operator_params,
+)
+from app.assets.schemas import AssetPage
+from app.lib.deps import ClientsDep, SettingsDep
+from app.market import schemas, service
+
+TypeParam = Annotated[str | None, QueryParameter(description="mint, list, buy, sell, delist or transfer")]
+TokenParam = Annotated[int | None, QueryParameter(name="tokenId")]
+StatusParam = Annotated[str | None, QueryParameter(description="pending, completed or failed")]
+FromParam = Annotated[datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")]
+ToParam = Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")]
+
+
+class TransactionController(Controller):
+    path = "/api/transactions"
+    tags = ["market"]
+
+    @get("/", opt=PUBLIC)
+    async def list_transactions(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        type: TypeParam = None,
+        token_id: TokenParam = None,
+        wallet: Annotated[str | None, QueryParameter(description="buyer or seller address")] = None,
+        status: StatusParam = None,
+        start: FromParam = None,
+        end: ToParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.TransactionPage:
+        """Platform transactions, newest first, with keyset pages (`nextCursor`)."""
+        refuse_operator_params(request)
+        query = service.transaction_filter(
+            type=type,
+            token_id=token_id,
+            wallet=assets_service.parse_address(wallet, "wallet") if wallet is not None else None,
+            status=status,
+            start=start,
+            end=end,
+        )
+        return await service.list_transactions(settings, query, limit=limit, cursor=cursor)
+
+
+class UserTransactionsController(Controller):
+    path = "/api/users"
+    tags = ["market"]
+
+    @get("/{wallet_address:str}/transactions", opt=PUBLIC)
+    async def user_transactions(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        wallet_address: FromPath[str],
+        type: TypeParam = None,
+        status: StatusParam = None,
+        start: FromParam = None,
+        end: ToParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.TransactionPage:
+        """Transactions where a wallet bought or sold, newest first."""
+        refuse_operator_params(request)
+        query = service.transaction_filter(
+            type=type,
+            wallet=assets_service.parse_address(wallet_address),
+            status=status,
+            start=start,
+            end=end,
+        )
+        return await service.list_transactions(settings, query, limit=limit, cursor=cursor)
+
+
+class MarketController(Controller):
+    path = "/api/market"
+    tags = ["market"]
+
+    @get("/stats", opt=PUBLIC)
+    async def stats(self, clients: ClientsDep, settings: SettingsDep) -> Response[bytes]:
+        """Asset counts, listings, floor/mean/median prices by type, owners, and 24h/7d/30d volume."""
+        return Response(await service.market_stats(clients, settings), media_type=MediaType.JSON)
+
+    @get("/listings", opt=PUBLIC)
+    async def listings(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        asset_type: AssetTypeParam = None,
+        owner: OwnerParam = None,
+        is_verified: IsVerifiedParam = None,
+        min_price: MinPriceParam = None,
+        max_price: MaxPriceParam = None,
+        q: QParam = None,
+        sort: SortParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> AssetPage:
+        """Active listings, filtered and sorted like assets (price is the asking price)."""
+        refuse_operator_params(request)
+        query = assets_service.asset_filter(
+            asset_type=asset_type,
+            owner=owner,
+            is_verified=is_verified,
+            min_price=min_price,
+            max_price=max_price,
+            q=q,
+            price_path="marketStatus.listingPrice",
+        )
+        return await assets_service.list_assets(
+            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor, listings=True
+        )

@@ -1,0 +1,299 @@
+"""Transactions and market aggregates. Every figure is computed by MongoDB aggregations."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from beanie.odm.utils.encoder import Encoder
+from bson import Decimal128
+from pymongo.errors import DuplicateKeyError, ExecutionTimeout
+
+from app.assets.documents import Asset
+from app.config import Settings
+from app.lib import cache
+from app.lib.errors import BadRequest, ServiceUnavailable
+from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
+from app.lib.timeutil import as_utc, utcnow
+from app.market import schemas
+from app.market.documents import Transaction
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+STATS = cache.Generational("market_stats", ttl_s=60)  # also bounded in time: the windows slide
+WINDOWS = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+TX_SORT = Sort("timestamp", -1)
+_ZERO = Decimal128("0")
+_IMMUTABLE = ("type", "tokenId", "assetId", "price", "priceWei", "priceUsd", "seller", "buyer", "timestamp")
+_MUTABLE = ("status", "platformFee", "platformFeeWei", "paymentMethod")
+
+
+def transactions_collection():
+    return Transaction.get_pymongo_collection()
+
+
+@contextlib.asynccontextmanager
+async def bounded_query() -> AsyncIterator[None]:
+    try:
+        yield
+    except ExecutionTimeout as exc:
+        raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
+
+
+async def invalidate_stats(redis) -> None:
+    """Market aggregates are stale after any asset or transaction write: bump their generation."""
+    await STATS.bump(redis)
+
+
+def _wei(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    return str(int(value))
+
+
+# ---------------------------------------------------------------- transactions
+
+
+async def record_transaction(redis, transaction: Transaction) -> bool:
+    """Upsert by transaction hash: writing the same transaction twice changes nothing.
+
+    What the chain fixed (parties, price, time) is written once; status and fees may advance. Returns
+    whether this call inserted it. An upsert race on the unique hash index surfaces as E11000: retry.
+    """
+    data = Encoder().encode(transaction)  # as Beanie stores it: wei as Decimal128
+    chain = data.pop("blockchain")
+    tx_hash = chain["transactionHash"].lower()
+    chain["transactionHash"] = tx_hash
+    on_insert = {key: data[key] for key in _IMMUTABLE}
+    on_insert["blockchain.transactionHash"] = tx_hash
+    changes = {key: data[key] for key in _MUTABLE}
+    for key in ("blockNumber", "gasUsed", "gasPriceWei"):
+        if chain.get(key) is not None:
+            changes[f"blockchain.{key}"] = chain[key]
+    for attempt in range(2):
+        try:
+            result = await transactions_collection().update_one(
+                {"blockchain.transactionHash": tx_hash},
+                {"$setOnInsert": on_insert, "$set": changes},
+                upsert=True,
+            )
+            break
+        except DuplicateKeyError:
+            if attempt:
+                raise
+    await invalidate_stats(redis)
+    return result.upserted_id is not None
+
+
+def transaction_filter(
+    *,
+    type: str | None = None,
+    token_id: int | None = None,
+    wallet: str | None = None,
+    status: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """A filter from typed, checked values only."""
+    query: dict[str, Any] = {}
+    if type is not None:
+        if type not in schemas.TRANSACTION_TYPES:
+            raise BadRequest(
+                f"type must be one of {', '.join(schemas.TRANSACTION_TYPES)}", code="invalid_type"
+            )
+        query["type"] = type
+    if token_id is not None:
+        if not 0 <= token_id <= 2**63 - 1:
+            raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
+        query["tokenId"] = token_id
+    if status is not None:
+        if status not in schemas.TRANSACTION_STATUSES:
+            raise BadRequest(
+                f"status must be one of {', '.join(schemas.TRANSACTION_STATUSES)}", code="invalid_status"
+            )
+        query["status"] = status
+    window: dict[str, datetime] = {}
+    if start is not None:
+        window["$gte"] = as_utc(start)
+    if end is not None:
+        window["$lt"] = as_utc(end)
+    if start is not None and end is not None and window["$gte"] >= window["$lt"]:
+        raise BadRequest("from must be before to", code="invalid_range")
+    if window:
+        query["timestamp"] = window
+    if wallet is not None:
+        query["$or"] = [{"seller": wallet}, {"buyer": wallet}]
+    return query
+
+
+def _item(doc: dict[str, Any]) -> schemas.TransactionItem:
+    chain = doc.get("blockchain") or {}
+    return schemas.TransactionItem(
+        id=str(doc["_id"]),
+        type=doc["type"],
+        tokenId=doc["tokenId"],
+        price=doc.get("price"),
+        priceWei=_wei(doc.get("priceWei")),
+        priceUsd=doc.get("priceUsd"),
+        seller=doc.get("seller"),
+        buyer=doc.get("buyer"),
+        timestamp=doc["timestamp"],
+        status=doc.get("status", "pending"),
+        platformFee=doc.get("platformFee"),
+        platformFeeWei=_wei(doc.get("platformFeeWei")),
+        paymentMethod=doc.get("paymentMethod"),
+        transactionHash=chain.get("transactionHash"),
+        blockNumber=chain.get("blockNumber"),
+        gasUsed=chain.get("gasUsed"),
+        gasPriceWei=_wei(chain.get("gasPriceWei")),
+    )
+
+
+async def list_transactions(
+    settings: Settings, query: dict[str, Any], *, limit: int | None, cursor: str | None
+) -> schemas.TransactionPage:
+    """Newest first, keyset-paged by (timestamp, _id)."""
+    size = DEFAULT_LIMIT if limit is None else limit
+    if not 1 <= size <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
+    secret = settings.auth.jwt_secret.get_secret_value()
+    after = decode_cursor(secret, "transactions", cursor) if cursor is not None else None
+    async with bounded_query():
+        docs, last = await keyset_page(
+            transactions_collection(),
+            query,
+            TX_SORT,
+            limit=size,
+            after=after,
+            projection=None,
+            max_time_ms=settings.mongodb.max_time_ms,
+        )
+    return schemas.TransactionPage(
+        items=[_item(doc) for doc in docs],
+        nextCursor=encode_cursor(secret, "transactions", last) if last else None,
+        limit=size,
+    )
+
+
+# ---------------------------------------------------------------- market stats
+
+
+def _change(current: float, previous: float) -> float | None:
+    if not previous:
+        return None
+    return round((current - previous) / previous * 100, 2)
+
+
+async def _asset_figures(max_time_ms: int) -> dict[str, Any]:
+    listed = "$marketStatus.isListed"
+    pipeline = [
+        {
+            "$facet": {
+                "byType": [
+                    {
+                        "$group": {
+                            "_id": "$assetType",
+                            "count": {"$sum": 1},
+                            "listed": {"$sum": {"$cond": [listed, 1, 0]}},
+                            "floorPrice": {"$min": {"$cond": [listed, "$marketStatus.listingPrice", None]}},
+                            "floorPriceWei": {
+                                "$min": {"$cond": [listed, "$marketStatus.listingPriceWei", None]}
+                            },
+                            "meanPrice": {"$avg": "$currentPrice.value"},
+                            "medianPrice": {
+                                "$median": {"input": "$currentPrice.value", "method": "approximate"}
+                            },
+                        }
+                    },
+                    {"$sort": {"_id": 1}},
+                ],
+                "owners": [
+                    {"$match": {"ownership.currentOwner": {"$type": "string"}}},
+                    {"$group": {"_id": "$ownership.currentOwner"}},
+                    {"$count": "owners"},
+                ],
+            }
+        }
+    ]
+    rows = await (await Asset.get_pymongo_collection().aggregate(pipeline, maxTimeMS=max_time_ms)).to_list()
+    return rows[0] if rows else {"byType": [], "owners": []}
+
+
+async def _sales_figures(now: datetime, max_time_ms: int) -> dict[str, Any]:
+    longest = max(WINDOWS.values())
+    group: dict[str, Any] = {"_id": None}
+    for name, span in WINDOWS.items():
+        current = {"$gte": ["$timestamp", now - span]}
+        previous = {"$and": [{"$gte": ["$timestamp", now - 2 * span]}, {"$lt": ["$timestamp", now - span]}]}
+        for label, condition in (("", current), ("prev", previous)):
+            group[f"{label}{name}volume"] = {"$sum": {"$cond": [condition, {"$ifNull": ["$price", 0]}, 0]}}
+            group[f"{label}{name}wei"] = {
+                "$sum": {"$cond": [condition, {"$ifNull": ["$priceWei", _ZERO]}, _ZERO]}
+            }
+            group[f"{label}{name}sales"] = {"$sum": {"$cond": [condition, 1, 0]}}
+    pipeline = [
+        {
+            "$match": {
+                "type": {"$in": list(schemas.SALE_TYPES)},
+                "status": "completed",
+                "timestamp": {"$gte": now - 2 * longest, "$lt": now},
+            }
+        },
+        {"$group": group},
+    ]
+    rows = await (await transactions_collection().aggregate(pipeline, maxTimeMS=max_time_ms)).to_list()
+    totals = rows[0] if rows else {}
+    figures = {}
+    for name in WINDOWS:
+        volume, previous = totals.get(f"{name}volume", 0.0), totals.get(f"prev{name}volume", 0.0)
+        sales, previous_sales = totals.get(f"{name}sales", 0), totals.get(f"prev{name}sales", 0)
+        figures[name] = {
+            "volume": round(volume, 9),
+            "volumeWei": _wei(totals.get(f"{name}wei")) or "0",
+            "salesCount": sales,
+            "previousVolume": round(previous, 9),
+            "previousVolumeWei": _wei(totals.get(f"prev{name}wei")) or "0",
+            "previousSalesCount": previous_sales,
+            "volumeChangePct": _change(volume, previous),
+            "salesChangePct": _change(sales, previous_sales),
+        }
+    return figures
+
+
+async def compute_stats(settings: Settings) -> bytes:
+    now = utcnow()
+    async with bounded_query():
+        assets = await _asset_figures(settings.mongodb.max_time_ms)
+        sales = await _sales_figures(now, settings.mongodb.max_time_ms)
+    by_type = [
+        {
+            "assetType": row["_id"],
+            "count": row["count"],
+            "listedCount": row["listed"],
+            "floorPrice": row.get("floorPrice"),
+            "floorPriceWei": _wei(row.get("floorPriceWei")),
+            "meanPrice": row.get("meanPrice"),
+            "medianPrice": row.get("medianPrice"),
+        }
+        for row in assets["byType"]
+    ]
+    body = {
+        "generatedAt": now,
+        "totalAssets": sum(row["count"] for row in by_type),
+        "listedCount": sum(row["listedCount"] for row in by_type),
+        "uniqueOwners": assets["owners"][0]["owners"] if assets["owners"] else 0,
+        "assetsByType": {row["assetType"]: row["count"] for row in by_type},
+        "priceByType": by_type,
+        "volume": sales,
+    }
+    return msgspec.json.encode(body)
+
+
+async def market_stats(clients, settings: Settings) -> bytes:
+    """The market figures as JSON, from Redis while no write has happened since they were computed."""
+    return await STATS.get_or_compute(clients.redis, "v1", lambda: compute_stats(settings))

@@ -1,0 +1,232 @@
+from datetime import timedelta
+
+import pytest
+
+from app.assets.documents import Asset
+from tests.assets import data
+from tests.assets.data import ALICE, BOB, T0
+
+
+async def ids(client, **params) -> list[int]:
+    response = await client.get("/api/assets", params=params)
+    assert response.status_code == 200, response.text
+    return [item["tokenId"] for item in response.json()["items"]]
+
+
+async def walk(client, path="/api/assets", **params) -> list[int]:
+    """Every page of a list, following nextCursor."""
+    seen, cursor = [], None
+    while True:
+        response = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        seen += [item["tokenId"] for item in body["items"]]
+        cursor = body["nextCursor"]
+        if cursor is None:
+            return seen
+
+
+async def test_list_items_are_compact_with_exact_wei(client):
+    await data.asset(1, price="1.000000000000000001", listed_at="2.5", verified=True)
+    body = (await client.get("/api/assets")).json()
+    item = body["items"][0]
+    assert item["currentPrice"]["valueWei"] == "1000000000000000001"
+    assert item["currentPrice"]["value"] == pytest.approx(1.0)
+    assert item["marketStatus"] == {
+        "isListed": True,
+        "listingPrice": 2.5,
+        "listingPriceWei": "2500000000000000000",
+        "listedAt": "2025-01-01T01:00:00Z",
+        "listedBy": ALICE,
+    }
+    assert item["owner"] == ALICE and item["isVerified"] is True
+    assert "metadata" not in item and "description" not in item
+    assert body["nextCursor"] is None and body["limit"] == 20
+
+
+async def test_filters_combine(client):
+    await data.asset(1, asset_type="Art", owner=ALICE, price="1", listed_at="1.2", verified=True)
+    await data.asset(2, asset_type="Art", owner=BOB, price="5")
+    await data.asset(3, asset_type="Real Estate", owner=ALICE, price="300", listed_at="310")
+    await data.asset(4, asset_type="Collectible", owner=BOB, price=None)
+    assert sorted(await ids(client, assetType="Art")) == [1, 2]
+    assert sorted(await ids(client, owner=ALICE)) == [1, 3]
+    assert sorted(await ids(client, owner=ALICE.lower())) == [1, 3]  # any case, stored checksummed
+    assert sorted(await ids(client, isListed="true")) == [1, 3]
+    assert sorted(await ids(client, isListed="false")) == [2, 4]
+    assert await ids(client, isVerified="true") == [1]
+    assert sorted(await ids(client, minPrice=2)) == [2, 3]
+    assert sorted(await ids(client, minPrice=1, maxPrice=5)) == [1, 2]
+    assert await ids(client, assetType="Art", isListed="true", owner=ALICE) == [1]
+
+
+async def test_q_is_a_literal_case_insensitive_name_prefix(client):
+    await data.asset(1, name="Mona Lisa (study)")
+    await data.asset(2, name="Monet Water Lilies")
+    await data.asset(3, name="A.*")
+    await data.asset(4, name="Still life with Mona")
+    assert sorted(await ids(client, q="mon")) == [1, 2]
+    assert await ids(client, q="Mona Lisa (") == [1]
+    assert await ids(client, q="A.*") == [3]  # regex syntax is literal
+    assert await ids(client, q=".*") == []
+    assert await ids(client, q="^(a+)+$") == []
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("-createdAt", [3, 2, 1, 4]),
+        ("createdAt", [4, 1, 2, 3]),
+        ("price", [4, 1, 2, 3]),  # no price sorts first ascending
+        ("-price", [3, 2, 1, 4]),
+        ("-viewCount", [2, 3, 1, 4]),
+        ("viewCount", [4, 1, 3, 2]),
+        ("-updatedAt", [3, 2, 1, 4]),
+    ],
+)
+async def test_sorts(client, sort, expected):
+    await data.asset(1, price="1", views=5, created=T0 + timedelta(days=1))
+    await data.asset(2, price="2", views=50, created=T0 + timedelta(days=2))
+    await data.asset(3, price="3", views=10, created=T0 + timedelta(days=3))
+    await data.asset(4, price=None, views=0, created=T0)
+    assert await ids(client, sort=sort) == expected
+    # every page size gives the same order
+    assert await walk(client, sort=sort, limit=1) == expected
+
+
+@pytest.mark.parametrize("sort", ["-createdAt", "price", "-price", "viewCount", "-viewCount"])
+async def test_pages_cover_everything_once_with_ties_and_nulls(client, sort):
+    # many equal sort values (ties broken by _id) and several missing prices
+    for token in range(1, 24):
+        price = None if token % 5 == 0 else str(token % 3)
+        await data.asset(token, price=price, views=token % 2, created=T0 + timedelta(hours=token // 4))
+    expected = await ids(client, sort=sort, limit=100)
+    assert sorted(expected) == list(range(1, 24))
+    assert await walk(client, sort=sort, limit=4) == expected
+
+
+async def test_cursor_is_stable_under_concurrent_inserts_and_updates(client):
+    for token in range(1, 11):
+        await data.asset(token, created=T0 + timedelta(hours=token))
+    first = (await client.get("/api/assets", params={"limit": 4})).json()
+    assert [i["tokenId"] for i in first["items"]] == [10, 9, 8, 7]
+    # between pages: a newer asset (sorts before the cursor), an older one (after it),
+    # and updates to assets on both sides that do not move them
+    await data.asset(11, created=T0 + timedelta(hours=20))
+    await data.asset(12, created=T0 + timedelta(minutes=30))
+    collection = Asset.get_pymongo_collection()
+    await collection.update_many(
+        {"tokenId": {"$in": [9, 3]}}, {"$set": {"name": "renamed"}, "$inc": {"version": 1}}
+    )
+    await collection.update_one({"tokenId": 2}, {"$inc": {"stats.viewCount": 7}})
+    rest, cursor = [], first["nextCursor"]
+    while cursor:
+        page = (await client.get("/api/assets", params={"limit": 4, "cursor": cursor})).json()
+        rest += [i["tokenId"] for i in page["items"]]
+        cursor = page["nextCursor"]
+    seen = [10, 9, 8, 7, *rest]
+    assert rest == [6, 5, 4, 3, 2, 1, 12]  # no duplicate, no skip; the older insert shows up in order
+    assert len(seen) == len(set(seen))
+
+
+async def test_users_assets_lists_a_wallets_assets(client):
+    await data.asset(1, owner=ALICE)
+    await data.asset(2, owner=BOB)
+    await data.asset(3, owner=ALICE, asset_type="Wine")
+    response = await client.get(f"/api/users/{ALICE.lower()}/assets")
+    assert response.status_code == 200
+    assert sorted(i["tokenId"] for i in response.json()["items"]) == [1, 3]
+    wines = await client.get(f"/api/users/{ALICE}/assets", params={"assetType": "Wine"})
+    assert [i["tokenId"] for i in wines.json()["items"]] == [3]
+    bad = await client.get("/api/users/not-an-address/assets")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_address"
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"sort": "name"}, "invalid_sort"),
+        ({"sort": "-$where"}, "invalid_sort"),
+        ({"limit": 0}, "invalid_limit"),
+        ({"limit": 101}, "invalid_limit"),
+        ({"limit": "ten"}, "validation_error"),
+        ({"cursor": "abc"}, "invalid_cursor"),
+        ({"cursor": "eyJrIjoiYXNzZXRzIn0.AAAA"}, "invalid_cursor"),
+        ({"owner": "0x123"}, "invalid_address"),
+        ({"owner": '{"$ne": null}'}, "invalid_address"),
+        ({"assetType": '{"$gt": ""}'}, "invalid_asset_type"),
+        ({"minPrice": "-1"}, "invalid_price"),
+        ({"minPrice": "5", "maxPrice": "1"}, "invalid_price"),
+        ({"minPrice": "nan"}, "invalid_price"),
+        ({"q": "x" * 101}, "invalid_query"),
+        ({"isListed": "maybe"}, "validation_error"),
+    ],
+)
+async def test_bad_input_is_400_with_a_code(client, params, code):
+    response = await client.get("/api/assets", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    "query", ["owner[$ne]=x", "price[$gt]=0", "$where=1", "marketStatus.isListed=true", "sort[$regex]=a"]
+)
+async def test_operator_shaped_parameters_are_refused(client, query):
+    await data.asset(1)
+    response = await client.get(f"/api/assets?{query}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "operator_not_allowed"
+
+
+async def test_a_cursor_cannot_be_forged_or_moved_to_another_sort(client):
+    for token in range(1, 5):
+        await data.asset(token, price=str(token))
+    cursor = (await client.get("/api/assets", params={"limit": 2})).json()["nextCursor"]
+    body, signature = cursor.split(".")
+    tampered = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + signature
+    for bad in (tampered, cursor + "x", cursor.replace(".", "")):
+        response = await client.get("/api/assets", params={"limit": 2, "cursor": bad})
+        assert response.json()["error"]["code"] == "invalid_cursor"
+    other_sort = await client.get("/api/assets", params={"limit": 2, "cursor": cursor, "sort": "price"})
+    assert other_sort.status_code == 400
+    listings = await client.get("/api/market/listings", params={"cursor": cursor})
+    assert listings.status_code == 400
+
+
+def _stages(plan: dict) -> list[str]:
+    stages, node = [], plan["queryPlanner"]["winningPlan"]
+    while node:
+        stages.append(node["stage"])
+        node = node.get("inputStage")
+    return stages
+
+
+@pytest.mark.parametrize(
+    ("query", "sort"),
+    [
+        ({}, "-createdAt"),
+        ({}, "createdAt"),
+        ({}, "-price"),
+        ({}, "price"),
+        ({}, "-updatedAt"),
+        ({}, "-viewCount"),
+        ({"assetType": "Art"}, "-createdAt"),
+        ({"assetType": "Art"}, "-price"),
+        ({"marketStatus.isListed": True}, "-createdAt"),
+        ({"ownership.currentOwner": ALICE}, "-createdAt"),
+    ],
+)
+async def test_main_list_queries_and_their_next_pages_use_an_index(client, query, sort):
+    from app.assets import service
+    from app.lib.pagination import Position, keyset_queries, value_at
+
+    for token in range(1, 6):
+        await data.asset(token, price=str(token))
+    _, order = service.parse_sort(sort, service.ASSET_SORTS)
+    doc = await Asset.get_pymongo_collection().find_one({"tokenId": 3})
+    after = Position(value_at(doc, order.path), doc["_id"])
+    collection = Asset.get_pymongo_collection()
+    for filter_, spec in [*keyset_queries(query, order, None), *keyset_queries(query, order, after)]:
+        plan = await collection.find(filter_, sort=spec, limit=20).explain()
+        stages = _stages(plan)
+        assert "IXSCAN" in stages and "COLLSCAN" not in stages, (filter_, spec, stages)

@@ -1,0 +1,199 @@
+import asyncio
+
+import pytest
+
+from app.system.documents import AuditLog
+from tests import factories
+from tests.assets import data
+
+NEW_ASSET = {
+    "tokenId": 42,
+    "contractAddress": data.CONTRACT.lower(),
+    "name": "Harbour at Dusk",
+    "assetType": "Art",
+    "description": "Oil on canvas.",
+    "metadata": {
+        "assetLocation": "Geneva freeport",
+        "creationDate": "1921-05-01T00:00:00Z",
+        "materials": ["oil", "canvas"],
+        "creator": "A. Moreau",
+        "provenance": [{"owner": "Private collection", "period": "1921-1980"}],
+        "certificates": [
+            {
+                "type": "authenticity",
+                "issuer": "Art Loss Register",
+                "fileKey": "documents/42/certificates/a.pdf",
+            }
+        ],
+    },
+    "customAttributes": {"medium": "oil", "framed": True},
+}
+
+
+async def test_admin_onboards_an_asset_and_it_is_audited(client, settings):
+    admin = await factories.login(settings, roles=("admin",))
+    response = await client.post("/api/assets", json=NEW_ASSET, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["tokenId"] == 42 and body["contractAddress"] == data.CONTRACT  # checksummed
+    assert body["metadata"]["customAttributes"] == {"medium": "oil", "framed": True}
+    assert body["metadata"]["provenance"][0]["owner"] == "Private collection"
+    assert body["ownership"]["currentOwner"] == admin.wallet
+    entry = await AuditLog.find_one(AuditLog.action == "asset.create")
+    assert entry.entityId == "42" and entry.actor == admin.wallet
+    assert entry.oldValue is None and entry.newValue["name"] == "Harbour at Dusk"
+    listed = (await client.get("/api/assets")).json()["items"]
+    assert [i["tokenId"] for i in listed] == [42]
+
+
+async def test_an_assets_write_api_key_may_onboard(client, settings):
+    key = await factories.api_key(settings, permissions=["assets:write"])
+    response = await client.post("/api/assets", json=NEW_ASSET, headers=key.headers)
+    assert response.status_code == 201, response.text
+
+
+async def test_duplicate_token_id_is_409(client, settings):
+    admin = await factories.login(settings, roles=("admin",))
+    first, second = await asyncio.gather(
+        client.post("/api/assets", json=NEW_ASSET, headers=admin.headers),
+        client.post("/api/assets", json=NEW_ASSET, headers=admin.headers),
+    )
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    conflict = first if first.status_code == 409 else second
+    assert conflict.json()["error"]["code"] == "duplicate_token"
+
+
+async def test_onboarding_needs_admin_or_permission(client, settings):
+    assert (await client.post("/api/assets", json=NEW_ASSET)).status_code == 401
+    user = await factories.login(settings)
+    assert (await client.post("/api/assets", json=NEW_ASSET, headers=user.headers)).status_code == 403
+    other_key = await factories.api_key(settings, permissions=["oracle:submit"])
+    assert (await client.post("/api/assets", json=NEW_ASSET, headers=other_key.headers)).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"assetType": "Spaceship"},
+        {"tokenId": -1},
+        {"contractAddress": "0x123"},
+        {"name": ""},
+        {"currentPrice": {"value": 1}},
+        {"ownership": {"currentOwner": data.BOB}},
+        {"$set": {"name": "x"}},
+        {"customAttributes": {"$where": "sleep(1)"}},
+        {"customAttributes": {"a.b": 1}},
+        {"metadata": {"creationDate": {"$gt": ""}}},
+        {"name": {"$ne": None}},
+    ],
+)
+async def test_onboarding_refuses_bad_bodies(client, settings, change):
+    admin = await factories.login(settings, roles=("admin",))
+    response = await client.post("/api/assets", json={**NEW_ASSET, **change}, headers=admin.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"]
+
+
+async def test_verify_is_admin_only_and_fills_verification(client, settings):
+    await data.asset(1)
+    user = await factories.login(settings)
+    assert (await client.post("/api/assets/1/verify", headers=user.headers)).status_code == 403
+    admin = await factories.login(settings, roles=("admin",))
+    response = await client.post(
+        "/api/assets/1/verify", json={"verificationData": {"method": "inspection"}}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    verification = response.json()["verification"]
+    assert verification["isVerified"] is True and verification["verifiedBy"] == admin.wallet
+    assert verification["verifiedAt"] and verification["verificationData"] == {"method": "inspection"}
+    entry = await AuditLog.find_one(AuditLog.action == "asset.verify")
+    assert entry.oldValue["verification"]["isVerified"] is False
+    assert entry.newValue["verification"]["isVerified"] is True
+    assert (await client.post("/api/assets/9/verify", headers=admin.headers)).status_code == 404
+
+
+async def _patch(client, headers, body, token=1):
+    return await client.patch(f"/api/assets/{token}/metadata", json=body, headers=headers)
+
+
+async def test_owner_patches_metadata_and_custom_attributes(client, settings):
+    owner = await factories.login(settings)
+    await data.asset(1, owner=owner.wallet)
+    await _patch(client, owner.headers, {"version": 0, "customAttributes": {"a": 1, "b": 2}})
+    response = await _patch(
+        client,
+        owner.headers,
+        {
+            "version": 1,
+            "metadata": {
+                "condition": "Good",
+                "materials": ["bronze"],
+                "creationDate": "1900-01-01T00:00:00Z",
+            },
+            "customAttributes": {"a": None, "c": {"nested": [1, 2]}},
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["metadata"]["condition"] == "Good" and body["metadata"]["materials"] == ["bronze"]
+    assert body["metadata"]["creationDate"].startswith("1900-01-01")
+    assert body["metadata"]["customAttributes"] == {"b": 2, "c": {"nested": [1, 2]}}
+    assert body["version"] == 2
+    entry = await AuditLog.find(AuditLog.action == "asset.metadata.update").sort("-timestamp").first_or_none()
+    assert entry.oldValue["metadata.condition"] is None
+    assert entry.newValue["metadata.condition"] == "Good"
+    assert entry.oldValue["metadata.customAttributes"] == {"a": 1, "b": 2}
+
+
+async def test_only_the_owner_or_an_admin_may_patch(client, settings):
+    owner = await factories.login(settings)
+    await data.asset(1, owner=owner.wallet)
+    stranger = await factories.login(settings)
+    refused = await _patch(client, stranger.headers, {"version": 0, "metadata": {"condition": "Poor"}})
+    assert refused.status_code == 403
+    assert (await _patch(client, {}, {"version": 0, "metadata": {"condition": "Poor"}})).status_code == 401
+    admin = await factories.login(settings, roles=("admin",))
+    assert (
+        await _patch(client, admin.headers, {"version": 0, "metadata": {"condition": "Fair"}})
+    ).status_code == 200
+    assert (await _patch(client, admin.headers, {"version": 1, "metadata": {}}, token=5)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"version": 0, "ownership": {"currentOwner": "0x" + "1" * 40}},
+        {"version": 0, "currentPrice": {"value": 1000}},
+        {"version": 0, "marketStatus": {"isListed": True}},
+        {"version": 0, "verification": {"isVerified": True}},
+        {"version": 0, "stats": {"viewCount": 10**6}},
+        {"version": 0, "$set": {"ownership.currentOwner": "x"}},
+        {"version": 0, "metadata": {"$set": {"condition": "x"}}},
+        {"version": 0, "metadata": {"ownership": "x"}},
+        {"version": 0, "customAttributes": {"$where": "1"}},
+        {"version": 0, "customAttributes": {"x": {"$gt": ""}}},
+        {"version": 0, "metadata": {"materials": "not-a-list"}},
+        {"version": 0},
+        {"metadata": {"condition": "no version"}},
+    ],
+)
+async def test_patch_refuses_everything_but_metadata(client, settings, body):
+    owner = await factories.login(settings)
+    await data.asset(1, owner=owner.wallet)
+    response = await _patch(client, owner.headers, body)
+    assert response.status_code in (400, 422), response.text
+    stored = (await client.get("/api/assets/1")).json()
+    assert stored["version"] == 0 and stored["ownership"]["currentOwner"] == owner.wallet
+
+
+async def test_stale_version_is_409(client, settings):
+    owner = await factories.login(settings)
+    await data.asset(1, owner=owner.wallet)
+    first, second = await asyncio.gather(
+        _patch(client, owner.headers, {"version": 0, "metadata": {"condition": "A"}}),
+        _patch(client, owner.headers, {"version": 0, "metadata": {"condition": "B"}}),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    conflict = first if first.status_code == 409 else second
+    assert conflict.json()["error"]["code"] == "version_conflict"
+    assert conflict.json()["error"]["details"]["currentVersion"] == 1
