@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 log = structlog.get_logger(__name__)
@@ -120,6 +120,8 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if isinstance(exc, NotFoundException):
         return error_response(404, "not_found", exc.detail or "not found", None, headers)
     code = _DEFAULT_CODES.get(status, "error")
+    if isinstance(exc.__cause__, SerializationException):  # Litestar re-raises body decode errors as 400
+        code = "malformed_json"
     if status >= 500:
         log.error("http.server_error", status=status, detail=exc.detail, path=request.url.path)
     return error_response(status, code, exc.detail or code.replace("_", " "), exc.extra or None, headers)
