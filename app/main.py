@@ -10,6 +10,7 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusController
 
 from app.assets.controllers import AssetController, UserAssetsController
@@ -71,6 +72,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Marketplace of tokenized real-world assets with an AI price oracle.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                    "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+                }
+            ),
+            # Either credential works wherever one is needed; routes open to anonymous callers say so.
+            security=[{"BearerToken": []}, {"ApiKey": []}],
         ),
         logging_config=None,
         debug=False,

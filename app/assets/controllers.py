@@ -94,48 +94,48 @@ class AssetController(Controller):
         """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists."""
         return await service.create_asset(clients, settings, data, current_principal(request), request)
 
-    @get("/{token_id:int}", opt=PUBLIC)
+    @get("/{tokenId:int}", opt=PUBLIC)
     async def get_asset(
-        self, request: Request, clients: ClientsDep, settings: SettingsDep, token_id: FromPath[int]
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
     ) -> dict[str, Any]:
         """Full details of an asset with media URLs for this caller; counts a view."""
         refuse_operator_params(request)
-        return await service.asset_detail(clients, settings, token_id, principal_of(request))
+        return await service.asset_detail(clients, settings, tokenId, principal_of(request))
 
-    @post("/{token_id:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
+    @post("/{tokenId:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
     async def verify_asset(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        token_id: FromPath[int],
+        tokenId: FromPath[int],
         data: JSONBody[schemas.VerifyRequest | None] = None,
     ) -> dict[str, Any]:
         """Record the platform's verification of an asset (admin)."""
         return await service.verify_asset(
-            clients, settings, token_id, data or schemas.VerifyRequest(), current_principal(request), request
+            clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), request
         )
 
-    @patch("/{token_id:int}/metadata")
+    @patch("/{tokenId:int}/metadata")
     async def update_metadata(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        token_id: FromPath[int],
+        tokenId: FromPath[int],
         data: JSONBody[schemas.MetadataPatch],
     ) -> dict[str, Any]:
         """Change metadata and custom attributes (owner or admin); 409 when `version` is stale."""
         return await service.update_metadata(
-            clients, settings, token_id, data, current_principal(request), request
+            clients, settings, tokenId, data, current_principal(request), request
         )
 
-    @get("/{token_id:int}/price-history", opt=PUBLIC)
+    @get("/{tokenId:int}/price-history", opt=PUBLIC)
     async def price_history(
         self,
         request: Request,
         settings: SettingsDep,
-        token_id: FromPath[int],
+        tokenId: FromPath[int],
         start: Annotated[
             datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")
         ] = None,
@@ -152,7 +152,7 @@ class AssetController(Controller):
             raise BadRequest("format must be json or csv", code="invalid_format")
         page = await service.price_history(
             settings,
-            token_id,
+            tokenId,
             start=start,
             end=end,
             source=source,
@@ -161,7 +161,7 @@ class AssetController(Controller):
             cursor=cursor,
         )
         if format == "csv":
-            headers = {"Content-Disposition": f'attachment; filename="price-history-{token_id}.csv"'}
+            headers = {"Content-Disposition": f'attachment; filename="price-history-{tokenId}.csv"'}
             if page.nextCursor:
                 headers["X-Next-Cursor"] = page.nextCursor
             return Response(service.history_csv(page), media_type="text/csv", headers=headers)
@@ -172,13 +172,13 @@ class UserAssetsController(Controller):
     path = "/api/users"
     tags = ["assets"]
 
-    @get("/{wallet_address:str}/assets", opt=PUBLIC)
+    @get("/{walletAddress:str}/assets", opt=PUBLIC)
     async def user_assets(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        wallet_address: FromPath[str],
+        walletAddress: FromPath[str],
         asset_type: AssetTypeParam = None,
         is_listed: IsListedParam = None,
         sort: SortParam = None,
@@ -187,7 +187,7 @@ class UserAssetsController(Controller):
     ) -> schemas.AssetPage:
         """Assets owned by a wallet."""
         refuse_operator_params(request)
-        query = service.asset_filter(owner=wallet_address, asset_type=asset_type, is_listed=is_listed)
+        query = service.asset_filter(owner=walletAddress, asset_type=asset_type, is_listed=is_listed)
         return await service.list_assets(
             clients, settings, query=query, sort=sort, limit=limit, cursor=cursor
         )

@@ -193,25 +193,25 @@ class AuthController(Controller):
         """The current principal: wallet, roles, and the permissions they grant."""
         return schemas.PrincipalOut.of(current_principal(request))
 
-    @get("/users/{wallet_address:str}", guards=[requires_roles("admin")], cache=False)
-    async def get_user(self, wallet_address: FromPath[str]) -> schemas.UserOut:
+    @get("/users/{walletAddress:str}", guards=[requires_roles("admin")], cache=False)
+    async def get_user(self, walletAddress: FromPath[str]) -> schemas.UserOut:
         """A user by wallet (admins)."""
-        return schemas.UserOut.of(await service.get_user_by_wallet(wallet_address))
+        return schemas.UserOut.of(await service.get_user_by_wallet(walletAddress))
 
-    @post("/users/{wallet_address:str}/roles", guards=[requires_roles("admin")], status_code=HTTP_200_OK)
+    @post("/users/{walletAddress:str}/roles", guards=[requires_roles("admin")], status_code=HTTP_200_OK)
     async def grant_role(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        wallet_address: FromPath[str],
+        walletAddress: FromPath[str],
         data: JSONBody[schemas.RoleRequest],
     ) -> schemas.UserOut:
         """Grant a role (user, admin, oracle) to a wallet (admins); effective at once."""
-        return await self._change_role(request, clients, settings, wallet_address, data.role, grant=True)
+        return await self._change_role(request, clients, settings, walletAddress, data.role, grant=True)
 
     @delete(
-        "/users/{wallet_address:str}/roles/{role:str}",
+        "/users/{walletAddress:str}/roles/{role:str}",
         guards=[requires_roles("admin")],
         status_code=HTTP_200_OK,
     )
@@ -220,11 +220,11 @@ class AuthController(Controller):
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        wallet_address: FromPath[str],
+        walletAddress: FromPath[str],
         role: FromPath[str],
     ) -> schemas.UserOut:
         """Revoke a role from a wallet (admins); effective at once."""
-        return await self._change_role(request, clients, settings, wallet_address, role, grant=False)
+        return await self._change_role(request, clients, settings, walletAddress, role, grant=False)
 
     async def _change_role(
         self, request: Request, clients: Any, settings: Any, wallet_address: str, role: str, *, grant: bool
@@ -286,12 +286,12 @@ class AuthController(Controller):
         return [schemas.ApiKeyOut.of(k) for k in await service.list_api_keys(owner)]
 
     @delete(
-        "/api-keys/{key_id:str}", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_204_NO_CONTENT
+        "/api-keys/{keyId:str}", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_204_NO_CONTENT
     )
-    async def revoke_api_key(self, request: Request, key_id: FromPath[str]) -> None:
+    async def revoke_api_key(self, request: Request, keyId: FromPath[str]) -> None:
         """Revoke an API key (its owner or an admin); refused from the next request on."""
         principal = current_principal(request)
-        owner, record = await service.revoke_api_key(principal, key_id)
+        owner, record = await service.revoke_api_key(principal, keyId)
         await audit.record(
             "auth.api_key.revoke",
             principal=principal,

@@ -68,12 +68,12 @@ class UserTransactionsController(Controller):
     path = "/api/users"
     tags = ["market"]
 
-    @get("/{wallet_address:str}/transactions", opt=PUBLIC)
+    @get("/{walletAddress:str}/transactions", opt=PUBLIC)
     async def user_transactions(
         self,
         request: Request,
         settings: SettingsDep,
-        wallet_address: FromPath[str],
+        walletAddress: FromPath[str],
         type: TypeParam = None,
         status: StatusParam = None,
         start: FromParam = None,
@@ -85,7 +85,7 @@ class UserTransactionsController(Controller):
         refuse_operator_params(request)
         query = service.transaction_filter(
             type=type,
-            wallet=assets_service.parse_address(wallet_address),
+            wallet=assets_service.parse_address(walletAddress),
             status=status,
             start=start,
             end=end,

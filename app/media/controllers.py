@@ -89,14 +89,14 @@ class AssetMediaController(Controller):
     tags = ["media"]
     guards = [requires_permission("media:write")]
 
-    @post("/{token_id:int}/images", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES)
+    @post("/{tokenId:int}/images", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES)
     async def upload_images(
-        self, request: Request, clients: ClientsDep, token_id: FromPath[int], data: MultipartForm
+        self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
     ) -> DirectUploadResult:
         """Upload several images (multipart form); each is sniffed, stored as an original and queued."""
         principal = current_principal(request)
-        stored = await service.store_direct(clients.storage, principal, token_id, "image", _incoming(data))
-        job_id, _ = await service.enqueue_processing(clients, token_id)
+        stored = await service.store_direct(clients.storage, principal, tokenId, "image", _incoming(data))
+        job_id, _ = await service.enqueue_processing(clients, tokenId)
         return DirectUploadResult(
             files=[schemas.stored_file(f) for f in stored],
             jobId=job_id,
@@ -104,10 +104,10 @@ class AssetMediaController(Controller):
         )
 
     @post(
-        "/{token_id:int}/documents", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES
+        "/{tokenId:int}/documents", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES
     )
     async def upload_documents(
-        self, request: Request, clients: ClientsDep, token_id: FromPath[int], data: MultipartForm
+        self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
     ) -> DirectUploadResult:
         """Upload documents (PDF, or JSON for metadata); form fields `category` and `verification`."""
         category = _form_text(data, "category") or "certificates"
@@ -117,7 +117,7 @@ class AssetMediaController(Controller):
         stored = await service.store_direct(
             clients.storage,
             current_principal(request),
-            token_id,
+            tokenId,
             "document",
             _incoming(data),
             category=category,
@@ -125,11 +125,11 @@ class AssetMediaController(Controller):
         )
         return DirectUploadResult(files=[schemas.stored_file(f) for f in stored])
 
-    @post("/{token_id:int}/process-media", status_code=HTTP_202_ACCEPTED)
+    @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED)
     async def process_media(
-        self, request: Request, clients: ClientsDep, token_id: FromPath[int]
+        self, request: Request, clients: ClientsDep, tokenId: FromPath[int]
     ) -> ProcessingJob:
         """Queue the processing of the asset's uploads; poll `statusUrl` for the outcome."""
-        await service.asset_for_upload(current_principal(request), token_id)
-        job_id, pending = await service.enqueue_processing(clients, token_id)
+        await service.asset_for_upload(current_principal(request), tokenId)
+        job_id, pending = await service.enqueue_processing(clients, tokenId)
         return ProcessingJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id), pending=pending)

@@ -41,10 +41,10 @@ class JobController(Controller):
     tags = ["system"]
 
     # Open (worker-ping hands out its status URL to anonymous callers): results must hold no private data.
-    @get("/{job_id:str}", cache=False, opt={"anonymous": True})
-    async def job_status(self, clients: ClientsDep, job_id: FromPath[str]) -> dict[str, Any]:
+    @get("/{jobId:str}", cache=False, opt={"anonymous": True})
+    async def job_status(self, clients: ClientsDep, jobId: FromPath[str]) -> dict[str, Any]:
         """The status of a background job, and its result once finished."""
-        state = await service.job_state(clients, job_id)
+        state = await service.job_state(clients, jobId)
         if state is None:
-            raise NotFound(f"no job {job_id!r}", code="job_not_found")
+            raise NotFound(f"no job {jobId!r}", code="job_not_found")
         return state

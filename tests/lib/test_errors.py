@@ -40,7 +40,7 @@ async def test_metrics_count_requests_by_route_template_and_status(client):
         line
         for line in metrics.splitlines()
         if line.startswith("dynamicvault_requests_total")
-        and 'path="/api/jobs/{job_id}"' in line
+        and 'path="/api/jobs/{jobId}"' in line
         and "404" in line
     )
     assert float(line.rsplit(" ", 1)[1]) >= 2

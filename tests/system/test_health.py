@@ -51,4 +51,28 @@ async def test_openapi_lists_the_routes(client):
     paths = response.json()["paths"]
     assert "/api/system/health" in paths
     assert "/api/system/ready" in paths
-    assert "/api/jobs/{job_id}" in paths
+    assert "/api/jobs/{jobId}" in paths
+    # the seed plan's routes (section 2.3 and 4) are all there
+    for path in [
+        "/api/auth/nonce",
+        "/api/auth/verify",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/assets",
+        "/api/assets/{tokenId}",
+        "/api/assets/{tokenId}/price-history",
+        "/api/users/{walletAddress}/assets",
+        "/api/assets/{tokenId}/metadata",
+        "/api/assets/{tokenId}/images",
+        "/api/assets/{tokenId}/documents",
+        "/api/storage/presigned-url",
+        "/api/assets/{tokenId}/process-media",
+        "/api/transactions",
+        "/api/users/{walletAddress}/transactions",
+        "/api/market/stats",
+        "/api/market/listings",
+    ]:
+        assert path in paths, path
+    schemes = response.json()["components"]["securitySchemes"]
+    assert schemes["BearerToken"]["scheme"] == "bearer"
+    assert schemes["ApiKey"] == {"type": "apiKey", "name": "X-API-Key", "in": "header"}
