@@ -210,7 +210,8 @@ class EmbeddedStack:
         self.stop()
 
 
-def _s3(url: str):
+def s3_client(url: str):
+    """A boto3 client for an embedded S3 server (its development credentials)."""
     import boto3
 
     return boto3.client(
@@ -224,7 +225,7 @@ def _s3(url: str):
 
 def snapshot_s3(url: str, directory: Path) -> None:
     """Write every bucket's objects, with content type and metadata, under `directory`."""
-    client = _s3(url)
+    client = s3_client(url)
     staging = directory.with_name(directory.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     for bucket in client.list_buckets().get("Buckets", []):
@@ -252,7 +253,7 @@ def snapshot_s3(url: str, directory: Path) -> None:
 
 def restore_s3(url: str, directory: Path) -> None:
     """Load a snapshot written by `snapshot_s3`."""
-    client = _s3(url)
+    client = s3_client(url)
     for bucket_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
         client.create_bucket(Bucket=bucket_dir.name)
         objects = bucket_dir / "objects"

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from beanie.odm.utils.encoder import Encoder
 from bson import Decimal128
-from pymongo.errors import DuplicateKeyError, ExecutionTimeout
+from pymongo.errors import DuplicateKeyError
 
+from app.assets import service as assets_service
 from app.assets.documents import Asset
 from app.config import Settings
 from app.lib import cache
-from app.lib.errors import BadRequest, ServiceUnavailable
+from app.lib.errors import BadRequest
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
 from app.lib.timeutil import as_utc, utcnow
 from app.market import schemas
@@ -33,14 +32,6 @@ _MUTABLE = ("status", "platformFee", "platformFeeWei", "paymentMethod")
 
 def transactions_collection():
     return Transaction.get_pymongo_collection()
-
-
-@contextlib.asynccontextmanager
-async def bounded_query() -> AsyncIterator[None]:
-    try:
-        yield
-    except ExecutionTimeout as exc:
-        raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
 
 
 async def invalidate_stats(redis) -> None:
@@ -163,7 +154,7 @@ async def list_transactions(
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
     secret = settings.auth.jwt_secret.get_secret_value()
     after = decode_cursor(secret, "transactions", cursor) if cursor is not None else None
-    async with bounded_query():
+    async with assets_service.bounded_query():
         docs, last = await keyset_page(
             transactions_collection(),
             query,
@@ -267,7 +258,7 @@ async def _sales_figures(now: datetime, max_time_ms: int) -> dict[str, Any]:
 
 async def compute_stats(settings: Settings) -> bytes:
     now = utcnow()
-    async with bounded_query():
+    async with assets_service.bounded_query():
         assets = await _asset_figures(settings.mongodb.max_time_ms)
         sales = await _sales_figures(now, settings.mongodb.max_time_ms)
     by_type = [

@@ -7,12 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from pymongo import MongoClient
 
-from app.lib.embedded import ROOT, free_port
+from app.lib.embedded import ROOT, free_port, s3_client
 
 START_TIMEOUT_S = 90
 
@@ -69,16 +68,6 @@ def processes_mentioning(text: str) -> list[str]:
 def read_services_env(data_dir: Path) -> dict[str, str]:
     lines = (data_dir / "services.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line)
-
-
-def s3_client(url: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="dev",
-        aws_secret_access_key="dev-secret",
-    )
 
 
 def test_make_run_serves_stops_cleanly_and_keeps_data(tmp_path):
