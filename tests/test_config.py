@@ -46,3 +46,12 @@ def test_production_with_real_services_and_secrets_starts():
         auth={"jwt_secret": "x" * 48},
     )
     check_settings(settings)  # AWS S3 needs no endpoint URL
+
+
+def test_structured_settings_come_from_json_env_values(monkeypatch):
+    monkeypatch.setenv("AUTH_JWT_VERIFY_KEYS", '{"k0": "an-older-secret-still-accepted-for-a-while"}')
+    monkeypatch.setenv("AUTH_RATE_LIMITS", '{"default": {"per_ip": 5, "per_principal": 10, "window_s": 30}}')
+    settings = Settings(_env_file=None)
+    assert settings.auth.jwt_verify_keys["k0"].get_secret_value().startswith("an-older")
+    assert settings.auth.rate_limits["default"].per_ip == 5
+    assert settings.auth.rate_limits["default"].window_s == 30
