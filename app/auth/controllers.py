@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.handlers.base import BaseRouteHandler
@@ -244,6 +244,31 @@ class AuthController(Controller):
         )
         return schemas.UserOut.of(user)
 
+    @put("/users/{walletAddress:str}/status", guards=[requires_roles("admin")], status_code=HTTP_200_OK)
+    async def set_user_status(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        walletAddress: FromPath[str],
+        data: JSONBody[schemas.StatusRequest],
+    ) -> schemas.UserOut:
+        """Suspend or reactivate a wallet (admins); a suspension ends its sessions and API keys at once."""
+        principal = current_principal(request)
+        user, old = await service.set_user_status(
+            clients.redis, settings, walletAddress, data.status, actor=principal
+        )
+        await audit.record(
+            "auth.user.status",
+            principal=principal,
+            connection=request,
+            entity_type="user",
+            entity_id=user.walletAddress,
+            old={"status": old},
+            new={"status": user.status},
+        )
+        return schemas.UserOut.of(user)
+
     @post("/api-keys", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_201_CREATED)
     async def create_api_key(
         self, request: Request, settings: SettingsDep, data: JSONBody[schemas.ApiKeyCreate]
@@ -288,10 +313,10 @@ class AuthController(Controller):
     @delete(
         "/api-keys/{keyId:str}", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_204_NO_CONTENT
     )
-    async def revoke_api_key(self, request: Request, keyId: FromPath[str]) -> None:
+    async def revoke_api_key(self, request: Request, clients: ClientsDep, keyId: FromPath[str]) -> None:
         """Revoke an API key (its owner or an admin); refused from the next request on."""
         principal = current_principal(request)
-        owner, record = await service.revoke_api_key(principal, keyId)
+        owner, record = await service.revoke_api_key(clients.redis, principal, keyId)
         await audit.record(
             "auth.api_key.revoke",
             principal=principal,

@@ -4,8 +4,12 @@
   see VerifiedTokens), then one Redis round trip
   (a pipeline) both counts the request against its rate limits and reads the session's cached state
   and the user's current roles; a revoked session is refused from the next request on.
-- `X-API-Key: <key>`: rate limits counted first (per IP and per key id), then the key is looked up by
-  its hash in MongoDB (so a revoked key stops at once) — `Principal(kind="api_key")`.
+- `X-API-Key: <key>`: one Redis round trip (a pipeline) counts the request against its rate limits
+  (per IP and per key id) and reads the key's cached principal together with the key's generation;
+  the entry counts only if its generation is the current one (a revocation, a role change or a
+  suspension bumps it), and an expired key is refused even when cached. On a miss the key is looked
+  up by its hash in MongoDB and cached for a minute — `Principal(kind="api_key")`. `lastUsed` is
+  written at most once a minute per key, by a background task off the request's path.
 - No credentials: None, which only routes with `opt={"anonymous": True}` accept. On those routes
   credentials are still read when sent, and bad, expired or revoked ones are a 401 all the same.
 
@@ -23,7 +27,8 @@ and the session check shares its Redis round trip with the rate limiter (see app
 
 from __future__ import annotations
 
-import re
+import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -45,7 +50,6 @@ log = structlog.get_logger(__name__)
 OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
 _AUTHORIZATION = b"authorization"
 _API_KEY = service.API_KEY_HEADER.lower().encode()
-_API_KEY_ID = re.compile(r"dv_([0-9a-f]{12})_")
 
 
 def _is_open(path: str) -> bool:
@@ -92,6 +96,7 @@ class Authenticator:
         self.rate_limiter = (
             RateLimiter(settings.auth.rate_limits) if settings.auth.rate_limit_enabled else None
         )
+        self.key_usage = KeyUsage()
 
     async def authenticate(
         self, redis: Redis, headers: dict[bytes, bytes], ip: str, group: str | None
@@ -161,15 +166,75 @@ class Authenticator:
     async def _api_key(
         self, redis: Redis, key: str, ip: str, group: str | None, limiter: RateLimiter | None
     ) -> Principal:
+        key = key.strip()
+        try:
+            key_id = service.parse_api_key(key)
+        except Unauthorized:
+            if limiter is not None:  # malformed keys count against the IP too
+                decision = await limiter.hit(redis, group, ip)
+                if not decision.allowed:
+                    raise refuse(decision) from None
+            raise
+        # The key id is public (it is in the key's clear part); counting by it before any lookup
+        # bounds what a stolen-key guesser can cost the database.
+        principal_key = f"k:{key_id}"
+        pipe = redis.pipeline(transaction=False)
         if limiter is not None:
-            # The key id is public (it is in the key's clear part); counting by it before the lookup
-            # bounds what a stolen-key guesser can cost the database.
-            key_id = _API_KEY_ID.match(key.strip())
-            principal_key = f"k:{key_id.group(1)}" if key_id else None
-            decision = await limiter.hit(redis, group, ip, principal_key)
+            limiter.queue(pipe, group, ip, principal_key)
+        pipe.mget(service.api_key_cache_key(tokens.hash_api_key(key)), service.api_key_generation_key(key_id))
+        results = await pipe.execute()
+        if limiter is not None:
+            decision = limiter.decide(results[0], group, ip, principal_key)
             if not decision.allowed:
                 raise refuse(decision)
-        return await service.authenticate_api_key(key.strip())
+        cached, generation = results[-1]
+        principal = service.api_key_from_cache(cached, generation, key_id)
+        if principal is None:  # a miss or a stale entry: MongoDB decides, and its answer is cached
+            principal = await service.authenticate_api_key(
+                redis, key, generation=service.as_generation(generation)
+            )
+            self.key_usage.recorded(key_id)  # the lookup wrote lastUsed if it was due
+        else:
+            self.key_usage.note(redis, principal.user_id, key_id)
+        return principal
+
+
+class KeyUsage:
+    """Writes API keys' `lastUsed` in the background, asking at most once a minute per key per process.
+
+    Across processes `service.record_api_key_use` keeps it to one write a minute per key (a Redis
+    marker); this only spares the cache-hit path a task and a round trip on all the other requests.
+    """
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self.interval = service.API_KEY_LAST_USED_RESOLUTION.total_seconds()
+        self._asked: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def recorded(self, key_id: str) -> None:
+        self._remember(key_id, time.monotonic())
+
+    def note(self, redis: Redis, user_id: str, key_id: str) -> None:
+        now = time.monotonic()
+        asked = self._asked.get(key_id)
+        if asked is not None and now - asked < self.interval:
+            return
+        self._remember(key_id, now)
+        task = asyncio.create_task(self._record(redis, user_id, key_id))
+        self._tasks.add(task)  # a reference, so the task is not garbage-collected while it runs
+        task.add_done_callback(self._tasks.discard)
+
+    def _remember(self, key_id: str, now: float) -> None:
+        self._asked[key_id] = now
+        if len(self._asked) > self.maxsize:
+            self._asked = {k: t for k, t in self._asked.items() if now - t < self.interval}
+
+    async def _record(self, redis: Redis, user_id: str, key_id: str) -> None:
+        try:
+            await service.record_api_key_use(redis, user_id, key_id)
+        except Exception:  # bookkeeping only: the request it came from was already served
+            log.warning("auth.api_key.last_used_failed", key_id=key_id, exc_info=True)
 
 
 async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str | None) -> None:

@@ -98,6 +98,10 @@ class RoleRequest(Camel):
     role: RoleName
 
 
+class StatusRequest(Camel):
+    status: Literal["active", "suspended"]
+
+
 class ApiKeyCreate(Camel):
     name: KeyName
     permissions: Annotated[list[Permission], msgspec.Meta(max_length=16)]

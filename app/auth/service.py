@@ -9,18 +9,27 @@ Where state lives, and why:
   session overwrites that entry, so every api process refuses its access tokens from the next request;
   a cache miss is filled from MongoDB with `SET NX`, which never overwrites a revocation;
 - roles: in the access token, overridden by `auth:roles:<uid>` (written on every role change, kept as
-  long as an access token lives) so that a grant or a revocation applies at once, not after 15 minutes.
+  long as an access token lives) so that a grant or a revocation applies at once, not after 15 minutes;
+- API keys: MongoDB (`users.apiKeys`, hashes only) is the truth; Redis caches each key's principal
+  (`auth:apikey:<sha256 of the key>`, at most API_KEY_CACHE_TTL and never past the key's expiry) stamped
+  with the key's generation (`auth:apikey:gen:<key id>`). The middleware reads both in its one round
+  trip and uses the entry only if the stamps agree. Whatever changes what a key may do (revocation,
+  a role change or suspension of its owner) writes MongoDB first, then bumps the generation and deletes
+  the entry: every process refuses the old entry at once, and a refill that read MongoDB before the
+  change carries the old stamp, so it cannot bring a revoked key back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from eth_utils import is_address, is_checksum_address, to_checksum_address
@@ -44,6 +53,10 @@ API_KEY_HEADER = "X-API-Key"
 REVOKED = "revoked"
 MAX_ROTATED_HASHES = 1000  # ~10 days of 15-minute refreshes kept for reuse detection
 API_KEY_LAST_USED_RESOLUTION = timedelta(seconds=60)  # lastUsed is written at most once a minute per key
+API_KEY_CACHE_TTL = timedelta(seconds=60)
+# Far longer than any entry stamped with an older generation can live (a refill slower than the cache
+# TTL is not cached), so an expired counter can never make such an entry current again.
+API_KEY_GENERATION_TTL = timedelta(days=1)
 
 
 def nonce_key(nonce: str) -> str:
@@ -56,6 +69,18 @@ def session_key(session_id: str) -> str:
 
 def roles_key(user_id: str) -> str:
     return f"auth:roles:{user_id}"
+
+
+def api_key_cache_key(key_hash: str) -> str:
+    return f"auth:apikey:{key_hash}"
+
+
+def api_key_generation_key(key_id: str) -> str:
+    return f"auth:apikey:gen:{key_id}"
+
+
+def api_key_used_key(key_id: str) -> str:
+    return f"auth:apikey:used:{key_id}"
 
 
 def cache_ttl_s(settings: Settings) -> int:
@@ -407,8 +432,48 @@ async def change_role(
     if raw is None:
         raise NotFound(f"no user with wallet {user.walletAddress}", code="user_not_found")
     updated = User.model_validate(raw)
-    await redis.set(roles_key(str(user.id)), ",".join(sorted(updated.roles)), ex=cache_ttl_s(settings))
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(roles_key(str(user.id)), ",".join(sorted(updated.roles)), ex=cache_ttl_s(settings))
+    _queue_api_key_invalidation(pipe, updated.apiKeys)
+    await pipe.execute()
     return updated, list(user.roles), list(updated.roles)
+
+
+async def set_user_status(
+    redis: Redis, settings: Settings, wallet_address: str, status: str, *, actor: Principal
+) -> tuple[User, str]:
+    """Suspend or reactivate a user; a suspension ends their sessions and stops their API keys at once.
+
+    Returns (the updated user, the old status).
+    """
+    if status not in ("active", "suspended"):
+        raise BadRequest("status is 'active' or 'suspended'", code="invalid_status")
+    user = await get_user_by_wallet(wallet_address)
+    if status == "suspended" and str(user.id) == actor.user_id:
+        raise Conflict("an admin cannot suspend their own account", code="cannot_suspend_self")
+    raw = await User.get_pymongo_collection().find_one_and_update(
+        {"_id": user.id}, {"$set": {"status": status}}, return_document=ReturnDocument.AFTER
+    )
+    if raw is None:
+        raise NotFound(f"no user with wallet {user.walletAddress}", code="user_not_found")
+    updated = User.model_validate(raw)
+    if status == "suspended":
+        sessions = Session.get_pymongo_collection()
+        session_ids = [
+            str(doc["_id"]) async for doc in sessions.find({"userId": user.id, "isValid": True}, {"_id": 1})
+        ]
+        await sessions.update_many(
+            {"userId": user.id, "isValid": True},
+            {"$set": {"isValid": False, "revokedReason": "account_suspended"}},
+        )
+    else:
+        session_ids = []
+    pipe = redis.pipeline(transaction=False)
+    for session_id in session_ids:
+        pipe.set(session_key(session_id), REVOKED, ex=cache_ttl_s(settings))
+    _queue_api_key_invalidation(pipe, updated.apiKeys)
+    await pipe.execute()
+    return updated, user.status
 
 
 # -------------------------------------------------------------------------------------- API keys
@@ -490,7 +555,7 @@ async def list_api_keys(owner: User) -> list[ApiKey]:
     return list(fresh.apiKeys) if fresh else []
 
 
-async def revoke_api_key(principal: Principal, key_id: str) -> tuple[User, ApiKey]:
+async def revoke_api_key(redis: Redis, principal: Principal, key_id: str) -> tuple[User, ApiKey]:
     """Revoke one key: its owner or an admin may; from the next request on it is refused (401)."""
     owner_filter: dict[str, Any] = {} if principal.is_admin else {"_id": PydanticObjectId(principal.user_id)}
     query = {**owner_filter, "apiKeys.keyId": key_id}
@@ -505,49 +570,164 @@ async def revoke_api_key(principal: Principal, key_id: str) -> tuple[User, ApiKe
     raw = await collection.find_one(query)
     if raw is None:
         raise NotFound(f"no API key {key_id!r}", code="api_key_not_found")
-    if result.modified_count != 1:
-        raise Conflict(f"API key {key_id!r} is already revoked", code="api_key_revoked")
     user = User.model_validate(raw)
     record = next(k for k in user.apiKeys if k.keyId == key_id)
+    # Also when it was already revoked: a retry after a failed invalidation must still clear the cache.
+    pipe = redis.pipeline(transaction=False)
+    _queue_api_key_invalidation(pipe, [record])
+    await pipe.execute()
+    if result.modified_count != 1:
+        raise Conflict(f"API key {key_id!r} is already revoked", code="api_key_revoked")
     return user, record
 
 
-async def authenticate_api_key(key: str) -> Principal:
-    """The principal an X-API-Key header stands for, or 401; refuses revoked and expired keys."""
+class CachedApiKey(msgspec.Struct, frozen=True):
+    """What the cache holds for one API key: its owner's principal data, as of `generation`."""
+
+    user_id: str
+    wallet: str
+    roles: tuple[str, ...]
+    key_id: str
+    permissions: tuple[str, ...]
+    expires_at: float | None  # POSIX seconds
+    status: str
+    generation: int
+
+
+_CACHED_API_KEY = msgspec.json.Decoder(CachedApiKey)
+
+
+def _queue_api_key_invalidation(pipe: Any, records: Iterable[ApiKey]) -> None:
+    """Add to `pipe`: bump each key's generation (stale entries stop counting) and drop its entry."""
+    ttl = int(API_KEY_GENERATION_TTL.total_seconds())
+    for record in records:
+        pipe.incr(api_key_generation_key(record.keyId))
+        pipe.expire(api_key_generation_key(record.keyId), ttl)
+        pipe.delete(api_key_cache_key(record.key))
+
+
+def parse_api_key(key: str) -> str:
+    """The public id of an X-API-Key value of our shape, or 401 invalid_api_key."""
     try:
         key_id, _ = tokens.split_api_key(key)
     except tokens.TokenRejected as exc:
         raise Unauthorized(exc.message, code=exc.code) from exc
-    collection = User.get_pymongo_collection()
-    raw = await collection.find_one(
+    return key_id
+
+
+def as_generation(value: bytes | str | int | None) -> int:
+    return int(value) if value is not None else 0
+
+
+def _check_api_key(entry: CachedApiKey, now: float) -> Principal:
+    if entry.expires_at is not None and entry.expires_at <= now:
+        raise Unauthorized("the API key has expired", code="api_key_expired")
+    if entry.status != "active":
+        raise Unauthorized("the key's account is not active", code="account_inactive")
+    return Principal(
+        user_id=entry.user_id,
+        wallet_address=entry.wallet,
+        roles=frozenset(entry.roles),
+        kind="api_key",
+        api_key_id=entry.key_id,
+        key_permissions=frozenset(entry.permissions),
+    )
+
+
+def api_key_from_cache(
+    cached: bytes | str | None, generation: bytes | str | int | None, key_id: str
+) -> Principal | None:
+    """The principal of a cache entry that is still current, None on a miss; 401 if the key has expired.
+
+    `cached` and `generation` are what Redis holds at api_key_cache_key(hash) and
+    api_key_generation_key(key_id), read together.
+    """
+    if cached is None:
+        return None
+    try:
+        entry = _CACHED_API_KEY.decode(cached)
+    except msgspec.DecodeError:  # an entry of another shape (an older release): a miss
+        return None
+    if entry.generation != as_generation(generation) or entry.key_id != key_id:
+        return None
+    return _check_api_key(entry, utcnow().timestamp())
+
+
+async def load_api_key(key: str, *, generation: int) -> tuple[CachedApiKey, datetime | None]:
+    """Look a key up in MongoDB: (its cache entry stamped with `generation`, its lastUsed), or 401.
+
+    Refuses unknown, revoked and expired keys and keys of inactive accounts. `generation` must have been
+    read from Redis before this lookup (see the module docstring).
+    """
+    key_id = parse_api_key(key)
+    raw = await User.get_pymongo_collection().find_one(
         {"apiKeys.key": tokens.hash_api_key(key)},
         {"walletAddress": 1, "roles": 1, "status": 1, "apiKeys": 1},
     )
     record = next((k for k in (raw or {}).get("apiKeys", []) if k.get("keyId") == key_id), None)
     if raw is None or record is None or not tokens.verify_api_key(key, record.get("key", "")):
         raise Unauthorized("the API key is not valid", code="invalid_api_key")
-    now = utcnow()
     if record.get("revokedAt") is not None:
         raise Unauthorized("the API key was revoked", code="api_key_revoked")
-    if record.get("expiresAt") is not None and as_utc(record["expiresAt"]) <= now:
-        raise Unauthorized("the API key has expired", code="api_key_expired")
-    if raw.get("status", "active") != "active":
-        raise Unauthorized("the key's account is not active", code="account_inactive")
-    last_used = record.get("lastUsed")
-    if last_used is None or as_utc(last_used) < now - API_KEY_LAST_USED_RESOLUTION:
-        await collection.update_one(
-            {"_id": raw["_id"]},
-            {"$set": {"apiKeys.$[key].lastUsed": now}},
-            array_filters=[{"key.keyId": key_id}],
-        )
-    return Principal(
+    expires_at = record.get("expiresAt")
+    entry = CachedApiKey(
         user_id=str(raw["_id"]),
-        wallet_address=raw["walletAddress"],
-        roles=frozenset(raw.get("roles", [])),
-        kind="api_key",
-        api_key_id=key_id,
-        key_permissions=frozenset(record.get("permissions", [])),
+        wallet=raw["walletAddress"],
+        roles=tuple(sorted(raw.get("roles", []))),
+        key_id=key_id,
+        permissions=tuple(record.get("permissions", [])),
+        expires_at=as_utc(expires_at).timestamp() if expires_at is not None else None,
+        status=raw.get("status", "active"),
+        generation=generation,
     )
+    _check_api_key(entry, utcnow().timestamp())
+    last_used = record.get("lastUsed")
+    return entry, as_utc(last_used) if last_used is not None else None
+
+
+async def cache_api_key(redis: Redis, key: str, entry: CachedApiKey) -> None:
+    """Remember a looked-up key for API_KEY_CACHE_TTL, never past its expiry."""
+    ttl_s = API_KEY_CACHE_TTL.total_seconds()
+    if entry.expires_at is not None:
+        ttl_s = min(ttl_s, entry.expires_at - utcnow().timestamp())
+    if ttl_s > 0.001:
+        await redis.set(
+            api_key_cache_key(tokens.hash_api_key(key)), msgspec.json.encode(entry), px=int(ttl_s * 1000)
+        )
+
+
+async def authenticate_api_key(redis: Redis, key: str, *, generation: int | None = None) -> Principal:
+    """The principal an X-API-Key header stands for, from MongoDB (then cached), or 401.
+
+    `generation`: the key's generation as read from Redis along with the cache miss; read here if None.
+    """
+    key_id = parse_api_key(key)
+    if generation is None:
+        generation = as_generation(await redis.get(api_key_generation_key(key_id)))
+    started = time.monotonic()
+    entry, last_used = await load_api_key(key, generation=generation)
+    if time.monotonic() - started < API_KEY_CACHE_TTL.total_seconds():
+        await cache_api_key(redis, key, entry)
+    if last_used is None or last_used < utcnow() - API_KEY_LAST_USED_RESOLUTION:
+        await record_api_key_use(redis, entry.user_id, key_id)
+    return _check_api_key(entry, utcnow().timestamp())
+
+
+async def record_api_key_use(redis: Redis, user_id: str, key_id: str) -> bool:
+    """Set a key's lastUsed to now, at most once a minute per key across processes; True if written."""
+    marker = int(API_KEY_LAST_USED_RESOLUTION.total_seconds())
+    if not await redis.set(api_key_used_key(key_id), "1", nx=True, ex=marker):
+        return False
+    try:
+        oid = PydanticObjectId(user_id)
+    except (InvalidId, TypeError):
+        return False
+    await User.get_pymongo_collection().update_one(
+        {"_id": oid},
+        {"$set": {"apiKeys.$[key].lastUsed": utcnow()}},
+        array_filters=[{"key.keyId": key_id}],
+    )
+    return True
 
 
 # --------------------------------------------------------------------------------- access tokens
