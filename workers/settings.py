@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from arq import cron, func
 
+from app.assets import jobs as assets_jobs
 from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
@@ -46,8 +47,12 @@ class WorkerSettings:
         func(system_jobs.ping, name="system.ping", max_tries=1),
         func(media_jobs.process_media, name="media.process", max_tries=8),
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
+        func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
     ]
-    cron_jobs: list = [cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True)]
+    cron_jobs: list = [
+        cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
+        cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
+    ]
     on_startup = on_startup
     on_shutdown = on_shutdown
     on_job_start = on_job_start

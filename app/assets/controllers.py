@@ -25,7 +25,10 @@ MaxPriceParam = Annotated[float | None, QueryParameter(name="maxPrice", descript
 QParam = Annotated[str | None, QueryParameter(description="name prefix (case-insensitive, literal)")]
 SortParam = Annotated[
     str | None,
-    QueryParameter(description="price, createdAt, updatedAt or viewCount; prefix '-' for descending"),
+    QueryParameter(
+        description="price, createdAt, updatedAt or viewCount; prefix '-' for descending. viewCount sorts "
+        "by the stored count, which takes in new views every 15 s (the detail shows them at once)"
+    ),
 ]
 LimitParam = Annotated[int | None, QueryParameter(description="1 to 100, default 20")]
 CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]

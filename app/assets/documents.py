@@ -103,6 +103,7 @@ class AssetStats(BaseModel):
     viewCount: int = 0
     favoriteCount: int = 0
     offerCount: int = 0
+    viewFlushSeq: int = 0  # the last view-count flush applied (app/assets/service.py, views)
 
 
 ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING

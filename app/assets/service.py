@@ -21,8 +21,9 @@ import msgspec
 import structlog
 from bson import Decimal128, ObjectId
 from eth_utils import to_checksum_address
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError, ExecutionTimeout
+from redis.exceptions import RedisError
 
 from app.assets import schemas
 from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory
@@ -212,9 +213,9 @@ def _plain(value: Any) -> Any:
 
 # The detail is split in two. The static part (name, description, metadata, verification...) is written
 # only by this module, which bumps `version` on each write: it is cached, keyed by that version. The live
-# part is what other writers change without telling us (views, price from the oracle, ownership and
-# market status from the chain indexer, media from the pipeline): it comes back from the view's `$inc`
-# itself, so it is always current and costs no extra query.
+# part is what other writers change without telling us (view counts, price from the oracle, ownership
+# and market status from the chain indexer, media from the pipeline): every view reads it from MongoDB
+# with a projection, so it is always current.
 LIVE_FIELDS = ("stats", "version", "media", "currentPrice", "marketStatus", "ownership", "updatedAt")
 LIVE_PROJECTION = dict.fromkeys(LIVE_FIELDS, 1)
 
@@ -228,7 +229,12 @@ def static_detail(doc: dict[str, Any]) -> bytes:
 
 
 async def render_detail(
-    static: bytes, live: dict[str, Any], principal: Principal | None, storage, settings: Settings
+    static: bytes,
+    live: dict[str, Any],
+    principal: Principal | None,
+    storage,
+    settings: Settings,
+    views: ViewCounters | None = None,
 ) -> dict[str, Any]:
     """The detail body for this caller: static part, live part, and media by the access rules."""
     body = msgspec.json.decode(static)
@@ -236,7 +242,7 @@ async def render_detail(
     body.update(_plain({key: live.get(key) for key in LIVE_FIELDS if key not in ("stats", "media")}))
     body["version"] = live.get("version", 0)
     body["stats"] = {
-        "viewCount": stats.get("viewCount", 0),
+        "viewCount": visible_views(stats, views),
         "favoriteCount": stats.get("favoriteCount", 0),
         "offerCount": stats.get("offerCount", 0),
     }
@@ -342,31 +348,58 @@ def _detail_key(token_id: int) -> str:
 async def asset_detail(
     clients, settings: Settings, token_id: int, principal: Principal | None
 ) -> dict[str, Any]:
-    """Full details of one asset, counting the view (one MongoDB round trip on a cache hit)."""
-    collection = assets_collection()
+    """Full details of one asset, counting the view: one Redis and one MongoDB round trip on a cache hit."""
     key = _detail_key(known_token(token_id))
-    cached = await cache.get(clients.redis, DETAIL_CACHE, key)
+    redis = clients.redis
+    try:
+        pipe = redis.pipeline(transaction=True)
+        pipe.get(cache.PREFIX + key)
+        _queue_views(pipe, token_id, count=True)
+        cached, *replies = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("assets.detail.redis_failed", token_id=token_id, error=str(exc))
+        return await _detail_counted_in_mongo(clients, settings, token_id, principal)
+    views = _views(replies, counted=True)
+    collection = assets_collection()
     async with bounded_query():
-        live = await collection.find_one_and_update(
-            {"tokenId": token_id},
-            {"$inc": {"stats.viewCount": 1}},
-            projection=LIVE_PROJECTION if cached is not None else None,
-            return_document=ReturnDocument.AFTER,
+        live = await collection.find_one(
+            {"tokenId": token_id}, LIVE_PROJECTION if cached is not None else None
         )
         if live is None:
-            if cached is not None:
-                await cache.drop(clients.redis, key)
+            await _unview(redis, token_id, drop_cache=cached is not None)
             raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+        if _applied_seq(live) > views.top:
+            # A flush of this token ran between the two reads: take both again, Redis first.
+            views = await _view_snapshot_or_none(redis, token_id) or views
+            again = await collection.find_one({"tokenId": token_id}, {"stats": 1})
+            if again is not None:
+                live["stats"] = again.get("stats")
+        stats = live.get("stats") or {}
         if cached is not None and _cached_version(cached) == (str(live["_id"]), live.get("version", 0)):
             cache.hit(DETAIL_CACHE)
-            return await render_detail(cached, live, principal, clients.storage, settings)
+            return await render_detail(cached, live, principal, clients.storage, settings, views)
         cache.miss(DETAIL_CACHE)
         doc = live if cached is None else await collection.find_one({"tokenId": token_id})
     if doc is None:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    doc["stats"] = stats  # the stats the view counters were matched against
     static = static_detail(doc)
-    await cache.put(clients.redis, key, static, DETAIL_TTL_S)
-    return await render_detail(static, doc, principal, clients.storage, settings)
+    await cache.put(redis, key, static, DETAIL_TTL_S)
+    return await render_detail(static, doc, principal, clients.storage, settings, views)
+
+
+async def _detail_counted_in_mongo(
+    clients, settings: Settings, token_id: int, principal: Principal | None
+) -> dict[str, Any]:
+    """Without Redis (no cache, no counters), a view is counted by a MongoDB `$inc` as a fallback."""
+    cache.miss(DETAIL_CACHE)
+    async with bounded_query():
+        doc = await assets_collection().find_one_and_update(
+            {"tokenId": token_id}, {"$inc": {"stats.viewCount": 1}}, return_document=ReturnDocument.AFTER
+        )
+    if doc is None:
+        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
+    return await render_detail(static_detail(doc), doc, principal, clients.storage, settings)
 
 
 def _cached_version(static: bytes) -> tuple[str, int] | None:
@@ -394,6 +427,208 @@ async def get_raw(token_id: int, projection: dict[str, Any] | None = None) -> di
     if doc is None:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
     return doc
+
+
+# ---------------------------------------------------------------- views
+#
+# A view writes nothing to MongoDB. It increments a pending counter in Redis (and marks the token dirty)
+# in the same MULTI as the detail's cache read; the `assets.flush_views` job (every 15 s) moves pending
+# counts into `stats.viewCount`. A reader sees stored + pending + in flight, so every view shows at
+# once. List items and the viewCount sort use the stored value: they lag by at most one flush interval.
+#
+# Exactly once: a flush moves a token's pending count, in one Lua step, into an in-flight hash entry
+# under a new per-token sequence number; MongoDB applies an entry only if `stats.viewFlushSeq` is below
+# its number (and records it), entries are applied in ascending order, and an entry is deleted only
+# after that. A flush that crashes leaves its entries for the next one, which re-applies them harmlessly;
+# two flushes at once apply each entry once. Readers add only the in-flight entries MongoDB has not
+# applied (number above `viewFlushSeq`), so the visible count neither dips nor counts twice.
+
+VIEWS_DIRTY = "views:dirty"
+FLUSH_BATCH = 500
+
+# KEYS: pending, in-flight hash, sequence; ARGV: the token's viewFlushSeq in MongoDB. Returns the
+# in-flight entries (seq, count, ...), including the one just made, if any.
+MOVE_VIEWS_LUA = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  local top = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(ARGV[1]))
+  for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
+    top = math.max(top, tonumber(seq))
+  end
+  top = top + 1
+  redis.call('SET', KEYS[3], top)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], top, n)
+end
+return redis.call('HGETALL', KEYS[2])
+"""
+# KEYS: pending, in-flight hash, dirty set; ARGV: token, how many views to take back, applied seqs...
+# Deletes the applied entries, and the token from the dirty set once nothing is left to flush.
+SETTLE_VIEWS_LUA = """
+local left = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[2]) > 0 then
+  left = redis.call('DECRBY', KEYS[1], ARGV[2])
+end
+for i = 3, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+if left <= 0 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('HLEN', KEYS[2]) == 0 then
+    redis.call('SREM', KEYS[3], ARGV[1])
+    return 1
+  end
+end
+return 0
+"""
+
+
+def _pending_key(token_id: int) -> str:
+    return f"views:pending:{token_id}"
+
+
+def _inflight_key(token_id: int) -> str:
+    return f"views:inflight:{token_id}"
+
+
+def _seq_key(token_id: int) -> str:
+    return f"views:seq:{token_id}"
+
+
+class ViewCounters(msgspec.Struct, frozen=True):
+    """A token's views not yet in MongoDB, read in one Redis transaction."""
+
+    pending: int = 0
+    inflight: dict[int, int] = {}  # flush seq -> views
+    top: int = 0  # the last flush seq handed out
+
+
+def _queue_views(pipe, token_id: int, *, count: bool) -> None:
+    if count:
+        pipe.incr(_pending_key(token_id))
+        pipe.sadd(VIEWS_DIRTY, token_id)
+    else:
+        pipe.get(_pending_key(token_id))
+    pipe.hgetall(_inflight_key(token_id))
+    pipe.get(_seq_key(token_id))
+
+
+def _views(replies: list[Any], *, counted: bool) -> ViewCounters:
+    pending, *rest = replies
+    inflight, top = rest[1:] if counted else rest
+    return ViewCounters(
+        pending=max(int(pending or 0), 0),
+        inflight={int(seq): int(n) for seq, n in (inflight or {}).items()},
+        top=int(top or 0),
+    )
+
+
+async def _view_snapshot(redis, token_id: int) -> ViewCounters:
+    pipe = redis.pipeline(transaction=True)
+    _queue_views(pipe, token_id, count=False)
+    return _views(await pipe.execute(), counted=False)
+
+
+async def _view_snapshot_or_none(redis, token_id: int) -> ViewCounters | None:
+    try:
+        return await _view_snapshot(redis, token_id)
+    except (RedisError, OSError) as exc:
+        log.warning("assets.views.read_failed", token_id=token_id, error=str(exc))
+        return None
+
+
+def _applied_seq(doc: dict[str, Any]) -> int:
+    return int((doc.get("stats") or {}).get("viewFlushSeq") or 0)
+
+
+def visible_views(stats: dict[str, Any], views: ViewCounters | None) -> int:
+    """Stored views plus those not yet in MongoDB (the in-flight entries it has not applied)."""
+    stored = int(stats.get("viewCount") or 0)
+    if views is None:
+        return stored
+    applied = int(stats.get("viewFlushSeq") or 0)
+    return stored + views.pending + sum(n for seq, n in views.inflight.items() if seq > applied)
+
+
+async def _unview(redis, token_id: int, *, drop_cache: bool) -> None:
+    """Take back the view of a token that has no asset, so 404s leave nothing to flush."""
+    try:
+        script = redis.register_script(SETTLE_VIEWS_LUA)
+        await script(keys=[_pending_key(token_id), _inflight_key(token_id), VIEWS_DIRTY], args=[token_id, 1])
+        if drop_cache:
+            await cache.drop(redis, _detail_key(token_id))
+    except (RedisError, OSError) as exc:
+        log.warning("assets.views.unview_failed", token_id=token_id, error=str(exc))
+
+
+def _pairs(flat: list[Any]) -> dict[int, int]:
+    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+async def move_views(redis, token_ids: list[int]) -> dict[int, dict[int, int]]:
+    """Flush step 1: each token's pending views become a numbered in-flight entry; returns all entries
+    per token (an empty dict for a token with nothing to apply, so step 3 still settles it)."""
+    if not token_ids:
+        return {}
+    # MongoDB's last applied seq is a floor for the next one, should Redis have lost the counters.
+    floors = {
+        doc["tokenId"]: _applied_seq(doc)
+        async for doc in assets_collection().find(
+            {"tokenId": {"$in": token_ids}}, {"tokenId": 1, "stats.viewFlushSeq": 1}
+        )
+    }
+    script = redis.register_script(MOVE_VIEWS_LUA)
+    pipe = redis.pipeline(transaction=False)
+    for token_id in token_ids:
+        await script(
+            keys=[_pending_key(token_id), _inflight_key(token_id), _seq_key(token_id)],
+            args=[floors.get(token_id, 0)],
+            client=pipe,
+        )
+    replies = await pipe.execute()
+    return {token_id: _pairs(reply) for token_id, reply in zip(token_ids, replies, strict=True)}
+
+
+async def apply_views(entries: dict[int, dict[int, int]]) -> int:
+    """Flush step 2: add each in-flight entry to `stats.viewCount` unless MongoDB has it already."""
+    operations = [
+        UpdateOne(
+            {"tokenId": token_id, "stats.viewFlushSeq": {"$not": {"$gte": seq}}},
+            {"$inc": {"stats.viewCount": views}, "$set": {"stats.viewFlushSeq": seq}},
+        )
+        for token_id, by_seq in entries.items()
+        for seq, views in sorted(by_seq.items())  # ascending: a later seq would shadow an earlier one
+    ]
+    if not operations:
+        return 0
+    result = await assets_collection().bulk_write(operations, ordered=True)
+    return result.modified_count
+
+
+async def settle_views(redis, entries: dict[int, dict[int, int]]) -> None:
+    """Flush step 3: forget the applied entries, and the tokens with nothing left to flush."""
+    script = redis.register_script(SETTLE_VIEWS_LUA)
+    pipe = redis.pipeline(transaction=False)
+    for token_id, by_seq in entries.items():
+        await script(
+            keys=[_pending_key(token_id), _inflight_key(token_id), VIEWS_DIRTY],
+            args=[token_id, 0, *by_seq],
+            client=pipe,
+        )
+    if entries:
+        await pipe.execute()
+
+
+async def flush_views(redis, *, batch_size: int = FLUSH_BATCH) -> dict[str, int]:
+    """Move every pending view count into MongoDB, exactly once (safe to crash, retry or run twice)."""
+    tokens = [int(member) async for member in redis.sscan_iter(VIEWS_DIRTY, count=batch_size)]
+    applied = 0
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size]
+        entries = await move_views(redis, batch)
+        applied += await apply_views(entries)
+        await settle_views(redis, entries)
+    return {"tokens": len(tokens), "applied": applied}
 
 
 # ---------------------------------------------------------------- writes
@@ -459,9 +694,13 @@ async def create_asset(
 async def detail_after_write(
     clients, settings: Settings, token_id: int, principal: Principal | None
 ) -> dict[str, Any]:
-    """The detail body as the write left it (no view counted)."""
+    """The detail body as the write left it (no view counted, the views not yet flushed included)."""
+    views = await _view_snapshot_or_none(clients.redis, token_id)
     doc = await get_raw(token_id)
-    return await render_detail(static_detail(doc), doc, principal, clients.storage, settings)
+    if views is not None and _applied_seq(doc) > views.top:  # a flush ran in between: as in asset_detail
+        views = await _view_snapshot_or_none(clients.redis, token_id)
+        doc["stats"] = (await get_raw(token_id, {"stats": 1})).get("stats")
+    return await render_detail(static_detail(doc), doc, principal, clients.storage, settings, views)
 
 
 async def verify_asset(

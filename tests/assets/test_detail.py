@@ -1,3 +1,4 @@
+from app.assets import service
 from app.assets.documents import Asset, AssetMedia, MediaFile
 from app.lib.cache import CACHE_HITS, CACHE_MISSES
 from tests import factories
@@ -29,10 +30,11 @@ def counter(metric, name: str) -> float:
     return metric.labels(name)._value.get()
 
 
-async def test_detail_counts_views_atomically(client):
+async def test_detail_counts_views_atomically(client, clients):
     await data.asset(1, views=41)
     bodies = [(await client.get("/api/assets/1")).json() for _ in range(3)]
     assert [b["stats"]["viewCount"] for b in bodies] == [42, 43, 44]
+    await service.flush_views(clients.redis)  # views are buffered in Redis until the flush job runs
     stored = await Asset.get_pymongo_collection().find_one({"tokenId": 1})
     assert stored["stats"]["viewCount"] == 44
 
