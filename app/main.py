@@ -22,7 +22,7 @@ from app.lib.errors import EXCEPTION_HANDLERS
 from app.lib.logging import configure_logging
 from app.lib.observability import prometheus_config, request_id_middleware
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
-from app.media.controllers import AssetMediaController, StorageController
+from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
 from app.system.controllers import JobController, SystemController
 
 
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthController,
             StorageController,
             AssetMediaController,
+            UserAvatarController,
             AssetController,
             UserAssetsController,
             TransactionController,

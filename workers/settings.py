@@ -47,6 +47,7 @@ class WorkerSettings:
         func(system_jobs.ping, name="system.ping", max_tries=1),
         func(media_jobs.process_media, name="media.process", max_tries=8),
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
+        func(media_jobs.promote_avatar, name="media.avatar", max_tries=5),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
     ]
     cron_jobs: list = [

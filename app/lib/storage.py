@@ -10,8 +10,9 @@ Bucket layout (seed plan 3.2.1) and naming (3.2.2); no other module builds a key
     documents/{tokenId}/{certificates|legal|metadata}/{tokenId}_{label}_{timestamp}.{ext}
     models/{tokenId}/{tokenId}_{label}_{timestamp}.glb, models/{tokenId}/textures/...
     videos/{tokenId}/{tokenId}_{label}_{timestamp}.mp4
-    user-uploads/{walletAddress}/profile/avatar.{ext}
+    user-uploads/{walletAddress}/profile/avatar.jpg                         public, re-encoded by media.avatar
     user-uploads/{walletAddress}/temp/{tokenId}_{purpose}_{timestamp}.{ext}   staged, 24 hours
+    user-uploads/{walletAddress}/temp/avatar_{timestamp}.{ext}                 a staged avatar, 24 hours
 
 A rendition carries the timestamp of the original it was made from, so processing the same original
 again writes the same keys.
@@ -61,6 +62,8 @@ _EXTENSIONS = {
 }
 _WALLET = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TEMP_KEY = re.compile(r"^user-uploads/0x[0-9a-fA-F]{40}/temp/")
+_TEMP_OWNER = re.compile(r"^user-uploads/(0x[0-9a-fA-F]{40})/temp/")
+_AVATAR_TEMP_KEY = re.compile(r"^user-uploads/0x[0-9a-fA-F]{40}/temp/avatar_\d{8}T\d{12}Z\.(?:jpg|png|webp)$")
 _CACHE_KEY = re.compile(r"^images/processed/\d+/cache/")
 _TRANSIENT_CODES = frozenset(
     {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
@@ -140,13 +143,29 @@ def video_key(token_id: int, label: str, stamp: str, ext: str) -> str:
     return f"videos/{t}/{t}_{slug(label)}_{stamp}.{ext}"
 
 
-def avatar_key(wallet: str, ext: str) -> str:
-    return f"user-uploads/{_wallet(wallet)}/profile/avatar.{ext}"
+def avatar_key(wallet: str) -> str:
+    """The served avatar: always a JPEG re-encoded by the avatar job, never the upload itself."""
+    return f"user-uploads/{_wallet(wallet)}/profile/avatar.jpg"
 
 
 def temp_key(wallet: str, token_id: int, purpose: str, stamp: str, ext: str) -> str:
     t = _token(token_id)
     return f"user-uploads/{_wallet(wallet)}/temp/{t}_{slug(purpose)}_{stamp}.{ext}"
+
+
+def avatar_temp_key(wallet: str, stamp: str, ext: str) -> str:
+    """Where an avatar upload is staged until the avatar job has checked and re-encoded it."""
+    return f"user-uploads/{_wallet(wallet)}/temp/avatar_{stamp}.{ext}"
+
+
+def temp_owner(key: str) -> str | None:
+    """The wallet whose temp folder holds `key`, or None when it is not a temp key."""
+    match = _TEMP_OWNER.match(key)
+    return match.group(1) if match else None
+
+
+def is_avatar_temp_key(key: str) -> bool:
+    return bool(_AVATAR_TEMP_KEY.match(key))
 
 
 def final_key(
@@ -234,7 +253,7 @@ def lifecycle_rules(*, with_archive: bool = True) -> list[dict[str, Any]]:
 
 
 def public_read_policy(bucket: str) -> dict[str, Any]:
-    """Anonymous GET on thumbnails, previews and watermarked previews only (seed 3.2.3 public class)."""
+    """Anonymous GET on thumbnails, previews, watermarked previews and re-encoded avatars (seed 3.2.3)."""
     arn = f"arn:aws:s3:::{bucket}"
     return {
         "Version": "2012-10-17",
@@ -248,6 +267,7 @@ def public_read_policy(bucket: str) -> dict[str, Any]:
                     f"{arn}/images/thumbnails/*",
                     f"{arn}/images/processed/*_preview_*",
                     f"{arn}/images/processed/*_watermarked_*",
+                    f"{arn}/user-uploads/*/profile/avatar.jpg",
                 ],
             }
         ],

@@ -16,6 +16,8 @@ from app.lib.deps import ClientsDep
 from app.lib.errors import BadRequest
 from app.media import schemas, service
 from app.media.schemas import (
+    AvatarJob,
+    AvatarPromotion,
     CompletedUpload,
     DirectUploadResult,
     MultipartComplete,
@@ -133,3 +135,17 @@ class AssetMediaController(Controller):
         await service.asset_for_upload(current_principal(request), tokenId)
         job_id, pending = await service.enqueue_processing(clients, tokenId)
         return ProcessingJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id), pending=pending)
+
+
+class UserAvatarController(Controller):
+    path = "/api/users"
+    tags = ["media"]
+    guards = [requires_permission("media:write")]
+
+    @post("/me/avatar", status_code=HTTP_202_ACCEPTED)
+    async def update_avatar(
+        self, request: Request, clients: ClientsDep, data: JSONBody[AvatarPromotion]
+    ) -> AvatarJob:
+        """Make a staged avatar upload your avatar once a job has checked and re-encoded it."""
+        job_id = await service.enqueue_avatar(clients, current_principal(request), data.key)
+        return AvatarJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id))

@@ -1,4 +1,4 @@
-"""Worker jobs of the media domain: processing an asset's uploads, and the lifecycle sweep."""
+"""Worker jobs of the media domain: processing an asset's uploads, avatars, and the lifecycle sweep."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ async def process_media(ctx: dict[str, Any], token_id: int) -> dict[str, Any]:
             await lock.release()
         except LockError:
             log.warning("media.process.lock_lost", token_id=token_id)
+
+
+async def promote_avatar(
+    ctx: dict[str, Any], wallet: str, key: str, kind: str = "user", api_key_id: str | None = None
+) -> dict[str, Any]:
+    """Check a staged avatar upload and make its re-encoded JPEG the user's avatar (or reject it)."""
+    try:
+        return await service.promote_avatar(
+            ctx["clients"].storage, wallet, key, kind=kind, api_key_id=api_key_id
+        )
+    except Exception as exc:
+        if is_transient(exc):
+            try_number = ctx.get("job_try", 1)
+            log.warning("media.avatar.retry", wallet=wallet, error=str(exc)[:200], job_try=try_number)
+            raise Retry(defer=min(60, 2**try_number)) from exc
+        raise
 
 
 async def sweep(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:

@@ -77,6 +77,17 @@ class ProcessingJob(msgspec.Struct):
     pending: int
 
 
+class AvatarPromotion(msgspec.Struct, forbid_unknown_fields=True):
+    """The staged key the presigned-url call returned for an avatar upload."""
+
+    key: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class AvatarJob(msgspec.Struct):
+    jobId: str
+    statusUrl: str
+
+
 def job_status_url(job_id: str) -> str:
     return f"/api/jobs/{job_id}"
 

@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 import structlog
+from arq.jobs import Job, JobStatus
 from botocore.exceptions import ClientError
 
 from app.assets.documents import Asset, MediaFile
+from app.auth.documents import User
 from app.auth.guards import Principal, ensure_owner_or_admin
 from app.lib import storage as keys
 from app.lib.clients import Clients
@@ -26,10 +28,12 @@ from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
 from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
+from app.system import audit
 
 log = structlog.get_logger(__name__)
 
 PROCESS_JOB = "media.process"
+AVATAR_JOB = "media.avatar"
 SWEEP_JOB = "media.sweep"
 # Direct uploads through the API are for small files; larger ones go straight to S3 (presigned).
 DIRECT_UPLOAD_MAX_BYTES = 25 * 1024 * 1024
@@ -37,6 +41,8 @@ DIRECT_UPLOAD_MAX_FILES = 10
 HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without a sha256
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
 THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
+AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
+AVATAR_RENDITION = "thumbnail-lg.jpg"  # at most 800 px on its long edge, metadata-free
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 _REJECTION_STATUS = {"too_large": 413}
 
@@ -168,7 +174,7 @@ async def _stage(
 async def presign_upload(
     storage: Storage, principal: Principal, request: Any, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """A presigned POST for one file: avatars to the caller's profile, the rest staged under temp/."""
+    """A presigned POST for one file, staged under the caller's temp/ until a job checks and promotes it."""
     now = now or utcnow()
     content_type = check_declared(request.purpose, request.contentType, request.contentLength)
     if request.contentLength > keys.MULTIPART_THRESHOLD:
@@ -179,9 +185,11 @@ async def presign_upload(
         )
     max_bytes = UPLOAD_RULES[UploadPurpose(request.purpose)].max_bytes
     if request.purpose == "avatar":
-        key = keys.avatar_key(principal.wallet_address, keys.extension_for(content_type))
-        return await storage.presigned_post(key, content_type=content_type, max_bytes=max_bytes, now=now)
-    key, _ = await _stage(principal, request, content_type, now)
+        # Staged like every upload; only the avatar job (POST /api/users/me/avatar) makes it the avatar.
+        ext = keys.extension_for(content_type)
+        key = keys.avatar_temp_key(principal.wallet_address, keys.timestamp_token(now), ext)
+    else:
+        key, _ = await _stage(principal, request, content_type, now)
     return await storage.presigned_post(
         key, content_type=content_type, max_bytes=max_bytes, lifecycle="temp", now=now
     )
@@ -581,3 +589,122 @@ async def sweep_expired(storage: Storage, *, now: datetime | None = None) -> dic
     if expired:
         log.info("media.swept", temp=temp, cache=len(expired) - temp)
     return {"temp": temp, "cache": len(expired) - temp}
+
+
+# ---- avatars -------------------------------------------------------------------------------------------
+
+
+def avatar_job_id(wallet: str, key: str) -> str:
+    """One job per wallet and staged upload: asking twice gives the same job."""
+    return f"{AVATAR_JOB}:{wallet}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def check_staged_avatar(principal: Principal, key: str) -> None:
+    """The key must be a staged avatar in the caller's own temp folder (admins included)."""
+    owner = keys.temp_owner(key)
+    if owner is None:
+        raise BadRequest("key is not a staged upload", code="invalid_upload_key")
+    if owner != principal.wallet_address:
+        raise Forbidden("the upload is not in your folder", code="not_owner")
+    if not keys.is_avatar_temp_key(key):
+        raise BadRequest("key is not a staged avatar upload", code="not_an_avatar_upload")
+
+
+async def enqueue_avatar(clients: Clients, principal: Principal, key: str) -> str:
+    """Queue `media.avatar` for a staged avatar the caller uploaded; 404 when nothing was uploaded."""
+    check_staged_avatar(principal, key)
+    job_id = avatar_job_id(principal.wallet_address, key)
+    # A missing upload may have been promoted (and so deleted) by this very job: hand that job back.
+    if (
+        await clients.storage.head(key) is None
+        and await Job(job_id, clients.redis).status() == JobStatus.not_found
+    ):
+        raise NotFound("nothing was uploaded under that key", code="upload_not_found")
+    await clients.redis.enqueue_job(
+        AVATAR_JOB, principal.wallet_address, key, principal.kind, principal.api_key_id, _job_id=job_id
+    )
+    return job_id
+
+
+def _avatar_principal(user: User, kind: str, api_key_id: str | None) -> Principal:
+    return Principal(
+        user_id=str(user.id),
+        wallet_address=user.walletAddress,
+        roles=frozenset(user.roles),
+        kind="api_key" if kind == "api_key" else "user",
+        api_key_id=api_key_id,
+    )
+
+
+async def promote_avatar(
+    storage: Storage, wallet: str, key: str, *, kind: str = "user", api_key_id: str | None = None
+) -> dict[str, Any]:
+    """Check a staged avatar's real size and bytes, re-encode it without metadata, and make it the avatar.
+
+    The result is public (job status is readable anonymously): it names no private key.
+    """
+    if keys.temp_owner(key) != wallet or not keys.is_avatar_temp_key(key):
+        return {"status": "rejected", "reason": "invalid_upload_key"}
+    stored = await storage.head(key)
+    if stored is None:  # never uploaded, or a run before this one finished with it
+        return {"status": "missing", "reason": "upload_not_found"}
+    user = await User.find_one(User.walletAddress == wallet)
+    if user is None:
+        await storage.delete([key])
+        return {"status": "rejected", "reason": "user_not_found"}
+    principal = _avatar_principal(user, kind, api_key_id)
+    old = {"avatarUrl": user.profileInfo.avatarUrl}
+    rule = UPLOAD_RULES[UploadPurpose.AVATAR]
+    try:
+        head = await storage.read(key, first=SNIFF_BYTES)
+        imaging.check_upload(UploadPurpose.AVATAR, stored.content_type or "", head, stored.size)
+        data = await storage.read(key)
+        if len(data) > rule.max_bytes:  # replaced between the HEAD and the GET
+            raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {rule.max_bytes} allowed")
+        processed = await asyncio.to_thread(imaging.render_variants, data)
+    except MediaRejected as exc:
+        await storage.delete([key])
+        log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)
+        await audit.record(
+            "user.avatar.update",
+            principal=principal,
+            entity_type="user",
+            entity_id=str(user.id),
+            old=old,
+            new=None,
+            success=False,
+            reason=exc.code,
+        )
+        return {"status": "rejected", "reason": exc.code, "message": exc.message}
+
+    avatar = processed.renditions[AVATAR_RENDITION]
+    target = keys.avatar_key(wallet)
+    url = storage.public_url(target)
+    current = await storage.head(target)
+    unchanged = (
+        current is not None and current.metadata.get("sha256") == avatar.sha256 and old["avatarUrl"] == url
+    )
+    if not unchanged:  # a re-run (or the same picture again) writes and audits nothing new
+        await storage.put_bytes(
+            target, avatar.data, "image/jpeg", cache_control=AVATAR_CACHE, metadata={"sha256": avatar.sha256}
+        )
+        await User.get_pymongo_collection().update_one(
+            {"_id": user.id}, {"$set": {"profileInfo.avatarUrl": url}}
+        )
+        await audit.record(
+            "user.avatar.update",
+            principal=principal,
+            entity_type="user",
+            entity_id=str(user.id),
+            old=old,
+            new={"avatarUrl": url, "sha256": avatar.sha256, "width": avatar.width, "height": avatar.height},
+        )
+    await storage.delete([key])
+    log.info("media.avatar.updated", wallet=wallet, unchanged=unchanged)
+    return {
+        "status": "done",
+        "avatarUrl": url,
+        "width": avatar.width,
+        "height": avatar.height,
+        "sha256": avatar.sha256,
+    }

@@ -161,15 +161,6 @@ async def test_presign_refuses_wrong_types_sizes_and_strangers(client, settings)
     assert (await client.post(url, json=base, headers=admin.headers)).status_code == 201
 
 
-async def test_avatar_goes_to_the_callers_profile_folder(client, settings):
-    login = await factories.login(settings)
-    form = await support.presign(
-        client, login, purpose="avatar", fileName="me.png", contentType="image/png", contentLength=2000
-    )
-    assert form["key"] == f"user-uploads/{login.wallet}/profile/avatar.png"
-    assert ["content-length-range", 1, 5 * 1024 * 1024] in support.policy(form)["conditions"]
-
-
 async def test_multipart_upload_completes_and_checks_the_total(client, clients, settings):
     login = await support.owner_with_asset(settings, 7)
     started = await client.post(
