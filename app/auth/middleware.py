@@ -124,23 +124,18 @@ class Authenticator:
                 )
             claims = self.verified.decode(token.strip())
         except Unauthorized:
-            if limiter is not None:  # failed attempts count against the IP too
-                decision = await limiter.hit(redis, group, ip)
-                if not decision.allowed:
-                    raise refuse(decision) from None
+            await _count_failure(redis, limiter, group, ip)
             raise
 
-        principal_key = f"u:{claims.subject}"
-        pipe = redis.pipeline(transaction=False)
-        if limiter is not None:
-            limiter.queue(pipe, group, ip, principal_key)
-        pipe.mget(service.session_key(claims.session_id), service.roles_key(claims.subject))
-        results = await pipe.execute()
-        if limiter is not None:
-            decision = limiter.decide(results[0], group, ip, principal_key)
-            if not decision.allowed:
-                raise refuse(decision)
-        cached_session, cached_roles = results[-1]
+        cached_session, cached_roles = await _count_and_read(
+            redis,
+            limiter,
+            group,
+            ip,
+            f"u:{claims.subject}",
+            service.session_key(claims.session_id),
+            service.roles_key(claims.subject),
+        )
 
         if cached_session is None:  # not cached (evicted, Redis restarted): MongoDB decides
             wallet = await service.session_wallet(redis, self.settings, claims.session_id)
@@ -170,24 +165,19 @@ class Authenticator:
         try:
             key_id = service.parse_api_key(key)
         except Unauthorized:
-            if limiter is not None:  # malformed keys count against the IP too
-                decision = await limiter.hit(redis, group, ip)
-                if not decision.allowed:
-                    raise refuse(decision) from None
+            await _count_failure(redis, limiter, group, ip)
             raise
         # The key id is public (it is in the key's clear part); counting by it before any lookup
         # bounds what a stolen-key guesser can cost the database.
-        principal_key = f"k:{key_id}"
-        pipe = redis.pipeline(transaction=False)
-        if limiter is not None:
-            limiter.queue(pipe, group, ip, principal_key)
-        pipe.mget(service.api_key_cache_key(tokens.hash_api_key(key)), service.api_key_generation_key(key_id))
-        results = await pipe.execute()
-        if limiter is not None:
-            decision = limiter.decide(results[0], group, ip, principal_key)
-            if not decision.allowed:
-                raise refuse(decision)
-        cached, generation = results[-1]
+        cached, generation = await _count_and_read(
+            redis,
+            limiter,
+            group,
+            ip,
+            f"k:{key_id}",
+            service.api_key_cache_key(tokens.hash_api_key(key)),
+            service.api_key_generation_key(key_id),
+        )
         principal = service.api_key_from_cache(cached, generation, key_id)
         if principal is None:  # a miss or a stale entry: MongoDB decides, and its answer is cached
             principal = await service.authenticate_api_key(
@@ -290,3 +280,27 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
         return middleware
 
     return factory
+
+
+async def _count_failure(redis: Redis, limiter: RateLimiter | None, group: str | None, ip: str) -> None:
+    """Failed or malformed credentials count against the caller's IP too."""
+    if limiter is not None:
+        decision = await limiter.hit(redis, group, ip)
+        if not decision.allowed:
+            raise refuse(decision) from None
+
+
+async def _count_and_read(
+    redis: Redis, limiter: RateLimiter | None, group: str | None, ip: str, principal_key: str, *keys: str
+) -> list:
+    """Count the request against its limits and read `keys`, in one round trip; 429 when over a limit."""
+    pipe = redis.pipeline(transaction=False)
+    if limiter is not None:
+        limiter.queue(pipe, group, ip, principal_key)
+    pipe.mget(*keys)
+    results = await pipe.execute()
+    if limiter is not None:
+        decision = limiter.decide(results[0], group, ip, principal_key)
+        if not decision.allowed:
+            raise refuse(decision)
+    return results[-1]
