@@ -13,6 +13,8 @@ from tests import factories
 # Values that break naive code: operators, huge numbers, unicode, traversal, empties, injection.
 PATH_VALUES = ["-1", "0", "99999999999999999999999", "abc", "%24where", "..%2F..%2Fetc", "0x", "%00", "ü" * 3]
 QUERY_VALUES = ["", "-1", "1e309", "abc", "$where", "[object Object]", "' OR 1=1", "A" * 3000, "\u202e"]
+# Well-typed but extreme: they pass parsing and reach the services' arithmetic.
+QUERY_VALUES += ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "-9223372036854775809", "1e308"]
 BODIES = [
     b"{bad json",
     b"[]",

@@ -32,7 +32,7 @@ from app.config import Settings
 from app.lib import cache
 from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
-from app.lib.timeutil import as_utc, utcnow
+from app.lib.timeutil import client_time, utcnow
 from app.market import service as market_service
 from app.media import access
 from app.system import audit
@@ -846,9 +846,9 @@ def _history_filter(
     query: dict[str, Any] = {"tokenId": token_id}
     window: dict[str, datetime] = {}
     if start is not None:
-        window["$gte"] = as_utc(start)
+        window["$gte"] = client_time(start, "from")
     if end is not None:
-        window["$lt"] = as_utc(end)
+        window["$lt"] = client_time(end, "to")
     if window:
         query["timestamp"] = window
     if source is not None:
@@ -891,7 +891,7 @@ async def price_history(
     """Raw points (oldest first, paged) or OHLC buckets computed by an aggregation."""
     if interval not in schemas.INTERVALS:
         raise BadRequest(f"interval must be one of {', '.join(schemas.INTERVALS)}", code="invalid_interval")
-    if start is not None and end is not None and as_utc(start) >= as_utc(end):
+    if start is not None and end is not None and client_time(start, "from") >= client_time(end, "to"):
         raise BadRequest("from must be before to", code="invalid_range")
     await get_raw(token_id, {"_id": 1})
     if interval == "raw":
@@ -899,8 +899,8 @@ async def price_history(
     if cursor is not None:
         raise BadRequest("cursor applies to raw points only", code="invalid_cursor")
     unit, step = INTERVAL_UNITS[interval]
-    end = as_utc(end) if end is not None else utcnow()
-    start = as_utc(start) if start is not None else end - DEFAULT_SPAN[interval]
+    end = client_time(end, "to") if end is not None else utcnow()
+    start = client_time(start, "from") if start is not None else end - DEFAULT_SPAN[interval]
     if (end - start) / step > MAX_BUCKETS:
         raise BadRequest(
             f"at most {MAX_BUCKETS} buckets: shorten the range or widen the interval", code="range_too_large"

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.lib import cache
 from app.lib.errors import BadRequest
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
-from app.lib.timeutil import as_utc, utcnow
+from app.lib.timeutil import client_time, utcnow
 from app.market import schemas
 from app.market.documents import Transaction
 
@@ -110,9 +110,9 @@ def transaction_filter(
         query["status"] = status
     window: dict[str, datetime] = {}
     if start is not None:
-        window["$gte"] = as_utc(start)
+        window["$gte"] = client_time(start, "from")
     if end is not None:
-        window["$lt"] = as_utc(end)
+        window["$lt"] = client_time(end, "to")
     if start is not None and end is not None and window["$gte"] >= window["$lt"]:
         raise BadRequest("from must be before to", code="invalid_range")
     if window:
