@@ -18,9 +18,9 @@ from app.auth.controllers import AuthController
 from app.auth.middleware import authentication_middleware
 from app.config import Settings, check_settings, get_settings
 from app.lib.clients import Clients, open_clients
-from app.lib.errors import EXCEPTION_HANDLERS
+from app.lib.errors import EXCEPTION_HANDLERS, errors_as_responses
 from app.lib.logging import configure_logging
-from app.lib.observability import prometheus_config, request_id_middleware
+from app.lib.observability import add_request_id_header, prometheus_config, request_id_middleware
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
 from app.system.controllers import JobController, SystemController
@@ -64,7 +64,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "clients": Provide(provide_clients, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
-        middleware=[request_id_middleware, prometheus.middleware, authentication_middleware(settings)],
+        middleware=[
+            request_id_middleware,
+            prometheus.middleware,
+            errors_as_responses,
+            authentication_middleware(settings),
+        ],
+        before_send=[add_request_id_header],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(

@@ -6,8 +6,10 @@ from typing import Any
 
 import structlog
 from litestar import MediaType, Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger(__name__)
 
@@ -133,3 +135,31 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}
+
+
+def errors_as_responses(app: ASGIApp) -> ASGIApp:
+    """Render errors raised by the middleware below it (authentication, rate limits) right here.
+
+    Litestar renders them in its outermost exception layer, past the request-id, access-log and
+    metrics middleware above this one, which would then see no response at all.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started or scope["type"] != ScopeType.HTTP:
+                raise
+            request: Request = Request(scope, receive)
+            handler = handle_http_exception if isinstance(exc, HTTPException) else handle_unexpected
+            response = handler(request, exc)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+
+    return middleware

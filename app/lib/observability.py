@@ -17,16 +17,29 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 log = structlog.get_logger("http")
 
 
+def _request_id(scope: Scope) -> str:
+    """The request's id: the caller's X-Request-ID when well formed, else a new one; kept in the scope."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        state["request_id"] = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return state["request_id"]
+
+
+def add_request_id_header(message: Message, scope: Scope) -> None:
+    """A before-send hook: every response carries the id, including those no route or middleware made."""
+    if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
+        MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = _request_id(scope)
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Give every request an id (the caller's, if well formed), bind it to logs and echo it back."""
+    """Bind the request id to every log line of the request, and write one access line at its end."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = _request_id(scope)
         status = 500
         started = time.perf_counter()
 
@@ -34,7 +47,6 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):

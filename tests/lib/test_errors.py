@@ -1,6 +1,8 @@
+import logging
 from typing import Annotated
 
 import httpx
+import pytest
 from litestar import Litestar, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -67,3 +69,45 @@ async def test_an_oversize_body_is_413_in_the_error_format():
         response = await http.post("/upload", files={"file": ("a.bin", b"x" * 4096)})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/api/auth/me", {}, 401),  # refused by the authentication middleware
+        ("/api/auth/me", {"Authorization": "Bearer not-a-jwt"}, 401),
+        ("/api/no-such-route", {}, 404),  # refused by the router, before any middleware
+    ],
+)
+async def test_errors_raised_before_the_handler_carry_a_request_id(client, path, headers, status):
+    response = await client.get(path, headers={**headers, "X-Request-ID": "trace-before-handler-1"})
+    assert response.status_code == status
+    assert response.headers["x-request-id"] == "trace-before-handler-1"
+    assert response.json()["error"]["code"]
+
+
+async def test_a_rate_limited_answer_carries_a_request_id(client):
+    for _ in range(100):
+        response = await client.get("/api/auth/nonce", params={"walletAddress": "0x" + "11" * 20})
+        if response.status_code == 429:
+            break
+    assert response.status_code == 429
+    assert response.headers["retry-after"]
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_metrics_and_access_log_see_the_status_of_refusals_by_middleware(client, caplog):
+    caplog.set_level(logging.INFO, logger="http")
+    for _ in range(2):
+        assert (await client.get("/api/auth/me")).status_code == 401
+    metrics = (await client.get("/metrics")).text
+    refused = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("dynamicvault_requests_total") and 'path="/api/auth/me"' in line
+    ]
+    assert refused and all('status_code="401"' in line for line in refused), refused
+    access = [
+        r for r in caplog.records if "http.request" in r.getMessage() and "/api/auth/me" in r.getMessage()
+    ]
+    assert access and all("'status': 401" in r.getMessage() for r in access), [r.getMessage() for r in access]
