@@ -24,7 +24,9 @@ def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:
         env["S3_ENDPOINT_URL"] = stack.start_s3()
     if not settings.chain.rpc_url:
         if find_anvil() is None:
-            print("chain: node or anvil not found (npm ci installs it) - running with chain features off")
+            print(
+                "chain: node or anvil not found (install Node.js; make run then installs anvil) - chain features are off"
+            )
         else:
             env["CHAIN_RPC_URL"] = stack.start_chain(settings.chain.chain_id)
     return env
