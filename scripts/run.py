@@ -25,7 +25,7 @@ def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:
     if not settings.chain.rpc_url:
         if find_anvil() is None:
             print(
-                "chain: node or anvil not found (install Node.js; make run then installs anvil) - chain features are off"
+                "chain: no node or anvil (install Node.js; make run then installs anvil): chain features off"
             )
         else:
             env["CHAIN_RPC_URL"] = stack.start_chain(settings.chain.chain_id)
