@@ -96,18 +96,25 @@ async def test_a_rate_limited_answer_carries_a_request_id(client):
     assert len(response.headers["x-request-id"]) == 32
 
 
+def _requests_counted(metrics: str, path: str, status: int) -> float:
+    labels = (f'path="{path}"', f'status_code="{status}"')
+    for line in metrics.splitlines():
+        if line.startswith("dynamicvault_requests_total") and all(label in line for label in labels):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_metrics_and_access_log_see_the_status_of_refusals_by_middleware(client, caplog):
+    before = (await client.get("/metrics")).text
     caplog.set_level(logging.INFO, logger="http")
     for _ in range(2):
         assert (await client.get("/api/auth/me")).status_code == 401
-    metrics = (await client.get("/metrics")).text
-    refused = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith("dynamicvault_requests_total") and 'path="/api/auth/me"' in line
-    ]
-    assert refused and all('status_code="401"' in line for line in refused), refused
+    after = (await client.get("/metrics")).text
+    assert _requests_counted(after, "/api/auth/me", 401) - _requests_counted(before, "/api/auth/me", 401) == 2
+    assert _requests_counted(after, "/api/auth/me", 200) == _requests_counted(before, "/api/auth/me", 200)
     access = [
         r for r in caplog.records if "http.request" in r.getMessage() and "/api/auth/me" in r.getMessage()
     ]
-    assert access and all("'status': 401" in r.getMessage() for r in access), [r.getMessage() for r in access]
+    assert len(access) == 2 and all("'status': 401" in r.getMessage() for r in access), [
+        r.getMessage() for r in access
+    ]
