@@ -273,7 +273,7 @@ class AuthController(Controller):
     async def create_api_key(
         self, request: Request, settings: SettingsDep, data: JSONBody[schemas.ApiKeyCreate]
     ) -> schemas.ApiKeyCreated:
-        """Create an API key (shown once); admins may create one for another wallet, with any permission."""
+        """Create an API key (shown once), bounded by its owner's roles unless an admin made it for them."""
         principal = current_principal(request)
         if data.wallet_address is not None and not principal.is_admin:
             raise Forbidden("only admins create keys for another wallet", code="insufficient_role")
@@ -285,6 +285,7 @@ class AuthController(Controller):
             permissions=data.permissions,
             expires_at=data.expires_at,
             created_by_admin=principal.is_admin,
+            granted_by=principal.wallet_address,
         )
         await audit.record(
             "auth.api_key.create",
@@ -292,7 +293,12 @@ class AuthController(Controller):
             connection=request,
             entity_type="apiKey",
             entity_id=record.keyId,
-            new={"owner": owner.walletAddress, "name": record.name, "permissions": record.permissions},
+            new={
+                "owner": owner.walletAddress,
+                "name": record.name,
+                "permissions": record.permissions,
+                "grantedByAdmin": record.grantedByAdmin,
+            },
         )
         out = schemas.ApiKeyOut.of(record)
         return schemas.ApiKeyCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, key=key)

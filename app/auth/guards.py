@@ -2,6 +2,15 @@
 
 Every route requires an authenticated principal unless it opts in with `opt={"anonymous": True}`;
 on such routes `request.user` is the principal when credentials were sent, else None.
+
+What an API key may do is its own permissions, bounded by who granted them:
+- self-granted (the owner made the key, an admin's key for their own wallet included, and every key
+  stored before the grant was recorded): only what the owner's CURRENT roles also grant, so a key never
+  carries more than its owner may do right now (a revoked role takes its permissions off the owner's keys
+  at once, a role granted again gives them back);
+- admin-granted (an admin made the key for another wallet): the permissions stand on their own, as the
+  admin's decision, whatever the owner's roles; an admin or the owner revokes the key to end them.
+Either way a key never holds roles (`requires_roles` refuses it) and stops with its owner's suspension.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from app.lib.errors import Forbidden, Unauthorized
 
 ANONYMOUS = "anonymous"
 
-# What each role may do; API keys carry their own explicit permissions instead.
+# What each role may do; API keys carry their own explicit permissions (see the module docstring).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "user": frozenset({"media:write"}),
     "oracle": frozenset({"oracle:submit"}),
@@ -38,6 +47,8 @@ class Principal:
     session_id: str | None = None
     api_key_id: str | None = None
     key_permissions: frozenset[str] = field(default_factory=frozenset)
+    # The key's permissions were granted by an admin for this (another) wallet: not bounded by `roles`.
+    key_granted_by_admin: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -49,9 +60,20 @@ class Principal:
 
     def can(self, permission: str) -> bool:
         if self.kind == "api_key":
-            return permission in self.key_permissions or "*" in self.key_permissions
-        granted = frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in self.roles))
-        return "*" in granted or permission in granted
+            if permission not in self.key_permissions and "*" not in self.key_permissions:
+                return False
+            # A self-granted key is bounded by its owner's current roles (the owner's, not the key's).
+            return self.key_granted_by_admin or roles_grant(self.roles, permission)
+        return roles_grant(self.roles, permission)
+
+
+def roles_grant(roles: frozenset[str], permission: str) -> bool:
+    """Whether these roles allow `permission` (admin allows everything)."""
+    for role in roles:
+        granted = ROLE_PERMISSIONS.get(role, frozenset())
+        if "*" in granted or permission in granted:
+            return True
+    return False
 
 
 def current_principal(connection: ASGIConnection) -> Principal:

@@ -117,6 +117,8 @@ class ApiKeyOut(Camel):
     expires_at: datetime | None
     last_used: datetime | None
     revoked_at: datetime | None
+    granted_by: str | None = msgspec.field(default=None)
+    granted_by_admin: bool = msgspec.field(default=False)
 
     @classmethod
     def of(cls, record: ApiKey) -> ApiKeyOut:
@@ -128,8 +130,10 @@ class ApiKeyOut(Camel):
             expires_at=record.expiresAt,
             last_used=record.lastUsed,
             revoked_at=record.revokedAt,
+            granted_by=record.grantedBy,
+            granted_by_admin=record.grantedByAdmin,
         )
 
 
-class ApiKeyCreated(ApiKeyOut):
+class ApiKeyCreated(ApiKeyOut, kw_only=True):
     key: str  # shown once: only its hash is stored

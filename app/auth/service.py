@@ -10,13 +10,15 @@ Where state lives, and why:
   a cache miss is filled from MongoDB with `SET NX`, which never overwrites a revocation;
 - roles: in the access token, overridden by `auth:roles:<uid>` (written on every role change, kept as
   long as an access token lives) so that a grant or a revocation applies at once, not after 15 minutes;
-- API keys: MongoDB (`users.apiKeys`, hashes only) is the truth; Redis caches each key's principal
-  (`auth:apikey:<sha256 of the key>`, at most API_KEY_CACHE_TTL and never past the key's expiry) stamped
-  with the key's generation (`auth:apikey:gen:<key id>`). The middleware reads both in its one round
-  trip and uses the entry only if the stamps agree. Whatever changes what a key may do (revocation,
-  a role change or suspension of its owner) writes MongoDB first, then bumps the generation and deletes
-  the entry: every process refuses the old entry at once, and a refill that read MongoDB before the
-  change carries the old stamp, so it cannot bring a revoked key back.
+- API keys: MongoDB (`users.apiKeys`, hashes only) is the truth; a key's permissions are bounded by its
+  owner's current roles unless an admin granted them for that wallet (`grantedByAdmin`, see guards.py).
+  Redis caches each key's principal (`auth:apikey:<sha256 of the key>`, at most API_KEY_CACHE_TTL and
+  never past the key's expiry), its owner's roles included, stamped with the key's generation
+  (`auth:apikey:gen:<key id>`). The middleware reads both in its one round trip and uses the entry only
+  if the stamps agree. Whatever changes what a key may do (revocation, a role change or suspension of
+  its owner) writes MongoDB first, then bumps the generation and deletes the entry: every process
+  refuses the old entry at once, and a refill that read MongoDB before the change carries the old
+  stamp, so it cannot bring a revoked key (or a revoked role's permission) back.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from web3 import AsyncWeb3
 
 from app.auth import siwe, tokens
 from app.auth.documents import ApiKey, Session, User
-from app.auth.guards import KNOWN_PERMISSIONS, ROLE_PERMISSIONS, Principal
+from app.auth.guards import KNOWN_PERMISSIONS, Principal, roles_grant
 from app.config import Settings
 from app.lib.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.lib.timeutil import as_utc, utcnow
@@ -479,10 +481,6 @@ async def set_user_status(
 # -------------------------------------------------------------------------------------- API keys
 
 
-def _role_permissions(roles: Iterable[str]) -> frozenset[str]:
-    return frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in roles))
-
-
 async def create_api_key(
     settings: Settings,
     owner: User,
@@ -491,19 +489,28 @@ async def create_api_key(
     permissions: Sequence[str],
     expires_at: datetime | None,
     created_by_admin: bool,
+    granted_by: str | None = None,
 ) -> tuple[ApiKey, str]:
     """A new API key for `owner`: (the stored record, the key itself — shown once, never stored).
 
-    A key owner may only grant what their roles allow; an admin may scope a key to any known permission
-    (e.g. an `oracle:submit` key for an oracle operator's wallet).
+    A key owner may only grant what their roles allow, and the key keeps only what their roles still
+    allow at each request; an admin may scope a key for another wallet to any known permission (e.g. an
+    `oracle:submit` key for an oracle operator's wallet), and that grant stands on its own.
+    `granted_by`: the creator's wallet; None with `created_by_admin` for operator scripts acting as admin.
+    An admin's key for their own wallet is self-granted: it shrinks if they lose the admin role.
     """
     now = utcnow()
     unknown = sorted(set(permissions) - KNOWN_PERMISSIONS)
     if unknown:
         raise BadRequest(f"unknown permissions: {', '.join(unknown)}", code="unknown_permission")
-    if not created_by_admin:
-        allowed = _role_permissions(owner.roles)
-        denied = sorted(p for p in set(permissions) if "*" not in allowed and p not in allowed)
+    if granted_by is not None:
+        granted_by = to_checksum_address(granted_by)
+    elif not created_by_admin:
+        granted_by = owner.walletAddress
+    admin_grant = created_by_admin and granted_by != owner.walletAddress
+    if not admin_grant:
+        roles = frozenset(owner.roles)
+        denied = sorted(p for p in set(permissions) if not roles_grant(roles, p))
         if denied:
             raise Forbidden(f"your roles do not grant: {', '.join(denied)}", code="permission_not_grantable")
     if expires_at is not None:
@@ -519,6 +526,8 @@ async def create_api_key(
         permissions=sorted(set(permissions)),
         createdAt=now,
         expiresAt=expires_at,
+        grantedBy=granted_by,
+        grantedByAdmin=admin_grant,
     )
     collection = User.get_pymongo_collection()
     limit = settings.auth.max_api_keys_per_user
@@ -592,6 +601,9 @@ class CachedApiKey(msgspec.Struct, frozen=True):
     expires_at: float | None  # POSIX seconds
     status: str
     generation: int
+    # Required, so that an entry of the shape before it (which had no grant) is a miss, not a self-grant
+    # guess: it is refilled from MongoDB.
+    granted_by_admin: bool
 
 
 _CACHED_API_KEY = msgspec.json.Decoder(CachedApiKey)
@@ -631,6 +643,7 @@ def _check_api_key(entry: CachedApiKey, now: float) -> Principal:
         kind="api_key",
         api_key_id=entry.key_id,
         key_permissions=frozenset(entry.permissions),
+        key_granted_by_admin=entry.granted_by_admin,
     )
 
 
@@ -679,6 +692,7 @@ async def load_api_key(key: str, *, generation: int) -> tuple[CachedApiKey, date
         expires_at=as_utc(expires_at).timestamp() if expires_at is not None else None,
         status=raw.get("status", "active"),
         generation=generation,
+        granted_by_admin=record.get("grantedByAdmin") is True,  # absent (older keys): self-granted
     )
     _check_api_key(entry, utcnow().timestamp())
     last_used = record.get("lastUsed")
