@@ -25,6 +25,9 @@ BODIES = [
     b'{"walletAddress": {"$ne": null}, "tokenId": {"$gt": 0}}',
     b'{"a": ' * 200 + b"1" + b"}" * 200,
     b"\xff\xfe\x00garbage",
+    # well-typed bodies with extreme timestamps reach the services' date handling
+    b'{"name": "k", "permissions": ["media:write"], "expiresAt": "0001-01-01T00:00:00+01:00"}',
+    b'{"name": "k", "permissions": ["media:write"], "expiresAt": "9999-12-31T23:59:59-01:00"}',
 ]
 SKIP_PATHS = {"/metrics"}
 

@@ -45,7 +45,7 @@ from app.auth.documents import ApiKey, Session, User
 from app.auth.guards import KNOWN_PERMISSIONS, Principal, roles_grant
 from app.config import Settings
 from app.lib.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
-from app.lib.timeutil import as_utc, utcnow
+from app.lib.timeutil import as_utc, client_time, utcnow
 
 ROLES = ("user", "admin", "oracle")
 TOKEN_TYPE = "Bearer"
@@ -514,7 +514,7 @@ async def create_api_key(
         if denied:
             raise Forbidden(f"your roles do not grant: {', '.join(denied)}", code="permission_not_grantable")
     if expires_at is not None:
-        expires_at = as_utc(expires_at)
+        expires_at = client_time(expires_at, "expiresAt")
         if expires_at <= now:
             raise BadRequest("expiresAt must be in the future", code="invalid_expiry")
     key = tokens.new_api_key()
