@@ -39,6 +39,7 @@ from app.assets.documents import (
     Provenance,
     Verification,
 )
+from app.lib import storage as storage_keys
 from app.lib.money import WEI_PER_ETH, wei_to_eth
 from app.market import service as market_service
 from app.market.documents import Transaction, TransactionChain
@@ -336,7 +337,9 @@ def plan_asset(rng: random.Random, token_id: int, owners: list[str], admin: str,
                         ["Private collection", "Estate of a collector", "Gallery", "Auction house"]
                     ),
                     period=f"{1950 + 10 * i}-{1960 + 10 * i}",
-                    documentation=f"documents/{token_id}/legal/provenance_{i}.pdf",
+                    documentation=storage_keys.document_key(
+                        token_id, "legal", f"provenance-{i}", storage_keys.timestamp_token(minted), "pdf"
+                    ),
                 )
                 for i in range(rng.randint(1, 3))
             ],
@@ -345,7 +348,9 @@ def plan_asset(rng: random.Random, token_id: int, owners: list[str], admin: str,
                     type=kind,
                     issuer=rng.choice(ISSUERS),
                     date=minted - timedelta(days=rng.randint(1, 200)),
-                    fileKey=f"documents/{token_id}/certificates/{kind}.pdf",
+                    fileKey=storage_keys.document_key(
+                        token_id, "certificates", kind, storage_keys.timestamp_token(minted), "pdf"
+                    ),
                 )
                 for kind in ("authenticity", "appraisal")[: rng.randint(1, 2)]
             ],

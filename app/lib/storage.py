@@ -8,6 +8,7 @@ Bucket layout (seed plan 3.2.1) and naming (3.2.2); no other module builds a key
     images/processed/{tokenId}/{tokenId}_highres_{timestamp}.jpg          authenticated, metadata stripped
     images/processed/{tokenId}/cache/...                                  processing cache, 7 days
     documents/{tokenId}/{certificates|legal|metadata}/{tokenId}_{label}_{timestamp}.{ext}
+    documents/{tokenId}/{certificates|legal|metadata}/{tokenId}_{label}_v{version}.{ext}   versioned
     models/{tokenId}/{tokenId}_{label}_{timestamp}.glb, models/{tokenId}/textures/...
     videos/{tokenId}/{tokenId}_{label}_{timestamp}.mp4
     user-uploads/{walletAddress}/profile/avatar.jpg                         public, re-encoded by media.avatar
@@ -130,6 +131,18 @@ def document_key(token_id: int, category: str, label: str, stamp: str, ext: str)
         raise ValueError(f"unknown document category {category!r}")
     t = _token(token_id)
     return f"documents/{t}/{category}/{t}_{slug(label)}_{stamp}.{ext}"
+
+
+def versioned_document_key(token_id: int, category: str, label: str, version: int, ext: str) -> str:
+    """Seed 3.2.2's versioned form, `{tokenId}_{purpose}_v{version}.{ext}`, for a document that is
+    replaced in place by later versions (nothing in the upload pipeline does that today: every upload
+    gets its own timestamped key)."""
+    if category not in DOCUMENT_CATEGORIES:
+        raise ValueError(f"unknown document category {category!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"invalid version {version!r}")
+    t = _token(token_id)
+    return f"documents/{t}/{category}/{t}_{slug(label)}_v{version}.{ext}"
 
 
 def model_key(token_id: int, label: str, stamp: str, ext: str, *, texture: bool = False) -> str:

@@ -356,13 +356,46 @@ def pending_keys(asset: Asset) -> list[str]:
     )
 
 
+# Atomically move a (token, pending inputs) pair on to its next run, unless another caller already
+# did: both then get the same new job id, which arq de-duplicates.
+_NEXT_RUN = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current == tonumber(ARGV[1]) then
+  current = current + 1
+  redis.call('SET', KEYS[1], current, 'EX', ARGV[2])
+end
+return current
+"""
+# Outlives any result arq keeps (keep_result, an hour): a counter that expired and restarted at 0
+# must not land on an id whose result is still kept.
+PROCESS_RUN_TTL_S = 24 * 3600
+
+
+def _run_counter(token_id: int, digest: str) -> str:
+    return f"media:process:run:{token_id}:{digest}"
+
+
 async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]:
-    """Queue `media.process` for the asset; the same pending inputs give the same job (arq de-duplicates)."""
+    """Queue `media.process` for the asset: one job at a time per set of pending inputs.
+
+    While a job for these inputs is queued or running, asking again returns that job. Once it has
+    finished (whatever its result), arq keeps its result under its id and would refuse that id for an
+    hour, so the next call moves on to a fresh run id: an upload that arrived after a run found it
+    "waiting", or a run that failed all its tries, is never stuck behind the kept result.
+    """
     asset = await get_asset(token_id)
     pending = pending_keys(asset)
     digest = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:16]
-    job_id = f"{PROCESS_JOB}:{token_id}:{digest}"
-    await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id)
+    counter = _run_counter(token_id, digest)
+    run = int(await clients.redis.get(counter) or 0)
+    while True:
+        job_id = f"{PROCESS_JOB}:{token_id}:{digest}:{run}"
+        if await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id) is not None:
+            break
+        if await Job(job_id, clients.redis).status() != JobStatus.complete:
+            break  # queued, deferred or in progress: that run will see these inputs
+        run = int(await clients.redis.eval(_NEXT_RUN, 1, counter, run, PROCESS_RUN_TTL_S))
+    await clients.redis.expire(counter, PROCESS_RUN_TTL_S)
     return job_id, len(pending)
 
 

@@ -245,3 +245,50 @@ async def test_completing_an_unknown_multipart_upload_is_404(client, settings):
         headers=stranger.headers,
     )
     assert refused.status_code == 403
+
+
+async def test_multipart_parts_over_the_purpose_limit_are_413_and_the_upload_is_aborted(
+    client, clients, settings
+):
+    login = await support.owner_with_asset(settings, 7)
+    started = await client.post(
+        "/api/storage/multipart-uploads",
+        json={
+            "purpose": "image",
+            "tokenId": 7,
+            "fileName": "huge.jpg",
+            "contentType": "image/jpeg",
+            "contentLength": 1024 * 1024,  # declares 1 MiB, then sends more than the 25 MiB images allow
+        },
+        headers=login.headers,
+    )
+    assert started.status_code == 201, started.text
+    upload = started.json()
+    oversize = support.photo((64, 64)) + b"\x00" * (25 * 1024 * 1024)
+    async with support.httpx.AsyncClient(timeout=60) as http:
+        put = await http.put(upload["parts"][0]["url"], content=oversize)
+    assert put.status_code == 200, put.text
+
+    done = await client.post(
+        "/api/storage/multipart-uploads/complete",
+        json={"key": upload["key"], "uploadId": upload["uploadId"]},
+        headers=login.headers,
+    )
+    assert done.status_code == 413, done.text
+    error = done.json()["error"]
+    assert error["code"] == "file_too_large" and error["details"]["maxBytes"] == 25 * 1024 * 1024
+
+    assert await clients.storage.head(upload["key"]) is None
+    assert await support.object_keys(clients) == []
+    pending = await clients.storage.client.list_multipart_uploads(Bucket=clients.storage.bucket)
+    assert not [u for u in pending.get("Uploads", []) if u["Key"] == upload["key"]]
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    (entry,) = asset.media.files
+    assert entry.status == "rejected" and entry.error == "too_large"
+    # Completing it again finds nothing to complete.
+    again = await client.post(
+        "/api/storage/multipart-uploads/complete",
+        json={"key": upload["key"], "uploadId": upload["uploadId"]},
+        headers=login.headers,
+    )
+    assert again.status_code == 404

@@ -151,3 +151,103 @@ async def test_transient_s3_errors_are_retried(client, clients, settings, monkey
         raise AssertionError("a throttled S3 call must ask arq to retry")
     result = await jobs.process_media({**ctx, "job_try": 2}, 7)
     assert result["processed"] == 1
+
+
+async def _process(client, login, token_id: int) -> dict:
+    response = await client.post(f"/api/assets/{token_id}/process-media", headers=login.headers)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def _job(client, login, queued: dict) -> dict:
+    return (await client.get(queued["statusUrl"], headers=login.headers)).json()
+
+
+async def test_process_media_called_before_the_upload_runs_again_after_it(client, clients, settings):
+    login = await support.owner_with_asset(settings, 7)
+    photo = support.photo((640, 480))
+    form = await support.presign(
+        client,
+        login,
+        purpose="image",
+        tokenId=7,
+        fileName="early.jpg",
+        contentType="image/jpeg",
+        contentLength=len(photo),
+    )
+    early = await _process(client, login, 7)
+    await drain_jobs(clients, settings)
+    status = await _job(client, login, early)
+    assert status["status"] == "complete" and status["result"]["waiting"] == 1, status
+
+    uploaded = await support.post_form(form, photo, "early.jpg")
+    assert uploaded.status_code in (200, 201, 204), uploaded.text
+    # Same pending inputs as before, but that job is finished: this call must queue a fresh run.
+    late = await _process(client, login, 7)
+    assert late["jobId"] != early["jobId"] and late["pending"] == early["pending"] == 1
+    assert (await drain_jobs(clients, settings)).jobs_complete == 1
+    status = await _job(client, login, late)
+    assert status["status"] == "complete" and status["result"]["processed"] == 1, status
+
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    (original,) = [f for f in asset.media.files if f.kind == "image"]
+    assert original.status == "processed" and original.key.startswith("images/originals/7/7_early_")
+    stored = await support.object_keys(clients)
+    assert form["key"] not in stored and "images/thumbnails/7/7_thumb_md.jpg" in stored
+
+
+async def test_process_media_runs_again_after_a_job_that_failed_all_its_tries(
+    client, clients, settings, monkeypatch
+):
+    login = await support.owner_with_asset(settings, 7)
+    await _upload_images(client, login, 7, ("primary.jpg", support.photo((300, 200)), "image/jpeg"))
+    real = service.process_asset_media
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("worker bug")
+
+    monkeypatch.setattr(service, "process_asset_media", broken)
+    failed = await _process(client, login, 7)  # the upload queued this very job already
+    worker = await drain_jobs(clients, settings)
+    assert worker.jobs_failed == 1 and worker.jobs_complete == 0
+    status = await _job(client, login, failed)
+    assert status["status"] == "complete" and status["success"] is False, status
+
+    monkeypatch.setattr(service, "process_asset_media", real)
+    again = await _process(client, login, 7)
+    assert again["jobId"] != failed["jobId"] and again["pending"] == 1
+    assert (await drain_jobs(clients, settings)).jobs_complete == 1
+    assert (await _job(client, login, again))["result"]["processed"] == 1
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    assert [f.status for f in asset.media.files if f.kind == "image"] == ["processed"]
+
+
+async def test_process_media_returns_the_queued_or_running_job_instead_of_a_second_one(
+    client, clients, settings, monkeypatch
+):
+    login = await support.owner_with_asset(settings, 7)
+    await _upload_images(client, login, 7, ("primary.jpg", support.photo((300, 200)), "image/jpeg"))
+    queued = [await _process(client, login, 7) for _ in range(3)]
+    assert len({q["jobId"] for q in queued}) == 1  # the upload's own job, still queued
+    assert (await _job(client, login, queued[0]))["status"] == "queued"
+
+    started, release = asyncio.Event(), asyncio.Event()
+    real = service.process_asset_media
+
+    async def held(*args, **kwargs):
+        started.set()
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "process_asset_media", held)
+    worker = asyncio.create_task(drain_jobs(clients, settings))
+    try:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        running = await _process(client, login, 7)
+        assert running["jobId"] == queued[0]["jobId"]
+        assert (await _job(client, login, running))["status"] == "in_progress"
+    finally:
+        release.set()
+        done = await worker
+    assert done.jobs_complete == 1  # one run, not two
+    assert (await _job(client, login, queued[0]))["result"]["processed"] == 1
