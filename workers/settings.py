@@ -49,6 +49,7 @@ class WorkerSettings:
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
         func(media_jobs.promote_avatar, name="media.avatar", max_tries=5),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
+        func(assets_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
     ]
     cron_jobs: list = [
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),

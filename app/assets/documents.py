@@ -7,7 +7,7 @@ from typing import Any
 
 import pymongo
 from beanie import Document, PydanticObjectId
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pymongo import IndexModel
 
 from app.lib.money import Wei
@@ -106,6 +106,11 @@ class AssetStats(BaseModel):
     viewFlushSeq: int = 0  # the last view-count flush applied (app/assets/service.py, views)
 
 
+def fold_name(name: str) -> str:
+    """The form names are searched in: case-folded, so a prefix matches whatever the case."""
+    return name.casefold()
+
+
 ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
 # The list sorts: API name -> document path.
 SORT_FIELDS = {
@@ -127,6 +132,10 @@ class Asset(Document):
     tokenId: int
     contractAddress: str
     name: str
+    # `name` case-folded, for the `q` prefix search: an index range on it replaces a case-insensitive
+    # regex, which no index serves. Derived from `name` whenever a document is built, so every writer
+    # (the API, scripts/seed.py) stores it; older documents are filled by `assets.backfill_name_lower`.
+    nameLower: str = ""
     assetType: str
     description: str = ""
     metadata: AssetMetadata = Field(default_factory=AssetMetadata)
@@ -139,6 +148,11 @@ class Asset(Document):
     version: int = 0  # bumped on every write, for optimistic concurrency
     createdAt: datetime = Field(default_factory=utcnow)
     updatedAt: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _derive_name_lower(self) -> Asset:
+        self.nameLower = fold_name(self.name)
+        return self
 
     class Settings:
         name = "assets"
@@ -157,7 +171,8 @@ class Asset(Document):
             _sort_index("createdAt", "createdAt", "marketStatus.isListed"),
             _sort_index("marketStatus.listingPrice", "listingPrice", "marketStatus.isListed"),
             _sort_index("createdAt", "createdAt", "ownership.currentOwner"),
-            IndexModel([("name", ASC)], name="name"),
+            _sort_index("currentPrice.value", "price", "ownership.currentOwner"),
+            IndexModel([("nameLower", ASC)], name="nameLower"),
         ]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,7 +25,7 @@ from pymongo.errors import DuplicateKeyError, ExecutionTimeout
 from redis.exceptions import RedisError
 
 from app.assets import schemas
-from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory
+from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory, fold_name
 from app.auth.guards import Principal, ensure_owner_or_admin
 from app.config import Settings
 from app.lib import cache
@@ -253,8 +252,12 @@ async def render_detail(
     body["media"] = await access.media_view(view_of, principal, storage, settings)
     if principal is None or not principal.is_admin:
         # Certificate files are verification documents: admins reach them through `media`.
+        # Provenance documentation is the same kind of reference (an owner may even PATCH an originals key
+        # in there): only admins see it.
         for certificate in (body.get("metadata") or {}).get("certificates") or []:
             certificate.pop("fileKey", None)
+        for entry in (body.get("metadata") or {}).get("provenance") or []:
+            entry.pop("documentation", None)
     return body
 
 
@@ -301,9 +304,26 @@ def asset_filter(
     if q is not None:
         if not q.strip() or len(q) > MAX_QUERY_CHARS:
             raise BadRequest(f"q must be 1 to {MAX_QUERY_CHARS} characters", code="invalid_query")
-        # A literal, anchored prefix: escaped, so no pattern syntax (no ReDoS); anchored for the index.
-        query["name"] = {"$regex": "^" + re.escape(q.strip()), "$options": "i"}
+        query["nameLower"] = prefix_range(fold_name(q.strip()))
     return query
+
+
+def prefix_range(prefix: str) -> dict[str, str]:
+    """The strings starting with `prefix`, as index bounds: `[prefix, next string of its length)`.
+
+    What MongoDB derives from an anchored case-sensitive regex, written out: SecantusDB's planner only
+    bounds an index scan by range operators, never by `$regex`. Nothing in it is a pattern, so no escaping
+    is needed and nothing the client types can act as regex syntax.
+    """
+    head = prefix
+    while head:
+        code = ord(head[-1]) + 1
+        if code == 0xD800:  # surrogates are not characters (BSON cannot hold them): skip to U+E000
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return {"$gte": prefix, "$lt": head[:-1] + chr(code)}
+        head = head[:-1]
+    return {"$gte": prefix}
 
 
 async def list_assets(
@@ -629,6 +649,24 @@ async def flush_views(redis, *, batch_size: int = FLUSH_BATCH) -> dict[str, int]
         applied += await apply_views(entries)
         await settle_views(redis, entries)
     return {"tokens": len(tokens), "applied": applied}
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def backfill_name_lower(batch: int = 500) -> int:
+    """Give `nameLower` to assets written before it existed (idempotent); returns how many changed."""
+    collection = assets_collection()
+    changed = 0
+    while True:
+        docs = await collection.find({"nameLower": {"$exists": False}}, {"name": 1}, limit=batch).to_list()
+        if not docs:
+            return changed
+        ops = [
+            UpdateOne({"_id": d["_id"]}, {"$set": {"nameLower": fold_name(d.get("name") or "")}})
+            for d in docs
+        ]
+        changed += (await collection.bulk_write(ops, ordered=False)).modified_count
 
 
 # ---------------------------------------------------------------- writes

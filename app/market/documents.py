@@ -7,7 +7,7 @@ from typing import Literal
 
 import pymongo
 from beanie import Document, PydanticObjectId
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, model_validator
 from pymongo import IndexModel
 
 from app.lib.money import Wei
@@ -38,6 +38,16 @@ class Transaction(Document):
     platformFee: float | None = None
     platformFeeWei: Wei | None = None
     paymentMethod: str = "eth"
+    # Both parties, so "a wallet's transactions" is one equality on a multikey index instead of an `$or`
+    # over seller and buyer (which no planner serves in (timestamp, _id) order). Derived, never given:
+    # every writer that builds the document (the API, the indexer, scripts/seed.py) stores it. Documents
+    # written before the field existed are filled by the `market.backfill_parties` job.
+    parties: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _derive_parties(self) -> Transaction:
+        self.parties = [party for party in dict.fromkeys((self.seller, self.buyer)) if party]
+        return self
 
     class Settings:
         name = "transactions"
@@ -63,19 +73,11 @@ class Transaction(Document):
             ),
             IndexModel(
                 [
-                    ("seller", pymongo.ASCENDING),
+                    ("parties", pymongo.ASCENDING),
                     ("timestamp", pymongo.DESCENDING),
                     ("_id", pymongo.DESCENDING),
                 ],
-                name="seller_timestamp_id",
-            ),
-            IndexModel(
-                [
-                    ("buyer", pymongo.ASCENDING),
-                    ("timestamp", pymongo.DESCENDING),
-                    ("_id", pymongo.DESCENDING),
-                ],
-                name="buyer_timestamp_id",
+                name="parties_timestamp_id",
             ),
             IndexModel(
                 [("type", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="type_timestamp"

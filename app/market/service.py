@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from beanie.odm.utils.encoder import Encoder
 from bson import Decimal128
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from app.assets import service as assets_service
@@ -26,7 +27,18 @@ STATS = cache.Generational("market_stats", ttl_s=60)  # also bounded in time: th
 WINDOWS = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 TX_SORT = Sort("timestamp", -1)
 _ZERO = Decimal128("0")
-_IMMUTABLE = ("type", "tokenId", "assetId", "price", "priceWei", "priceUsd", "seller", "buyer", "timestamp")
+_IMMUTABLE = (
+    "type",
+    "tokenId",
+    "assetId",
+    "price",
+    "priceWei",
+    "priceUsd",
+    "seller",
+    "buyer",
+    "parties",
+    "timestamp",
+)
 _MUTABLE = ("status", "platformFee", "platformFeeWei", "paymentMethod")
 
 
@@ -81,6 +93,26 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
     return result.upserted_id is not None
 
 
+async def backfill_parties(batch: int = 500) -> int:
+    """Give `parties` to transactions written before it existed (idempotent); returns how many changed."""
+    collection = transactions_collection()
+    changed = 0
+    while True:
+        docs = await collection.find(
+            {"parties": {"$exists": False}}, {"seller": 1, "buyer": 1}, limit=batch
+        ).to_list()
+        if not docs:
+            return changed
+        ops = [
+            UpdateOne(
+                {"_id": d["_id"]},
+                {"$set": {"parties": [p for p in dict.fromkeys((d.get("seller"), d.get("buyer"))) if p]}},
+            )
+            for d in docs
+        ]
+        changed += (await collection.bulk_write(ops, ordered=False)).modified_count
+
+
 def transaction_filter(
     *,
     type: str | None = None,
@@ -118,7 +150,7 @@ def transaction_filter(
     if window:
         query["timestamp"] = window
     if wallet is not None:
-        query["$or"] = [{"seller": wallet}, {"buyer": wallet}]
+        query["parties"] = wallet  # seller or buyer: one multikey index, where an $or scanned everything
     return query
 
 

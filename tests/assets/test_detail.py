@@ -124,3 +124,26 @@ async def test_a_recreated_asset_does_not_get_the_old_cached_body(client):
     await Asset.get_pymongo_collection().delete_one({"tokenId": 1})
     await data.asset(1, name="Second")
     assert (await client.get("/api/assets/1")).json()["name"] == "Second"
+
+
+async def test_provenance_documentation_is_shown_to_admins_only(client, settings):
+    owner = await factories.login(settings)
+    await data.asset(7, owner=owner.wallet, media=media())
+    version = (await client.get("/api/assets/7")).json()["version"]
+    # an owner can write any key into provenance, an admin-only original included
+    provenance = [{"owner": "Gallery X", "period": "1990-2000", "documentation": ORIGINAL}]
+    patched = await client.patch(
+        "/api/assets/7/metadata",
+        json={"version": version, "metadata": {"provenance": provenance}},
+        headers=owner.headers,
+    )
+    assert patched.status_code == 200, patched.text
+    assert ORIGINAL not in patched.text
+    for headers in ({}, owner.headers):
+        body = (await client.get("/api/assets/7", headers=headers)).json()
+        assert body["metadata"]["provenance"] == [{"owner": "Gallery X", "period": "1990-2000"}]
+        assert ORIGINAL not in str(body)
+    admin = await factories.login(settings, roles=("admin",))
+    as_admin = (await client.get("/api/assets/7", headers=admin.headers)).json()
+    assert as_admin["metadata"]["provenance"][0]["documentation"] == ORIGINAL
+    assert ORIGINAL not in (await client.get("/api/assets/7")).text  # nor cached for anyone else

@@ -82,7 +82,9 @@ async def test_csv_for_analysts(client):
 
 async def test_unknown_token_and_bad_parameters(client):
     await data.asset(1)
-    assert (await history(client, token=2)).json()["error"]["code"] == "asset_not_found"
+    unknown = await history(client, token=2)
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"]["code"] == "asset_not_found"
     cases = [
         ({"interval": "5m"}, "invalid_interval"),
         ({"source": "$where"}, "invalid_source"),

@@ -95,7 +95,10 @@ async def test_main_transaction_queries_use_an_index(client, clients):
 
     await record(clients, *(data.transaction(n) for n in range(1, 6)))
     doc = await Transaction.get_pymongo_collection().find_one({})
-    for query in ({}, {"tokenId": 1}):
+    wallet = service.transaction_filter(wallet=ALICE)
+    assert wallet == {"parties": ALICE}
+    in_window = service.transaction_filter(wallet=ALICE, start=T0, end=T0 + timedelta(days=1))
+    for query in ({}, {"tokenId": 1}, wallet, in_window):
         for filter_, sort in [
             *keyset_queries(query, service.TX_SORT, None),
             *keyset_queries(query, service.TX_SORT, Position(doc["timestamp"], doc["_id"])),
@@ -103,3 +106,24 @@ async def test_main_transaction_queries_use_an_index(client, clients):
             plan = await Transaction.get_pymongo_collection().find(filter_, sort=sort, limit=20).explain()
             text = str(plan["queryPlanner"]["winningPlan"])
             assert "IXSCAN" in text and "COLLSCAN" not in text, (filter_, text)
+
+
+async def test_parties_are_derived_by_the_document_for_every_writer(client, clients):
+    assert data.transaction(1, seller=ALICE, buyer=BOB).parties == [ALICE, BOB]
+    assert data.transaction(2, seller=None, buyer=ALICE).parties == [ALICE]
+    assert data.transaction(3, seller=ALICE, buyer=ALICE).parties == [ALICE]
+    await record(clients, data.transaction(4, seller=CAROL, buyer=BOB))
+    stored = await Transaction.get_pymongo_collection().find_one({})
+    assert stored["parties"] == [CAROL, BOB]
+
+
+async def test_transactions_written_before_parties_are_found_after_the_backfill(client, clients):
+    from app.assets import jobs
+
+    await record(clients, data.transaction(1, seller=ALICE, buyer=BOB), data.transaction(2, seller=CAROL))
+    collection = Transaction.get_pymongo_collection()
+    await collection.update_one({"tokenId": 1, "seller": CAROL}, {"$unset": {"parties": ""}})
+    assert await hashes(client, f"/api/users/{CAROL}/transactions") == []
+    assert (await jobs.backfill_search_fields({}))["transactions"] == 1
+    assert await hashes(client, f"/api/users/{CAROL}/transactions") == [2]
+    assert await hashes(client, wallet=BOB) == [2, 1]
