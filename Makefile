@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test seed bench lint format clean
+.PHONY: run test seed enqueue bench lint format clean
 
 run: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.run
@@ -16,6 +16,9 @@ test: .venv/.synced node_modules/.synced
 
 seed: .venv/.synced
 	$(PY) -m scripts.seed $(ARGS)
+
+enqueue: .venv/.synced
+	$(PY) -m scripts.enqueue $(ARGS)
 
 bench: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.bench $(ARGS)

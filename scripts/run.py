@@ -9,9 +9,7 @@ import sys
 import time
 
 from app.config import Settings
-from app.lib.embedded import ROOT, EmbeddedError, EmbeddedStack, find_anvil
-
-SERVICES_ENV = "services.env"
+from app.lib.embedded import ROOT, SERVICES_ENV, EmbeddedError, EmbeddedStack, find_anvil
 
 
 def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:

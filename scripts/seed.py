@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import random
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from beanie.odm.utils.encoder import Encoder
 from eth_utils import to_checksum_address
@@ -447,27 +445,12 @@ def _bson(encoder: Encoder, document) -> dict:
     return raw
 
 
-def _load_services_env(data_dir: Path) -> bool:
-    """Take the service URLs `make run` wrote, for those not set in the environment."""
-    path = data_dir / "services.env"
-    if not path.exists():
-        return False
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name and value:
-            os.environ.setdefault(name.strip(), value.strip())
-    return True
-
-
 async def _run(args: argparse.Namespace) -> int:
     from app import db
-    from app.config import Settings
     from app.lib.clients import redis_settings
+    from app.lib.embedded import settings_with_running_services
 
-    settings = Settings()
-    if not settings.mongodb.url or not settings.redis.url:
-        _load_services_env(settings.data_dir)
-        settings = Settings()
+    settings = settings_with_running_services()
     if not settings.mongodb.url or not settings.redis.url:
         print(
             "seed: no MongoDB/Redis to write to. Start the platform with `make run` (it writes "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVICES_ENV = "services.env"  # written by `make run` into DATA_DIR: where its embedded services listen
 VENV_BIN = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15
 
@@ -269,3 +271,18 @@ def restore_s3(url: str, directory: Path) -> None:
             if meta.get("ContentType"):
                 extra["ContentType"] = meta["ContentType"]
             client.put_object(Bucket=bucket_dir.name, Key=key, Body=path.read_bytes(), **extra)
+
+
+def settings_with_running_services():
+    """Settings whose unset service URLs come from a running `make run` (its DATA_DIR/services.env)."""
+    from app.config import Settings
+
+    settings = Settings()
+    path = settings.data_dir / SERVICES_ENV
+    if (settings.mongodb.url and settings.redis.url) or not path.exists():
+        return settings
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() and value.strip():
+            os.environ.setdefault(name.strip(), value.strip())
+    return Settings()
