@@ -29,7 +29,7 @@ from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, Pr
 from app.auth.guards import Principal, ensure_owner_or_admin
 from app.config import Settings
 from app.lib import cache
-from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, require_one_of
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
 from app.lib.timeutil import client_time, utcnow
 from app.market import service as market_service
@@ -278,13 +278,9 @@ def asset_filter(
     """A MongoDB filter built only from typed, checked values (nothing a client sends is a query)."""
     query: dict[str, Any] = {}
     if asset_type is not None:
-        if asset_type not in schemas.ASSET_TYPES:
-            raise BadRequest(
-                f"assetType must be one of {', '.join(schemas.ASSET_TYPES)}",
-                code="invalid_asset_type",
-                details={"allowed": list(schemas.ASSET_TYPES)},
-            )
-        query["assetType"] = asset_type
+        query["assetType"] = require_one_of(
+            asset_type, schemas.ASSET_TYPES, field="assetType", code="invalid_asset_type"
+        )
     if owner is not None:
         query["ownership.currentOwner"] = parse_address(owner, "owner")
     if is_listed is not None:
@@ -692,10 +688,7 @@ async def create_asset(
         raise BadRequest("name must be 1 to 200 characters", code="invalid_name")
     if len(data.description) > 10_000:
         raise BadRequest("description is longer than 10000 characters", code="invalid_description")
-    if data.assetType not in schemas.ASSET_TYPES:
-        raise BadRequest(
-            f"assetType must be one of {', '.join(schemas.ASSET_TYPES)}", code="invalid_asset_type"
-        )
+    require_one_of(data.assetType, schemas.ASSET_TYPES, field="assetType", code="invalid_asset_type")
     if not 0 <= data.tokenId <= MAX_TOKEN_ID:
         raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
     now = utcnow()
@@ -890,13 +883,9 @@ def _history_filter(
     if window:
         query["timestamp"] = window
     if source is not None:
-        if source not in schemas.PRICE_SOURCES:
-            raise BadRequest(
-                f"source must be one of {', '.join(schemas.PRICE_SOURCES)}",
-                code="invalid_source",
-                details={"allowed": list(schemas.PRICE_SOURCES)},
-            )
-        query["source.type"] = source
+        query["source.type"] = require_one_of(
+            source, schemas.PRICE_SOURCES, field="source", code="invalid_source"
+        )
     return query
 
 
@@ -927,8 +916,7 @@ async def price_history(
     cursor: str | None,
 ) -> schemas.PriceHistoryPage:
     """Raw points (oldest first, paged) or OHLC buckets computed by an aggregation."""
-    if interval not in schemas.INTERVALS:
-        raise BadRequest(f"interval must be one of {', '.join(schemas.INTERVALS)}", code="invalid_interval")
+    require_one_of(interval, schemas.INTERVALS, field="interval", code="invalid_interval")
     if start is not None and end is not None and client_time(start, "from") >= client_time(end, "to"):
         raise BadRequest("from must be before to", code="invalid_range")
     await get_raw(token_id, {"_id": 1})

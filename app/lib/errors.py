@@ -84,6 +84,15 @@ class ServiceUnavailable(AppError):
     status_code, code = 503, "service_unavailable"
 
 
+def require_one_of(value: str, allowed, *, field: str, code: str) -> str:
+    """`value` when it is one of `allowed`; else 400 with the allowed values in the details."""
+    if value not in allowed:
+        raise BadRequest(
+            f"{field} must be one of {', '.join(allowed)}", code=code, details={"allowed": list(allowed)}
+        )
+    return value
+
+
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> Response:
     return Response(
         content={"error": {"code": code, "message": message, "details": details}},

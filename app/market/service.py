@@ -15,7 +15,7 @@ from app.assets import service as assets_service
 from app.assets.documents import Asset
 from app.config import Settings
 from app.lib import cache
-from app.lib.errors import BadRequest
+from app.lib.errors import BadRequest, require_one_of
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
 from app.lib.timeutil import client_time, utcnow
 from app.market import schemas
@@ -125,21 +125,15 @@ def transaction_filter(
     """A filter from typed, checked values only."""
     query: dict[str, Any] = {}
     if type is not None:
-        if type not in schemas.TRANSACTION_TYPES:
-            raise BadRequest(
-                f"type must be one of {', '.join(schemas.TRANSACTION_TYPES)}", code="invalid_type"
-            )
-        query["type"] = type
+        query["type"] = require_one_of(type, schemas.TRANSACTION_TYPES, field="type", code="invalid_type")
     if token_id is not None:
         if not 0 <= token_id <= 2**63 - 1:
             raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
         query["tokenId"] = token_id
     if status is not None:
-        if status not in schemas.TRANSACTION_STATUSES:
-            raise BadRequest(
-                f"status must be one of {', '.join(schemas.TRANSACTION_STATUSES)}", code="invalid_status"
-            )
-        query["status"] = status
+        query["status"] = require_one_of(
+            status, schemas.TRANSACTION_STATUSES, field="status", code="invalid_status"
+        )
     window: dict[str, datetime] = {}
     if start is not None:
         window["$gte"] = client_time(start, "from")
