@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.assets import schemas, service
+from app.assets.guards import owns_asset
 from app.auth.guards import Principal, current_principal, requires_permission, requires_roles
 from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.errors import BadRequest
@@ -119,7 +120,7 @@ class AssetController(Controller):
             clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), request
         )
 
-    @patch("/{tokenId:int}/metadata")
+    @patch("/{tokenId:int}/metadata", guards=[owns_asset])
     async def update_metadata(
         self,
         request: Request,

@@ -15,6 +15,7 @@ Either way a key never holds roles (`requires_roles` refuses it) and stops with 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -92,6 +93,7 @@ def requires_roles(*roles: str):
         if principal.kind != "user" or not any(principal.has_role(role) for role in roles):
             raise Forbidden(f"requires role: {' or '.join(roles)}", code="insufficient_role")
 
+    guard.access_rule = f"role:{'|'.join(roles)}"
     return guard
 
 
@@ -102,6 +104,22 @@ def requires_permission(permission: str):
         if not current_principal(connection).can(permission):
             raise Forbidden(f"requires permission {permission}", code="insufficient_permission")
 
+    guard.access_rule = f"permission:{permission}"
+    return guard
+
+
+def owner_or_admin(owner_of: Callable[[ASGIConnection], Awaitable[str | None]]):
+    """A guard for object-level access, declared on the route: only the owner wallet or an admin passes.
+
+    `owner_of` reads the owner of the object the request names (and raises 404 when there is none).
+    tests/auth/test_route_access.py fails for any mutating per-object route without such a guard.
+    """
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        principal = current_principal(connection)
+        ensure_owner_or_admin(principal, None if principal.is_admin else await owner_of(connection))
+
+    guard.access_rule = "owner_or_admin"
     return guard
 
 

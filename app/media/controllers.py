@@ -11,6 +11,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
+from app.assets.guards import owns_asset
 from app.auth.guards import current_principal, requires_permission
 from app.lib.deps import ClientsDep
 from app.lib.errors import BadRequest
@@ -91,7 +92,12 @@ class AssetMediaController(Controller):
     tags = ["media"]
     guards = [requires_permission("media:write")]
 
-    @post("/{tokenId:int}/images", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES)
+    @post(
+        "/{tokenId:int}/images",
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=DIRECT_BODY_MAX_BYTES,
+        guards=[owns_asset],
+    )
     async def upload_images(
         self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
     ) -> DirectUploadResult:
@@ -106,7 +112,10 @@ class AssetMediaController(Controller):
         )
 
     @post(
-        "/{tokenId:int}/documents", status_code=HTTP_201_CREATED, request_max_body_size=DIRECT_BODY_MAX_BYTES
+        "/{tokenId:int}/documents",
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=DIRECT_BODY_MAX_BYTES,
+        guards=[owns_asset],
     )
     async def upload_documents(
         self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
@@ -127,7 +136,7 @@ class AssetMediaController(Controller):
         )
         return DirectUploadResult(files=[schemas.stored_file(f) for f in stored])
 
-    @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED)
+    @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED, guards=[owns_asset])
     async def process_media(
         self, request: Request, clients: ClientsDep, tokenId: FromPath[int]
     ) -> ProcessingJob:
