@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.auth import tokens
+
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_S3_KEY = "dev"
 DEV_S3_SECRET = "dev-secret"
@@ -74,6 +76,12 @@ class AuthSettings(BaseModel):
     max_api_keys_per_user: int = 25
     rate_limit_enabled: bool = True
     rate_limits: dict[str, RateLimitRule] = Field(default_factory=_default_rate_limits)
+
+    def hs256_secrets(self) -> dict[str, str]:
+        """Every HS256 secret by kid: the verification-only ones, and the signing key (which wins a clash)."""
+        secrets_by_kid = {kid: secret.get_secret_value() for kid, secret in self.jwt_verify_keys.items()}
+        secrets_by_kid[self.jwt_kid] = self.jwt_secret.get_secret_value()
+        return secrets_by_kid
 
 
 class WorkerSettings(BaseModel):
@@ -144,6 +152,9 @@ class Settings(BaseSettings):
             problems.append("S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY have their development defaults")
         if not self.auth.cookie_secure:
             problems.append("AUTH_COOKIE_SECURE must be true")
+        defaults = AuthSettings()
+        if self.auth.domain == defaults.domain or self.auth.uri == defaults.uri:
+            problems.append("AUTH_DOMAIN / AUTH_URI still name localhost: set the site users sign in to")
         return problems
 
     def missing_urls(self) -> list[str]:
@@ -164,6 +175,10 @@ def check_settings(settings: Settings) -> None:
         problems = settings.production_problems()
         if problems:
             raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+    try:  # a bad key fails here, at start-up, not as an error on the first sign-in
+        tokens.KeyRing.hs256(settings.auth.hs256_secrets(), signing_kid=settings.auth.jwt_kid)
+    except ValueError as exc:
+        raise ConfigurationError(f"AUTH_JWT_SECRET / AUTH_JWT_KID / AUTH_JWT_VERIFY_KEYS: {exc}") from exc
     missing = settings.missing_urls()
     if missing:
         raise ConfigurationError(

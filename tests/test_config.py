@@ -31,7 +31,14 @@ def test_production_refuses_default_secrets_and_embedded_services():
     with pytest.raises(ConfigurationError) as excinfo:
         check_settings(settings)
     message = str(excinfo.value)
-    for name in ("MONGODB_URL", "REDIS_URL", "CHAIN_RPC_URL", "AUTH_JWT_SECRET", "S3_ACCESS_KEY_ID"):
+    for name in (
+        "MONGODB_URL",
+        "REDIS_URL",
+        "CHAIN_RPC_URL",
+        "AUTH_JWT_SECRET",
+        "S3_ACCESS_KEY_ID",
+        "AUTH_DOMAIN",
+    ):
         assert name in message
 
 
@@ -43,7 +50,7 @@ def test_production_with_real_services_and_secrets_starts():
         redis={"url": "redis://cache:6379/0"},
         s3={"endpoint_url": None, "access_key_id": "AKIAREAL", "secret_access_key": "s" * 40},
         chain={"rpc_url": "https://rpc.example"},
-        auth={"jwt_secret": "x" * 48},
+        auth={"jwt_secret": "x" * 48, "domain": "market.example", "uri": "https://market.example"},
     )
     check_settings(settings)  # AWS S3 needs no endpoint URL
 
@@ -55,3 +62,24 @@ def test_structured_settings_come_from_json_env_values(monkeypatch):
     assert settings.auth.jwt_verify_keys["k0"].get_secret_value().startswith("an-older")
     assert settings.auth.rate_limits["default"].per_ip == 5
     assert settings.auth.rate_limits["default"].window_s == 30
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"jwt_verify_keys": {"k0": "too-short"}},
+        {"jwt_secret": "short"},
+        {"jwt_kid": "not a valid kid!"},
+    ],
+    ids=["short verification key", "short signing secret", "bad kid"],
+)
+def test_a_bad_jwt_key_refuses_to_start_instead_of_failing_the_first_sign_in(auth):
+    settings = Settings(
+        _env_file=None,
+        mongodb={"url": "mongodb://db"},
+        redis={"url": "redis://cache"},
+        s3={"endpoint_url": "http://s3"},
+        auth=auth,
+    )
+    with pytest.raises(ConfigurationError, match="AUTH_JWT"):
+        check_settings(settings)

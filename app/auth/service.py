@@ -98,8 +98,7 @@ _KEYRINGS: dict[tuple[Any, ...], tokens.KeyRing] = {}
 def keyring(settings: Settings) -> tokens.KeyRing:
     """The JWT key ring of these settings: the signing key plus any verification-only keys."""
     auth = settings.auth
-    secrets_by_kid = {kid: secret.get_secret_value() for kid, secret in auth.jwt_verify_keys.items()}
-    secrets_by_kid[auth.jwt_kid] = auth.jwt_secret.get_secret_value()
+    secrets_by_kid = auth.hs256_secrets()
     cache_key = (auth.jwt_kid, tuple(sorted(secrets_by_kid.items())))
     ring = _KEYRINGS.get(cache_key)
     if ring is None:
