@@ -137,11 +137,8 @@ class AssetMediaController(Controller):
         return DirectUploadResult(files=[schemas.stored_file(f) for f in stored])
 
     @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED, guards=[owns_asset])
-    async def process_media(
-        self, request: Request, clients: ClientsDep, tokenId: FromPath[int]
-    ) -> ProcessingJob:
+    async def process_media(self, clients: ClientsDep, tokenId: FromPath[int]) -> ProcessingJob:
         """Queue the processing of the asset's uploads; poll `statusUrl` for the outcome."""
-        await service.asset_for_upload(current_principal(request), tokenId)
         job_id, pending = await service.enqueue_processing(clients, tokenId)
         return ProcessingJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id), pending=pending)
 
