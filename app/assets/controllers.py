@@ -120,7 +120,7 @@ class AssetController(Controller):
             clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), request
         )
 
-    @patch("/{tokenId:int}/metadata", guards=[owns_asset])
+    @patch("/{tokenId:int}/metadata", guards=[requires_permission(service.METADATA_PERMISSION), owns_asset])
     async def update_metadata(
         self,
         request: Request,
@@ -129,7 +129,7 @@ class AssetController(Controller):
         tokenId: FromPath[int],
         data: JSONBody[schemas.MetadataPatch],
     ) -> dict[str, Any]:
-        """Change metadata and custom attributes (owner or admin); 409 when `version` is stale."""
+        """Change metadata (owner or admin; keys need `assets:metadata`); 409 when `version` is stale."""
         return await service.update_metadata(
             clients, settings, tokenId, data, current_principal(request), request
         )

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from app.assets import schemas
 from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory, fold_name
-from app.auth.guards import Principal, ensure_owner_or_admin
+from app.auth.guards import Principal, ensure_owner_or_admin, ensure_permission
 from app.config import Settings
 from app.lib import cache
 from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, require_one_of
@@ -44,6 +44,8 @@ DEFAULT_LIMIT = 20
 MAX_QUERY_CHARS = 100
 DETAIL_CACHE = "asset_detail"
 DETAIL_TTL_S = 300
+# What a caller needs, besides owning the asset, to change its metadata (a signed-in user has it).
+METADATA_PERMISSION = "assets:metadata"
 METADATA_FIELDS = frozenset(field.name for field in msgspec.structs.fields(schemas.MetadataIn))
 # API sort name -> (document path, nullable); listings sort price by the asking price.
 ASSET_SORTS = {
@@ -812,6 +814,7 @@ async def update_metadata(
     current = await get_raw(
         token_id, {"ownership.currentOwner": 1, "metadata": 1, "version": 1, "updatedAt": 1}
     )
+    ensure_permission(principal, METADATA_PERMISSION)
     ensure_owner_or_admin(principal, (current.get("ownership") or {}).get("currentOwner"))
     changes = _validated_metadata_changes(patch.metadata or {})
     if len(msgspec.json.encode(patch.metadata or {})) > MAX_ATTRIBUTE_BYTES:

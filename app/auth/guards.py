@@ -28,12 +28,21 @@ ANONYMOUS = "anonymous"
 
 # What each role may do; API keys carry their own explicit permissions (see the module docstring).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "user": frozenset({"media:write"}),
+    # A user writes only what they own: each such route also carries an owner_or_admin guard.
+    "user": frozenset({"media:write", "assets:metadata"}),
     "oracle": frozenset({"oracle:submit"}),
     "admin": frozenset({"*"}),
 }
 KNOWN_PERMISSIONS = frozenset(
-    {"oracle:submit", "assets:write", "media:write", "market:read", "datasources:write", "webhooks:write"}
+    {
+        "oracle:submit",
+        "assets:write",
+        "assets:metadata",
+        "media:write",
+        "market:read",
+        "datasources:write",
+        "webhooks:write",
+    }
 )
 
 
@@ -101,11 +110,17 @@ def requires_permission(permission: str):
     """A guard: the caller (an admin, a role that grants it, or an API key scoped to it) may do this."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if not current_principal(connection).can(permission):
-            raise Forbidden(f"requires permission {permission}", code="insufficient_permission")
+        ensure_permission(current_principal(connection), permission)
 
     guard.access_rule = f"permission:{permission}"
     return guard
+
+
+def ensure_permission(principal: Principal, permission: str) -> Principal:
+    """The caller may do `permission`, or 403 `insufficient_permission`."""
+    if not principal.can(permission):
+        raise Forbidden(f"requires permission {permission}", code="insufficient_permission")
+    return principal
 
 
 def owner_or_admin(owner_of: Callable[[ASGIConnection], Awaitable[str | None]]):
