@@ -435,9 +435,8 @@ class _Versioned(msgspec.Struct):
 
 
 async def invalidate(redis, token_id: int) -> None:
-    """Forget cached reads of this asset and the market aggregates; call after any asset write."""
+    """Forget the cached detail of this asset; call after any asset write."""
     await cache.drop(redis, _detail_key(token_id))
-    await market_service.invalidate_stats(redis)
 
 
 async def get_raw(token_id: int, projection: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -721,6 +720,8 @@ async def create_asset(
         new=new,
     )
     await invalidate(clients.redis, data.tokenId)
+    # The market stats count assets by type and owner; metadata and verification are not in them.
+    await market_service.invalidate_stats(clients.redis)
     return await detail_after_write(clients, settings, data.tokenId, principal)
 
 

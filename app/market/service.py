@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+import structlog
 from beanie.odm.utils.encoder import Encoder
 from bson import Decimal128
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
+from redis.exceptions import RedisError
 
 from app.assets import service as assets_service
 from app.assets.documents import Asset
@@ -21,9 +26,28 @@ from app.lib.timeutil import client_time, utcnow
 from app.market import schemas
 from app.market.documents import Transaction
 
+log = structlog.get_logger(__name__)
+
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-STATS = cache.Generational("market_stats", ttl_s=60)  # also bounded in time: the windows slide
+# The stats are cached as `generation|computedAt|body`. They are fresh while their generation is current
+# (writes that change them bump it) and for STATS_FRESH_S at most, as the windows slide. One request at a
+# time recomputes them (under STATS_LOCK_KEY); the others meanwhile serve the last value, which is kept
+# for STATS_KEEP_S whatever its generation, or on a cold cache wait for the first one.
+STATS_CACHE = "market_stats"
+STATS_GENERATION_KEY = f"{cache.PREFIX}market_stats:generation"
+STATS_KEY = f"{cache.PREFIX}market_stats:last"
+STATS_LOCK_KEY = f"{cache.PREFIX}market_stats:lock"
+STATS_FRESH_S = 60
+STATS_KEEP_S = 3600
+STATS_POLL_S = 0.05
+# KEYS: the lock; ARGV: the holder's token. Deletes the lock only if this holder still has it.
+UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 WINDOWS = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 TX_SORT = Sort("timestamp", -1)
 _ZERO = Decimal128("0")
@@ -47,8 +71,9 @@ def transactions_collection():
 
 
 async def invalidate_stats(redis) -> None:
-    """Market aggregates are stale after any asset or transaction write: bump their generation."""
-    await STATS.bump(redis)
+    """Call after a committed write that changes the aggregates (an asset added, a price, listing, owner
+    or sale written): the cached figures are recomputed on the next read."""
+    await redis.incr(STATS_GENERATION_KEY)
 
 
 def _wei(value: Any) -> str | None:
@@ -311,6 +336,73 @@ async def compute_stats(settings: Settings) -> bytes:
     return msgspec.json.encode(body)
 
 
+class _CachedStats(msgspec.Struct, frozen=True):
+    generation: bytes
+    computed_at: float
+    body: bytes
+
+    @classmethod
+    def parse(cls, stored: bytes | None) -> _CachedStats | None:
+        parts = stored.split(b"|", 2) if stored else []
+        if len(parts) != 3:
+            return None
+        try:
+            return cls(parts[0], float(parts[1]), parts[2])
+        except ValueError:
+            return None
+
+    def fresh(self, generation: bytes) -> bool:
+        return self.generation == generation and time.time() - self.computed_at < STATS_FRESH_S
+
+
 async def market_stats(clients, settings: Settings) -> bytes:
-    """The market figures as JSON, from Redis while no write has happened since they were computed."""
-    return await STATS.get_or_compute(clients.redis, "v1", lambda: compute_stats(settings))
+    """The market figures as JSON: cached until a write changes them, recomputed by one request at a time."""
+    redis = clients.redis
+    # The aggregation is two queries, each bounded by maxTimeMS: a lock outliving that has lost its holder.
+    lock_ms = 2 * settings.mongodb.max_time_ms + 1000
+    give_up = time.monotonic() + lock_ms / 1000
+    while True:
+        try:
+            generation, stored = await redis.mget(STATS_GENERATION_KEY, STATS_KEY)
+            generation = generation or b"0"
+            last = _CachedStats.parse(stored)
+            if last is not None and last.fresh(generation):
+                cache.hit(STATS_CACHE)
+                return last.body
+            token = secrets.token_hex(16)
+            locked = await redis.set(STATS_LOCK_KEY, token, nx=True, px=lock_ms)
+        except (RedisError, OSError) as exc:
+            log.warning("cache.get_failed", cache=STATS_CACHE, error=str(exc))
+            cache.miss(STATS_CACHE)
+            return await compute_stats(settings)
+        if locked:
+            try:
+                return await _recompute_stats(redis, settings, generation)
+            finally:
+                await _unlock_stats(redis, token)
+        if last is not None:  # another request is recomputing: the previous figures meanwhile
+            cache.hit(STATS_CACHE)
+            return last.body
+        if time.monotonic() >= give_up:
+            cache.miss(STATS_CACHE)
+            return await compute_stats(settings)
+        await asyncio.sleep(STATS_POLL_S)  # a cold cache: the first figures are on their way
+
+
+async def _recompute_stats(redis, settings: Settings, generation: bytes) -> bytes:
+    """Compute the figures and store them under the generation read before the aggregation started."""
+    cache.miss(STATS_CACHE)
+    computed_at = time.time()
+    body = await compute_stats(settings)
+    try:
+        await redis.set(STATS_KEY, b"%s|%f|%s" % (generation, computed_at, body), ex=STATS_KEEP_S)
+    except (RedisError, OSError) as exc:
+        log.warning("cache.put_failed", cache=STATS_CACHE, error=str(exc))
+    return body
+
+
+async def _unlock_stats(redis, token: str) -> None:
+    try:
+        await redis.register_script(UNLOCK_LUA)(keys=[STATS_LOCK_KEY], args=[token])
+    except (RedisError, OSError) as exc:
+        log.warning("market.stats.unlock_failed", error=str(exc))  # the lock expires on its own
