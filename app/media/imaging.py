@@ -163,7 +163,10 @@ def check_upload(purpose: UploadPurpose | str, claimed_type: str, head: bytes, s
 
 
 MAX_JSON_DEPTH = 256
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+MAX_JSON_BYTES = 5 * MB  # metadata is small; this bounds the time and memory one check takes
+# The closing quote is optional: an unterminated string then runs to the end in one match, where a
+# required quote made the engine retry from every later quote (quadratic on `"\"\"\"...`).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -180,13 +183,23 @@ def _json_depth_ok(data: bytes) -> bool:
     return True
 
 
-def is_json(data: bytes) -> bool:
-    """Whether a whole body parses as JSON (sniffing only sees the first bracket)."""
+def check_json(data: bytes) -> None:
+    """Raise MediaRejected unless a whole body is JSON within MAX_JSON_BYTES and MAX_JSON_DEPTH."""
+    if len(data) > MAX_JSON_BYTES:
+        raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {MAX_JSON_BYTES} allowed for JSON")
     if not _json_depth_ok(data):
-        return False
+        raise MediaRejected("json_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         json.loads(data)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as exc:
+        raise MediaRejected("invalid_json", "not valid JSON") from exc
+
+
+def is_json(data: bytes) -> bool:
+    """Whether a whole body parses as JSON within the limits of check_json (sniffing sees one bracket)."""
+    try:
+        check_json(data)
+    except MediaRejected:
         return False
     return True
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from app.assets.documents import Asset
+from app.media import imaging
 from tests import factories
 from tests.media import support
 
@@ -110,6 +114,48 @@ async def test_documents_by_category_and_json_is_validated(client, clients, sett
         "documents/7/certificates/7_authenticity",
         "documents/7/metadata/7_extended-metadata",
     ]
+
+
+async def test_a_hostile_json_document_is_refused_while_health_keeps_answering(client, settings, monkeypatch):
+    login = await support.owner_with_asset(settings, 7)
+    hostile = b"[" * 300 + b'"' + b'\\"' * (512 * 1024)  # 1 MB: once minutes of regex on the event loop
+    window: dict[str, float] = {}
+    real_check = imaging.check_json
+
+    def slow_check(data: bytes) -> None:
+        window["start"] = time.monotonic()
+        try:
+            time.sleep(1.0)  # a check that takes a while must not hold the event loop meanwhile
+            real_check(data)
+        finally:
+            window["end"] = time.monotonic()
+
+    monkeypatch.setattr(imaging, "check_json", slow_check)
+    upload = asyncio.create_task(
+        client.post(
+            "/api/assets/7/documents",
+            data={"category": "metadata"},
+            files=[("files", ("metadata.json", hostile, "application/json"))],
+            headers=login.headers,
+        )
+    )
+    answered = []
+    while not upload.done():
+        health = await client.get("/api/system/health")
+        assert health.status_code == 200
+        answered.append(time.monotonic())
+        await asyncio.sleep(0.02)
+    refused = await upload
+
+    assert refused.status_code == 415 and refused.json()["error"]["code"] == "json_too_deep"
+    assert any(window["start"] < at < window["end"] for at in answered), (window, answered)
+    too_big = await client.post(
+        "/api/assets/7/documents",
+        data={"category": "metadata"},
+        files=[("files", ("big.json", b"[" + b"0," * imaging.MAX_JSON_BYTES + b"0]", "application/json"))],
+        headers=login.headers,
+    )
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
 
 
 async def test_only_the_owner_or_an_admin_uploads(client, settings):

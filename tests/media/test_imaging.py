@@ -1,6 +1,8 @@
 import hashlib
 import io
+import json
 import struct
+import time
 import warnings
 import zlib
 
@@ -157,6 +159,32 @@ def test_is_json_checks_the_whole_body():
     assert imaging.is_json(b'\xef\xbb\xbf{"name": "Vault", "tags": [1, 2]}')
     assert not imaging.is_json(b'{"name": ')
     assert not imaging.is_json(b"[" * 100_000)
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_refused_in_linear_time():
+    # 300 brackets, then `"\"\"\"...` that never closes: the string scan used to retry from every quote.
+    for size in (64 * 1024, 1024 * 1024):
+        hostile = b"[" * 300 + b'"' + b'\\"' * (size // 2)
+        started = time.perf_counter()
+        with pytest.raises(MediaRejected) as excinfo:
+            imaging.check_json(hostile)
+        elapsed = time.perf_counter() - started
+        assert excinfo.value.code == "json_too_deep"
+        assert elapsed < 1.0, f"{len(hostile)} bytes took {elapsed:.2f} s"
+
+
+def test_json_check_reads_strings_as_json_does_and_caps_the_size():
+    brackets_in_strings = json.dumps({"a": "[" * 1000 + '"\\', "b": [["{" * 500]]}).encode()
+    imaging.check_json(brackets_in_strings)
+    assert imaging.is_json(brackets_in_strings)
+    for data, code in (
+        (b"[" * 300 + b"]" * 300, "json_too_deep"),
+        (b'["' + b"[" * 300 + b"\\", "invalid_json"),
+        (b"[" + b"0," * (imaging.MAX_JSON_BYTES // 2) + b"0]", "too_large"),
+    ):
+        with pytest.raises(MediaRejected) as excinfo:
+            imaging.check_json(data)
+        assert excinfo.value.code == code
 
 
 def test_render_variants_from_large_jpeg_fits_every_size():
