@@ -213,20 +213,85 @@ def _plain(value: Any) -> Any:
 
 
 # The detail is split in two. The static part (name, description, metadata, verification...) is written
-# only by this module, which bumps `version` on each write: it is cached, keyed by that version. The live
-# part is what other writers change without telling us (view counts, price from the oracle, ownership
-# and market status from the chain indexer, media from the pipeline): every view reads it from MongoDB
-# with a projection, so it is always current.
+# only by this module, which bumps `version` on each write: its public view is cached, keyed by that
+# version. The live part is what other writers change without telling us (view counts, price from the
+# oracle, ownership and market status from the chain indexer, media from the pipeline): every view reads
+# it from MongoDB with a projection, so it is always current.
+#
+# Every field shown is named below: a field stored on the document (`nameLower`, `stats.viewFlushSeq`,
+# whatever another component adds) never reaches a caller unless it is added here.
 LIVE_FIELDS = ("stats", "version", "media", "currentPrice", "marketStatus", "ownership", "updatedAt")
 LIVE_PROJECTION = dict.fromkeys(LIVE_FIELDS, 1)
+PUBLIC_METADATA = (
+    "assetLocation",
+    "acquisitionDate",
+    "dimensions",
+    "materials",
+    "creator",
+    "creationDate",
+    "condition",
+    "customAttributes",
+)
+PUBLIC_PROVENANCE = ("owner", "period")
+PUBLIC_CERTIFICATE = ("type", "issuer", "date")
+PUBLIC_VERIFICATION = ("isVerified", "verifiedAt")
+PRICE_FIELDS = ("value", "valueWei", "valueUsd", "aiConfidenceScore", "updatedAt")
+LISTING_FIELDS = ("isListed", "listingPrice", "listingPriceWei", "listedAt", "listedBy")
+OWNERSHIP_FIELDS = ("currentOwner", "ownerSince")
+# Admins also see who verified an asset and what the check recorded, and provenance documentation and
+# certificate files: references to verification documents (an owner may even PATCH an originals key into
+# provenance). An admin's read takes them with the live part (ADMIN_PROJECTION), so they are never cached.
+ADMIN_VERIFICATION = ("isVerified", "verifiedBy", "verifiedAt", "verificationData")
+ADMIN_PROJECTION = {
+    **LIVE_PROJECTION,
+    "verification": 1,
+    "metadata.provenance": 1,
+    "metadata.certificates": 1,
+}
+
+
+def _pick(value: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    source = value if isinstance(value, dict) else {}
+    return {name: _plain(source.get(name)) for name in fields}
+
+
+def _picks(values: Any, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [_pick(value, fields) for value in values or [] if isinstance(value, dict)]
 
 
 def static_detail(doc: dict[str, Any]) -> bytes:
-    """The cacheable part of an asset's detail, tagged with its version."""
-    body = _plain({key: value for key, value in doc.items() if key not in LIVE_FIELDS})
-    body["id"] = str(doc["_id"])
-    body["version"] = doc.get("version", 0)
+    """The public view of an asset's static part (cached), tagged with its document id and version."""
+    metadata = doc.get("metadata") or {}
+    public_metadata = _pick(metadata, PUBLIC_METADATA)
+    public_metadata["materials"] = public_metadata["materials"] or []
+    public_metadata["customAttributes"] = public_metadata["customAttributes"] or {}
+    public_metadata["provenance"] = _picks(metadata.get("provenance"), PUBLIC_PROVENANCE)
+    public_metadata["certificates"] = _picks(metadata.get("certificates"), PUBLIC_CERTIFICATE)
+    verification = _pick(doc.get("verification"), PUBLIC_VERIFICATION)
+    verification["isVerified"] = bool(verification["isVerified"])
+    body = {
+        "id": str(doc["_id"]),
+        "tokenId": doc["tokenId"],
+        "contractAddress": doc.get("contractAddress"),
+        "name": doc.get("name"),
+        "assetType": doc.get("assetType"),
+        "description": doc.get("description") or "",
+        "metadata": public_metadata,
+        "verification": verification,
+        "createdAt": doc.get("createdAt"),
+        "version": doc.get("version", 0),
+    }
     return msgspec.json.encode(body)
+
+
+def _admin_view(body: dict[str, Any], doc: dict[str, Any]) -> None:
+    """What only admins see, added to the public view."""
+    metadata = doc.get("metadata") or {}
+    body["verification"] = _pick(doc.get("verification"), ADMIN_VERIFICATION)
+    body["verification"]["isVerified"] = bool(body["verification"]["isVerified"])
+    body["verification"]["verificationData"] = body["verification"]["verificationData"] or {}
+    body["metadata"]["provenance"] = _picks(metadata.get("provenance"), (*PUBLIC_PROVENANCE, "documentation"))
+    body["metadata"]["certificates"] = _picks(metadata.get("certificates"), (*PUBLIC_CERTIFICATE, "fileKey"))
 
 
 async def render_detail(
@@ -237,10 +302,14 @@ async def render_detail(
     settings: Settings,
     views: ViewCounters | None = None,
 ) -> dict[str, Any]:
-    """The detail body for this caller: static part, live part, and media by the access rules."""
+    """The detail for this caller: the public static view, the live part, media, admin-only details."""
     body = msgspec.json.decode(static)
     stats = live.get("stats") or {}
-    body.update(_plain({key: live.get(key) for key in LIVE_FIELDS if key not in ("stats", "media")}))
+    body["currentPrice"] = _pick(live.get("currentPrice"), PRICE_FIELDS)
+    body["marketStatus"] = _pick(live.get("marketStatus"), LISTING_FIELDS)
+    body["marketStatus"]["isListed"] = bool(body["marketStatus"]["isListed"])
+    body["ownership"] = _pick(live.get("ownership"), OWNERSHIP_FIELDS)
+    body["updatedAt"] = live.get("updatedAt")
     body["version"] = live.get("version", 0)
     body["stats"] = {
         "viewCount": visible_views(stats, views),
@@ -252,14 +321,8 @@ async def render_detail(
         ownership=Ownership.model_validate(live.get("ownership") or {}),
     )
     body["media"] = await access.media_view(view_of, principal, storage, settings)
-    if principal is None or not principal.is_admin:
-        # Certificate files are verification documents: admins reach them through `media`.
-        # Provenance documentation is the same kind of reference (an owner may even PATCH an originals key
-        # in there): only admins see it.
-        for certificate in (body.get("metadata") or {}).get("certificates") or []:
-            certificate.pop("fileKey", None)
-        for entry in (body.get("metadata") or {}).get("provenance") or []:
-            entry.pop("documentation", None)
+    if principal is not None and principal.is_admin:
+        _admin_view(body, live)
     return body
 
 
@@ -360,7 +423,7 @@ async def list_assets(
 
 
 def _detail_key(token_id: int) -> str:
-    return f"asset:{token_id}"
+    return f"asset:public:{token_id}"  # bodies cached under `asset:{id}` held every field: never read them
 
 
 async def asset_detail(
@@ -380,9 +443,8 @@ async def asset_detail(
     views = _views(replies, counted=True)
     collection = assets_collection()
     async with bounded_query():
-        live = await collection.find_one(
-            {"tokenId": token_id}, LIVE_PROJECTION if cached is not None else None
-        )
+        projection = ADMIN_PROJECTION if principal is not None and principal.is_admin else LIVE_PROJECTION
+        live = await collection.find_one({"tokenId": token_id}, projection if cached is not None else None)
         if live is None:
             await _unview(redis, token_id, drop_cache=cached is not None)
             raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
