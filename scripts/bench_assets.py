@@ -5,7 +5,7 @@ embedded MongoDB (SecantusDB) and Redis seeded by `scripts.seed`. The baselines 
 with PyMongo (the detail: one `find_one` by tokenId; the list: the sorted first page) and encode them
 with msgspec, with no validation, shaping, caching, access rules or view counting. The detail under test
 is the real endpoint: it counts each view in Redis (the `assets.flush_views` job moves the counts into
-MongoDB), reads the live fields with a projection, and renders the cached static part and the media.
+MongoDB), reads the live fields with a projection, and renders the cached public view and the media.
 For reference, one more case times the per-view MongoDB `$inc` the endpoint used to do.
 """
 
