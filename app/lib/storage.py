@@ -21,6 +21,7 @@ again writes the same keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -49,6 +50,7 @@ PRESIGNED_GET_TTL_S = 300
 PRESIGNED_POST_TTL_S = 900
 MULTIPART_THRESHOLD = 100 * 1024 * 1024
 MULTIPART_PART_SIZE = 64 * 1024 * 1024  # S3 needs >= 5 MiB per part and <= 10,000 parts
+HASH_CHUNK_BYTES = 1024 * 1024  # hashing streams an object in pieces of this size
 LIFECYCLE_TAG = "dv-lifecycle"  # object tag the temp and cache lifecycle rules filter on
 
 _EXTENSIONS = {
@@ -223,6 +225,11 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def is_precondition_failed(exc: BaseException) -> bool:
+    """Whether S3 refused a conditional call (If-Match) because the object has changed."""
+    return isinstance(exc, ClientError) and _error_code(exc) in ("PreconditionFailed", "412")
+
+
 # ---- bucket configuration ----------------------------------------------------------------------------
 
 
@@ -294,6 +301,7 @@ class StoredObject:
     content_type: str | None
     last_modified: datetime
     metadata: dict[str, str]
+    etag: str | None = None
 
 
 class Storage:
@@ -443,19 +451,42 @@ class Storage:
             content_type=response.get("ContentType"),
             last_modified=response["LastModified"],
             metadata=response.get("Metadata", {}),
+            etag=response.get("ETag"),
         )
 
-    async def read(self, key: str, *, first: int | None = None) -> bytes:
-        """The object's bytes, or only its first `first` bytes (a ranged GET)."""
+    async def read(self, key: str, *, first: int | None = None, if_match: str | None = None) -> bytes:
+        """The object's bytes, or only its first `first` bytes (a ranged GET); `if_match` pins an ETag."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if first is not None:
             kwargs["Range"] = f"bytes=0-{max(first, 1) - 1}"
+        if if_match:
+            kwargs["IfMatch"] = if_match
         response = await self.client.get_object(**kwargs)
         async with response["Body"] as body:
             return await body.read()
 
-    async def copy(self, source: str, destination: str, *, content_type: str | None = None) -> None:
-        """Server-side copy; objects over 5 GB are outside every purpose's limit."""
+    async def sha256(self, key: str, *, if_match: str | None = None) -> str:
+        """The object's sha256, read in HASH_CHUNK_BYTES pieces so memory does not grow with its size."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        body = (await self.client.get_object(**kwargs))["Body"]
+        digest = hashlib.sha256()
+        async with body:  # closes the connection however the loop ends
+            async for chunk in body.iter_chunks(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    async def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        content_type: str | None = None,
+        if_match: str | None = None,
+    ) -> None:
+        """Server-side copy, of the source only while its ETag is `if_match` when given; objects over
+        5 GB are outside every purpose's limit."""
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": destination,
@@ -467,6 +498,8 @@ class Storage:
         if content_type:
             kwargs["ContentType"] = content_type
             kwargs["MetadataDirective"] = "REPLACE"
+        if if_match:
+            kwargs["CopySourceIfMatch"] = if_match
         await self.client.copy_object(**kwargs)
 
     async def delete(self, keys: Iterable[str]) -> int:

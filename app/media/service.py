@@ -411,44 +411,67 @@ async def _reject(
     log.warning("media.rejected", token_id=token_id, key=entry.key, code=code, detail=message)
 
 
-async def _sha256_of(storage: Storage, key: str, size: int) -> str | None:
+async def _sha256_of(storage: Storage, key: str, size: int, etag: str | None = None) -> str | None:
     if size > HASH_MAX_BYTES:
         return None
-    return hashlib.sha256(await storage.read(key)).hexdigest()
+    return await storage.sha256(key, if_match=etag)
 
 
 async def promote(storage: Storage, token_id: int, entry: MediaFile, *, now: datetime) -> str:
-    """Move one staged upload into the asset's layout after re-checking its real size and bytes."""
-    stored = await storage.head(entry.key)
-    if stored is None:
+    """Copy one staged upload into the asset's layout, then check the copy's real size and bytes.
+
+    The uploader may write the staged key again while its form is valid, so the checks read the copy,
+    which only the platform writes: what passed them is what is kept. The copy is also pinned to the
+    ETag the HEAD saw; a store that refuses it because the upload changed rejects the upload.
+    """
+    staged = await storage.head(entry.key)
+    if staged is None:
         if entry.createdAt and now - as_utc(entry.createdAt) > keys.TEMP_TTL:
             await _reject(storage, token_id, entry, "upload_expired")
             return "rejected"
         return "waiting"  # the browser has not finished uploading yet
     purpose = _purpose(entry)
-    try:
-        head = await storage.read(entry.key, first=SNIFF_BYTES)
-        content_type = imaging.check_upload(purpose, entry.contentType or "", head, stored.size)
-        if content_type == "application/json" and not imaging.is_json(await storage.read(entry.key)):
-            raise MediaRejected("invalid_json", "not valid JSON")
-    except MediaRejected as exc:
-        await _reject(storage, token_id, entry, exc.code, exc.message)
+    claimed = imaging.normalize_content_type(entry.contentType or "")
+    max_bytes = UPLOAD_RULES[UploadPurpose(purpose)].max_bytes
+    if staged.size > max_bytes:  # refused before it costs a copy
+        await _reject(storage, token_id, entry, "too_large", f"{staged.size} bytes exceeds {max_bytes}")
         return "rejected"
     target = entry.target or entry.key
-    await storage.copy(entry.key, target, content_type=content_type)
+    try:
+        await storage.copy(entry.key, target, content_type=claimed, if_match=staged.etag)
+    except ClientError as exc:
+        if not keys.is_precondition_failed(exc):
+            raise
+        await _reject(storage, token_id, entry, "upload_changed", "the upload changed while it was checked")
+        return "rejected"
+    copied = await storage.head(target)
+    if copied is None:  # deleted under us: the next run copies it again
+        return "waiting"
+    try:
+        head = await storage.read(target, first=SNIFF_BYTES, if_match=copied.etag)
+        content_type = imaging.check_upload(purpose, claimed, head, copied.size)
+        if content_type == "application/json":  # one byte past the cap is enough to refuse it
+            body = await storage.read(target, first=imaging.MAX_JSON_BYTES + 1, if_match=copied.etag)
+            await asyncio.to_thread(imaging.check_json, body)
+    except MediaRejected as exc:
+        if target != entry.key:
+            await storage.delete([target])
+        await _reject(storage, token_id, entry, exc.code, exc.message)
+        return "rejected"
     promoted = entry.model_copy(
         update={
             "key": target,
             "target": None,
-            "size": stored.size,
+            "size": copied.size,
             "contentType": content_type,
-            "sha256": await _sha256_of(storage, target, stored.size),
+            "sha256": await _sha256_of(storage, target, copied.size, copied.etag),
             "status": "stored",
         }
     )
     await _put_file(token_id, promoted, replaces=entry.key)
     await _index_key(token_id, promoted)
-    await storage.delete([entry.key])
+    if target != entry.key:
+        await storage.delete([entry.key])
     return "promoted"
 
 
