@@ -362,14 +362,12 @@ async def market_stats(clients, settings: Settings) -> bytes:
     lock_ms = 2 * settings.mongodb.max_time_ms + 1000
     give_up = time.monotonic() + lock_ms / 1000
     while True:
+        token = secrets.token_hex(16)
         try:
-            generation, stored = await redis.mget(STATS_GENERATION_KEY, STATS_KEY)
-            generation = generation or b"0"
-            last = _CachedStats.parse(stored)
+            generation, last = await _read_stats(redis)
             if last is not None and last.fresh(generation):
                 cache.hit(STATS_CACHE)
                 return last.body
-            token = secrets.token_hex(16)
             locked = await redis.set(STATS_LOCK_KEY, token, nx=True, px=lock_ms)
         except (RedisError, OSError) as exc:
             log.warning("cache.get_failed", cache=STATS_CACHE, error=str(exc))
@@ -377,7 +375,7 @@ async def market_stats(clients, settings: Settings) -> bytes:
             return await compute_stats(settings)
         if locked:
             try:
-                return await _recompute_stats(redis, settings, generation)
+                return await _recompute_stats(redis, settings)
             finally:
                 await _unlock_stats(redis, token)
         if last is not None:  # another request is recomputing: the previous figures meanwhile
@@ -389,11 +387,25 @@ async def market_stats(clients, settings: Settings) -> bytes:
         await asyncio.sleep(STATS_POLL_S)  # a cold cache: the first figures are on their way
 
 
-async def _recompute_stats(redis, settings: Settings, generation: bytes) -> bytes:
-    """Compute the figures and store them under the generation read before the aggregation started."""
+async def _read_stats(redis) -> tuple[bytes, _CachedStats | None]:
+    generation, stored = await redis.mget(STATS_GENERATION_KEY, STATS_KEY)
+    return generation or b"0", _CachedStats.parse(stored)
+
+
+async def _recompute_stats(redis, settings: Settings) -> bytes:
+    """Under the lock: the figures the previous holder stored since our last read, else new ones."""
+    try:
+        generation, last = await _read_stats(redis)
+    except (RedisError, OSError) as exc:
+        log.warning("cache.get_failed", cache=STATS_CACHE, error=str(exc))
+        generation, last = b"0", None
+    if last is not None and last.fresh(generation):
+        cache.hit(STATS_CACHE)
+        return last.body
     cache.miss(STATS_CACHE)
     computed_at = time.time()
     body = await compute_stats(settings)
+    # Tagged with the generation read before the aggregation: a write during it leaves these stale.
     try:
         await redis.set(STATS_KEY, b"%s|%f|%s" % (generation, computed_at, body), ex=STATS_KEEP_S)
     except (RedisError, OSError) as exc:

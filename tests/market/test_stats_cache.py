@@ -85,8 +85,10 @@ async def test_concurrent_reads_after_an_invalidation_aggregate_once(client, cli
     await service.record_transaction(clients.redis, data.transaction(1, price="2", at=utcnow()))
     bodies = await asyncio.gather(*(stats(client) for _ in range(20)))
     assert len(aggregations) == 2  # the first read, then one recomputation for all twenty
-    # the one that recomputed has the sale; the others were answered at once with the previous figures
-    assert sorted(b["volume"]["24h"]["salesCount"] for b in bodies) == [0] * 19 + [1]
+    # the one that recomputed has the sale; the others were answered with the previous figures at once,
+    # or with the new ones when they came in after it had stored them
+    counts = [body["volume"]["24h"]["salesCount"] for body in bodies]
+    assert set(counts) == {0, 1} and counts.count(0) >= 10
     assert (await stats(client))["volume"]["24h"]["salesCount"] == 1 and len(aggregations) == 2
 
 
@@ -108,5 +110,22 @@ async def test_the_figures_are_recomputed_once_they_age_out(client, monkeypatch,
 async def test_a_lock_left_by_a_crashed_reader_only_delays_a_cold_read(client, clients, aggregations):
     await data.asset(1, price="1")
     await clients.redis.set(service.STATS_LOCK_KEY, "gone", px=300)
+    assert (await stats(client))["totalAssets"] == 1
+    assert len(aggregations) == 1
+
+
+async def test_a_reader_that_gets_the_lock_just_after_a_recomputation_reuses_it(
+    client, clients, settings, monkeypatch, aggregations
+):
+    await data.asset(1, price="1")
+    read = service._read_stats
+
+    async def read_then_fall_behind(redis):
+        seen = await read(redis)  # a cold cache
+        monkeypatch.setattr(service, "_read_stats", read)
+        await service.market_stats(clients, settings)  # meanwhile another request recomputes and unlocks
+        return seen
+
+    monkeypatch.setattr(service, "_read_stats", read_then_fall_behind)
     assert (await stats(client))["totalAssets"] == 1
     assert len(aggregations) == 1
