@@ -173,6 +173,8 @@ class Asset(Document):
             _sort_index("createdAt", "createdAt", "ownership.currentOwner"),
             _sort_index("currentPrice.value", "price", "ownership.currentOwner"),
             IndexModel([("nameLower", ASC)], name="nameLower"),
+            # A staged upload is found by its key (completing a multipart upload) within its token.
+            IndexModel([("media.files.key", ASC), ("tokenId", ASC)], name="mediaFileKey_tokenId"),
         ]
 
 

@@ -66,6 +66,9 @@ _EXTENSIONS = {
 _WALLET = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TEMP_KEY = re.compile(r"^user-uploads/0x[0-9a-fA-F]{40}/temp/")
 _TEMP_OWNER = re.compile(r"^user-uploads/(0x[0-9a-fA-F]{40})/temp/")
+_TEMP_TOKEN = re.compile(
+    r"^user-uploads/0x[0-9a-fA-F]{40}/temp/(\d{1,19})_[a-z0-9-]+_\d{8}T\d{12}Z\.[a-z0-9]+$"
+)
 _AVATAR_TEMP_KEY = re.compile(r"^user-uploads/0x[0-9a-fA-F]{40}/temp/avatar_\d{8}T\d{12}Z\.(?:jpg|png|webp)$")
 _CACHE_KEY = re.compile(r"^images/processed/\d+/cache/")
 _TRANSIENT_CODES = frozenset(
@@ -177,6 +180,12 @@ def temp_owner(key: str) -> str | None:
     """The wallet whose temp folder holds `key`, or None when it is not a temp key."""
     match = _TEMP_OWNER.match(key)
     return match.group(1) if match else None
+
+
+def temp_token_id(key: str) -> int | None:
+    """The token id a staged asset upload's key names, or None when it is not one."""
+    match = _TEMP_TOKEN.match(key)
+    return int(match.group(1)) if match else None
 
 
 def is_avatar_temp_key(key: str) -> bool:

@@ -17,13 +17,22 @@ from typing import Any, BinaryIO
 import structlog
 from arq.jobs import Job, JobStatus
 from botocore.exceptions import ClientError
+from pymongo.errors import ExecutionTimeout
 
 from app.assets.documents import Asset, MediaFile
 from app.auth.documents import User
 from app.auth.guards import Principal, ensure_owner_or_admin
 from app.lib import storage as keys
 from app.lib.clients import Clients
-from app.lib.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.lib.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
@@ -38,6 +47,10 @@ SWEEP_JOB = "media.sweep"
 # Direct uploads through the API are for small files; larger ones go straight to S3 (presigned).
 DIRECT_UPLOAD_MAX_BYTES = 25 * 1024 * 1024
 DIRECT_UPLOAD_MAX_FILES = 10
+# Caps per asset that keep its document small: uploads in flight (staged, not yet expired), and uploads
+# in all (renditions aside, rejected ones included, so rejected junk cannot grow it either).
+MAX_STAGED_UPLOADS = 20
+MAX_UPLOADS = 100
 HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without a sha256
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
 THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
@@ -167,8 +180,39 @@ async def _stage(
         uploadedBy=principal.wallet_address,
         createdAt=now,
     )
-    await _collection().update_one({"tokenId": asset.tokenId}, {"$push": {"media.files": _doc(entry)}})
+    added = await _collection().update_one(
+        {"tokenId": asset.tokenId, **_has_room(now)}, {"$push": {"media.files": _doc(entry)}}
+    )
+    if not added.matched_count:
+        raise Conflict(
+            f"the asset holds its limit of uploads: {MAX_STAGED_UPLOADS} in progress, {MAX_UPLOADS} in all",
+            code="upload_limit_reached",
+            details={"maxStaged": MAX_STAGED_UPLOADS, "maxUploads": MAX_UPLOADS},
+        )
     return entry.key, entry
+
+
+def _count_files(cond: dict[str, Any]) -> dict[str, Any]:
+    return {"$size": {"$filter": {"input": {"$ifNull": ["$media.files", []]}, "as": "f", "cond": cond}}}
+
+
+def _has_room(now: datetime) -> dict[str, Any]:
+    """A filter that holds while the asset is under both upload caps, expired staged records aside.
+
+    It is part of the `$push`'s own filter, so concurrent presigns cannot overshoot a cap. A staged
+    record expires with its temp object, TEMP_TTL after it was made; the sweeper then drops it.
+    """
+    staged = {"$eq": ["$$f.status", "staged"]}
+    live = {"$gt": ["$$f.createdAt", now - keys.TEMP_TTL]}
+    upload = {"$eq": [{"$ifNull": ["$$f.source", None]}, None]}
+    return {
+        "$expr": {
+            "$and": [
+                {"$lt": [_count_files({"$and": [staged, live]}), MAX_STAGED_UPLOADS]},
+                {"$lt": [_count_files({"$and": [upload, {"$or": [{"$not": [staged]}, live]}]}), MAX_UPLOADS]},
+            ]
+        }
+    }
 
 
 async def presign_upload(
@@ -219,10 +263,7 @@ async def complete_multipart(
     storage: Storage, principal: Principal, key: str, upload_id: str
 ) -> dict[str, Any]:
     """Finish a multipart upload once the parts S3 holds add up to no more than the purpose allows."""
-    asset = await Asset.find_one({"media.files": {"$elemMatch": {"key": key, "status": "staged"}}})
-    entry = next((f for f in asset.media.files if f.key == key), None) if asset else None
-    if asset is None or entry is None:
-        raise NotFound("no staged upload with that key", code="upload_not_found")
+    token_id, entry = await _find_staged(key, storage.settings.mongodb.max_time_ms)
     if not principal.is_admin and (entry.uploadedBy or "").lower() != principal.wallet_address.lower():
         raise Forbidden("only the uploader may complete this upload", code="not_uploader")
     try:
@@ -235,7 +276,7 @@ async def complete_multipart(
     max_bytes = UPLOAD_RULES[UploadPurpose(_purpose(entry))].max_bytes
     if not parts or total > max_bytes:
         await storage.abort_multipart(key, upload_id)
-        await _reject(storage, asset.tokenId, entry, "too_large" if parts else "empty_upload")
+        await _reject(storage, token_id, entry, "too_large" if parts else "empty_upload")
         if not parts:
             raise BadRequest("no parts were uploaded", code="empty_upload")
         raise PayloadTooLarge(
@@ -245,6 +286,28 @@ async def complete_multipart(
         )
     await storage.complete_multipart(key, upload_id, sorted(parts, key=lambda p: p["PartNumber"]))
     return {"key": key, "size": total}
+
+
+async def _find_staged(key: str, max_time_ms: int) -> tuple[int, MediaFile]:
+    """The token and record of a staged asset upload, by its key; 404 when there is none."""
+    query = staged_upload_query(key)
+    try:
+        doc = await _collection().find_one(query, {"tokenId": 1, "media.files": 1}, max_time_ms=max_time_ms)
+    except ExecutionTimeout as exc:
+        raise ServiceUnavailable("the upload lookup took too long", code="query_timeout") from exc
+    files = (doc or {}).get("media", {}).get("files", [])
+    found = next((f for f in files if f.get("key") == key and f.get("status") == "staged"), None)
+    if doc is None or found is None:
+        raise NotFound("no staged upload with that key", code="upload_not_found")
+    return doc["tokenId"], MediaFile.model_validate(found)
+
+
+def staged_upload_query(key: str) -> dict[str, Any]:
+    """The filter that finds a staged asset upload by its key, within the token the key names (indexed)."""
+    token_id = keys.temp_token_id(key)
+    if token_id is None or token_id > MAX_TOKEN_ID:
+        token_id = -1  # names no asset: the lookup finds nothing, through the same index
+    return {"media.files.key": key, "tokenId": token_id}
 
 
 def _purpose(entry: MediaFile) -> str:
