@@ -17,6 +17,10 @@ from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
 MB = 1024 * 1024
 SNIFF_BYTES = 512
 MAX_PIXELS = 50_000_000
+# An avatar is shown at most AVATAR_EDGE px wide; a 12 Mpx phone photo fits its cap, and decoding one
+# at the cap costs about 110 MB (RGBA plus its flattened copy) where 50 Mpx cost over 700 MB.
+AVATAR_EDGE = 800
+AVATAR_MAX_PIXELS = 16_000_000
 DECODERS = ("JPEG", "PNG", "WEBP", "GIF")
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 
@@ -228,6 +232,12 @@ def render_variants(
     return ProcessedImage(width, height, source_format, _sha256(data), MappingProxyType(renditions))
 
 
+def render_avatar(data: bytes, *, max_pixels: int = AVATAR_MAX_PIXELS) -> EncodedImage:
+    """Metadata-free JPEG of at most AVATAR_EDGE px, decoded once under the avatar pixel cap."""
+    image, _, size = _decode(data, max_pixels, draft_edge=AVATAR_EDGE)
+    return _encode(_resize(image, fit_within(size, AVATAR_EDGE)), "image/jpeg")
+
+
 def strip_metadata(data: bytes, *, max_pixels: int = MAX_PIXELS) -> bytes:
     """Full-resolution JPEG of an image with orientation applied and all metadata removed."""
     image, _, _ = _decode(data, max_pixels)
@@ -269,6 +279,7 @@ def _decode(
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 width, height = height, width
             ImageOps.exif_transpose(image, in_place=True)
+            image.load()  # decoding errors surface here, inside the handlers below
             rgb = _to_srgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise MediaRejected("decompression_bomb", str(exc)) from exc
@@ -283,22 +294,25 @@ def _decode(
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:
-    """RGB image in sRGB with alpha flattened on white."""
+    """RGB image in sRGB with alpha flattened on white; full-size copies are made only where needed."""
     icc = image.info.get("icc_profile")
     if image.has_transparency_data:
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         image = Image.new("RGB", image.size, "white")
-        image.paste(rgba, mask=rgba.getchannel("A"))
+        image.paste(rgba, mask=rgba)  # the alpha band is the mask
     elif image.mode in ("I", "I;16"):
         image = image.point(lambda value: value / 256).convert("L")
     elif image.mode not in ("RGB", "L", "CMYK"):
         image = image.convert("RGB")
     if icc:
         try:
+            if image.mode == "RGB":
+                ImageCms.profileToProfile(image, io.BytesIO(icc), _SRGB, inPlace=True)
+                return image
             return ImageCms.profileToProfile(image, io.BytesIO(icc), _SRGB, outputMode="RGB")
         except ImageCms.PyCMSError:
             pass  # a profile that does not fit the pixels is dropped, as browsers do
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -55,7 +55,6 @@ HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
 THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
 AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
-AVATAR_RENDITION = "thumbnail-lg.jpg"  # at most 800 px on its long edge, metadata-free
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 _REJECTION_STATUS = {"too_large": 413}
 
@@ -780,7 +779,8 @@ async def promote_avatar(
         data = await storage.read(key)
         if len(data) > rule.max_bytes:  # replaced between the HEAD and the GET
             raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {rule.max_bytes} allowed")
-        processed = await asyncio.to_thread(imaging.render_variants, data)
+        # Under the avatar's own pixel cap, checked from the header before any pixel is decoded.
+        avatar = await asyncio.to_thread(imaging.render_avatar, data)
     except MediaRejected as exc:
         await storage.delete([key])
         log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)
@@ -796,7 +796,6 @@ async def promote_avatar(
         )
         return {"status": "rejected", "reason": exc.code, "message": exc.message}
 
-    avatar = processed.renditions[AVATAR_RENDITION]
     target = keys.avatar_key(wallet)
     url = storage.public_url(target)
     current = await storage.head(target)

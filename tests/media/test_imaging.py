@@ -329,6 +329,28 @@ def test_decompression_bombs_are_rejected_from_the_header(monkeypatch):
     assert loads  # the probe does see a real decode
 
 
+def test_avatars_have_a_lower_pixel_cap_checked_from_the_header(monkeypatch):
+    loads = []
+    real_load = ImageFile.ImageFile.load
+
+    def recording_load(image):
+        loads.append(image.size)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    just_over = _png_bomb(4001, 4000)  # over the avatar cap, far under the one for asset images
+    assert 4001 * 4000 > imaging.AVATAR_MAX_PIXELS and 4001 * 4000 < imaging.MAX_PIXELS
+    with pytest.raises(MediaRejected) as excinfo:
+        imaging.render_avatar(just_over)
+    assert excinfo.value.code == "decompression_bomb"
+    assert loads == []
+
+    avatar = imaging.render_avatar(_jpeg_with_metadata(_photo((2400, 1200))))
+    assert (avatar.width, avatar.height) == (imaging.AVATAR_EDGE, 400)
+    assert avatar.content_type == "image/jpeg" and _open(avatar).size == (800, 400)
+    _assert_no_metadata(avatar.data)
+
+
 def test_broken_input_is_rejected_with_a_code():
     jpeg = _save(_photo((640, 480)), "JPEG")
     cases = {
