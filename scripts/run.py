@@ -1,7 +1,8 @@
-"""`make run`: the API and a worker, plus an embedded stand-in for every service whose URL is unset."""
+"""`make run`: the API and the workers, plus an embedded stand-in for every service whose URL is unset."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def _stop(proc: subprocess.Popen, timeout: float) -> None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # its whole session: the workers' children too
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -103,6 +105,7 @@ def main() -> int:
                 ],
                 env,
             ),
+            # Both workers, main and images, as children of one process that passes SIGTERM on.
             "worker": _spawn([python, "-m", "workers"], env),
         }
         exit_code = 0
@@ -112,7 +115,7 @@ def main() -> int:
                     print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
                     stopping, exit_code = True, 1
             time.sleep(0.2)
-        print("stopping: api, worker, then services")
+        print("stopping: api, workers, then services")
         _stop(children["api"], 15)
         _stop(children["worker"], settings.worker.job_completion_wait_s + 10)
     (settings.data_dir / SERVICES_ENV).unlink(missing_ok=True)

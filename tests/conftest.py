@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,9 @@ from app import db
 from app.config import Settings
 from app.lib.clients import Clients
 from app.lib.embedded import EmbeddedStack
+from app.lib.queues import QUEUES
 from app.main import create_app
-from workers.settings import WorkerSettings
+from workers.settings import WORKERS
 
 # Settings come from the fixtures below, never from a developer's .env or shell.
 for _name in [
@@ -107,26 +109,43 @@ async def client(_session_client: httpx.AsyncClient, clients: Clients) -> httpx.
     return _session_client
 
 
-async def drain_jobs(clients: Clients, settings: Settings) -> Worker:
-    """Run every queued job to completion in this process, as a real arq worker would."""
+@dataclass
+class Drained:
+    """The jobs drain_jobs ran, over every worker."""
+
+    jobs_complete: int = 0
+    jobs_failed: int = 0
+    jobs_retried: int = 0
+
+
+async def drain_jobs(clients: Clients, settings: Settings) -> Drained:
+    """Run every queued job, on every queue, to completion in this process, as the real workers would."""
 
     async def startup(ctx: dict) -> None:
         ctx["settings"] = settings
         ctx["clients"] = clients
 
-    worker = Worker(
-        functions=WorkerSettings.functions,
-        redis_pool=clients.redis,
-        burst=True,
-        handle_signals=False,
-        on_startup=startup,
-        on_job_start=WorkerSettings.on_job_start,
-        on_job_end=WorkerSettings.on_job_end,
-        max_jobs=WorkerSettings.max_jobs,
-        job_timeout=WorkerSettings.job_timeout,
-        max_tries=WorkerSettings.max_tries,
-        keep_result=WorkerSettings.keep_result,
-        poll_delay=0.05,
-    )
-    await worker.main()
-    return worker
+    drained = Drained()
+    while True:
+        for worker_settings in WORKERS.values():
+            worker = Worker(
+                functions=worker_settings.functions,
+                queue_name=worker_settings.queue_name,
+                redis_pool=clients.redis,
+                burst=True,
+                handle_signals=False,
+                on_startup=startup,
+                on_job_start=worker_settings.on_job_start,
+                on_job_end=worker_settings.on_job_end,
+                max_jobs=worker_settings.max_jobs,
+                job_timeout=worker_settings.job_timeout,
+                max_tries=worker_settings.max_tries,
+                keep_result=worker_settings.keep_result,
+                poll_delay=0.05,
+            )
+            await worker.main()
+            drained.jobs_complete += worker.jobs_complete
+            drained.jobs_failed += worker.jobs_failed
+            drained.jobs_retried += worker.jobs_retried
+        if not any([await clients.redis.zcard(queue) for queue in QUEUES]):
+            return drained

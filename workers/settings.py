@@ -1,4 +1,8 @@
-"""arq worker: the job functions, cron schedules and the clients they share."""
+"""arq workers: the job functions, cron schedules and the clients they share.
+
+Two workers, each on its own queue: the main one runs every job but image decoding, and the image
+worker runs media.process and media.avatar a few at a time, which bounds the memory they take.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from app.assets import jobs as assets_jobs
 from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
+from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
 from app.media import jobs as media_jobs
 from app.system import jobs as system_jobs
 
@@ -45,12 +50,11 @@ async def on_job_end(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     functions = [
         func(system_jobs.ping, name="system.ping", max_tries=1),
-        func(media_jobs.process_media, name="media.process", max_tries=8),
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
-        func(media_jobs.promote_avatar, name="media.avatar", max_tries=5),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
         func(assets_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
     ]
+    queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
         cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
@@ -69,3 +73,27 @@ class WorkerSettings:
     keep_result = 3600
     allow_abort_jobs = True
     health_check_interval = 30
+
+
+class ImageWorkerSettings:
+    # arq reads a settings class's own attributes only, so the shared ones are repeated.
+    functions = [
+        func(media_jobs.process_media, name="media.process", max_tries=8),
+        func(media_jobs.promote_avatar, name="media.avatar", max_tries=5),
+    ]
+    queue_name = IMAGE_QUEUE
+    max_jobs = settings.worker.image_max_jobs
+    on_startup = on_startup
+    on_shutdown = on_shutdown
+    on_job_start = on_job_start
+    on_job_end = on_job_end
+    redis_settings = WorkerSettings.redis_settings
+    job_timeout = WorkerSettings.job_timeout
+    max_tries = WorkerSettings.max_tries
+    job_completion_wait = WorkerSettings.job_completion_wait
+    keep_result = WorkerSettings.keep_result
+    allow_abort_jobs = WorkerSettings.allow_abort_jobs
+    health_check_interval = WorkerSettings.health_check_interval
+
+
+WORKERS = {"main": WorkerSettings, "images": ImageWorkerSettings}

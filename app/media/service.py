@@ -33,6 +33,7 @@ from app.lib.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from app.lib.queues import IMAGE_QUEUE
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
@@ -452,9 +453,12 @@ async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]
     run = int(await clients.redis.get(counter) or 0)
     while True:
         job_id = f"{PROCESS_JOB}:{token_id}:{digest}:{run}"
-        if await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id) is not None:
+        if (
+            await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id, _queue_name=IMAGE_QUEUE)
+            is not None
+        ):
             break
-        if await Job(job_id, clients.redis).status() != JobStatus.complete:
+        if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.complete:
             break  # queued, deferred or in progress: that run will see these inputs
         run = int(await clients.redis.eval(_NEXT_RUN, 1, counter, run, PROCESS_RUN_TTL_S))
     await clients.redis.expire(counter, PROCESS_RUN_TTL_S)
@@ -731,15 +735,15 @@ def check_staged_avatar(principal: Principal, key: str) -> None:
 async def enqueue_avatar(clients: Clients, principal: Principal, key: str) -> str:
     """Queue `media.avatar` for a staged avatar the caller uploaded; 404 when nothing was uploaded."""
     check_staged_avatar(principal, key)
-    job_id = avatar_job_id(principal.wallet_address, key)
-    # A missing upload may have been promoted (and so deleted) by this very job: hand that job back.
-    if (
-        await clients.storage.head(key) is None
-        and await Job(job_id, clients.redis).status() == JobStatus.not_found
-    ):
+    wallet = principal.wallet_address
+    job_id = avatar_job_id(wallet, key)
+    # Asked before: hand that job back, whether queued, running or done (a done job deleted the upload).
+    if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.not_found:
+        return job_id
+    if await clients.storage.head(key) is None:
         raise NotFound("nothing was uploaded under that key", code="upload_not_found")
     await clients.redis.enqueue_job(
-        AVATAR_JOB, principal.wallet_address, key, principal.kind, principal.api_key_id, _job_id=job_id
+        AVATAR_JOB, wallet, key, principal.kind, principal.api_key_id, _job_id=job_id, _queue_name=IMAGE_QUEUE
     )
     return job_id
 

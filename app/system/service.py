@@ -10,6 +10,7 @@ from typing import Any
 from arq.jobs import Job, JobStatus
 
 from app.lib.clients import Clients
+from app.lib.queues import QUEUES
 
 CHECK_TIMEOUT_S = 2.0
 PING_JOB = "system.ping"
@@ -50,9 +51,12 @@ async def enqueue_ping(clients: Clients) -> str:
 
 async def job_state(clients: Clients, job_id: str) -> dict[str, Any] | None:
     """A queued job's status and, when finished, its result; None when arq knows no such job."""
-    job = Job(job_id, clients.redis)
-    status = await job.status()
-    if status == JobStatus.not_found:
+    for queue in QUEUES:  # a job waiting in a queue is found there only
+        job = Job(job_id, clients.redis, _queue_name=queue)
+        status = await job.status()
+        if status != JobStatus.not_found:
+            break
+    else:
         return None
     state: dict[str, Any] = {"jobId": job_id, "status": status.value}
     if status == JobStatus.complete:
