@@ -34,6 +34,9 @@ class S3Settings(BaseModel):
     access_key_id: str = DEV_S3_KEY
     secret_access_key: SecretStr = SecretStr(DEV_S3_SECRET)
     public_base_url: str | None = None
+    # Put the public-read bucket policy at start-up (production refuses to start when the store
+    # refuses it); false when a CDN with its own origin access serves public media.
+    public_policy: bool = True
 
 
 class ChainSettings(BaseModel):
@@ -86,8 +89,6 @@ class AuthSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     max_jobs: int = 10
-    # Jobs at once on the image worker (media.process, media.avatar): each may decode a large image.
-    image_max_jobs: int = Field(default=2, ge=1)
     job_timeout_s: int = 300
     max_tries: int = 5
     job_completion_wait_s: int = 30
@@ -154,6 +155,8 @@ class Settings(BaseSettings):
             problems.append("S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY have their development defaults")
         if not self.auth.cookie_secure:
             problems.append("AUTH_COOKIE_SECURE must be true")
+        if not self.s3.public_policy and not self.s3.public_base_url:
+            problems.append("S3_PUBLIC_POLICY=false needs S3_PUBLIC_BASE_URL (the CDN serving public media)")
         defaults = AuthSettings()
         if self.auth.domain == defaults.domain or self.auth.uri == defaults.uri:
             problems.append("AUTH_DOMAIN / AUTH_URI still name localhost: set the site users sign in to")

@@ -5,7 +5,7 @@ Bucket layout (seed plan 3.2.1) and naming (3.2.2); no other module builds a key
     images/originals/{tokenId}/{tokenId}_{label}_{timestamp}.{ext}       admin-only, as uploaded
     images/thumbnails/{tokenId}/{tokenId}_thumb_{sm|md|lg}.{jpg|webp}    public (the primary image)
     images/processed/{tokenId}/{tokenId}_{preview|watermarked}_{timestamp}.jpg   public
-    images/processed/{tokenId}/{tokenId}_highres_{timestamp}.jpg          authenticated, metadata stripped
+    images/processed/{tokenId}/{tokenId}_highres-{random}_{timestamp}.jpg   authenticated, metadata stripped
     images/processed/{tokenId}/cache/...                                  processing cache, 7 days
     documents/{tokenId}/{certificates|legal|metadata}/{tokenId}_{label}_{timestamp}.{ext}
     documents/{tokenId}/{certificates|legal|metadata}/{tokenId}_{label}_v{version}.{ext}   versioned
@@ -16,7 +16,8 @@ Bucket layout (seed plan 3.2.1) and naming (3.2.2); no other module builds a key
     user-uploads/{walletAddress}/temp/avatar_{timestamp}.{ext}                 a staged avatar, 24 hours
 
 A rendition carries the timestamp of the original it was made from, so processing the same original
-again writes the same keys.
+again writes the same keys. A high-resolution key also carries 128 random bits, so it cannot be derived
+from the public preview key beside it (the processing job reuses the key it recorded the first time).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,13 +37,13 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.config import Settings
+from app.config import ConfigurationError, Settings
 from app.lib.timeutil import utcnow
 
 log = structlog.get_logger(__name__)
 
 THUMBNAIL_SIZES = ("sm", "md", "lg")
-PROCESSED_VARIANTS = ("preview", "watermarked", "highres")
+PROCESSED_VARIANTS = ("preview", "watermarked")  # public; high-resolution keys come from highres_key()
 DOCUMENT_CATEGORIES = ("certificates", "legal", "metadata")
 TEMP_TTL = timedelta(hours=24)
 CACHE_TTL = timedelta(days=7)
@@ -124,6 +126,12 @@ def processed_key(token_id: int, variant: str, stamp: str) -> str:
         raise ValueError(f"unknown processed variant {variant!r}")
     t = _token(token_id)
     return f"images/processed/{t}/{t}_{variant}_{stamp}.jpg"
+
+
+def highres_key(token_id: int, stamp: str) -> str:
+    """A new high-resolution key: seed naming, with a random part in the purpose nobody can guess."""
+    t = _token(token_id)
+    return f"images/processed/{t}/{t}_highres-{secrets.token_hex(16)}_{stamp}.jpg"
 
 
 def cache_key(token_id: int, name: str) -> str:
@@ -353,14 +361,27 @@ class Storage:
         return []  # the sweeper job enforces the temp and cache rules anyway
 
     async def apply_public_policy(self) -> bool:
-        """Allow anonymous reads of public renditions; an account that blocks public policies refuses."""
+        """Allow anonymous reads of public renditions only; in production a refusal stops start-up.
+
+        The policy replaces whatever the bucket held, so a broader grant left by an older setup goes.
+        """
+        if not self.settings.s3.public_policy:  # a CDN with its own origin access serves them
+            log.info("storage.policy.skipped")
+            return False
         try:
             await self.client.put_bucket_policy(
                 Bucket=self.bucket, Policy=json.dumps(public_read_policy(self.bucket))
             )
             return True
-        except ClientError as exc:  # e.g. S3 Block Public Access: serve through public_base_url (a CDN)
-            log.warning("storage.policy.refused", code=_error_code(exc))
+        except ClientError as exc:  # e.g. S3 Block Public Access
+            code = _error_code(exc)
+            if self.settings.is_production:
+                raise ConfigurationError(
+                    f"the store refused the public-read bucket policy ({code}), so the bucket may grant "
+                    "more or less than the public renditions: allow the policy, or set "
+                    "S3_PUBLIC_POLICY=false and serve public media through S3_PUBLIC_BASE_URL"
+                ) from exc
+            log.warning("storage.policy.refused", code=code)
             return False
 
     async def ping(self) -> None:

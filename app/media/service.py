@@ -33,7 +33,6 @@ from app.lib.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from app.lib.queues import IMAGE_QUEUE
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
@@ -56,6 +55,7 @@ HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
 THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
 AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
+AVATAR_RENDITION = "thumbnail-lg.jpg"  # at most 800 px on its long edge, metadata-free
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 _REJECTION_STATUS = {"too_large": 413}
 
@@ -453,12 +453,9 @@ async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]
     run = int(await clients.redis.get(counter) or 0)
     while True:
         job_id = f"{PROCESS_JOB}:{token_id}:{digest}:{run}"
-        if (
-            await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id, _queue_name=IMAGE_QUEUE)
-            is not None
-        ):
+        if await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id) is not None:
             break
-        if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.complete:
+        if await Job(job_id, clients.redis).status() != JobStatus.complete:
             break  # queued, deferred or in progress: that run will see these inputs
         run = int(await clients.redis.eval(_NEXT_RUN, 1, counter, run, PROCESS_RUN_TTL_S))
     await clients.redis.expire(counter, PROCESS_RUN_TTL_S)
@@ -572,6 +569,7 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
         await _reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
     stamp = keys.stamp_of(entry.key)
+    highres_key = await _recorded_highres_key(token_id, entry.key) or keys.highres_key(token_id, stamp)
     outputs: list[tuple[MediaFile, bytes, str]] = []
     for kind in ("preview", "watermarked"):
         image = processed.renditions[f"{kind}.jpg"]
@@ -582,7 +580,7 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     )
     outputs.append(
         (
-            _rendition(entry, "highres", keys.processed_key(token_id, "highres", stamp), high),
+            _rendition(entry, "highres", highres_key, high),
             highres,
             "private",
         )
@@ -610,6 +608,13 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     if primary:
         await _set_thumbnail(token_id)
     return "processed"
+
+
+async def _recorded_highres_key(token_id: int, source: str) -> str | None:
+    """The high-resolution key recorded for an original: a re-run rewrites it rather than adding one."""
+    doc = await _collection().find_one({"tokenId": token_id}, {"media.files": 1})
+    files = (doc or {}).get("media", {}).get("files", [])
+    return next((f["key"] for f in files if f.get("kind") == "highres" and f.get("source") == source), None)
 
 
 def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedImage):
@@ -735,15 +740,15 @@ def check_staged_avatar(principal: Principal, key: str) -> None:
 async def enqueue_avatar(clients: Clients, principal: Principal, key: str) -> str:
     """Queue `media.avatar` for a staged avatar the caller uploaded; 404 when nothing was uploaded."""
     check_staged_avatar(principal, key)
-    wallet = principal.wallet_address
-    job_id = avatar_job_id(wallet, key)
-    # Asked before: hand that job back, whether queued, running or done (a done job deleted the upload).
-    if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.not_found:
-        return job_id
-    if await clients.storage.head(key) is None:
+    job_id = avatar_job_id(principal.wallet_address, key)
+    # A missing upload may have been promoted (and so deleted) by this very job: hand that job back.
+    if (
+        await clients.storage.head(key) is None
+        and await Job(job_id, clients.redis).status() == JobStatus.not_found
+    ):
         raise NotFound("nothing was uploaded under that key", code="upload_not_found")
     await clients.redis.enqueue_job(
-        AVATAR_JOB, wallet, key, principal.kind, principal.api_key_id, _job_id=job_id, _queue_name=IMAGE_QUEUE
+        AVATAR_JOB, principal.wallet_address, key, principal.kind, principal.api_key_id, _job_id=job_id
     )
     return job_id
 
@@ -783,8 +788,7 @@ async def promote_avatar(
         data = await storage.read(key)
         if len(data) > rule.max_bytes:  # replaced between the HEAD and the GET
             raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {rule.max_bytes} allowed")
-        # Under the avatar's own pixel cap, checked from the header before any pixel is decoded.
-        avatar = await asyncio.to_thread(imaging.render_avatar, data)
+        processed = await asyncio.to_thread(imaging.render_variants, data)
     except MediaRejected as exc:
         await storage.delete([key])
         log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)
@@ -800,6 +804,7 @@ async def promote_avatar(
         )
         return {"status": "rejected", "reason": exc.code, "message": exc.message}
 
+    avatar = processed.renditions[AVATAR_RENDITION]
     target = keys.avatar_key(wallet)
     url = storage.public_url(target)
     current = await storage.head(target)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
+from botocore.exceptions import ClientError
 
+from app.assets.documents import Asset
+from app.config import ConfigurationError
+from app.lib import clients as clients_module
 from app.lib import storage as keys
+from tests.conftest import drain_jobs
+from tests.media import support
 
 WALLET = "0x" + "Ab" * 20
 STAMP = "20250102T030405000006Z"
@@ -72,7 +81,8 @@ async def test_bucket_policy_in_the_store_makes_only_renditions_and_avatars_publ
     }
     private = {
         "original": keys.original_image_key(7, "front_preview_watermarked", STAMP, "jpg"),
-        "highres": keys.processed_key(7, "highres", STAMP),
+        "highres": keys.highres_key(7, STAMP),
+        "highres, as named before it had a random part": f"images/processed/7/7_highres_{STAMP}.jpg",
         "certificate": keys.document_key(7, "certificates", "authenticity", STAMP, "pdf"),
         "legal": keys.document_key(7, "legal", "preview", STAMP, "pdf"),
         "metadata": keys.versioned_document_key(7, "metadata", "watermarked", 2, "json"),
@@ -90,3 +100,151 @@ async def test_bucket_policy_in_the_store_makes_only_renditions_and_avatars_publ
     for statement in policy["Statement"]:
         assert statement["Action"] in ("s3:GetObject", ["s3:GetObject"])
     assert policy == keys.public_read_policy(bucket)
+
+
+def _private_and_public_keys() -> tuple[dict[str, str], dict[str, str]]:
+    public = {
+        "thumbnail": keys.thumbnail_key(7, "md", "webp"),
+        "preview": keys.processed_key(7, "preview", STAMP),
+        "watermarked": keys.processed_key(7, "watermarked", STAMP),
+    }
+    private = {
+        "highres": keys.highres_key(7, STAMP),
+        "highres, as named before it had a random part": f"images/processed/7/7_highres_{STAMP}.jpg",
+        "original": keys.original_image_key(7, "primary", STAMP, "jpg"),
+        "cache": keys.cache_key(7, "scratch"),
+        "document": keys.document_key(7, "certificates", "authenticity", STAMP, "pdf"),
+        "temp": keys.temp_key(WALLET, 7, "image", STAMP, "jpg"),
+    }
+    return public, private
+
+
+def _compose_grants(bucket: str) -> dict:
+    """Every anonymous grant docker-compose.yml's MinIO set-up makes, as one bucket policy."""
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    setup = compose["services"]["minio-setup"]
+    script = " ".join(setup["command"])
+    statements = []
+    # `mc anonymous set download|upload|public ALIAS/BUCKET[/PREFIX]` opens everything under the prefix.
+    for target in re.findall(r"mc anonymous set (?:download|upload|public) (\S+)", script):
+        prefix = target.split("/", 2)[2] if target.count("/") >= 2 else ""
+        resource = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix else ''}*"
+        statements.append({"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": resource})
+    for policy_file, target in re.findall(r"mc anonymous set-json (\S+) (\S+)", script):
+        assert target == f"local/{bucket}", target
+        assert f'"$${{PUBLIC_READ_POLICY}}" > {policy_file}' in script
+        statements.extend(json.loads(setup["environment"]["PUBLIC_READ_POLICY"])["Statement"])
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def test_docker_compose_makes_only_public_renditions_anonymous():
+    bucket = "dynamicvault-assets"
+    policy = _compose_grants(bucket)
+    public, private = _private_and_public_keys()
+    public["avatar"] = keys.avatar_key(WALLET)
+    for name, key in private.items():
+        assert not _public(policy, bucket, key), (name, key)
+    for name, key in public.items():
+        assert _public(policy, bucket, key), (name, key)
+    assert policy == keys.public_read_policy(bucket)  # the same policy the api puts at start-up
+
+
+async def test_high_resolution_keys_cannot_be_derived_from_the_public_preview_key(client, clients, settings):
+    owner = await support.owner_with_asset(settings, 7)
+    await support.asset(8, owner.wallet)
+    for token_id in (7, 8):
+        response = await client.post(
+            f"/api/assets/{token_id}/images",
+            files=[("files", ("primary.jpg", support.photo((320, 240)), "image/jpeg"))],
+            headers=owner.headers,
+        )
+        assert response.status_code == 201, response.text
+    await drain_jobs(clients, settings)
+
+    secrets = []
+    for token_id in (7, 8):
+        detail = await client.get(f"/api/assets/{token_id}")
+        assert detail.status_code == 200, detail.text
+        (image,) = detail.json()["media"]["images"]
+        preview = image["previewUrl"].split(f"/{clients.storage.bucket}/", 1)[1]
+        # What an anonymous reader would try: the preview key with the variant swapped.
+        for guess in (preview.replace("_preview_", "_highres_"), preview.replace("preview", "highres")):
+            assert await clients.storage.head(guess) is None, guess
+        asset = await Asset.find_one(Asset.tokenId == token_id)
+        (highres,) = [f for f in asset.media.files if f.kind == "highres"]
+        match = re.fullmatch(
+            rf"images/processed/{token_id}/{token_id}_highres-([0-9a-f]{{32}})_(\w+)\.jpg", highres.key
+        )
+        assert match, highres.key
+        assert match.group(2) == keys.stamp_of(preview)  # seed naming: the original's timestamp last
+        assert match.group(1) not in preview
+        assert await clients.storage.head(highres.key) is not None
+        secrets.append(match.group(1))
+    assert secrets[0] != secrets[1]
+
+
+class _PolicyRefusingClient:
+    """A real S3 client whose store refuses bucket policies, as one under Block Public Access does."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.policy_puts = 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    async def put_bucket_policy(self, **kwargs):
+        self.policy_puts += 1
+        error = {"Error": {"Code": "AccessDenied", "Message": "public policies are blocked"}}
+        raise ClientError(error, "PutBucketPolicy")
+
+
+def _start_up_with_refusing_store(monkeypatch, settings, app_env: str, **s3):
+    real = clients_module.s3_client_context
+    refusing = {}
+
+    class _Context:
+        def __init__(self, ctx) -> None:
+            self._ctx = ctx
+
+        async def __aenter__(self):
+            refusing["client"] = _PolicyRefusingClient(await self._ctx.__aenter__())
+            return refusing["client"]
+
+        async def __aexit__(self, *exc):
+            return await self._ctx.__aexit__(*exc)
+
+    monkeypatch.setattr(clients_module, "s3_client_context", lambda s: _Context(real(s)))
+    changed = settings.model_copy(
+        update={"app_env": app_env, "s3": settings.s3.model_copy(update={"bucket": "dv-policy-test", **s3})}
+    )
+    return clients_module.open_clients(changed, init_documents=False), refusing
+
+
+async def test_production_start_up_refuses_a_store_that_refuses_the_bucket_policy(
+    client, settings, monkeypatch
+):
+    opening, _ = _start_up_with_refusing_store(monkeypatch, settings, "production")
+    with pytest.raises(ConfigurationError, match="S3_PUBLIC_POLICY"):
+        async with opening:
+            pass
+
+
+async def test_development_start_up_only_warns_when_the_bucket_policy_is_refused(
+    client, settings, monkeypatch
+):
+    opening, refusing = _start_up_with_refusing_store(monkeypatch, settings, "development")
+    async with opening as started:
+        assert started.storage.bucket == "dv-policy-test"
+    assert refusing["client"].policy_puts == 1
+
+
+async def test_production_behind_a_cdn_can_leave_the_bucket_without_a_policy(client, settings, monkeypatch):
+    opening, refusing = _start_up_with_refusing_store(
+        monkeypatch, settings, "production", public_policy=False, public_base_url="https://cdn.example"
+    )
+    async with opening:
+        pass
+    assert refusing["client"].policy_puts == 0
+    bare = settings.model_copy(update={"s3": settings.s3.model_copy(update={"public_policy": False})})
+    assert any("S3_PUBLIC_POLICY" in problem for problem in bare.production_problems())
