@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 import structlog
+from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, JobStatus
 from botocore.exceptions import ClientError
 from pymongo.errors import ExecutionTimeout
@@ -25,6 +27,7 @@ from app.auth.guards import Principal, ensure_owner_or_admin
 from app.lib import storage as keys
 from app.lib.clients import Clients
 from app.lib.errors import (
+    AppError,
     BadRequest,
     Conflict,
     Forbidden,
@@ -33,6 +36,7 @@ from app.lib.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from app.lib.queues import IMAGE_QUEUE
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
@@ -55,7 +59,10 @@ HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
 THUMBNAIL_CACHE = "public, max-age=300"  # thumbnail keys are fixed per asset; the primary can change
 AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
-AVATAR_RENDITION = "thumbnail-lg.jpg"  # at most 800 px on its long edge, metadata-free
+# Avatar jobs queued or running per wallet: any signed-in user may ask for them, and each decodes an
+# image on the image worker; beyond this the API answers 429 until one has finished.
+AVATAR_JOBS_PER_WALLET = 3
+AVATAR_RETRY_AFTER_S = 10
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 _REJECTION_STATUS = {"too_large": 413}
 
@@ -453,9 +460,12 @@ async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]
     run = int(await clients.redis.get(counter) or 0)
     while True:
         job_id = f"{PROCESS_JOB}:{token_id}:{digest}:{run}"
-        if await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id) is not None:
+        if (
+            await clients.redis.enqueue_job(PROCESS_JOB, token_id, _job_id=job_id, _queue_name=IMAGE_QUEUE)
+            is not None
+        ):
             break
-        if await Job(job_id, clients.redis).status() != JobStatus.complete:
+        if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.complete:
             break  # queued, deferred or in progress: that run will see these inputs
         run = int(await clients.redis.eval(_NEXT_RUN, 1, counter, run, PROCESS_RUN_TTL_S))
     await clients.redis.expire(counter, PROCESS_RUN_TTL_S)
@@ -569,7 +579,6 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
         await _reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
     stamp = keys.stamp_of(entry.key)
-    highres_key = await _recorded_highres_key(token_id, entry.key) or keys.highres_key(token_id, stamp)
     outputs: list[tuple[MediaFile, bytes, str]] = []
     for kind in ("preview", "watermarked"):
         image = processed.renditions[f"{kind}.jpg"]
@@ -580,7 +589,7 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     )
     outputs.append(
         (
-            _rendition(entry, "highres", highres_key, high),
+            _rendition(entry, "highres", keys.processed_key(token_id, "highres", stamp), high),
             highres,
             "private",
         )
@@ -608,13 +617,6 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     if primary:
         await _set_thumbnail(token_id)
     return "processed"
-
-
-async def _recorded_highres_key(token_id: int, source: str) -> str | None:
-    """The high-resolution key recorded for an original: a re-run rewrites it rather than adding one."""
-    doc = await _collection().find_one({"tokenId": token_id}, {"media.files": 1})
-    files = (doc or {}).get("media", {}).get("files", [])
-    return next((f["key"] for f in files if f.get("kind") == "highres" and f.get("source") == source), None)
 
 
 def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedImage):
@@ -737,18 +739,71 @@ def check_staged_avatar(principal: Principal, key: str) -> None:
         raise BadRequest("key is not a staged avatar upload", code="not_an_avatar_upload")
 
 
+# Reserve a slot for job ARGV[1] in a wallet's sorted set (scored by when it was reserved) unless the
+# wallet holds ARGV[2] live slots already. A slot is live while arq keeps its job key (queued, deferred,
+# running or waiting to retry); before its job is queued, for ARGV[4] ms after it was reserved unless
+# the job has a result already. It reads keys it cannot declare in KEYS: arq needs a single Redis anyway.
+_RESERVE_SLOT = """
+local now = tonumber(ARGV[3])
+local slots = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #slots, 2 do
+  local job, reserved = slots[i], tonumber(slots[i + 1])
+  if redis.call('EXISTS', ARGV[6] .. job) == 0
+      and (reserved < now - tonumber(ARGV[4]) or redis.call('EXISTS', ARGV[7] .. job) == 1) then
+    redis.call('ZREM', KEYS[1], job)
+  end
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+_SLOT_GRACE_MS = 60_000
+_SLOTS_TTL_S = 24 * 3600  # as long as arq keeps a queued job's key
+
+
+async def _reserve_avatar_slot(clients: Clients, wallet: str, job_id: str) -> None:
+    """Count the job against the wallet's avatar jobs in flight; 429 when it holds its cap already."""
+    reserved = await clients.redis.eval(
+        _RESERVE_SLOT,
+        1,
+        f"media:avatar:jobs:{wallet}",
+        job_id,
+        AVATAR_JOBS_PER_WALLET,
+        int(time.time() * 1000),
+        _SLOT_GRACE_MS,
+        _SLOTS_TTL_S,
+        job_key_prefix,
+        result_key_prefix,
+    )
+    if not reserved:
+        raise AppError(
+            f"{AVATAR_JOBS_PER_WALLET} avatar jobs are queued or running already; retry once one is done",
+            status_code=429,
+            code="too_many_avatar_jobs",
+            details={"limit": AVATAR_JOBS_PER_WALLET, "retryAfter": AVATAR_RETRY_AFTER_S},
+            headers={"Retry-After": str(AVATAR_RETRY_AFTER_S)},
+        )
+
+
 async def enqueue_avatar(clients: Clients, principal: Principal, key: str) -> str:
-    """Queue `media.avatar` for a staged avatar the caller uploaded; 404 when nothing was uploaded."""
+    """Queue `media.avatar` for the caller's staged avatar; 404 if nothing was uploaded, 429 past the cap."""
     check_staged_avatar(principal, key)
-    job_id = avatar_job_id(principal.wallet_address, key)
-    # A missing upload may have been promoted (and so deleted) by this very job: hand that job back.
-    if (
-        await clients.storage.head(key) is None
-        and await Job(job_id, clients.redis).status() == JobStatus.not_found
-    ):
+    wallet = principal.wallet_address
+    job_id = avatar_job_id(wallet, key)
+    # Asked before: hand that job back, whether queued, running or done (a done job deleted the upload).
+    if await Job(job_id, clients.redis, _queue_name=IMAGE_QUEUE).status() != JobStatus.not_found:
+        return job_id
+    if await clients.storage.head(key) is None:
         raise NotFound("nothing was uploaded under that key", code="upload_not_found")
+    await _reserve_avatar_slot(clients, wallet, job_id)
     await clients.redis.enqueue_job(
-        AVATAR_JOB, principal.wallet_address, key, principal.kind, principal.api_key_id, _job_id=job_id
+        AVATAR_JOB, wallet, key, principal.kind, principal.api_key_id, _job_id=job_id, _queue_name=IMAGE_QUEUE
     )
     return job_id
 
@@ -788,7 +843,8 @@ async def promote_avatar(
         data = await storage.read(key)
         if len(data) > rule.max_bytes:  # replaced between the HEAD and the GET
             raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {rule.max_bytes} allowed")
-        processed = await asyncio.to_thread(imaging.render_variants, data)
+        # Under the avatar's own pixel cap, checked from the header before any pixel is decoded.
+        avatar = await asyncio.to_thread(imaging.render_avatar, data)
     except MediaRejected as exc:
         await storage.delete([key])
         log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)
@@ -804,7 +860,6 @@ async def promote_avatar(
         )
         return {"status": "rejected", "reason": exc.code, "message": exc.message}
 
-    avatar = processed.renditions[AVATAR_RENDITION]
     target = keys.avatar_key(wallet)
     url = storage.public_url(target)
     current = await storage.head(target)

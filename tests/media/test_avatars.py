@@ -202,6 +202,33 @@ async def test_promoting_an_avatar_checks_who_and_what(client, clients, settings
     assert key in await support.object_keys(clients)
 
 
+async def test_a_wallet_gets_429_past_its_avatar_jobs_in_flight_until_one_is_done(client, clients, settings):
+    login = await factories.login(settings)
+    cap = service.AVATAR_JOBS_PER_WALLET
+    staged = [await _stage(client, login, support.photo((64, 64), gps=False)) for _ in range(cap + 2)]
+
+    queued = [await client.post(AVATAR_URL, json={"key": key}, headers=login.headers) for key in staged[:cap]]
+    assert [response.status_code for response in queued] == [202] * cap
+    waiting = await client.get(queued[0].json()["statusUrl"])  # found on the image queue
+    assert waiting.status_code == 200 and waiting.json()["status"] == "queued"
+    again = await client.post(AVATAR_URL, json={"key": staged[0]}, headers=login.headers)
+    assert again.status_code == 202 and again.json()["jobId"] == queued[0].json()["jobId"]  # no new slot
+    for key in staged[cap:]:
+        refused = await client.post(AVATAR_URL, json={"key": key}, headers=login.headers)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_avatar_jobs"
+        assert refused.json()["error"]["details"]["limit"] == cap
+        assert int(refused.headers["Retry-After"]) > 0
+    other = await factories.login(settings)  # the cap is per wallet
+    other_key = await _stage(client, other, support.photo((64, 64), gps=False))
+    assert (await client.post(AVATAR_URL, json={"key": other_key}, headers=other.headers)).status_code == 202
+
+    drained = await drain_jobs(clients, settings)
+    assert drained.jobs_complete == cap + 1 and drained.jobs_failed == 0
+    for key in staged[cap:]:  # the finished jobs gave their slots back
+        assert (await client.post(AVATAR_URL, json={"key": key}, headers=login.headers)).status_code == 202
+
+
 def test_only_the_re_encoded_avatar_is_public():
     (statement,) = keys.public_read_policy("bucket")["Statement"]
     assert "arn:aws:s3:::bucket/user-uploads/*/profile/avatar.jpg" in statement["Resource"]
