@@ -89,6 +89,8 @@ class AuthSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     max_jobs: int = 10
+    # Jobs at once on the image worker (media.process, media.avatar): each may decode a large image.
+    image_max_jobs: int = Field(default=2, ge=1)
     job_timeout_s: int = 300
     max_tries: int = 5
     job_completion_wait_s: int = 30
