@@ -579,6 +579,7 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
         await _reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
     stamp = keys.stamp_of(entry.key)
+    highres_key = await _recorded_highres_key(token_id, entry.key) or keys.highres_key(token_id, stamp)
     outputs: list[tuple[MediaFile, bytes, str]] = []
     for kind in ("preview", "watermarked"):
         image = processed.renditions[f"{kind}.jpg"]
@@ -589,7 +590,7 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     )
     outputs.append(
         (
-            _rendition(entry, "highres", keys.processed_key(token_id, "highres", stamp), high),
+            _rendition(entry, "highres", highres_key, high),
             highres,
             "private",
         )
@@ -617,6 +618,13 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
     if primary:
         await _set_thumbnail(token_id)
     return "processed"
+
+
+async def _recorded_highres_key(token_id: int, source: str) -> str | None:
+    """The high-resolution key recorded for an original: a re-run rewrites it rather than adding one."""
+    doc = await _collection().find_one({"tokenId": token_id}, {"media.files": 1})
+    files = (doc or {}).get("media", {}).get("files", [])
+    return next((f["key"] for f in files if f.get("kind") == "highres" and f.get("source") == source), None)
 
 
 def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedImage):
