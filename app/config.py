@@ -76,6 +76,8 @@ class AuthSettings(BaseModel):
     # Verification-only HS256 keys by kid, for a rotation: AUTH_JWT_VERIFY_KEYS='{"k0": "<old secret>"}'.
     jwt_verify_keys: dict[str, SecretStr] = Field(default_factory=dict)
     clock_skew_s: int = 60
+    # How long the refresh token just rotated away still refreshes (two tabs refreshing at once).
+    refresh_reuse_grace_s: float = Field(default=20, ge=0, le=60)
     max_api_keys_per_user: int = 25
     rate_limit_enabled: bool = True
     rate_limits: dict[str, RateLimitRule] = Field(default_factory=_default_rate_limits)

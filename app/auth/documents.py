@@ -80,6 +80,10 @@ class Session(Document):
     userAgent: str | None = None
     isValid: bool = True
     revokedReason: str | None = None
+    # Each refresh token is derived from the one before with this secret (tokens.successor_refresh_token),
+    # and rotatedAt is when the current one replaced it: the grace for two refreshes at once.
+    rotationKey: str | None = None
+    rotatedAt: datetime | None = None
 
     class Settings:
         name = "sessions"

@@ -8,6 +8,9 @@ Where state lives, and why:
   middleware reads on every request in the same round trip as its rate-limit counters. Revoking a
   session overwrites that entry, so every api process refuses its access tokens from the next request;
   a cache miss is filled from MongoDB with `SET NX`, which never overwrites a revocation;
+- refresh: each refresh token is derived from the one before with the session's own secret, so the
+  token just rotated away still refreshes for AUTH_REFRESH_REUSE_GRACE_S, answered with the same
+  successor (two tabs at once); any other rotated token revokes the session;
 - roles: in the access token, overridden by `auth:roles:<uid>` (written on every role change, kept as
   long as an access token lives) so that a grant or a revocation applies at once, not after 15 minutes;
 - API keys: MongoDB (`users.apiKeys`, hashes only) is the truth; a key's permissions are bounded by its
@@ -24,6 +27,7 @@ Where state lives, and why:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -262,6 +266,7 @@ async def start_session(
         userId=user.id,
         walletAddress=user.walletAddress,
         token=tokens.hash_token(refresh_token),
+        rotationKey=tokens.new_rotation_key(),
         createdAt=now,
         expiresAt=now + timedelta(seconds=settings.auth.refresh_token_ttl_s),
         ipAddress=ip_address,
@@ -327,41 +332,76 @@ class RefreshReused(Unauthorized):
         self.session = session
 
 
-async def refresh(redis: Redis, settings: Settings, refresh_token: str | None) -> TokenPair:
+async def refresh(
+    redis: Redis, settings: Settings, refresh_token: str | None, *, now: datetime | None = None
+) -> TokenPair:
     """Rotate a refresh token: a new access token and a new refresh token; reuse revokes the session."""
     if not refresh_token or len(refresh_token) > 256:
         raise Unauthorized("no refresh token", code="refresh_token_missing")
     token_hash = tokens.hash_token(refresh_token)
-    now = utcnow()
-    new_token = tokens.new_refresh_token()
-    # Conditional on the presented hash being the current one: of two concurrent refreshes, one wins
-    # and the other then finds its token among the rotated ones (reuse).
-    raw = await Session.get_pymongo_collection().find_one_and_update(
-        {"token": token_hash, "isValid": True, "expiresAt": {"$gt": now}},
-        {
-            "$set": {"token": tokens.hash_token(new_token)},
-            "$push": {"previousTokens": {"$each": [token_hash], "$slice": -MAX_ROTATED_HASHES}},
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    if raw is None:
-        reused = await Session.find_one(Session.previousTokens == token_hash)
-        if reused is not None:
-            await revoke_session(redis, settings, str(reused.id), reason="refresh_token_reused")
-            raise RefreshReused(reused)
-        current = await Session.find_one(Session.token == token_hash)
-        if current is not None and not current.isValid:
-            raise Unauthorized("the session was revoked", code="session_revoked")
-        if current is not None:
-            raise Unauthorized("the session has expired", code="session_expired")
-        raise Unauthorized("the refresh token is not valid", code="invalid_refresh_token")
-    session = Session.model_validate(raw)
+    now = now or utcnow()
+    sessions = Session.get_pymongo_collection()
+    current = await sessions.find_one({"token": token_hash}, {"rotationKey": 1})
+    if current is not None:
+        # A session from before rotation keys gets one with its first rotation.
+        rotation_key = current.get("rotationKey") or tokens.new_rotation_key()
+        new_token = tokens.successor_refresh_token(rotation_key, refresh_token)
+        # Conditional on the presented hash being the current one: of two concurrent refreshes, one
+        # rotates and the other then finds its token just rotated away (the grace below).
+        raw = await sessions.find_one_and_update(
+            {"token": token_hash, "isValid": True, "expiresAt": {"$gt": now}},
+            {
+                "$set": {
+                    "token": tokens.hash_token(new_token),
+                    "rotationKey": rotation_key,
+                    "rotatedAt": now,
+                },
+                "$push": {"previousTokens": {"$each": [token_hash], "$slice": -MAX_ROTATED_HASHES}},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is not None:
+            return await _refreshed(redis, settings, Session.model_validate(raw), new_token, now)
+
+    reused = await Session.find_one(Session.previousTokens == token_hash)
+    if reused is not None:
+        successor = _grace_successor(settings, reused, refresh_token, now)
+        if successor is not None:
+            return await _refreshed(redis, settings, reused, successor, now)
+        await revoke_session(redis, settings, str(reused.id), reason="refresh_token_reused")
+        raise RefreshReused(reused)
+    current = await Session.find_one(Session.token == token_hash)
+    if current is not None and not current.isValid:
+        raise Unauthorized("the session was revoked", code="session_revoked")
+    if current is not None:
+        raise Unauthorized("the session has expired", code="session_expired")
+    raise Unauthorized("the refresh token is not valid", code="invalid_refresh_token")
+
+
+# Two tabs refreshing with one cookie: the second gets the very successor the first got (the same cookie,
+# one session), not a rotation of its own, which would leave the shared cookie jar holding whichever
+# answer came last, and that one refused as reused once the grace is over. After the grace, and for any
+# older token, presenting it is reuse.
+def _grace_successor(settings: Settings, session: Session, token: str, now: datetime) -> str | None:
+    """The session's current refresh token if `token` is the one it replaced within the grace, else None."""
+    grace = timedelta(seconds=settings.auth.refresh_reuse_grace_s)
+    if not session.isValid or session.rotationKey is None or session.rotatedAt is None:
+        return None
+    if as_utc(session.expiresAt) <= now or as_utc(session.rotatedAt) + grace <= now:
+        return None
+    successor = tokens.successor_refresh_token(session.rotationKey, token)
+    return successor if hmac.compare_digest(tokens.hash_token(successor), session.token) else None
+
+
+async def _refreshed(
+    redis: Redis, settings: Settings, session: Session, refresh_token: str, now: datetime
+) -> TokenPair:
     user = await User.get(session.userId)
     if user is None or user.status != "active":
         await revoke_session(redis, settings, str(session.id), reason="account_inactive")
         raise Unauthorized("the account is not active", code="account_inactive")
     await _cache_session(redis, settings, str(session.id), user.walletAddress)
-    return _token_pair(settings, user, session, new_token, now)
+    return _token_pair(settings, user, session, refresh_token, now)
 
 
 async def session_for_refresh_token(refresh_token: str | None) -> Session | None:

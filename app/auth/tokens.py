@@ -22,6 +22,7 @@ rotate for no gain. The hash is deterministic so a token is looked up by its has
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -46,7 +47,9 @@ __all__ = [
     "issue_access_token",
     "new_api_key",
     "new_refresh_token",
+    "new_rotation_key",
     "split_api_key",
+    "successor_refresh_token",
     "verify_api_key",
 ]
 
@@ -309,6 +312,19 @@ def decode_access_token(
 def new_refresh_token() -> str:
     """A new opaque refresh token: 256 random bits, URL-safe (43 characters); store only its hash."""
     return secrets.token_urlsafe(32)
+
+
+def new_rotation_key() -> str:
+    """A session's secret for deriving its refresh tokens (see `successor_refresh_token`)."""
+    return secrets.token_hex(32)
+
+
+# Deterministic, so that two refreshes racing with one token can both get the same successor although
+# only hashes are stored; keyed by the session's secret, so holding a token does not give its successor.
+def successor_refresh_token(rotation_key: str, token: str) -> str:
+    """The refresh token that follows `token` in its session (HMAC-SHA256, 43 URL-safe characters)."""
+    digest = hmac.new(bytes.fromhex(rotation_key), token.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def hash_token(token: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from datetime import timedelta
 
 import httpx
 import jwt
@@ -13,8 +14,9 @@ import pytest
 from litestar import Litestar
 from pydantic import SecretStr
 
-from app.auth import service
+from app.auth import service, tokens
 from app.auth.documents import Session
+from app.lib.timeutil import as_utc
 from app.main import create_app
 from app.system.documents import AuditLog
 from tests import factories
@@ -207,15 +209,96 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(client,
     assert entry is not None and entry.entityId == str(session.id) and entry.ipAddress == "127.0.0.1"
 
 
-async def test_two_racing_refreshes_with_one_token_let_one_through_then_revoke(client, settings):
+async def refresh_with(client, token: str):
+    """A refresh presenting exactly this cookie (the client keeps no cookie of its own)."""
+    client.cookies.clear()
+    try:
+        return await client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token})
+    finally:
+        client.cookies.clear()
+
+
+async def test_two_tabs_refreshing_with_one_cookie_both_succeed_and_the_session_lives(client, settings):
     await signed_in(client, settings)
     token = client.cookies[service.REFRESH_COOKIE]
     client.cookies.clear()
     responses = await asyncio.gather(
         *(client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token}) for _ in range(2))
     )
-    assert sorted(r.status_code for r in responses) == [200, 401]
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    # one successor for both: whichever answer the shared cookie jar keeps, it is the current token
+    cookies = {r.cookies[service.REFRESH_COOKIE] for r in responses}
+    assert len(cookies) == 1 and token not in cookies
+    for response in responses:
+        assert (await me(client, bearer(response.json()["accessToken"]))).status_code == 200
+    session = await Session.find_one({})
+    assert session.isValid is True
+    (successor,) = cookies
+    later = await refresh_with(client, successor)
+    assert later.status_code == 200, later.text
+    assert (await me(client, bearer(later.json()["accessToken"]))).status_code == 200
+
+
+async def test_two_tabs_refreshing_a_session_from_before_rotation_keys_both_succeed(
+    client, settings, clients
+):
+    await signed_in(client, settings)
+    token = client.cookies[service.REFRESH_COOKIE]
+    client.cookies.clear()
+    await Session.get_pymongo_collection().update_many({}, {"$unset": {"rotationKey": "", "rotatedAt": ""}})
+    responses = await asyncio.gather(
+        *(client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token}) for _ in range(3))
+    )
+    assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
+    assert len({r.cookies[service.REFRESH_COOKIE] for r in responses}) == 1
+    assert (await Session.find_one({})).isValid is True
+
+
+async def test_a_rotated_refresh_token_replayed_after_the_grace_revokes_the_session(
+    client, settings, clients
+):
+    access, first = await signed_in(client, settings)
+    rotated = await refresh_with(client, first)
+    assert rotated.status_code == 200
+    # the grace is over (another api process whose grace is nil sees the replay)
+    no_grace = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"refresh_reuse_grace_s": 0})}
+    )
+    other_app = create_app(no_grace)
+    other_app.state.clients = clients
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other_app), base_url="http://localhost:8000"
+    ) as other:
+        replay = await refresh_with(other, first)
+        assert replay.status_code == 401 and code(replay) == "refresh_token_reused"
+        current = await refresh_with(other, rotated.cookies[service.REFRESH_COOKIE])
+        assert current.status_code == 401  # the whole session is gone, the latest token too
+    for token in (access, rotated.json()["accessToken"]):
+        response = await me(client, bearer(token))
+        assert response.status_code == 401 and code(response) == "session_revoked"
+    session = await Session.find_one({})
+    assert session.isValid is False and session.revokedReason == "refresh_token_reused"
+
+
+async def test_the_grace_ends_on_the_clock(client, settings, clients):
+    _, first = await signed_in(client, settings)
+    pair = await service.refresh(clients.redis, settings, first)
+    grace = timedelta(seconds=settings.auth.refresh_reuse_grace_s)
+    session = await Session.find_one({})
+    within = await service.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace / 2)
+    assert within.refresh_token == pair.refresh_token
+    with pytest.raises(service.RefreshReused):
+        await service.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace)
     assert (await Session.find_one({})).isValid is False
+
+
+async def test_a_stolen_old_token_does_not_give_its_successor():
+    key_a, key_b = tokens.new_rotation_key(), tokens.new_rotation_key()
+    token = tokens.new_refresh_token()
+    successor = tokens.successor_refresh_token(key_a, token)
+    assert successor == tokens.successor_refresh_token(key_a, token)
+    assert successor != tokens.successor_refresh_token(key_b, token)
+    assert len(successor) == 43 and successor != token
 
 
 async def test_refresh_without_or_with_a_bad_cookie_is_401(client):
