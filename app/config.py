@@ -59,6 +59,8 @@ def _default_rate_limits() -> dict[str, RateLimitRule]:
     return {
         "default": RateLimitRule(),
         "auth": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
+        # Refused credentials per IP, on every route (per_principal is unused: nobody was proven).
+        "failed_credentials": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
     }
 
 
@@ -81,6 +83,12 @@ class AuthSettings(BaseModel):
     max_api_keys_per_user: int = 25
     rate_limit_enabled: bool = True
     rate_limits: dict[str, RateLimitRule] = Field(default_factory=_default_rate_limits)
+
+    @field_validator("rate_limits", mode="after")
+    @classmethod
+    def _keep_default_groups(cls, value: dict[str, RateLimitRule]) -> dict[str, RateLimitRule]:
+        # Tuning one group must not drop the others (sign-in, failed credentials) to the default limits.
+        return {**_default_rate_limits(), **value}
 
     def hs256_secrets(self) -> dict[str, str]:
         """Every HS256 secret by kid: the verification-only ones, and the signing key (which wins a clash)."""

@@ -4,17 +4,21 @@
   see VerifiedTokens), then one Redis round trip
   (a pipeline) both counts the request against its rate limits and reads the session's cached state
   and the user's current roles; a revoked session is refused from the next request on.
-- `X-API-Key: <key>`: one Redis round trip (a pipeline) counts the request against its rate limits
-  (per IP and per key id) and reads the key's cached principal together with the key's generation;
-  the entry counts only if its generation is the current one (a revocation, a role change or a
-  suspension bumps it), and an expired key is refused even when cached. On a miss the key is looked
-  up by its hash in MongoDB and cached for a minute — `Principal(kind="api_key")`. `lastUsed` is
+- `X-API-Key: <key>`: one Redis round trip (a pipeline) counts the request against the IP's limit,
+  reads the key's cached principal together with the key's generation, and charges the key's own
+  limit only if that cache entry exists (it is named by the hash of the whole key, so only the right
+  secret finds it): naming a public key id with a wrong secret spends nobody's quota. The entry counts
+  only if its generation is the current one (a revocation, a role change or a suspension bumps it),
+  and an expired key is refused even when cached. On a miss the key is looked up by its hash in
+  MongoDB, cached for a minute and only then charged — `Principal(kind="api_key")`. `lastUsed` is
   written at most once a minute per key, by a background task off the request's path.
 - No credentials: None, which only routes with `opt={"anonymous": True}` accept. On those routes
   credentials are still read when sent, and bad, expired or revoked ones are a 401 all the same.
 
-Refused credentials are written to the audit trail ("auth.credentials_rejected", with the reason),
-and so is the first request a rate limit refuses in each window ("auth.rate_limited").
+Refused credentials count per IP on their own limit (AUTH_RATE_LIMITS "failed_credentials"; 429 past
+it, and no more API-key lookups for that IP in the window). They are written to the audit trail
+("auth.credentials_rejected", with the reason), and so is the first
+request a rate limit refuses in each window ("auth.rate_limited").
 
 Rate-limit groups: a handler (or its controller) picks one with `opt={"rate_limit": "auth"}`; the
 rest count under "default"; `opt={"rate_limit": None}` exempts a route. /schema, /metrics and
@@ -42,7 +46,7 @@ from app.auth import service, tokens
 from app.auth.guards import Principal
 from app.config import Settings
 from app.lib.errors import Unauthorized
-from app.lib.ratelimit import DEFAULT_GROUP, RateLimited, RateLimiter, refuse
+from app.lib.ratelimit import DEFAULT_GROUP, Counter, RateLimited, RateLimiter, refuse
 from app.lib.timeutil import utcnow
 from app.system import audit
 
@@ -108,7 +112,7 @@ class Authenticator:
         if api_key is not None:
             return await self._api_key(redis, api_key.decode("latin-1"), ip, group, limiter)
         if limiter is not None:
-            decision = await limiter.hit(redis, group, ip)
+            decision = await limiter.hit(redis, [limiter.ip(group, ip)])
             if not decision.allowed:
                 raise refuse(decision)
         return None
@@ -124,15 +128,14 @@ class Authenticator:
                 )
             claims = self.verified.decode(token.strip())
         except Unauthorized:
-            await _count_failure(redis, limiter, group, ip)
+            await _count_failure(redis, limiter, group, ip, request_counted=False)
             raise
 
+        counters = [limiter.ip(group, ip), limiter.principal(group, f"u:{claims.subject}")] if limiter else []
         cached_session, cached_roles = await _count_and_read(
             redis,
             limiter,
-            group,
-            ip,
-            f"u:{claims.subject}",
+            counters,
             service.session_key(claims.session_id),
             service.roles_key(claims.subject),
         )
@@ -144,6 +147,7 @@ class Authenticator:
             if wallet == service.REVOKED:
                 wallet = None
         if wallet is None:
+            await _count_failure(redis, limiter, group, ip, request_counted=True)
             raise Unauthorized("the session has ended (logged out or revoked)", code="session_revoked")
         if cached_roles is not None:
             roles_text = cached_roles.decode() if isinstance(cached_roles, bytes) else cached_roles
@@ -165,27 +169,49 @@ class Authenticator:
         try:
             key_id = service.parse_api_key(key)
         except Unauthorized:
-            await _count_failure(redis, limiter, group, ip)
+            await _count_failure(redis, limiter, group, ip, request_counted=False)
             raise
-        # The key id is public (it is in the key's clear part); counting by it before any lookup
-        # bounds what a stolen-key guesser can cost the database.
-        cached, generation = await _count_and_read(
-            redis,
-            limiter,
-            group,
-            ip,
-            f"k:{key_id}",
-            service.api_key_cache_key(tokens.hash_api_key(key)),
-            service.api_key_generation_key(key_id),
-        )
-        principal = service.api_key_from_cache(cached, generation, key_id)
-        if principal is None:  # a miss or a stale entry: MongoDB decides, and its answer is cached
+        cache_key = service.api_key_cache_key(tokens.hash_api_key(key))
+        generation_key = service.api_key_generation_key(key_id)
+        key_counter, failures = None, None
+        if limiter is None:
+            cached, generation = await redis.mget(cache_key, generation_key)
+        else:
+            # The key id is public (it is in the key's clear part), so naming a key must not spend its
+            # quota: the key is charged only once its secret is proven. A cache entry is named by the hash
+            # of the whole key, so only the right secret finds one; the script charges the key only then.
+            key_counter = limiter.principal(group, f"k:{key_id}")
+            cached, generation, failures = await _count_and_read(
+                redis,
+                limiter,
+                [limiter.ip(group, ip)],
+                cache_key,
+                generation_key,
+                limiter.failures(ip).key,
+                proven=[key_counter],
+                proof=cache_key,
+            )
+        try:
+            principal = service.api_key_from_cache(cached, generation, key_id)
+            if principal is not None:
+                self.key_usage.note(redis, principal.user_id, key_id)
+                return principal
+            # A miss or a stale entry: MongoDB decides, and its answer is cached.
+            proven = cached is not None  # a stale entry still took the whole key to name
+            if limiter is not None and not proven and int(failures or 0) >= limiter.failures(ip).limit:
+                # This IP is past its failed-credentials limit: no more lookups for it in this window.
+                await _count_failure(redis, limiter, group, ip, request_counted=True)
             principal = await service.authenticate_api_key(
                 redis, key, generation=service.as_generation(generation)
             )
-            self.key_usage.recorded(key_id)  # the lookup wrote lastUsed if it was due
-        else:
-            self.key_usage.note(redis, principal.user_id, key_id)
+        except Unauthorized:
+            await _count_failure(redis, limiter, group, ip, request_counted=True)
+            raise
+        self.key_usage.recorded(key_id)  # the lookup wrote lastUsed if it was due
+        if key_counter is not None and not proven:  # proven only now: charge the key
+            decision = await limiter.hit(redis, [key_counter])
+            if not decision.allowed:
+                raise refuse(decision)
         return principal
 
 
@@ -241,6 +267,12 @@ async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str 
         log.exception("auth.audit_failed", action=action)
 
 
+async def _audit_rate_limited(scope: Scope, exc: RateLimited) -> None:
+    if exc.decision is not None and exc.decision.first_refusal:  # once per window, not per request
+        decision = exc.decision
+        await _audit_refusal(scope, "auth.rate_limited", f"{decision.group}:{decision.scope}", decision.group)
+
+
 def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     """The middleware factory for `create_app()`'s middleware list (after request ids and metrics)."""
     authenticator = Authenticator(settings)
@@ -248,17 +280,21 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             scope_type = scope["type"]
-            if scope_type not in (ScopeType.HTTP, ScopeType.WEBSOCKET) or _is_open(scope["path"]):
+            if scope_type not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
                 scope["user"] = None
                 await app(scope, receive, send)
                 return
             opt = scope["route_handler"].opt
+            client = scope.get("client")
+            ip = client[0] if client else "unknown"
+            if _is_open(scope["path"]):
+                scope["user"] = None
+                await app(scope, receive, send)
+                return
             method = scope.get("method")
             anonymous = bool(opt.get("anonymous")) or method == "OPTIONS"
             group = opt.get("rate_limit", DEFAULT_GROUP) if scope_type == ScopeType.HTTP else None
             headers = dict(scope["headers"])
-            client = scope.get("client")
-            ip = client[0] if client else "unknown"
             redis = scope["litestar_app"].state.clients.redis
             try:
                 principal = await authenticator.authenticate(redis, headers, ip, group)
@@ -267,10 +303,7 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
                 await _audit_refusal(scope, "auth.credentials_rejected", exc.code, kind)
                 raise
             except RateLimited as exc:
-                if (
-                    exc.decision is not None and exc.decision.first_refusal
-                ):  # once per window, not per request
-                    await _audit_refusal(scope, "auth.rate_limited", f"{group}:{exc.decision.scope}", group)
+                await _audit_rate_limited(scope, exc)
                 raise
             if principal is None and not anonymous:
                 raise Unauthorized("authentication required", code="authentication_required")
@@ -282,25 +315,34 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
     return factory
 
 
-async def _count_failure(redis: Redis, limiter: RateLimiter | None, group: str | None, ip: str) -> None:
-    """Failed or malformed credentials count against the caller's IP too."""
-    if limiter is not None:
-        decision = await limiter.hit(redis, group, ip)
-        if not decision.allowed:
-            raise refuse(decision) from None
+async def _count_failure(
+    redis: Redis, limiter: RateLimiter | None, group: str | None, ip: str, *, request_counted: bool
+) -> None:
+    """Count refused credentials against the IP's failure limit (and the request, if not yet); 429 past it."""
+    if limiter is None:
+        return
+    counters = [limiter.failures(ip)] if request_counted else [limiter.ip(group, ip), limiter.failures(ip)]
+    decision = await limiter.hit(redis, counters)
+    if not decision.allowed:
+        raise refuse(decision) from None
 
 
 async def _count_and_read(
-    redis: Redis, limiter: RateLimiter | None, group: str | None, ip: str, principal_key: str, *keys: str
+    redis: Redis,
+    limiter: RateLimiter | None,
+    counters: list[Counter],
+    *keys: str,
+    proven: list[Counter] | None = None,
+    proof: str | None = None,
 ) -> list:
     """Count the request against its limits and read `keys`, in one round trip; 429 when over a limit."""
     pipe = redis.pipeline(transaction=False)
     if limiter is not None:
-        limiter.queue(pipe, group, ip, principal_key)
+        limiter.queue(pipe, counters, proven=proven or (), proof=proof)
     pipe.mget(*keys)
     results = await pipe.execute()
     if limiter is not None:
-        decision = limiter.decide(results[0], group, ip, principal_key)
+        decision = limiter.decide(results[0], [*counters, *(proven or ())])
         if not decision.allowed:
             raise refuse(decision)
     return results[-1]

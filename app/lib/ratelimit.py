@@ -7,12 +7,16 @@ middleware per group), answers 429 with `RateLimit-*` headers but no `Retry-Afte
 Redis round trip of its own on every request. Here one Lua script increments every counter a request
 touches atomically (fixed windows: INCR, and PEXPIRE on the window's first hit), and the
 authentication middleware sends it in the same Redis pipeline as its session-revocation lookup.
+
+A principal is charged only once its credentials are proven: a caller who merely names an API key
+(its id is public) must not spend that key's quota. Failed credentials are counted per IP on their own
+counter (`FAILURES_GROUP`), with a limit of their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -22,17 +26,26 @@ from app.config import RateLimitRule
 from app.lib.errors import AppError
 
 DEFAULT_GROUP = "default"
+FAILURES_GROUP = "failed_credentials"
 KEY_PREFIX = "rl:"
 
-# KEYS: counters; ARGV[1]: window in ms. Returns, per key, its count and its remaining ttl in ms.
+# KEYS: counters, then (optionally) a proof key. ARGV: each counter's window in ms, then how many of
+# the counters always count; the others count only when the proof key exists. Returns, per counter,
+# its count and its remaining ttl in ms (0 and 0 for a counter left alone).
 _FIXED_WINDOW_LUA = """
+local n = #ARGV - 1
+local always = tonumber(ARGV[#ARGV])
+local proven = #KEYS > n and redis.call('EXISTS', KEYS[#KEYS]) == 1
 local out = {}
-for i, key in ipairs(KEYS) do
-  local count = redis.call('INCR', key)
-  local ttl = redis.call('PTTL', key)
-  if count == 1 or ttl < 0 then
-    redis.call('PEXPIRE', key, ARGV[1])
-    ttl = tonumber(ARGV[1])
+for i = 1, n do
+  local count, ttl = 0, 0
+  if i <= always or proven then
+    count = redis.call('INCR', KEYS[i])
+    ttl = redis.call('PTTL', KEYS[i])
+    if count == 1 or ttl < 0 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[i])
+      ttl = tonumber(ARGV[i])
+    end
   end
   out[#out + 1] = count
   out[#out + 1] = ttl
@@ -42,13 +55,25 @@ return out
 
 
 @dataclass(frozen=True, slots=True)
+class Counter:
+    """One fixed-window counter: its Redis key, the group and scope it counts, and its limit."""
+
+    key: str
+    group: str
+    scope: str  # "ip", "principal" or "failed_credentials"
+    limit: int
+    window_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     limit: int
     remaining: int
     retry_after_s: int
-    scope: str  # "ip" or "principal": which counter refused
+    scope: str  # which counter refused (or came closest): "ip", "principal" or "failed_credentials"
     count: int = 0
+    group: str = DEFAULT_GROUP
 
     @property
     def first_refusal(self) -> bool:
@@ -71,33 +96,57 @@ class RateLimiter:
     def rule(self, group: str | None) -> RateLimitRule:
         return self._rules.get(group or DEFAULT_GROUP) or self._rules[DEFAULT_GROUP]
 
-    def _keys(self, group: str, ip: str, principal: str | None) -> list[tuple[str, str, int]]:
+    def ip(self, group: str, ip: str) -> Counter:
         rule = self.rule(group)
-        keys = [(f"{KEY_PREFIX}{group}:ip:{ip}", "ip", rule.per_ip)]
-        if principal:
-            keys.append((f"{KEY_PREFIX}{group}:p:{principal}", "principal", rule.per_principal))
-        return keys
+        return Counter(f"{KEY_PREFIX}{group}:ip:{ip}", group, "ip", rule.per_ip, rule.window_s)
 
-    def queue(self, pipe: Pipeline, group: str, ip: str, principal: str | None = None) -> None:
-        """Add this request's counters to `pipe`; read the answer with `decide()`."""
-        keys = self._keys(group, ip, principal)
+    def principal(self, group: str, principal: str) -> Counter:
+        rule = self.rule(group)
+        return Counter(
+            f"{KEY_PREFIX}{group}:p:{principal}", group, "principal", rule.per_principal, rule.window_s
+        )
+
+    def failures(self, ip: str) -> Counter:
+        """The counter of failed credentials from this IP, whatever route they were sent to."""
+        rule = self.rule(FAILURES_GROUP)
+        return Counter(
+            f"{KEY_PREFIX}{FAILURES_GROUP}:ip:{ip}",
+            FAILURES_GROUP,
+            FAILURES_GROUP,
+            rule.per_ip,
+            rule.window_s,
+        )
+
+    def queue(
+        self,
+        pipe: Pipeline,
+        counters: Sequence[Counter],
+        *,
+        proven: Sequence[Counter] = (),
+        proof: str | None = None,
+    ) -> None:
+        """Add `counters` to `pipe`, and `proven` too if the key `proof` exists; read it with `decide()`."""
+        keys = [c.key for c in (*counters, *proven)]
+        if proven:
+            keys.append(proof)
+        windows = [c.window_s * 1000 for c in (*counters, *proven)]
         # EVAL, not redis-py's Script: in a pipeline that one sends SCRIPT EXISTS first, a second round
         # trip on every request. Redis caches the compiled script by its hash either way.
-        pipe.eval(_FIXED_WINDOW_LUA, len(keys), *(k for k, _, _ in keys), self.rule(group).window_s * 1000)
+        pipe.eval(_FIXED_WINDOW_LUA, len(keys), *keys, *windows, len(counters))
 
-    def decide(self, result: list[int], group: str, ip: str, principal: str | None = None) -> Decision:
+    def decide(self, result: list[int], counters: Sequence[Counter]) -> Decision:
         """The verdict from what `queue()` returned: refused if any counter is over its limit."""
-        keys = self._keys(group, ip, principal)
         verdict: Decision | None = None
-        for index, (_, scope, limit) in enumerate(keys):
+        for index, counter in enumerate(counters):
             count, ttl_ms = int(result[2 * index]), int(result[2 * index + 1])
             decision = Decision(
-                allowed=count <= limit,
-                limit=limit,
-                remaining=max(limit - count, 0),
+                allowed=count <= counter.limit,
+                limit=counter.limit,
+                remaining=max(counter.limit - count, 0),
                 retry_after_s=max(1, math.ceil(ttl_ms / 1000)),
-                scope=scope,
+                scope=counter.scope,
                 count=count,
+                group=counter.group,
             )
             if not decision.allowed:
                 return decision
@@ -106,12 +155,12 @@ class RateLimiter:
         assert verdict is not None
         return verdict
 
-    async def hit(self, redis: Redis, group: str, ip: str, principal: str | None = None) -> Decision:
-        """Count one request on its own (outside the authentication middleware's pipeline)."""
+    async def hit(self, redis: Redis, counters: Sequence[Counter]) -> Decision:
+        """Count one request on these counters on its own (outside the middleware's pipeline)."""
         pipe = redis.pipeline(transaction=False)
-        self.queue(pipe, group, ip, principal)
+        self.queue(pipe, counters)
         (result,) = await pipe.execute()
-        return self.decide(result, group, ip, principal)
+        return self.decide(result, counters)
 
 
 def refuse(decision: Decision) -> RateLimited:

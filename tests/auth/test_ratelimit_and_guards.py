@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import httpx
 from litestar import Litestar, Request, get, post
@@ -57,7 +58,7 @@ async def owned(request: Request, owner: FromPath[str]) -> dict[str, bool]:
     return {"ok": True}
 
 
-def test_app(settings, clients) -> httpx.AsyncClient:
+def test_app(settings, clients, ip: str = "10.0.0.1") -> httpx.AsyncClient:
     """A small app with the real middleware and the real Redis/MongoDB clients (no lifespan of its own)."""
     app = Litestar(
         route_handlers=[private, public, unlimited, write_asset, admin_only, owned],
@@ -65,9 +66,7 @@ def test_app(settings, clients) -> httpx.AsyncClient:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.clients = clients
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 1)), base_url="http://t"
-    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(ip, 1)), base_url="http://t")
 
 
 test_app.__test__ = False  # a helper, not a test
@@ -149,6 +148,63 @@ async def test_api_keys_are_limited_per_key(client, settings, clients):
     async with test_app(small, clients) as app_client:
         statuses = [(await app_client.post("/t/assets", headers=key.headers)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def guessed_secret(key_id: str) -> str:
+    """A key of our shape for a real (public) key id, with a secret the guesser made up."""
+    return f"dv_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+async def test_garbage_secrets_for_a_real_key_id_do_not_spend_its_quota(client, settings, clients):
+    small = tiny_limits(
+        settings,
+        default=RateLimitRule(per_ip=1000, per_principal=3),
+        failed_credentials=RateLimitRule(per_ip=1000),
+    )
+    key = await factories.api_key(settings, permissions=["assets:write"])
+    for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):  # a guesser on a few IPs
+        async with test_app(small, clients, ip=ip) as attacker:
+            for _ in range(10):
+                response = await attacker.post(
+                    "/t/assets", headers={"X-API-Key": guessed_secret(key.api_key_id)}
+                )
+                assert response.status_code == 401 and code(response) == "invalid_api_key"
+    async with test_app(small, clients, ip="198.51.100.7") as operator:
+        statuses = [(await operator.post("/t/assets", headers=key.headers)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]  # the key's own quota, all of it, and no more
+
+
+async def test_failed_credentials_per_ip_have_their_own_limit(client, settings, clients):
+    small = tiny_limits(
+        settings,
+        default=RateLimitRule(per_ip=1000, per_principal=1000),
+        failed_credentials=RateLimitRule(per_ip=5),
+    )
+    known = await factories.api_key(settings, permissions=["assets:write"])
+    cold = await factories.api_key(settings, permissions=["assets:write"])
+    async with test_app(small, clients, ip="203.0.113.9") as app_client:
+        assert (await app_client.post("/t/assets", headers=known.headers)).status_code == 200
+        guesses = [
+            await app_client.post("/t/assets", headers={"X-API-Key": guessed_secret(known.api_key_id)}),
+            await app_client.post("/t/assets", headers={"X-API-Key": "dv_garbage"}),
+            await app_client.get("/t/private", headers={"Authorization": "Bearer garbage"}),
+            await app_client.post("/t/assets", headers={"X-API-Key": guessed_secret(cold.api_key_id)}),
+            await app_client.post("/t/assets", headers={"X-API-Key": guessed_secret(cold.api_key_id)}),
+            await app_client.post("/t/assets", headers={"X-API-Key": guessed_secret(cold.api_key_id)}),
+        ]
+        assert [r.status_code for r in guesses] == [401] * 5 + [429]
+        refused = guesses[-1]
+        assert (
+            code(refused) == "rate_limited"
+            and refused.json()["error"]["details"]["scope"] == "failed_credentials"
+        )
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # past the limit, an unproven key is not even looked up from this IP, even the right one ...
+        assert (await app_client.post("/t/assets", headers=cold.headers)).status_code == 429
+        # ... while a key already proven (cached) keeps working
+        assert (await app_client.post("/t/assets", headers=known.headers)).status_code == 200
+    async with test_app(small, clients, ip="203.0.113.10") as elsewhere:  # another IP is not affected
+        assert (await elsewhere.post("/t/assets", headers=cold.headers)).status_code == 200
 
 
 async def test_concurrent_requests_cannot_overrun_the_limit(client, settings, clients):
