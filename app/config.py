@@ -59,6 +59,8 @@ def _default_rate_limits() -> dict[str, RateLimitRule]:
     return {
         "default": RateLimitRule(),
         "auth": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
+        # Probes and scrapers: generous, and readiness is cached, so a flood cannot reach the providers.
+        "system": RateLimitRule(per_ip=300, per_principal=1200, window_s=60),
         # Refused credentials per IP, on every route (per_principal is unused: nobody was proven).
         "failed_credentials": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
     }
@@ -127,6 +129,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     admin_wallets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Bearer token for /metrics and readiness details; unset: open in development, closed in production.
+    metrics_token: SecretStr | None = None
 
     mongodb: MongoSettings = MongoSettings()
     redis: RedisSettings = RedisSettings()

@@ -11,7 +11,6 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusController
 
 from app.assets.controllers import AssetController, UserAssetsController
 from app.auth.controllers import AuthController
@@ -20,7 +19,12 @@ from app.config import Settings, check_settings, get_settings
 from app.lib.clients import Clients, open_clients
 from app.lib.errors import EXCEPTION_HANDLERS, errors_as_responses
 from app.lib.logging import configure_logging
-from app.lib.observability import add_request_id_header, prometheus_config, request_id_middleware
+from app.lib.observability import (
+    add_request_id_header,
+    metrics_controller,
+    prometheus_config,
+    request_id_middleware,
+)
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
 from app.system.controllers import JobController, SystemController
@@ -48,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             SystemController,
             JobController,
-            PrometheusController,
+            metrics_controller(settings),
             AuthController,
             StorageController,
             AssetMediaController,

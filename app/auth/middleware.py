@@ -22,7 +22,9 @@ request a rate limit refuses in each window ("auth.rate_limited").
 
 Rate-limit groups: a handler (or its controller) picks one with `opt={"rate_limit": "auth"}`; the
 rest count under "default"; `opt={"rate_limit": None}` exempts a route. /schema, /metrics and
-/api/system/* (probes and scrapers) are open and not counted.
+/api/system/* (probes and scrapers) are open: no user credentials are read there (operators send the
+METRICS_TOKEN, see app/lib/observability.py), and they are counted per IP only under a group their
+route names ("system"), letting the request through when Redis cannot count it.
 
 Why not Litestar's `AbstractAuthenticationMiddleware` / `JWTAuth`: both treat a route as either
 excluded or authenticated, while anonymous routes here still authenticate whoever sends credentials,
@@ -41,6 +43,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.auth import service, tokens
 from app.auth.guards import Principal
@@ -116,6 +119,22 @@ class Authenticator:
             if not decision.allowed:
                 raise refuse(decision)
         return None
+
+    async def count_open(self, redis: Redis, ip: str, group: str) -> None:
+        """Count a request to an open route (probes, scrapers); 429 when over its limit.
+
+        When Redis cannot count, the request goes through: readiness must still be able to say that
+        Redis is down, and its answer is cached per process, so a flood cannot reach the dependencies.
+        """
+        if self.rate_limiter is None:
+            return
+        try:
+            decision = await self.rate_limiter.hit(redis, [self.rate_limiter.ip(group, ip)])
+        except (RedisError, OSError) as exc:
+            log.warning("auth.rate_limit.unavailable", group=group, error=type(exc).__name__)
+            return
+        if not decision.allowed:
+            raise refuse(decision)
 
     async def _bearer(
         self, redis: Redis, authorization: str, ip: str, group: str | None, limiter: RateLimiter | None
@@ -289,6 +308,13 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
             ip = client[0] if client else "unknown"
             if _is_open(scope["path"]):
                 scope["user"] = None
+                group = opt.get("rate_limit") if scope_type == ScopeType.HTTP else None
+                if group is not None:
+                    try:
+                        await authenticator.count_open(scope["litestar_app"].state.clients.redis, ip, group)
+                    except RateLimited as exc:
+                        await _audit_rate_limited(scope, exc)
+                        raise
                 await app(scope, receive, send)
                 return
             method = scope.get("method")

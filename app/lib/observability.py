@@ -1,16 +1,22 @@
-"""Request ids, access logs and Prometheus metrics for every request."""
+"""Request ids, access logs and Prometheus metrics for every request; the operator token."""
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 import uuid
 
 import structlog
+from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.plugins.prometheus import PrometheusConfig
+from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.lib.errors import Unauthorized
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
@@ -70,3 +76,33 @@ def prometheus_config() -> PrometheusConfig:
     return PrometheusConfig(
         app_name="dynamicvault", prefix="dynamicvault", group_path=True, exclude_unhandled_paths=True
     )
+
+
+def is_operator(settings: Settings, authorization: str | None) -> bool:
+    """Whether a request may read metrics and readiness details: it sends `Bearer <METRICS_TOKEN>`.
+
+    Without a token, development and tests are open (as `make run` prints) and production is closed.
+    """
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not token:
+        return not settings.is_production
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def metrics_controller(settings: Settings) -> type[PrometheusController]:
+    """Litestar's /metrics, for the operator token only (Prometheus: `authorization: {credentials: ...}`)."""
+
+    def operator_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if not is_operator(settings, connection.headers.get("authorization")):
+            raise Unauthorized(
+                "metrics need the operator token (METRICS_TOKEN) as a bearer token",
+                code="operator_token_required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    class MetricsController(PrometheusController):
+        guards = [operator_only]
+        opt = {"rate_limit": "system"}
+
+    return MetricsController

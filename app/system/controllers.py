@@ -2,48 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from app.lib.deps import ClientsDep
+from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.errors import NotFound
-from app.system import service
+from app.lib.observability import is_operator
+from app.system import schemas, service
+
+SYSTEM_LIMITS = {"rate_limit": "system"}
+
+
+def _readiness_out(report: service.Readiness, *, detailed: bool) -> schemas.ReadinessOut:
+    checks = {
+        name: schemas.CheckOut(status=check.status, latency_ms=check.latency_ms, error=check.error)
+        if detailed
+        else schemas.CheckOut(status=check.status)
+        for name, check in report.checks.items()
+    }
+    return schemas.ReadinessOut(
+        status="ready" if report.ready else "unavailable",
+        checks=checks,
+        checked_at=report.checked_at if detailed else None,
+    )
 
 
 class SystemController(Controller):
     path = "/api/system"
     tags = ["system"]
+    opt = SYSTEM_LIMITS
 
-    @get("/health", cache=False)
+    # Not counted: liveness does no I/O, and must not fail because Redis (where counters live) is down.
+    @get("/health", cache=False, opt={"rate_limit": None})
     async def health(self) -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
     @get("/ready", cache=False)
-    async def ready(self, clients: ClientsDep) -> Response[dict[str, Any]]:
-        """Readiness: MongoDB, Redis, S3 and the chain each answer; 503 names what does not."""
-        ok, checks = await service.readiness(clients)
-        body = {"status": "ready" if ok else "unavailable", "checks": checks}
-        return Response(body, status_code=200 if ok else HTTP_503_SERVICE_UNAVAILABLE)
+    async def ready(
+        self, request: Request, clients: ClientsDep, settings: SettingsDep
+    ) -> Response[schemas.ReadinessOut]:
+        """Readiness: MongoDB, Redis, S3 and the chain, each up or down; 503 when any is down.
+
+        With the operator token (METRICS_TOKEN) each check also gives its latency or an error code.
+        """
+        report = await service.readiness(clients)
+        body = _readiness_out(report, detailed=is_operator(settings, request.headers.get("authorization")))
+        return Response(body, status_code=200 if report.ready else HTTP_503_SERVICE_UNAVAILABLE)
 
     @post("/worker-ping", status_code=HTTP_202_ACCEPTED)
-    async def worker_ping(self, clients: ClientsDep) -> dict[str, str]:
+    async def worker_ping(self, clients: ClientsDep) -> schemas.PingQueued:
         """Queue a trivial job that a worker answers; poll its status URL."""
         job_id = await service.enqueue_ping(clients)
-        return {"jobId": job_id, "statusUrl": f"/api/jobs/{job_id}"}
+        return schemas.PingQueued(job_id=job_id, status_url=f"/api/jobs/{job_id}")
 
 
 class JobController(Controller):
     path = "/api/jobs"
     tags = ["system"]
 
-    # Open (worker-ping hands out its status URL to anonymous callers): results must hold no private data.
-    @get("/{jobId:str}", cache=False, opt={"anonymous": True})
-    async def job_status(self, clients: ClientsDep, jobId: FromPath[str]) -> dict[str, Any]:
-        """The status of a background job, and its result once finished."""
+    # Open (worker-ping hands out its status URL to anonymous callers): results must hold no private data,
+    # and a failure shows its error code only.
+    @get("/{jobId:str}", cache=False, opt={"anonymous": True, **SYSTEM_LIMITS})
+    async def job_status(self, clients: ClientsDep, jobId: FromPath[str]) -> schemas.JobStateOut:
+        """The status of a background job, and its result (or error code) once finished."""
         state = await service.job_state(clients, jobId)
         if state is None:
             raise NotFound(f"no job {jobId!r}", code="job_not_found")

@@ -3,30 +3,66 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from arq.jobs import Job, JobStatus
+import structlog
+from arq.jobs import Job, JobStatus, SerializationError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pymongo.errors import ConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.lib.clients import Clients
 from app.lib.queues import QUEUES
+from app.lib.timeutil import utcnow
+from app.system.schemas import JobStateOut
 
+log = structlog.get_logger(__name__)
 CHECK_TIMEOUT_S = 2.0
+READY_CACHE_S = 5.0
 PING_JOB = "system.ping"
 PING_WINDOW_S = 10
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
-async def _timed(check: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Check:
+    status: str  # up, down or disabled
+    latency_ms: float | None = None
+    error: str | None = None  # a code; the exception's text goes to the log only
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, Check]
+    checked_at: datetime
+
+
+def _check_error(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError | ConnectionFailure | RedisConnectionError | BotoConnectionError):
+        return "connection_failed"
+    return "check_failed"
+
+
+async def _timed(name: str, check: Callable[[], Awaitable[Any]]) -> Check:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S)
     except Exception as exc:  # any failure means the dependency is down, whatever it raised
-        return {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"status": "up", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+        code = _check_error(exc)
+        log.warning("system.ready.down", check=name, error=code, detail=f"{type(exc).__name__}: {exc}"[:300])
+        return Check(status="down", error=code)
+    return Check(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
-async def readiness(clients: Clients) -> tuple[bool, dict[str, dict[str, Any]]]:
+async def check_readiness(clients: Clients) -> Readiness:
     """Ping every dependency at once; ready only when all configured ones answer."""
     checks: dict[str, Callable[[], Awaitable[Any]]] = {
         "mongodb": lambda: clients.mongo.admin.command("ping"),
@@ -35,11 +71,48 @@ async def readiness(clients: Clients) -> tuple[bool, dict[str, dict[str, Any]]]:
     }
     if clients.web3 is not None:
         checks["chain"] = lambda: clients.web3.eth.chain_id
-    results = dict(zip(checks, await asyncio.gather(*(_timed(c) for c in checks.values())), strict=True))
+    results = await asyncio.gather(*(_timed(name, check) for name, check in checks.items()))
+    by_name = dict(zip(checks, results, strict=True))
     if clients.web3 is None:
-        results["chain"] = {"status": "disabled"}
-    ready = all(r["status"] != "down" for r in results.values())
-    return ready, results
+        by_name["chain"] = Check(status="disabled")
+    ready = all(check.status != "down" for check in by_name.values())
+    return Readiness(ready=ready, checks=by_name, checked_at=utcnow())
+
+
+class ReadinessCache:
+    """This process's last readiness answer for `ttl_s`, refreshed by one request at a time.
+
+    However many probes arrive, the dependencies (and the chain RPC provider's quota) see one round of
+    checks per process per `ttl_s`. An answer is kept for the clients it checked, and only for them.
+    """
+
+    def __init__(self, ttl_s: float = READY_CACHE_S) -> None:
+        self.ttl_s = ttl_s
+        self._last: tuple[Clients, float, Readiness] | None = None
+        self._refresh: tuple[Clients, asyncio.Task[Readiness]] | None = None
+
+    async def get(self, clients: Clients) -> Readiness:
+        last = self._last
+        if last is not None and last[0] is clients and time.monotonic() < last[1]:
+            return last[2]
+        refresh = self._refresh
+        if refresh is None or refresh[0] is not clients or refresh[1].done():
+            refresh = self._refresh = (clients, asyncio.ensure_future(self._run(clients)))
+        # Shielded: a prober that hangs up does not cancel the refresh the others are waiting for.
+        return await asyncio.shield(refresh[1])
+
+    async def _run(self, clients: Clients) -> Readiness:
+        result = await check_readiness(clients)
+        self._last = (clients, time.monotonic() + self.ttl_s, result)
+        return result
+
+
+_readiness = ReadinessCache()
+
+
+async def readiness(clients: Clients) -> Readiness:
+    """The readiness of this process's dependencies, at most READY_CACHE_S old."""
+    return await _readiness.get(clients)
 
 
 async def enqueue_ping(clients: Clients) -> str:
@@ -49,8 +122,20 @@ async def enqueue_ping(clients: Clients) -> str:
     return job_id
 
 
-async def job_state(clients: Clients, job_id: str) -> dict[str, Any] | None:
-    """A queued job's status and, when finished, its result; None when arq knows no such job."""
+def job_error_code(error: object) -> str:
+    """What a failed job's result says about its failure: a code, never the exception's text."""
+    code = getattr(error, "code", None)  # AppError and the domains' own errors carry one
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    if isinstance(error, TimeoutError):
+        return "job_timeout"
+    if isinstance(error, asyncio.CancelledError):
+        return "job_aborted"
+    return "job_failed"
+
+
+async def job_state(clients: Clients, job_id: str) -> JobStateOut | None:
+    """A queued job's status and, when finished, its result or error code; None when arq knows no such job."""
     for queue in QUEUES:  # a job waiting in a queue is found there only
         job = Job(job_id, clients.redis, _queue_name=queue)
         status = await job.status()
@@ -58,12 +143,23 @@ async def job_state(clients: Clients, job_id: str) -> dict[str, Any] | None:
             break
     else:
         return None
-    state: dict[str, Any] = {"jobId": job_id, "status": status.value}
-    if status == JobStatus.complete:
+    if status != JobStatus.complete:
+        return JobStateOut(job_id=job_id, status=status.value)
+    try:
         info = await job.result_info()
-        if info is not None:
-            state["success"] = info.success
-            state["result"] = info.result if info.success else None
-            state["error"] = None if info.success else str(info.result)
-            state["finishedAt"] = info.finish_time.isoformat()
-    return state
+    except SerializationError:  # a result this release cannot read back
+        log.warning("system.job_state.unreadable_result", job_id=job_id)
+        return JobStateOut(job_id=job_id, status=status.value, success=False, error="job_result_unreadable")
+    if info is None:
+        return JobStateOut(job_id=job_id, status=status.value)
+    if info.success:
+        return JobStateOut(
+            job_id=job_id, status=status.value, success=True, result=info.result, finished_at=info.finish_time
+        )
+    return JobStateOut(
+        job_id=job_id,
+        status=status.value,
+        success=False,
+        error=job_error_code(info.result),
+        finished_at=info.finish_time,
+    )
