@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Bearer token for /metrics and readiness details; unset: open in development, closed in production.
     metrics_token: SecretStr | None = None
+    audit_retention_days: int = Field(default=365, ge=1)
 
     mongodb: MongoSettings = MongoSettings()
     redis: RedisSettings = RedisSettings()

@@ -27,6 +27,7 @@ from app.lib.observability import (
 )
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
+from app.system import audit
 from app.system.controllers import JobController, SystemController
 
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def clients_lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_clients(settings) as clients:
             app.state.clients = clients
+            await audit.apply_retention(settings.audit_retention_days)
             yield
 
     def provide_clients(request: Request) -> Clients:

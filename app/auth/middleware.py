@@ -17,7 +17,7 @@
 
 Refused credentials count per IP on their own limit (AUTH_RATE_LIMITS "failed_credentials"; 429 past
 it, and no more API-key lookups for that IP in the window). They are written to the audit trail
-("auth.credentials_rejected", with the reason), and so is the first
+("auth.credentials_rejected", with the reason) once per (ip, reason) and window, and so is the first
 request a rate limit refuses in each window ("auth.rate_limited").
 
 Rate-limit groups: a handler (or its controller) picks one with `opt={"rate_limit": "auth"}`; the
@@ -47,14 +47,15 @@ from redis.exceptions import RedisError
 
 from app.auth import service, tokens
 from app.auth.guards import Principal
-from app.config import Settings
+from app.config import RateLimitRule, Settings
 from app.lib.errors import Unauthorized
-from app.lib.ratelimit import DEFAULT_GROUP, Counter, RateLimited, RateLimiter, refuse
+from app.lib.ratelimit import DEFAULT_GROUP, FAILURES_GROUP, Counter, RateLimited, RateLimiter, refuse
 from app.lib.timeutil import utcnow
 from app.system import audit
 
 log = structlog.get_logger(__name__)
 OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
+AUDITED_REFUSAL_PREFIX = "auth:audit:rejected:"
 _AUTHORIZATION = b"authorization"
 _API_KEY = service.API_KEY_HEADER.lower().encode()
 
@@ -286,6 +287,17 @@ async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str 
         log.exception("auth.audit_failed", action=action)
 
 
+async def _audit_rejected(scope: Scope, redis: Redis, ip: str, reason: str, kind: str, window_s: int) -> None:
+    """Record refused credentials once per (ip, reason) and window: a flood of garbage writes one entry."""
+    try:
+        first = await redis.set(f"{AUDITED_REFUSAL_PREFIX}{ip}:{reason}", "1", nx=True, ex=window_s)
+    except RedisError:
+        log.warning("auth.audit_marker_failed", reason=reason, exc_info=True)
+        return
+    if first:
+        await _audit_refusal(scope, "auth.credentials_rejected", reason, kind)
+
+
 async def _audit_rate_limited(scope: Scope, exc: RateLimited) -> None:
     if exc.decision is not None and exc.decision.first_refusal:  # once per window, not per request
         decision = exc.decision
@@ -295,6 +307,7 @@ async def _audit_rate_limited(scope: Scope, exc: RateLimited) -> None:
 def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     """The middleware factory for `create_app()`'s middleware list (after request ids and metrics)."""
     authenticator = Authenticator(settings)
+    audit_window_s = settings.auth.rate_limits.get(FAILURES_GROUP, RateLimitRule()).window_s
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -326,7 +339,7 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
                 principal = await authenticator.authenticate(redis, headers, ip, group)
             except Unauthorized as exc:
                 kind = "bearer" if _AUTHORIZATION in headers else "api_key"
-                await _audit_refusal(scope, "auth.credentials_rejected", exc.code, kind)
+                await _audit_rejected(scope, redis, ip, exc.code, kind, audit_window_s)
                 raise
             except RateLimited as exc:
                 await _audit_rate_limited(scope, exc)

@@ -1,16 +1,19 @@
-"""The audit trail: one call records who did what to which entity, from where."""
+"""The audit trail: one call records who did what to which entity, from where; and its retention."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pymongo
 import structlog
 from litestar.connection import ASGIConnection
+from pymongo import IndexModel
 
 from app.auth.guards import Principal
 from app.system.documents import AuditLog
 
 log = structlog.get_logger(__name__)
+RETENTION_INDEX = "timestamp"
 
 
 def request_origin(connection: ASGIConnection | None) -> dict[str, str | None]:
@@ -61,3 +64,27 @@ async def record(
     await entry.insert()
     log.info("audit.recorded", action=action, actor=actor_name, entity_id=entity_id, success=success)
     return entry
+
+
+async def apply_retention(retention_days: int) -> None:
+    """Make the timestamp index a TTL of `retention_days`: MongoDB deletes older entries on its own.
+
+    An existing index gets the new TTL in place (collMod), so changing AUDIT_RETENTION_DAYS applies to
+    every entry already kept. Entries that must outlive it are to be archived before this deletes them.
+    """
+    seconds = retention_days * 24 * 3600
+    collection = AuditLog.get_pymongo_collection()
+    current = (await collection.index_information()).get(RETENTION_INDEX)
+    if current is None:
+        await collection.create_indexes(
+            [
+                IndexModel(
+                    [("timestamp", pymongo.DESCENDING)], name=RETENTION_INDEX, expireAfterSeconds=seconds
+                )
+            ]
+        )
+    elif current.get("expireAfterSeconds") != seconds:
+        await collection.database.command(
+            {"collMod": collection.name, "index": {"name": RETENTION_INDEX, "expireAfterSeconds": seconds}}
+        )
+    log.info("audit.retention", days=retention_days)

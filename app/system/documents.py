@@ -30,8 +30,10 @@ class AuditLog(Document):
 
     class Settings:
         name = "auditLogs"
+        # The "timestamp" index is also the retention rule (a TTL of AUDIT_RETENTION_DAYS, a setting), so
+        # app/system/audit.py makes it at start-up: declared here without the TTL, Beanie's create would
+        # conflict with it.
         indexes = [
-            IndexModel([("timestamp", pymongo.DESCENDING)], name="timestamp"),
             IndexModel(
                 [("actor", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="actor_timestamp"
             ),

@@ -1,5 +1,8 @@
 from app.auth import service
+from app.system import audit
+from app.system.documents import AuditLog
 from tests import factories
+from tests.auth.test_ratelimit_and_guards import test_app
 
 
 async def test_a_bearer_token_from_the_factory_authenticates(client, settings):
@@ -87,8 +90,6 @@ async def test_a_valid_session_survives_a_cache_miss(client, settings, clients):
 
 
 async def test_refused_credentials_are_audited_with_their_reason(client, settings):
-    from app.system.documents import AuditLog
-
     await client.get("/api/auth/me", headers={"Authorization": "Bearer x.y.z", "User-Agent": "probe/1"})
     await client.get("/api/auth/me", headers={"X-API-Key": "dv_nope"})
     entries = await AuditLog.find(AuditLog.action == "auth.credentials_rejected").sort("timestamp").to_list()
@@ -97,3 +98,44 @@ async def test_refused_credentials_are_audited_with_their_reason(client, setting
         ("api_key", "invalid_api_key", False),
     ]
     assert entries[0].ipAddress == "127.0.0.1" and entries[0].userAgent == "probe/1"
+
+
+async def test_a_flood_of_refused_credentials_writes_one_audit_entry_per_ip_and_reason(
+    client, settings, clients
+):
+    for _ in range(20):
+        assert (
+            await client.get("/api/auth/me", headers={"Authorization": "Bearer x.y.z"})
+        ).status_code == 401
+    for _ in range(5):
+        await client.get("/api/auth/me", headers={"X-API-Key": "dv_nope"})
+    async with test_app(settings, clients, ip="203.0.113.50") as elsewhere:
+        for _ in range(5):
+            await elsewhere.get("/t/private", headers={"Authorization": "Bearer x.y.z"})
+    entries = await AuditLog.find(AuditLog.action == "auth.credentials_rejected").to_list()
+    assert sorted((e.ipAddress, e.reason) for e in entries) == [
+        ("127.0.0.1", "invalid_api_key"),
+        ("127.0.0.1", "invalid_token"),
+        ("203.0.113.50", "invalid_token"),
+    ]
+    # the next window records again
+    await clients.redis.delete(*[k async for k in clients.redis.scan_iter("auth:audit:rejected:*")])
+    await client.get("/api/auth/me", headers={"Authorization": "Bearer x.y.z"})
+    assert await AuditLog.find(AuditLog.action == "auth.credentials_rejected").count() == 4
+
+
+async def test_audit_logs_are_kept_for_the_retention_setting_then_expire(client, settings, clients):
+    def ttl(info) -> int | None:
+        return info[audit.RETENTION_INDEX].get("expireAfterSeconds")
+
+    collection = clients.mongo[settings.mongodb.database]["auditLogs"]
+    info = await collection.index_information()
+    assert info[audit.RETENTION_INDEX]["key"] == [("timestamp", -1)]
+    assert ttl(info) == settings.audit_retention_days * 86400 == 365 * 86400
+    try:
+        await audit.apply_retention(30)  # a changed setting applies to the existing index
+        assert ttl(await collection.index_information()) == 30 * 86400
+        await collection.drop_index(audit.RETENTION_INDEX)  # a database that never had it gets it
+    finally:
+        await audit.apply_retention(settings.audit_retention_days)
+    assert ttl(await collection.index_information()) == 365 * 86400
