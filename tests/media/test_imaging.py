@@ -339,7 +339,7 @@ def test_avatars_have_a_lower_pixel_cap_checked_from_the_header(monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     just_over = _png_bomb(4001, 4000)  # over the avatar cap, far under the one for asset images
-    assert 4001 * 4000 > imaging.AVATAR_MAX_PIXELS and 4001 * 4000 < imaging.MAX_PIXELS
+    assert imaging.AVATAR_MAX_PIXELS < 4001 * 4000 < imaging.MAX_PIXELS
     with pytest.raises(MediaRejected) as excinfo:
         imaging.render_avatar(just_over)
     assert excinfo.value.code == "decompression_bomb"
