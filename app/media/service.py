@@ -105,10 +105,13 @@ def _doc(entry: MediaFile) -> dict[str, Any]:
     return entry.model_dump()
 
 
-async def _put_file(token_id: int, entry: MediaFile, *, replaces: str | None = None) -> None:
+async def _put_file(
+    token_id: int, entry: MediaFile, *, replaces: str | None = None, capped_at: datetime | None = None
+) -> bool:
     """Record a file under its key (replacing any record of that key), then drop the record it replaces.
 
     In this order a crash in between leaves both records, never neither; the job re-run settles it.
+    With `capped_at`, a new record is added only while the asset is under its upload caps (False if not).
     """
     doc = _doc(entry)
     updated = await _collection().update_one(
@@ -117,11 +120,16 @@ async def _put_file(token_id: int, entry: MediaFile, *, replaces: str | None = N
         array_filters=[{"file.key": entry.key}],
     )
     if not updated.matched_count:
-        await _collection().update_one(
-            {"tokenId": token_id, "media.files.key": {"$ne": entry.key}}, {"$push": {"media.files": doc}}
+        room = _has_room(capped_at) if capped_at is not None else {}
+        added = await _collection().update_one(
+            {"tokenId": token_id, "media.files.key": {"$ne": entry.key}, **room},
+            {"$push": {"media.files": doc}},
         )
+        if capped_at is not None and not added.matched_count:
+            return False
     if replaces and replaces != entry.key:
         await _collection().update_one({"tokenId": token_id}, {"$pull": {"media.files": {"key": replaces}}})
+    return True
 
 
 # ---- upload policies ----------------------------------------------------------------------------------
@@ -191,12 +199,16 @@ async def _stage(
         {"tokenId": asset.tokenId, **_has_room(now)}, {"$push": {"media.files": _doc(entry)}}
     )
     if not added.matched_count:
-        raise Conflict(
-            f"the asset holds its limit of uploads: {MAX_STAGED_UPLOADS} in progress, {MAX_UPLOADS} in all",
-            code="upload_limit_reached",
-            details={"maxStaged": MAX_STAGED_UPLOADS, "maxUploads": MAX_UPLOADS},
-        )
+        raise _upload_limit_reached()
     return entry.key, entry
+
+
+def _upload_limit_reached() -> Conflict:
+    return Conflict(
+        f"the asset holds its limit of uploads: {MAX_STAGED_UPLOADS} in progress, {MAX_UPLOADS} in all",
+        code="upload_limit_reached",
+        details={"maxStaged": MAX_STAGED_UPLOADS, "maxUploads": MAX_UPLOADS},
+    )
 
 
 def _count_files(cond: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +390,10 @@ async def store_direct(
         labels.add(label)
         key = keys.final_key(purpose, token_id, label, stamp, content_type, category)
         incoming.file.seek(0)
+        if not await _collection().count_documents(
+            {"tokenId": token_id, **_has_room(now)}, limit=1
+        ):  # refused before it costs a write; the capped $push below settles a race
+            raise _upload_limit_reached()
         await storage.put_fileobj(key, incoming.file, content_type)
         entry = MediaFile(
             key=key,
@@ -392,7 +408,9 @@ async def store_direct(
             uploadedBy=principal.wallet_address,
             createdAt=now,
         )
-        await _put_file(token_id, entry)
+        if not await _put_file(token_id, entry, capped_at=now):
+            await storage.delete([key])
+            raise _upload_limit_reached()
         await _index_key(token_id, entry)
         stored.append(entry)
     log.info("media.direct_upload", token_id=token_id, purpose=purpose, files=len(stored))

@@ -186,3 +186,34 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
                 "queryPlanner"
             ]
         )
+
+
+async def test_direct_uploads_are_capped_too_and_a_refused_one_leaves_no_object(client, clients, settings):
+    owner = await support.owner_with_asset(settings, 7)
+    filler = [
+        {
+            "key": f"images/originals/7/7_junk-{n}_x.jpg",
+            "status": "rejected",
+            "kind": "image",
+            "createdAt": utcnow(),
+        }
+        for n in range(service.MAX_UPLOADS - 1)
+    ]
+    await Asset.get_pymongo_collection().update_one({"tokenId": 7}, {"$set": {"media.files": filler}})
+    photo = support.photo((60, 40))
+    last = await client.post(
+        "/api/assets/7/images", files=[("files", ("last.jpg", photo, "image/jpeg"))], headers=owner.headers
+    )
+    assert last.status_code == 201, last.text
+
+    over = await client.post(
+        "/api/assets/7/images",
+        files=[("files", ("over.jpg", photo, "image/jpeg")), ("files", ("more.jpg", photo, "image/jpeg"))],
+        headers=owner.headers,
+    )
+    assert over.status_code == 409 and over.json()["error"]["code"] == "upload_limit_reached", over.text
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    assert len(asset.media.files) == service.MAX_UPLOADS
+    assert [
+        k for k in await support.object_keys(clients, "images/originals/") if "over" in k or "more" in k
+    ] == []
