@@ -172,11 +172,12 @@ MAX_JSON_BYTES = 5 * MB  # metadata is small; this bounds the time and memory on
 # required quote made the engine retry from every later quote (quadratic on `"\"\"\"...`).
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _json_depth_ok(data: bytes) -> bool:
-    """Nesting within MAX_JSON_DEPTH: json.loads recurses in C, and a dependency that raises the
-    recursion limit (py_ecc sets 100000) turns a deep document into a segfault, not a RecursionError."""
+    """Nesting of UTF-8 JSON within MAX_JSON_DEPTH: json.loads recurses in C, and a dependency that raises
+    the recursion limit (py_ecc sets 100000) turns a deep document into a segfault, not a RecursionError."""
     if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
         return True
     depth = 0
@@ -187,14 +188,30 @@ def _json_depth_ok(data: bytes) -> bool:
     return True
 
 
+def _utf8_json_text(data: bytes) -> str:
+    """The text of a UTF-8 JSON body (a BOM tolerated); MediaRejected for UTF-16, UTF-32 or bad UTF-8."""
+    data = data.removeprefix(_UTF8_BOM)
+    # json.loads(bytes) would also take UTF-16 and UTF-32, where a quote or a backslash can be half of
+    # another character: the depth scan, which reads UTF-8, would see other strings than the parser.
+    if json.detect_encoding(data) != "utf-8":
+        raise MediaRejected("json_not_utf8", "JSON documents must be UTF-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MediaRejected("json_not_utf8", f"JSON documents must be UTF-8: {exc.reason}") from exc
+
+
 def check_json(data: bytes) -> None:
-    """Raise MediaRejected unless a whole body is JSON within MAX_JSON_BYTES and MAX_JSON_DEPTH."""
+    """Raise MediaRejected unless a whole body is UTF-8 JSON within MAX_JSON_BYTES and MAX_JSON_DEPTH."""
     if len(data) > MAX_JSON_BYTES:
         raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {MAX_JSON_BYTES} allowed for JSON")
+    text = _utf8_json_text(data)
+    # Valid UTF-8 never has a quote, backslash or bracket byte inside another character, so the scan of
+    # its bytes sees the very brackets and strings that json.loads sees in the text.
     if not _json_depth_ok(data):
         raise MediaRejected("json_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        json.loads(data)
+        json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MediaRejected("invalid_json", "not valid JSON") from exc
 

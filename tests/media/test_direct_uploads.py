@@ -158,6 +158,22 @@ async def test_a_hostile_json_document_is_refused_while_health_keeps_answering(c
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
 
 
+async def test_a_utf16_json_document_hiding_its_depth_is_refused(client, clients, settings):
+    login = await support.owner_with_asset(settings, 7)
+    # U+5C41 is the bytes `41 5C` in UTF-16LE: a byte scan reads its closing quote as escaped.
+    for depth in (300, 90_000):
+        hostile = ('["\u5c41",' + "[" * depth + "]" * depth + "]").encode("utf-16-le")
+        refused = await client.post(
+            "/api/assets/7/documents",
+            data={"category": "metadata"},
+            files=[("files", ("metadata.json", hostile, "application/json"))],
+            headers=login.headers,
+        )
+        assert refused.status_code == 415, refused.text
+        assert refused.json()["error"]["code"] == "json_not_utf8"
+    assert await support.object_keys(clients, "documents/") == []
+
+
 async def test_only_the_owner_or_an_admin_uploads(client, settings):
     await support.owner_with_asset(settings, 7)
     stranger = await factories.login(settings)

@@ -187,6 +187,28 @@ def test_json_check_reads_strings_as_json_does_and_caps_the_size():
         assert excinfo.value.code == code
 
 
+def _utf16_hidden_brackets(depth: int) -> bytes:
+    """UTF-16LE JSON whose U+5C41 is the bytes `41 5C`: a byte scan sees its closing quote escaped."""
+    return ('["\u5c41",' + "[" * depth + "]" * depth + "]").encode("utf-16-le")
+
+
+def test_json_in_utf16_or_utf32_is_refused_before_its_brackets_are_counted_or_parsed():
+    for depth in (300, 90_000):  # past the limit; deep enough to exhaust json.loads' C recursion
+        hostile = _utf16_hidden_brackets(depth)
+        assert imaging.sniff_content_type(hostile[: imaging.SNIFF_BYTES]) == "application/json"
+        with pytest.raises(MediaRejected) as excinfo:
+            imaging.check_json(hostile)
+        assert excinfo.value.code == "json_not_utf8"
+    for encoding in ("utf-16", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
+        with pytest.raises(MediaRejected) as excinfo:
+            imaging.check_json('{"edition": 1}'.encode(encoding))
+        assert excinfo.value.code == "json_not_utf8", encoding
+    with pytest.raises(MediaRejected) as excinfo:
+        imaging.check_json(b'{"name": "\xff"}')  # not UTF-8 at all
+    assert excinfo.value.code == "json_not_utf8"
+    imaging.check_json('\ufeff{"name": "Caf\u00e9 [{"}'.encode())  # UTF-8, with or without a BOM
+
+
 def test_render_variants_from_large_jpeg_fits_every_size():
     data = _save(_photo((3200, 2400)), "JPEG", quality=90)
 
