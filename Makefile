@@ -26,6 +26,7 @@ bench: .venv/.synced node_modules/.synced
 lint: .venv/.synced
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 format: .venv/.synced
 	.venv/bin/ruff format .

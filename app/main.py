@@ -13,10 +13,16 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app.assets.controllers import AssetController, UserAssetsController
+from app.assets.documents import Asset, PriceHistory
+from app.audit import service as audit_service
+from app.audit.documents import AuditLog
+from app.auth import tokens
 from app.auth.controllers import AuthController
+from app.auth.documents import Session, User
 from app.auth.middleware import authentication_middleware
-from app.config import Settings, check_settings, get_settings
+from app.config import ConfigurationError, Settings, check_settings, get_settings
 from app.lib.clients import Clients, open_clients
+from app.lib.context import RequestContext, request_context
 from app.lib.errors import EXCEPTION_HANDLERS, errors_as_responses
 from app.lib.logging import configure_logging
 from app.lib.observability import (
@@ -26,21 +32,29 @@ from app.lib.observability import (
     request_id_middleware,
 )
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
+from app.market.documents import Transaction
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
-from app.system import audit
+from app.oracle.documents import AIOracleData, DataSource
 from app.system.controllers import JobController, SystemController
+
+# Every Beanie document, bound to MongoDB at start-up here and in the worker (workers/settings.py).
+DOCUMENTS = [User, Session, Asset, PriceHistory, Transaction, AIOracleData, DataSource, AuditLog]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     check_settings(settings)
+    try:
+        tokens.check_key_settings(settings.auth.hs256_secrets(), settings.auth.jwt_kid)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
     configure_logging(settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def clients_lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_clients(settings) as clients:
+        async with open_clients(settings, documents=DOCUMENTS) as clients:
             app.state.clients = clients
-            await audit.apply_retention(settings.audit_retention_days)
+            await audit_service.apply_retention(settings.audit_retention_days)
             yield
 
     def provide_clients(request: Request) -> Clients:
@@ -48,6 +62,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     def provide_settings() -> Settings:
         return settings
+
+    def provide_context(request: Request) -> RequestContext:
+        return request_context(request)
 
     prometheus = prometheus_config()
     return Litestar(
@@ -69,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "clients": Provide(provide_clients, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "context": Provide(provide_context, sync_to_thread=False),
         },
         middleware=[
             request_id_middleware,

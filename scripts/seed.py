@@ -446,9 +446,10 @@ def _bson(encoder: Encoder, document) -> dict:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from app import db
+    from app.lib import db
     from app.lib.clients import redis_settings
     from app.lib.embedded import settings_with_running_services
+    from app.main import DOCUMENTS
 
     settings = settings_with_running_services()
     if not settings.mongodb.url or not settings.redis.url:
@@ -462,7 +463,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     mongo = db.make_client(settings)
     try:
-        await db.init_db(mongo, settings)
+        await db.init_db(mongo, settings, DOCUMENTS)
         redis = await create_pool(redis_settings(settings))
         try:
             written = await seed_data(redis, count=args.count, rng_seed=args.seed, reset=args.reset)

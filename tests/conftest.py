@@ -13,12 +13,11 @@ import pytest
 from arq.worker import Worker
 from litestar import Litestar
 
-from app import db
 from app.config import Settings
 from app.lib.clients import Clients
 from app.lib.embedded import EmbeddedStack
 from app.lib.queues import QUEUES
-from app.main import create_app
+from app.main import DOCUMENTS, create_app
 from workers.settings import WORKERS
 
 # Settings come from the fixtures below, never from a developer's .env or shell.
@@ -90,7 +89,7 @@ def clients(app: Litestar, _session_client: httpx.AsyncClient) -> Clients:
 
 async def wipe(clients: Clients) -> None:
     """Empty every collection, Redis and the bucket; indexes stay."""
-    for document in db.DOCUMENTS:
+    for document in DOCUMENTS:
         await document.get_pymongo_collection().delete_many({})
     await clients.redis.flushdb()
     s3, bucket = clients.storage.client, clients.storage.bucket

@@ -1,6 +1,7 @@
 import pytest
 
 from app.config import ConfigurationError, Settings, check_settings
+from app.main import create_app
 
 
 def test_documented_env_names_reach_their_sections(monkeypatch):
@@ -82,4 +83,4 @@ def test_a_bad_jwt_key_refuses_to_start_instead_of_failing_the_first_sign_in(aut
         auth=auth,
     )
     with pytest.raises(ConfigurationError, match="AUTH_JWT"):
-        check_settings(settings)
+        create_app(settings)

@@ -4,8 +4,8 @@ from decimal import Decimal
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from app import db
 from app.assets.documents import Asset, CurrentPrice
+from app.main import DOCUMENTS
 from app.market.documents import Transaction, TransactionChain
 
 # Seed plan 3.1.6, plus what the design adds (TTL on sessions, the audit trail).
@@ -55,7 +55,7 @@ async def test_sessions_expire_through_a_ttl_index(client, settings, clients):
 
 
 async def test_every_collection_is_registered(client):
-    names = {document.get_collection_name() for document in db.DOCUMENTS}
+    names = {document.get_collection_name() for document in DOCUMENTS}
     assert names == {
         "users",
         "sessions",

@@ -16,6 +16,7 @@ from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
 from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
+from app.main import DOCUMENTS
 from app.media import jobs as media_jobs
 from app.system import jobs as system_jobs
 
@@ -27,7 +28,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     check_settings(settings)
     configure_logging(settings.log_level, settings.log_json)
     ctx["settings"] = settings
-    ctx["clients_cm"] = open_clients(settings)
+    ctx["clients_cm"] = open_clients(settings, documents=DOCUMENTS)
     ctx["clients"] = await ctx["clients_cm"].__aenter__()
     log.info("worker.started")
 

@@ -10,12 +10,19 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.assets import schemas, service
-from app.assets.guards import owns_asset
-from app.auth.guards import Principal, current_principal, requires_permission, requires_roles
-from app.lib.deps import ClientsDep, SettingsDep
+from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
+from app.lib.security import (
+    Principal,
+    current_principal,
+    owner_or_admin,
+    requires_permission,
+    requires_roles,
+)
 
 PUBLIC = {"anonymous": True}
+# The route's {tokenId} asset belongs to the caller, or the caller is an admin.
+owns_asset = owner_or_admin(service.owner_of, path_param="tokenId")
 
 AssetTypeParam = Annotated[str | None, QueryParameter(name="assetType", description="e.g. Art, Real Estate")]
 OwnerParam = Annotated[str | None, QueryParameter(description="owner wallet address")]
@@ -93,10 +100,11 @@ class AssetController(Controller):
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         data: JSONBody[schemas.AssetCreate],
     ) -> dict[str, Any]:
         """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists."""
-        return await service.create_asset(clients, settings, data, current_principal(request), request)
+        return await service.create_asset(clients, settings, data, current_principal(request), context)
 
     @get("/{tokenId:int}", opt=PUBLIC)
     async def get_asset(
@@ -112,12 +120,13 @@ class AssetController(Controller):
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         tokenId: FromPath[int],
         data: JSONBody[schemas.VerifyRequest | None] = None,
     ) -> dict[str, Any]:
         """Record the platform's verification of an asset (admin)."""
         return await service.verify_asset(
-            clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), request
+            clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), context
         )
 
     @patch("/{tokenId:int}/metadata", guards=[requires_permission(service.METADATA_PERMISSION), owns_asset])
@@ -126,12 +135,13 @@ class AssetController(Controller):
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         tokenId: FromPath[int],
         data: JSONBody[schemas.MetadataPatch],
     ) -> dict[str, Any]:
         """Change metadata (owner or admin; keys need `assets:metadata`); 409 when `version` is stale."""
         return await service.update_metadata(
-            clients, settings, tokenId, data, current_principal(request), request
+            clients, settings, tokenId, data, current_principal(request), context
         )
 
     @get("/{tokenId:int}/price-history", opt=PUBLIC)

@@ -26,15 +26,16 @@ from redis.exceptions import RedisError
 
 from app.assets import schemas
 from app.assets.documents import Asset, AssetMedia, AssetMetadata, Ownership, PriceHistory, fold_name
-from app.auth.guards import Principal, ensure_owner_or_admin, ensure_permission
+from app.audit import service as audit_service
 from app.config import Settings
 from app.lib import cache
+from app.lib.context import SYSTEM, RequestContext
 from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, require_one_of
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
+from app.lib.security import Principal, ensure_owner_or_admin, ensure_permission
 from app.lib.timeutil import client_time, utcnow
 from app.market import service as market_service
 from app.media import access
-from app.system import audit
 
 log = structlog.get_logger(__name__)
 
@@ -501,6 +502,12 @@ async def invalidate(redis, token_id: int) -> None:
     await cache.drop(redis, _detail_key(token_id))
 
 
+async def owner_of(token_id: int) -> str | None:
+    """The wallet that owns the asset (404 when there is none): what the owner-or-admin guard checks."""
+    raw = await get_raw(token_id, {"ownership.currentOwner": 1})
+    return (raw.get("ownership") or {}).get("currentOwner")
+
+
 async def get_raw(token_id: int, projection: dict[str, Any] | None = None) -> dict[str, Any]:
     doc = await assets_collection().find_one({"tokenId": known_token(token_id)}, projection)
     if doc is None:
@@ -744,7 +751,11 @@ def _metadata_document(metadata: schemas.MetadataIn | None, custom: dict[str, An
 
 
 async def create_asset(
-    clients, settings: Settings, data: schemas.AssetCreate, principal: Principal, connection=None
+    clients,
+    settings: Settings,
+    data: schemas.AssetCreate,
+    principal: Principal,
+    context: RequestContext = SYSTEM,
 ) -> dict[str, Any]:
     """Onboard an asset; 409 when its tokenId exists."""
     if not data.name.strip() or len(data.name) > 200:
@@ -772,10 +783,10 @@ async def create_asset(
     except DuplicateKeyError:
         raise Conflict(f"an asset with tokenId {data.tokenId} exists", code="duplicate_token") from None
     new = asset.model_dump(mode="json", exclude={"id", "revision_id"})
-    await audit.record(
+    await audit_service.record(
         "asset.create",
         principal=principal,
-        connection=connection,
+        context=context,
         entity_type="asset",
         entity_id=str(data.tokenId),
         old=None,
@@ -805,7 +816,7 @@ async def verify_asset(
     token_id: int,
     data: schemas.VerifyRequest,
     principal: Principal,
-    connection=None,
+    context: RequestContext = SYSTEM,
 ) -> dict[str, Any]:
     """Record the platform's verification of an asset (admin)."""
     known_token(token_id)
@@ -827,10 +838,10 @@ async def verify_asset(
     )
     if old is None:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    await audit.record(
+    await audit_service.record(
         "asset.verify",
         principal=principal,
-        connection=connection,
+        context=context,
         entity_type="asset",
         entity_id=str(token_id),
         old={"verification": _plain(old.get("verification"))},
@@ -871,7 +882,7 @@ async def update_metadata(
     token_id: int,
     patch: schemas.MetadataPatch,
     principal: Principal,
-    connection=None,
+    context: RequestContext = SYSTEM,
 ) -> dict[str, Any]:
     """Change an asset's metadata and custom attributes (owner or admin), if `version` is current."""
     current = await get_raw(
@@ -910,10 +921,10 @@ async def update_metadata(
         )
     old_metadata = current.get("metadata") or {}
     old = {path: _plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
-    await audit.record(
+    await audit_service.record(
         "asset.metadata.update",
         principal=principal,
-        connection=connection,
+        context=context,
         entity_type="asset",
         entity_id=str(token_id),
         old={"version": current.get("version", 0), **old},

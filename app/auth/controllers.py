@@ -11,11 +11,12 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from app.audit import service as audit_service
 from app.auth import schemas, service
-from app.auth.guards import Principal, current_principal, requires_roles
+from app.lib.context import request_context
 from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.errors import AppError, Forbidden
-from app.system import audit
+from app.lib.security import Principal, current_principal, requires_roles
 
 AUTH_LIMITS = {"rate_limit": "auth"}
 REFRESH_COOKIE_DOC = [
@@ -110,19 +111,19 @@ class AuthController(Controller):
                 **_origin(request),
             )
         except AppError as exc:
-            await audit.record(
+            await audit_service.record(
                 "auth.sign_in",
                 actor=data.wallet_address,
-                connection=request,
+                context=request_context(request),
                 entity_type="user",
                 success=False,
                 reason=exc.code,
             )
             raise
-        await audit.record(
+        await audit_service.record(
             "auth.sign_in",
             actor=pair.user.walletAddress,
-            connection=request,
+            context=request_context(request),
             entity_type="session",
             entity_id=pair.session_id,
             new={"roles": list(pair.user.roles)},
@@ -145,10 +146,10 @@ class AuthController(Controller):
         try:
             pair = await service.refresh(clients.redis, settings, request.cookies.get(service.REFRESH_COOKIE))
         except service.RefreshReused as exc:
-            await audit.record(
+            await audit_service.record(
                 "auth.refresh_reuse",
                 actor=exc.session.walletAddress,
-                connection=request,
+                context=request_context(request),
                 entity_type="session",
                 entity_id=str(exc.session.id),
                 success=False,
@@ -178,11 +179,11 @@ class AuthController(Controller):
             current_principal(request)  # 401: nothing says which session to end
             raise Forbidden("an API key has no session to end", code="session_required")
         await service.revoke_session(clients.redis, settings, session_id, reason="logout")
-        await audit.record(
+        await audit_service.record(
             "auth.logout",
             principal=principal,
             actor=wallet,
-            connection=request,
+            context=request_context(request),
             entity_type="session",
             entity_id=session_id,
         )
@@ -233,10 +234,10 @@ class AuthController(Controller):
         user, old, new = await service.change_role(
             clients.redis, settings, wallet_address, role, grant=grant, actor=principal
         )
-        await audit.record(
+        await audit_service.record(
             "auth.role.grant" if grant else "auth.role.revoke",
             principal=principal,
-            connection=request,
+            context=request_context(request),
             entity_type="user",
             entity_id=user.walletAddress,
             old={"roles": old},
@@ -258,10 +259,10 @@ class AuthController(Controller):
         user, old = await service.set_user_status(
             clients.redis, settings, walletAddress, data.status, actor=principal
         )
-        await audit.record(
+        await audit_service.record(
             "auth.user.status",
             principal=principal,
-            connection=request,
+            context=request_context(request),
             entity_type="user",
             entity_id=user.walletAddress,
             old={"status": old},
@@ -287,10 +288,10 @@ class AuthController(Controller):
             created_by_admin=principal.is_admin,
             granted_by=principal.wallet_address,
         )
-        await audit.record(
+        await audit_service.record(
             "auth.api_key.create",
             principal=principal,
-            connection=request,
+            context=request_context(request),
             entity_type="apiKey",
             entity_id=record.keyId,
             new={
@@ -323,10 +324,10 @@ class AuthController(Controller):
         """Revoke an API key (its owner or an admin); refused from the next request on."""
         principal = current_principal(request)
         owner, record = await service.revoke_api_key(clients.redis, principal, keyId)
-        await audit.record(
+        await audit_service.record(
             "auth.api_key.revoke",
             principal=principal,
-            connection=request,
+            context=request_context(request),
             entity_type="apiKey",
             entity_id=record.keyId,
             old={"owner": owner.walletAddress, "name": record.name, "permissions": record.permissions},

@@ -42,7 +42,7 @@ class ApiKey(BaseModel):
     # Who granted the permissions: the grantor's wallet (None when made by an operator script), and
     # whether it was an admin granting them for this other wallet. Only such admin grants stand on their
     # own; any other key (keys stored before these fields included) is bounded by its owner's current
-    # roles at every request (app/auth/guards.py).
+    # roles at every request (app/lib/security.py).
     grantedBy: str | None = None
     grantedByAdmin: bool = False
 

@@ -45,13 +45,14 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.audit import service as audit_service
 from app.auth import service, tokens
-from app.auth.guards import Principal
 from app.config import RateLimitRule, Settings
+from app.lib.context import request_context
 from app.lib.errors import Unauthorized
 from app.lib.ratelimit import DEFAULT_GROUP, FAILURES_GROUP, Counter, RateLimited, RateLimiter, refuse
+from app.lib.security import Principal
 from app.lib.timeutil import utcnow
-from app.system import audit
 
 log = structlog.get_logger(__name__)
 OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
@@ -275,9 +276,9 @@ class KeyUsage:
 
 async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str | None) -> None:
     try:
-        await audit.record(
+        await audit_service.record(
             action,
-            connection=ASGIConnection(scope),
+            context=request_context(ASGIConnection(scope)),
             entity_type="credentials",
             entity_id=entity_id,
             success=False,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.auth.documents import ApiKey, User
-from app.auth.guards import Principal
+from app.lib.security import Principal
 
 # Bounds on what the parsers below get to see; the SIWE checks have tighter ones of their own.
 Address = Annotated[str, msgspec.Meta(max_length=64, examples=["0x71C7656EC7ab88b098defB751B7401B5f6d8976F"])]
@@ -81,7 +81,7 @@ class PrincipalOut(Camel):
 
     @classmethod
     def of(cls, principal: Principal) -> PrincipalOut:
-        from app.auth.guards import KNOWN_PERMISSIONS
+        from app.lib.security import KNOWN_PERMISSIONS
 
         return cls(
             user_id=principal.user_id,

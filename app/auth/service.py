@@ -14,7 +14,8 @@ Where state lives, and why:
 - roles: in the access token, overridden by `auth:roles:<uid>` (written on every role change, kept as
   long as an access token lives) so that a grant or a revocation applies at once, not after 15 minutes;
 - API keys: MongoDB (`users.apiKeys`, hashes only) is the truth; a key's permissions are bounded by its
-  owner's current roles unless an admin granted them for that wallet (`grantedByAdmin`, see guards.py).
+  owner's current roles unless an admin granted them for that wallet (`grantedByAdmin`, see
+  app/lib/security.py).
   Redis caches each key's principal (`auth:apikey:<sha256 of the key>`, at most API_KEY_CACHE_TTL and
   never past the key's expiry), its owner's roles included, stamped with the key's generation
   (`auth:apikey:gen:<key id>`). The middleware reads both in its one round trip and uses the entry only
@@ -46,9 +47,9 @@ from web3 import AsyncWeb3
 
 from app.auth import siwe, tokens
 from app.auth.documents import ApiKey, Session, User
-from app.auth.guards import KNOWN_PERMISSIONS, Principal, roles_grant
 from app.config import Settings
 from app.lib.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from app.lib.security import KNOWN_PERMISSIONS, Principal, roles_grant
 from app.lib.timeutil import as_utc, client_time, utcnow
 
 ROLES = ("user", "admin", "oracle")

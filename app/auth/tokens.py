@@ -361,3 +361,11 @@ def hash_api_key(key: str) -> str:
 def verify_api_key(key: str, stored_hash: str) -> bool:
     """Whether `key` is the key whose hash is stored (found by its public id), in constant time."""
     return hmac.compare_digest(hash_api_key(key), stored_hash)
+
+
+def check_key_settings(secrets_by_kid: Mapping[str, str | bytes], signing_kid: str) -> None:
+    """Refuse bad signing keys at start-up, naming the settings, rather than on the first sign-in."""
+    try:
+        KeyRing.hs256(secrets_by_kid, signing_kid=signing_kid)
+    except ValueError as exc:
+        raise ValueError(f"AUTH_JWT_SECRET / AUTH_JWT_KID / AUTH_JWT_VERIFY_KEYS: {exc}") from exc

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from beanie import Document
 from pymongo import AsyncMongoClient
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from app import db
 from app.config import Settings
+from app.lib import db
 from app.lib.storage import Storage, s3_client_context
 
 
@@ -38,13 +39,15 @@ def make_web3(settings: Settings) -> AsyncWeb3 | None:
 
 
 @asynccontextmanager
-async def open_clients(settings: Settings, *, init_documents: bool = True) -> AsyncIterator[Clients]:
-    """Open every client; on exit close them in reverse order."""
+async def open_clients(
+    settings: Settings, *, documents: Sequence[type[Document]] = ()
+) -> AsyncIterator[Clients]:
+    """Open every client (binding `documents` to MongoDB); on exit close them in reverse order."""
     async with AsyncExitStack() as stack:
         mongo = db.make_client(settings)
         stack.push_async_callback(mongo.close)
-        if init_documents:
-            await db.init_db(mongo, settings)
+        if documents:
+            await db.init_db(mongo, settings, documents)
         redis = await create_pool(redis_settings(settings))
         stack.push_async_callback(redis.aclose)
         s3 = await stack.enter_async_context(s3_client_context(settings))

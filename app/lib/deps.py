@@ -6,6 +6,8 @@ from litestar.di import NamedDependency
 
 from app.config import Settings
 from app.lib.clients import Clients
+from app.lib.context import RequestContext
 
 ClientsDep = NamedDependency[Clients]
 SettingsDep = NamedDependency[Settings]
+ContextDep = NamedDependency[RequestContext]  # who acts, from where: built per request, for the audit

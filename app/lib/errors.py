@@ -28,8 +28,12 @@ _DEFAULT_CODES = {
 }
 
 
-class AppError(HTTPException):
-    """A refusal with a machine-readable code; raise it from services and controllers alike."""
+class AppError(Exception):
+    """A domain refusal with a machine-readable code: services raise it, `handle_app_error` renders it.
+
+    It is no HTTP exception, so services, jobs and scripts share it; the status it carries is the one
+    the HTTP edge answers with.
+    """
 
     status_code = 400
     code = "bad_request"
@@ -43,9 +47,12 @@ class AppError(HTTPException):
         details: Any = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(detail=message, status_code=status_code or self.status_code, headers=headers)
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code or self.status_code
         self.code = code or self.code
         self.details = details
+        self.headers = headers
 
 
 class BadRequest(AppError):
@@ -115,11 +122,13 @@ def _validation_details(exc: ValidationException) -> list[dict[str, Any]] | None
     return details or None
 
 
+def handle_app_error(request: Request, exc: AppError) -> Response:
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, dict(exc.headers or {}))
+
+
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     headers = dict(exc.headers or {})
-    if isinstance(exc, AppError):
-        return error_response(status, exc.code, exc.detail, exc.details, headers)
     if isinstance(exc, ValidationException):
         message = exc.detail or "invalid request"
         code = (
@@ -143,7 +152,20 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
 
 
-EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}
+EXCEPTION_HANDLERS = {
+    AppError: handle_app_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+
+def render_exception(request: Request, exc: Exception) -> Response:
+    """The error response for any exception, by the same mapping the app's handlers use."""
+    if isinstance(exc, AppError):
+        return handle_app_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(request, exc)
+    return handle_unexpected(request, exc)
 
 
 def errors_as_responses(app: ASGIApp) -> ASGIApp:
@@ -167,8 +189,7 @@ def errors_as_responses(app: ASGIApp) -> ASGIApp:
             if started or scope["type"] != ScopeType.HTTP:
                 raise
             request: Request = Request(scope, receive)
-            handler = handle_http_exception if isinstance(exc, HTTPException) else handle_unexpected
-            response = handler(request, exc)
+            response = render_exception(request, exc)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
 
     return middleware

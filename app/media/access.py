@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.auth.guards import Principal
 from app.config import Settings
+from app.lib.security import Principal
 from app.lib.storage import THUMBNAIL_SIZES, Storage
 
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"

@@ -11,10 +11,10 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from app.assets.guards import owns_asset
-from app.auth.guards import current_principal, requires_permission
+from app.assets import service as assets_service
 from app.lib.deps import ClientsDep
 from app.lib.errors import BadRequest
+from app.lib.security import current_principal, owner_or_admin, requires_permission
 from app.media import schemas, service
 from app.media.schemas import (
     AvatarJob,
@@ -53,6 +53,10 @@ def _form_text(form: dict[str, Any], name: str) -> str | None:
     if isinstance(value, list):
         value = value[0] if value else None
     return value if isinstance(value, str) else None
+
+
+# The route's {tokenId} asset belongs to the caller, or the caller is an admin.
+owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId")
 
 
 class StorageController(Controller):

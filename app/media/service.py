@@ -22,8 +22,8 @@ from botocore.exceptions import ClientError
 from pymongo.errors import ExecutionTimeout
 
 from app.assets.documents import Asset, MediaFile
+from app.audit import service as audit_service
 from app.auth.documents import User
-from app.auth.guards import Principal, ensure_owner_or_admin
 from app.lib import storage as keys
 from app.lib.clients import Clients
 from app.lib.errors import (
@@ -37,11 +37,11 @@ from app.lib.errors import (
     UnsupportedMediaType,
 )
 from app.lib.queues import IMAGE_QUEUE
+from app.lib.security import Principal, ensure_owner_or_admin
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
 from app.media import imaging
 from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
-from app.system import audit
 
 log = structlog.get_logger(__name__)
 
@@ -874,7 +874,7 @@ async def promote_avatar(
     except MediaRejected as exc:
         await storage.delete([key])
         log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)
-        await audit.record(
+        await audit_service.record(
             "user.avatar.update",
             principal=principal,
             entity_type="user",
@@ -899,7 +899,7 @@ async def promote_avatar(
         await User.get_pymongo_collection().update_one(
             {"_id": user.id}, {"$set": {"profileInfo.avatarUrl": url}}
         )
-        await audit.record(
+        await audit_service.record(
             "user.avatar.update",
             principal=principal,
             entity_type="user",

@@ -3,8 +3,8 @@
 from litestar.routes import HTTPRoute
 
 from app.assets.documents import Asset
+from app.audit.documents import AuditLog
 from app.auth.middleware import OPEN_PREFIXES
-from app.system.documents import AuditLog
 from tests import factories
 from tests.assets import data
 

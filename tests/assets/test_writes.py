@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from app.system.documents import AuditLog
+from app.audit.documents import AuditLog
 from tests import factories
 from tests.assets import data
 

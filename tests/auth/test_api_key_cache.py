@@ -8,13 +8,13 @@ from datetime import timedelta
 import httpx
 from litestar import Litestar, Request, get
 
+from app.audit.documents import AuditLog
 from app.auth import schemas, service, tokens
 from app.auth.documents import User
-from app.auth.guards import Principal, current_principal
 from app.auth.middleware import authentication_middleware
 from app.lib.errors import EXCEPTION_HANDLERS
+from app.lib.security import Principal, current_principal
 from app.lib.timeutil import as_utc, utcnow
-from app.system.documents import AuditLog
 from tests import factories
 
 

@@ -9,9 +9,9 @@ from litestar import Litestar, Request, get, post
 
 from app.auth import schemas, service, tokens
 from app.auth.documents import User
-from app.auth.guards import Principal, current_principal, requires_permission, requires_roles
 from app.auth.middleware import authentication_middleware
 from app.lib.errors import EXCEPTION_HANDLERS
+from app.lib.security import Principal, current_principal, requires_permission, requires_roles
 from tests import factories
 
 

@@ -1,6 +1,7 @@
+from app.audit import repository as audit_repository
+from app.audit import service as audit_service
+from app.audit.documents import AuditLog
 from app.auth import service
-from app.system import audit
-from app.system.documents import AuditLog
 from tests import factories
 from tests.auth.test_ratelimit_and_guards import test_app
 
@@ -126,16 +127,16 @@ async def test_a_flood_of_refused_credentials_writes_one_audit_entry_per_ip_and_
 
 async def test_audit_logs_are_kept_for_the_retention_setting_then_expire(client, settings, clients):
     def ttl(info) -> int | None:
-        return info[audit.RETENTION_INDEX].get("expireAfterSeconds")
+        return info[audit_repository.RETENTION_INDEX].get("expireAfterSeconds")
 
     collection = clients.mongo[settings.mongodb.database]["auditLogs"]
     info = await collection.index_information()
-    assert info[audit.RETENTION_INDEX]["key"] == [("timestamp", -1)]
+    assert info[audit_repository.RETENTION_INDEX]["key"] == [("timestamp", -1)]
     assert ttl(info) == settings.audit_retention_days * 86400 == 365 * 86400
     try:
-        await audit.apply_retention(30)  # a changed setting applies to the existing index
+        await audit_service.apply_retention(30)  # a changed setting applies to the existing index
         assert ttl(await collection.index_information()) == 30 * 86400
-        await collection.drop_index(audit.RETENTION_INDEX)  # a database that never had it gets it
+        await collection.drop_index(audit_repository.RETENTION_INDEX)  # a database that never had it gets it
     finally:
-        await audit.apply_retention(settings.audit_retention_days)
+        await audit_service.apply_retention(settings.audit_retention_days)
     assert ttl(await collection.index_information()) == 365 * 86400

@@ -9,12 +9,12 @@ import httpx
 from litestar import Litestar, Request, get, post
 from litestar.params import FromPath
 
-from app.auth.guards import ensure_owner_or_admin, requires_permission, requires_roles
+from app.audit.documents import AuditLog
 from app.auth.middleware import authentication_middleware
 from app.config import RateLimitRule
-from app.db import DOCUMENTS
 from app.lib.errors import EXCEPTION_HANDLERS
-from app.system.documents import AuditLog
+from app.lib.security import ensure_owner_or_admin, requires_permission, requires_roles
+from app.main import DOCUMENTS
 from tests import factories
 
 

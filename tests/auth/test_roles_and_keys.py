@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
+from app.audit.documents import AuditLog
 from app.auth import service, tokens
 from app.auth.documents import User
 from app.lib.timeutil import utcnow
-from app.system.documents import AuditLog
 from tests import factories
 
 

@@ -14,11 +14,11 @@ import pytest
 from litestar import Litestar
 from pydantic import SecretStr
 
+from app.audit.documents import AuditLog
 from app.auth import service, tokens
 from app.auth.documents import Session
 from app.lib.timeutil import as_utc
 from app.main import create_app
-from app.system.documents import AuditLog
 from tests import factories
 
 

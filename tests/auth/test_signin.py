@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from eth_utils import to_checksum_address
 
+from app.audit.documents import AuditLog
 from app.auth import service
 from app.auth.documents import Session, User
 from app.lib.timeutil import utcnow
-from app.system.documents import AuditLog
 from tests import factories
 from tests.auth.chain import wallet_artifacts
 

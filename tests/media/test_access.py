@@ -41,7 +41,7 @@ async def test_media_view_per_role(client, clients, settings):
     stranger = await factories.login(settings)
 
     def principal(login):
-        from app.auth.guards import Principal
+        from app.lib.security import Principal
 
         roles = frozenset({"admin"}) if login is admin else frozenset({"user"})
         return Principal(user_id=login.user_id, wallet_address=login.wallet, roles=roles)
@@ -76,7 +76,7 @@ async def test_media_view_per_role(client, clients, settings):
 
 async def test_urls_work_for_their_class_and_no_further(client, clients, settings):
     owner, asset = await _asset_with_media(client, clients, settings)
-    from app.auth.guards import Principal
+    from app.lib.security import Principal
 
     viewer = Principal(user_id="u", wallet_address=owner.wallet, roles=frozenset({"user"}))
     view = await media_view(asset, viewer, clients.storage, settings)

@@ -7,11 +7,11 @@ import io
 import httpx
 from PIL import Image
 
+from app.audit.documents import AuditLog
 from app.auth.documents import User
 from app.lib import storage as keys
 from app.lib.timeutil import utcnow
 from app.media import service
-from app.system.documents import AuditLog
 from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support

@@ -218,7 +218,7 @@ def _start_up_with_refusing_store(monkeypatch, settings, app_env: str, **s3):
     changed = settings.model_copy(
         update={"app_env": app_env, "s3": settings.s3.model_copy(update={"bucket": "dv-policy-test", **s3})}
     )
-    return clients_module.open_clients(changed, init_documents=False), refusing
+    return clients_module.open_clients(changed), refusing
 
 
 async def test_production_start_up_refuses_a_store_that_refuses_the_bucket_policy(

@@ -8,13 +8,13 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from pydantic import SecretStr
 
+from app.audit.documents import AuditLog
 from app.config import RateLimitRule
 from app.lib.clients import Clients
 from app.lib.embedded import EmbeddedStack
 from app.lib.observability import is_operator
 from app.main import create_app
 from app.system import service
-from app.system.documents import AuditLog
 
 
 async def test_health_is_ok(client):

@@ -31,7 +31,7 @@ class AuditLog(Document):
     class Settings:
         name = "auditLogs"
         # The "timestamp" index is also the retention rule (a TTL of AUDIT_RETENTION_DAYS, a setting), so
-        # app/system/audit.py makes it at start-up: declared here without the TTL, Beanie's create would
+        # app/audit/repository.py makes it at start-up: declared here without the TTL, Beanie's create would
         # conflict with it.
         indexes = [
             IndexModel(

@@ -1,4 +1,4 @@
-"""Who is calling, and what they may do: the principal, route guards and the owner-or-admin check.
+"""Who is calling, and what they may do: the principal, permissions, route guards, the owner-or-admin check.
 
 Every route requires an authenticated principal unless it opts in with `opt={"anonymous": True}`;
 on such routes `request.user` is the principal when credentials were sent, else None.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -123,16 +123,18 @@ def ensure_permission(principal: Principal, permission: str) -> Principal:
     return principal
 
 
-def owner_or_admin(owner_of: Callable[[ASGIConnection], Awaitable[str | None]]):
+def owner_or_admin(owner_of: Callable[[Any], Awaitable[str | None]], *, path_param: str):
     """A guard for object-level access, declared on the route: only the owner wallet or an admin passes.
 
-    `owner_of` reads the owner of the object the request names (and raises 404 when there is none).
-    tests/auth/test_route_access.py fails for any mutating per-object route without such a guard.
+    `owner_of` reads the owner wallet of the object that the route's `path_param` names (and raises 404
+    when there is none). tests/auth/test_route_access.py fails for any mutating per-object route without
+    such a guard.
     """
 
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         principal = current_principal(connection)
-        ensure_owner_or_admin(principal, None if principal.is_admin else await owner_of(connection))
+        if not principal.is_admin:
+            ensure_owner_or_admin(principal, await owner_of(connection.path_params[path_param]))
 
     guard.access_rule = "owner_or_admin"
     return guard

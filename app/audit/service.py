@@ -1,0 +1,66 @@
+"""The audit trail: one call records who did what to which entity, from where; and its retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from app.audit import repository
+from app.audit.documents import AuditLog
+from app.lib.context import SYSTEM, RequestContext
+from app.lib.security import Principal
+
+log = structlog.get_logger(__name__)
+
+
+def _actor(principal: Principal | None, actor: str | None) -> tuple[str | None, str]:
+    if principal is None:
+        return actor, "system" if actor == "system" else "anonymous"
+    if principal.api_key_id:
+        return f"{principal.wallet_address}/{principal.api_key_id}", principal.kind
+    return principal.wallet_address, principal.kind
+
+
+async def record(
+    action: str,
+    *,
+    context: RequestContext = SYSTEM,
+    principal: Principal | None = None,
+    actor: str | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    old: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+    success: bool = True,
+    reason: str | None = None,
+) -> AuditLog:
+    """Write one audit entry: who is `principal` (else the context's, else a bare `actor` like "system")."""
+    actor_name, actor_type = _actor(principal or context.principal, actor)
+    entry = AuditLog(
+        action=action,
+        actor=actor_name,
+        actorType=actor_type,
+        entityType=entity_type,
+        entityId=entity_id,
+        oldValue=old,
+        newValue=new,
+        success=success,
+        reason=reason,
+        ipAddress=context.ip,
+        userAgent=context.user_agent,
+        requestId=context.request_id,
+    )
+    await repository.insert(entry)
+    log.info("audit.recorded", action=action, actor=actor_name, entity_id=entity_id, success=success)
+    return entry
+
+
+async def apply_retention(retention_days: int) -> None:
+    """Make the timestamp index a TTL of `retention_days`: MongoDB deletes older entries on its own.
+
+    An existing index gets the new TTL in place (collMod), so changing AUDIT_RETENTION_DAYS applies to
+    every entry already kept. Entries that must outlive it are to be archived before this deletes them.
+    """
+    await repository.set_retention(retention_days * 24 * 3600)
+    log.info("audit.retention", days=retention_days)
