@@ -59,5 +59,9 @@ async def promote_avatar(
 
 
 async def sweep(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
-    """Delete expired temp uploads and processing cache where the store ignores lifecycle rules."""
-    return await service.sweep_expired(ctx["clients"].storage, now=now)
+    """Delete expired temp uploads and cache; queue processing for assets with guessable high-res keys."""
+    clients = ctx["clients"]
+    swept = await service.sweep_expired(clients.storage, now=now)
+    for token_id in await service.tokens_with_guessable_highres():
+        await service.enqueue_processing(clients, token_id)
+    return swept

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +65,10 @@ AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
 AVATAR_JOBS_PER_WALLET = 3
 AVATAR_RETRY_AFTER_S = 10
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
+# High-resolution keys made before they had a random part ({t}_highres_{stamp}.jpg) can be derived
+# from the public preview key; processing replaces them.
+_RANDOM_HIGHRES = re.compile(r"_highres-[0-9a-f]{32}_[^/_]+\.jpg$")
+GUESSABLE_HIGHRES_PER_SWEEP = 100
 _REJECTION_STATUS = {"too_large": 413}
 
 
@@ -597,7 +602,10 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
         await _reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
     stamp = keys.stamp_of(entry.key)
-    highres_key = await _recorded_highres_key(token_id, entry.key) or keys.highres_key(token_id, stamp)
+    recorded = await _recorded_highres_key(token_id, entry.key)
+    reused = recorded is not None and not _guessable(recorded)
+    highres_key = recorded if reused else keys.highres_key(token_id, stamp)
+    stale = None if reused else recorded
     outputs: list[tuple[MediaFile, bytes, str]] = []
     for kind in ("preview", "watermarked"):
         image = processed.renditions[f"{kind}.jpg"]
@@ -620,7 +628,9 @@ async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, pri
             record.key, body, record.contentType or "image/jpeg", cache_control=cache_control
         )
     for record, _, _ in outputs:
-        await _put_file(token_id, record)
+        await _put_file(token_id, record, replaces=stale if record.kind == "highres" else None)
+    if stale:  # after its record is gone, so no one is handed a key that no longer exists
+        await storage.delete([stale])
     done = entry.model_copy(
         update={
             "status": "processed",
@@ -643,6 +653,39 @@ async def _recorded_highres_key(token_id: int, source: str) -> str | None:
     doc = await _collection().find_one({"tokenId": token_id}, {"media.files": 1})
     files = (doc or {}).get("media", {}).get("files", [])
     return next((f["key"] for f in files if f.get("kind") == "highres" and f.get("source") == source), None)
+
+
+def _guessable(highres_key: str) -> bool:
+    """Whether a high-resolution key lacks its random part (made before keys had one)."""
+    return not _RANDOM_HIGHRES.search(highres_key)
+
+
+async def _rekey_guessable_highres(storage: Storage, token_id: int) -> int:
+    """Move high-resolution renditions whose key can be guessed to a random key; how many records moved.
+
+    A server-side copy: the original may be archived by now, and nothing needs decoding again.
+    """
+    asset = await get_asset(token_id)
+    moved = 0
+    for entry in [f for f in asset.media.files if f.kind == "highres" and _guessable(f.key)]:
+        if await storage.head(entry.key) is None:  # nothing left to move: the record names no object
+            await _collection().update_one(
+                {"tokenId": token_id}, {"$pull": {"media.files": {"key": entry.key}}}
+            )
+            continue
+        fresh = entry.model_copy(update={"key": keys.highres_key(token_id, keys.stamp_of(entry.key))})
+        await storage.copy(entry.key, fresh.key)
+        await _put_file(token_id, fresh, replaces=entry.key)
+        await storage.delete([entry.key])
+        moved += 1
+    return moved
+
+
+async def tokens_with_guessable_highres(limit: int = GUESSABLE_HIGHRES_PER_SWEEP) -> list[int]:
+    """Assets that still hold a high-resolution key without its random part, oldest token first."""
+    query = {"media.files": {"$elemMatch": {"kind": "highres", "key": {"$not": _RANDOM_HIGHRES}}}}
+    cursor = _collection().find(query, {"tokenId": 1}).sort("tokenId", 1).limit(limit)
+    return [doc["tokenId"] async for doc in cursor]
 
 
 def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedImage):
@@ -680,6 +723,9 @@ async def process_asset_media(
 
     for entry in [f for f in asset.media.files if f.status == "staged"]:
         count(await promote(storage, token_id, entry, now=now))
+
+    if moved := await _rekey_guessable_highres(storage, token_id):
+        counts["rekeyed"] = moved
 
     asset = await get_asset(token_id)
     primary = _primary_key(asset)

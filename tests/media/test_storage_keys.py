@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,8 @@ from app.assets.documents import Asset
 from app.config import ConfigurationError
 from app.lib import clients as clients_module
 from app.lib import storage as keys
+from app.media import jobs, service
+from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support
 
@@ -181,6 +184,84 @@ async def test_high_resolution_keys_cannot_be_derived_from_the_public_preview_ke
         assert await clients.storage.head(highres.key) is not None
         secrets.append(match.group(1))
     assert secrets[0] != secrets[1]
+
+
+async def _processed_primary(client, clients, settings) -> str:
+    """Asset 7 with one processed image; the public preview key an anonymous reader sees."""
+    owner = await support.owner_with_asset(settings, 7)
+    response = await client.post(
+        "/api/assets/7/images",
+        files=[("files", ("primary.jpg", support.photo((320, 240)), "image/jpeg"))],
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    await drain_jobs(clients, settings)
+    (image,) = (await client.get("/api/assets/7")).json()["media"]["images"]
+    return image["previewUrl"].split(f"/{clients.storage.bucket}/", 1)[1]
+
+
+async def _highres_records():
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    return [f for f in asset.media.files if f.kind == "highres"]
+
+
+async def _make_highres_guessable(clients, preview: str) -> str:
+    """Move asset 7's high-resolution rendition to the key it had before keys were random."""
+    (highres,) = await _highres_records()
+    legacy = preview.replace("_preview_", "_highres_")
+    await clients.storage.copy(highres.key, legacy)
+    await clients.storage.delete([highres.key])
+    await Asset.get_pymongo_collection().update_one(
+        {"tokenId": 7},
+        {"$set": {"media.files.$[f].key": legacy}},
+        array_filters=[{"f.key": highres.key}],
+    )
+    assert await clients.storage.head(legacy) is not None  # what an anonymous reader could fetch
+    return legacy
+
+
+async def _assert_highres_moved_to_a_random_key(clients, legacy: str, sha256: str) -> None:
+    (highres,) = await _highres_records()
+    assert re.fullmatch(r"images/processed/7/7_highres-[0-9a-f]{32}_\w+\.jpg", highres.key), highres.key
+    assert await clients.storage.head(legacy) is None
+    assert highres.sha256 == sha256
+    assert hashlib.sha256(await clients.storage.read(highres.key)).hexdigest() == sha256
+
+
+async def test_processing_again_moves_a_guessable_high_resolution_key_to_a_random_one(
+    client, clients, settings
+):
+    preview = await _processed_primary(client, clients, settings)
+    (before,) = await _highres_records()
+    legacy = await _make_highres_guessable(clients, preview)
+    login = await factories.login(settings, roles=("admin",))
+    queued = await client.post("/api/assets/7/process-media", headers=login.headers)
+    assert queued.status_code == 202, queued.text
+    assert (await drain_jobs(clients, settings)).jobs_failed == 0
+    await _assert_highres_moved_to_a_random_key(clients, legacy, before.sha256)
+
+
+async def test_rendering_over_a_guessable_recorded_key_writes_a_random_one(client, clients, settings):
+    preview = await _processed_primary(client, clients, settings)
+    legacy = await _make_highres_guessable(clients, preview)
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    (original,) = [f for f in asset.media.files if f.kind == "image"]
+    assert await service.render_image(clients.storage, 7, original, primary=True) == "processed"
+    (highres,) = await _highres_records()
+    await _assert_highres_moved_to_a_random_key(clients, legacy, highres.sha256)
+
+
+async def test_the_sweep_moves_guessable_high_resolution_keys_of_assets_nobody_reprocesses(
+    client, clients, settings
+):
+    preview = await _processed_primary(client, clients, settings)
+    (before,) = await _highres_records()
+    legacy = await _make_highres_guessable(clients, preview)
+    assert await service.tokens_with_guessable_highres() == [7]
+    await jobs.sweep({"clients": clients, "settings": settings})
+    assert (await drain_jobs(clients, settings)).jobs_failed == 0
+    await _assert_highres_moved_to_a_random_key(clients, legacy, before.sha256)
+    assert await service.tokens_with_guessable_highres() == []
 
 
 class _PolicyRefusingClient:
