@@ -63,6 +63,9 @@ AVATAR_CACHE = THUMBNAIL_CACHE  # one key per user, replaced by each new avatar
 # Avatar jobs queued or running per wallet: any signed-in user may ask for them, and each decodes an
 # image on the image worker; beyond this the API answers 429 until one has finished.
 AVATAR_JOBS_PER_WALLET = 3
+# Avatar jobs queued or running in all: wallets cost nothing to make, and media.process shares the
+# image queue, so an asset's processing waits behind at most this many avatars.
+AVATAR_JOBS_IN_FLIGHT = 20
 AVATAR_RETRY_AFTER_S = 10
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 # High-resolution keys made before they had a random part ({t}_highres_{stamp}.jpg) can be derived
@@ -811,56 +814,77 @@ def check_staged_avatar(principal: Principal, key: str) -> None:
         raise BadRequest("key is not a staged avatar upload", code="not_an_avatar_upload")
 
 
-# Reserve a slot for job ARGV[1] in a wallet's sorted set (scored by when it was reserved) unless the
-# wallet holds ARGV[2] live slots already. A slot is live while arq keeps its job key (queued, deferred,
-# running or waiting to retry); before its job is queued, for ARGV[4] ms after it was reserved unless
-# the job has a result already. It reads keys it cannot declare in KEYS: arq needs a single Redis anyway.
-_RESERVE_SLOT = """
-local now = tonumber(ARGV[3])
-local slots = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #slots, 2 do
-  local job, reserved = slots[i], tonumber(slots[i + 1])
-  if redis.call('EXISTS', ARGV[6] .. job) == 0
-      and (reserved < now - tonumber(ARGV[4]) or redis.call('EXISTS', ARGV[7] .. job) == 1) then
-    redis.call('ZREM', KEYS[1], job)
+# Reserve a slot for job ARGV[1] in every sorted set of KEYS (scored by when it was reserved), all or
+# none: 0 once it holds them, else the index of the first set that holds its cap ARGV[6 + k] of live
+# slots already. A slot is live while arq keeps its job key (queued, deferred, running or waiting to
+# retry); before its job is queued, for ARGV[3] ms after it was reserved unless the job has a result
+# already. It reads keys it cannot declare in KEYS: arq needs a single Redis anyway.
+_RESERVE_SLOTS = """
+local job_id, now, grace = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for k = 1, #KEYS do
+  local slots = redis.call('ZRANGE', KEYS[k], 0, -1, 'WITHSCORES')
+  for i = 1, #slots, 2 do
+    local job, reserved = slots[i], tonumber(slots[i + 1])
+    if redis.call('EXISTS', ARGV[5] .. job) == 0
+        and (reserved < now - grace or redis.call('EXISTS', ARGV[6] .. job) == 1) then
+      redis.call('ZREM', KEYS[k], job)
+    end
   end
 end
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 1
+for k = 1, #KEYS do
+  if not redis.call('ZSCORE', KEYS[k], job_id)
+      and redis.call('ZCARD', KEYS[k]) >= tonumber(ARGV[6 + k]) then
+    return k
+  end
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+for k = 1, #KEYS do
+  redis.call('ZADD', KEYS[k], 'NX', now, job_id)
+  redis.call('EXPIRE', KEYS[k], ARGV[4])
 end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
+return 0
 """
 _SLOT_GRACE_MS = 60_000
 _SLOTS_TTL_S = 24 * 3600  # as long as arq keeps a queued job's key
 
 
 async def _reserve_avatar_slot(clients: Clients, wallet: str, job_id: str) -> None:
-    """Count the job against the wallet's avatar jobs in flight; 429 when it holds its cap already."""
-    reserved = await clients.redis.eval(
-        _RESERVE_SLOT,
-        1,
+    """Count the job against the wallet's avatar jobs in flight and everyone's; 429 past either cap."""
+    full = await clients.redis.eval(
+        _RESERVE_SLOTS,
+        2,
         f"media:avatar:jobs:{wallet}",
+        "media:avatar:jobs",
         job_id,
-        AVATAR_JOBS_PER_WALLET,
         int(time.time() * 1000),
         _SLOT_GRACE_MS,
         _SLOTS_TTL_S,
         job_key_prefix,
         result_key_prefix,
+        AVATAR_JOBS_PER_WALLET,
+        AVATAR_JOBS_IN_FLIGHT,
     )
-    if not reserved:
-        raise AppError(
-            f"{AVATAR_JOBS_PER_WALLET} avatar jobs are queued or running already; retry once one is done",
-            status_code=429,
-            code="too_many_avatar_jobs",
-            details={"limit": AVATAR_JOBS_PER_WALLET, "retryAfter": AVATAR_RETRY_AFTER_S},
-            headers={"Retry-After": str(AVATAR_RETRY_AFTER_S)},
+    if full == 1:
+        raise _avatar_jobs_busy(
+            f"{AVATAR_JOBS_PER_WALLET} of your avatar jobs are queued or running; retry once one is done",
+            "too_many_avatar_jobs",
+            AVATAR_JOBS_PER_WALLET,
         )
+    if full == 2:
+        raise _avatar_jobs_busy(
+            f"{AVATAR_JOBS_IN_FLIGHT} avatar jobs are queued or running for all users; retry shortly",
+            "avatar_queue_full",
+            AVATAR_JOBS_IN_FLIGHT,
+        )
+
+
+def _avatar_jobs_busy(message: str, code: str, limit: int) -> AppError:
+    return AppError(
+        message,
+        status_code=429,
+        code=code,
+        details={"limit": limit, "retryAfter": AVATAR_RETRY_AFTER_S},
+        headers={"Retry-After": str(AVATAR_RETRY_AFTER_S)},
+    )
 
 
 async def enqueue_avatar(clients: Clients, principal: Principal, key: str) -> str:

@@ -7,9 +7,11 @@ import io
 import httpx
 from PIL import Image
 
+from app.assets.documents import Asset
 from app.audit.documents import AuditLog
 from app.auth.documents import User
 from app.lib import storage as keys
+from app.lib.queues import IMAGE_QUEUE
 from app.lib.timeutil import utcnow
 from app.media import service
 from tests import factories
@@ -227,6 +229,48 @@ async def test_a_wallet_gets_429_past_its_avatar_jobs_in_flight_until_one_is_don
     assert drained.jobs_complete == cap + 1 and drained.jobs_failed == 0
     for key in staged[cap:]:  # the finished jobs gave their slots back
         assert (await client.post(AVATAR_URL, json={"key": key}, headers=login.headers)).status_code == 202
+
+
+async def test_past_the_avatar_jobs_in_flight_for_everyone_a_new_wallet_gets_429_and_assets_still_process(
+    client, clients, settings
+):
+    owner = await support.owner_with_asset(settings, 7)
+    cap = service.AVATAR_JOBS_IN_FLIGHT
+    photo = support.photo((64, 64), gps=False)
+
+    async def staged_avatar(login) -> str:  # what the browser's presigned POST leaves behind
+        key = keys.avatar_temp_key(login.wallet, keys.timestamp_token(utcnow()), "jpg")
+        await clients.storage.put_bytes(key, photo, "image/jpeg")
+        return key
+
+    for _ in range(cap):  # a throwaway wallet each, all from one attacker
+        login = await factories.login(settings)
+        queued = await client.post(
+            AVATAR_URL, json={"key": await staged_avatar(login)}, headers=login.headers
+        )
+        assert queued.status_code == 202, queued.text
+    late = await factories.login(settings)
+    late_key = await staged_avatar(late)
+    refused = await client.post(AVATAR_URL, json={"key": late_key}, headers=late.headers)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "avatar_queue_full"
+    assert refused.json()["error"]["details"]["limit"] == cap
+    assert int(refused.headers["Retry-After"]) > 0
+    assert await clients.redis.zcard(f"media:avatar:jobs:{late.wallet}") == 0  # no wallet slot spent
+
+    uploaded = await client.post(
+        "/api/assets/7/images",
+        files=[("files", ("primary.jpg", support.photo((320, 240)), "image/jpeg"))],
+        headers=owner.headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert await clients.redis.zcard(IMAGE_QUEUE) == cap + 1  # behind `cap` avatars at most
+    drained = await drain_jobs(clients, settings)
+    assert drained.jobs_complete == cap + 1 and drained.jobs_failed == 0
+    asset = await Asset.find_one(Asset.tokenId == 7)
+    assert [f.status for f in asset.media.files if f.kind == "image"] == ["processed"]
+    again = await client.post(AVATAR_URL, json={"key": late_key}, headers=late.headers)
+    assert again.status_code == 202, again.text  # the finished jobs gave their slots back
 
 
 def test_only_the_re_encoded_avatar_is_public():
