@@ -12,15 +12,15 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from app.assets import schemas, service
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
+from app.lib.params import PUBLIC, CursorParam, LimitParam, refuse_operator_params
 from app.lib.security import (
-    Principal,
     current_principal,
     owner_or_admin,
+    principal_of,
     requires_permission,
     requires_roles,
 )
 
-PUBLIC = {"anonymous": True}
 # The route's {tokenId} asset belongs to the caller, or the caller is an admin.
 owns_asset = owner_or_admin(service.owner_of, path_param="tokenId")
 
@@ -38,24 +38,6 @@ SortParam = Annotated[
         "by the stored count, which takes in new views every 15 s (the detail shows them at once)"
     ),
 ]
-LimitParam = Annotated[int | None, QueryParameter(description="1 to 100, default 20")]
-CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
-
-
-def principal_of(request: Request) -> Principal | None:
-    user = request.scope.get("user")
-    return user if isinstance(user, Principal) else None
-
-
-def refuse_operator_params(request: Request) -> None:
-    """`owner[$ne]=` and the like are how operators get smuggled into queries: refuse them outright."""
-    for name in request.query_params:
-        if any(char in name for char in "[]$."):
-            raise BadRequest(
-                f"query parameter {name!r} is not allowed",
-                code="operator_not_allowed",
-                details={"name": name},
-            )
 
 
 class AssetController(Controller):

@@ -7,10 +7,8 @@ caches, after it has committed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -19,9 +17,8 @@ from typing import Any
 import msgspec
 import structlog
 from bson import Decimal128, ObjectId
-from eth_utils import to_checksum_address
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError, ExecutionTimeout
+from pymongo.errors import DuplicateKeyError
 from redis.exceptions import RedisError
 
 from app.assets import schemas
@@ -30,8 +27,10 @@ from app.audit import service as audit_service
 from app.config import Settings
 from app.lib import cache
 from app.lib.context import SYSTEM, RequestContext
-from app.lib.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, require_one_of
+from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
+from app.lib.money import wei_string
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
+from app.lib.params import bounded_query, parse_address, parse_limit, parse_sort
 from app.lib.security import Principal, ensure_owner_or_admin, ensure_permission
 from app.lib.timeutil import client_time, utcnow
 from app.market import service as market_service
@@ -39,9 +38,7 @@ from app.media import access
 
 log = structlog.get_logger(__name__)
 
-MAX_LIMIT = 100
 MAX_TOKEN_ID = 2**63 - 1
-DEFAULT_LIMIT = 20
 MAX_QUERY_CHARS = 100
 DETAIL_CACHE = "asset_detail"
 DETAIL_TTL_S = 300
@@ -81,52 +78,11 @@ def history_collection():
     return PriceHistory.get_pymongo_collection()
 
 
-@contextlib.asynccontextmanager
-async def bounded_query() -> AsyncIterator[None]:
-    """A query over its time budget (maxTimeMS) is a 503, not a 500."""
-    try:
-        yield
-    except ExecutionTimeout as exc:
-        raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
-
-
-# ---------------------------------------------------------------- input checks
-
-
-def parse_address(value: str, field: str = "walletAddress") -> str:
-    """An EIP-55 checksummed address (the form addresses are stored in), or 400 `invalid_address`."""
-    if not isinstance(value, str) or not schemas.ADDRESS_RE.match(value):
-        raise BadRequest(f"{field} must be a 0x-prefixed 20-byte hex address", code="invalid_address")
-    return to_checksum_address(value)
-
-
-def parse_sort(value: str | None, sorts: dict[str, tuple[str, bool]]) -> tuple[str, Sort]:
-    """`field` (ascending) or `-field` (descending) from the fixed set; 400 `invalid_sort` otherwise."""
-    raw = value or "-createdAt"
-    name = raw[1:] if raw.startswith("-") else raw
-    if name not in sorts:
-        raise BadRequest(
-            f"sort must be one of {', '.join(sorts)}, optionally prefixed with '-' for descending",
-            code="invalid_sort",
-            details={"allowed": sorted(sorts)},
-        )
-    path, nullable = sorts[name]
-    return raw, Sort(path, -1 if raw.startswith("-") else 1, nullable)
-
-
 def known_token(token_id: int) -> int:
     """Token ids outside MongoDB's int64 cannot be stored, so no asset has one: 404 like any unknown id."""
     if not 0 <= token_id <= MAX_TOKEN_ID:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
     return token_id
-
-
-def parse_limit(limit: int | None, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT) -> int:
-    if limit is None:
-        return default
-    if not 1 <= limit <= maximum:
-        raise BadRequest(f"limit must be between 1 and {maximum}", code="invalid_limit")
-    return limit
 
 
 def check_attributes(value: Any, path: str = "customAttributes", depth: int = 0) -> None:
@@ -152,14 +108,6 @@ def _check_attribute_size(value: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def wei_string(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, Decimal128):
-        value = value.to_decimal()
-    return str(int(value))
 
 
 def list_item(doc: dict[str, Any], storage) -> schemas.AssetListItem:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from typing import Any
 import msgspec
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_address, to_checksum_address
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
@@ -49,6 +48,7 @@ from app.auth import siwe, tokens
 from app.auth.documents import ApiKey, Session, User
 from app.config import Settings
 from app.lib.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from app.lib.params import checksum_address
 from app.lib.security import KNOWN_PERMISSIONS, Principal, roles_grant
 from app.lib.timeutil import as_utc, client_time, utcnow
 
@@ -109,22 +109,6 @@ def keyring(settings: Settings) -> tokens.KeyRing:
     if ring is None:
         ring = _KEYRINGS[cache_key] = tokens.KeyRing.hs256(secrets_by_kid, signing_kid=auth.jwt_kid)
     return ring
-
-
-_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-
-
-def checksum_address(value: object, *, code: str = "invalid_wallet_address") -> str:
-    """The EIP-55 form of a 0x address in one case or valid EIP-55 mixed case (else a typo), or 400."""
-    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
-        raise BadRequest("walletAddress is not an Ethereum address", code=code)
-    body = value[2:]
-    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
-        raise BadRequest("walletAddress has a wrong EIP-55 checksum", code=code)
-    return to_checksum_address(value)
-
-
-# --------------------------------------------------------------------------------------------- nonce
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,12 @@ def wei_to_eth(wei: int | Decimal) -> float:
 def eth_to_wei(eth: Decimal | str | float) -> int:
     """Whole wei for an ETH amount given as a decimal (floats go through their shortest repr)."""
     return int((Decimal(str(eth)) * WEI_PER_ETH).to_integral_value())
+
+
+def wei_string(value: object) -> str | None:
+    """A stored wei amount (Decimal128, Decimal or int) as the API's exact decimal string."""
+    if value is None:
+        return None
+    if hasattr(value, "to_decimal"):  # bson.Decimal128
+        value = value.to_decimal()
+    return str(int(value))

@@ -86,6 +86,12 @@ def roles_grant(roles: frozenset[str], permission: str) -> bool:
     return False
 
 
+def principal_of(connection: ASGIConnection) -> Principal | None:
+    """The caller, or None on an open route called without credentials."""
+    user = connection.scope.get("user")
+    return user if isinstance(user, Principal) else None
+
+
 def current_principal(connection: ASGIConnection) -> Principal:
     """The caller, or 401 when the request carried no valid credentials."""
     user = connection.scope.get("user")

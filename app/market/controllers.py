@@ -10,20 +10,18 @@ from litestar.params import FromPath, QueryParameter
 
 from app.assets import service as assets_service
 from app.assets.controllers import (
-    PUBLIC,
     AssetTypeParam,
-    CursorParam,
     IsVerifiedParam,
-    LimitParam,
     MaxPriceParam,
     MinPriceParam,
     OwnerParam,
     QParam,
     SortParam,
-    refuse_operator_params,
 )
 from app.assets.schemas import AssetPage
+from app.lib import params
 from app.lib.deps import ClientsDep, SettingsDep
+from app.lib.params import PUBLIC, CursorParam, LimitParam, refuse_operator_params
 from app.market import schemas, service
 
 TypeParam = Annotated[str | None, QueryParameter(description="mint, list, buy, sell, delist or transfer")]
@@ -56,7 +54,7 @@ class TransactionController(Controller):
         query = service.transaction_filter(
             type=type,
             token_id=token_id,
-            wallet=assets_service.parse_address(wallet, "wallet") if wallet is not None else None,
+            wallet=params.parse_address(wallet, "wallet") if wallet is not None else None,
             status=status,
             start=start,
             end=end,
@@ -85,7 +83,7 @@ class UserTransactionsController(Controller):
         refuse_operator_params(request)
         query = service.transaction_filter(
             type=type,
-            wallet=assets_service.parse_address(walletAddress),
+            wallet=params.parse_address(walletAddress),
             status=status,
             start=start,
             end=end,

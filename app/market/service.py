@@ -16,20 +16,19 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from redis.exceptions import RedisError
 
-from app.assets import service as assets_service
 from app.assets.documents import Asset
 from app.config import Settings
 from app.lib import cache
 from app.lib.errors import BadRequest, require_one_of
+from app.lib.money import wei_string
 from app.lib.pagination import Sort, decode_cursor, encode_cursor, keyset_page
+from app.lib.params import DEFAULT_LIMIT, MAX_LIMIT, bounded_query
 from app.lib.timeutil import client_time, utcnow
 from app.market import schemas
 from app.market.documents import Transaction
 
 log = structlog.get_logger(__name__)
 
-MAX_LIMIT = 100
-DEFAULT_LIMIT = 20
 # The stats are cached as `generation|computedAt|body`. They are fresh while their generation is current
 # (writes that change them bump it) and for STATS_FRESH_S at most, as the windows slide. One request at a
 # time recomputes them (under STATS_LOCK_KEY); the others meanwhile serve the last value, which is kept
@@ -74,17 +73,6 @@ async def invalidate_stats(redis) -> None:
     """Call after a committed write that changes the aggregates (an asset added, a price, listing, owner
     or sale written): the cached figures are recomputed on the next read."""
     await redis.incr(STATS_GENERATION_KEY)
-
-
-def _wei(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, Decimal128):
-        value = value.to_decimal()
-    return str(int(value))
-
-
-# ---------------------------------------------------------------- transactions
 
 
 async def record_transaction(redis, transaction: Transaction) -> bool:
@@ -180,19 +168,19 @@ def _item(doc: dict[str, Any]) -> schemas.TransactionItem:
         type=doc["type"],
         tokenId=doc["tokenId"],
         price=doc.get("price"),
-        priceWei=_wei(doc.get("priceWei")),
+        priceWei=wei_string(doc.get("priceWei")),
         priceUsd=doc.get("priceUsd"),
         seller=doc.get("seller"),
         buyer=doc.get("buyer"),
         timestamp=doc["timestamp"],
         status=doc.get("status", "pending"),
         platformFee=doc.get("platformFee"),
-        platformFeeWei=_wei(doc.get("platformFeeWei")),
+        platformFeeWei=wei_string(doc.get("platformFeeWei")),
         paymentMethod=doc.get("paymentMethod"),
         transactionHash=chain.get("transactionHash"),
         blockNumber=chain.get("blockNumber"),
         gasUsed=chain.get("gasUsed"),
-        gasPriceWei=_wei(chain.get("gasPriceWei")),
+        gasPriceWei=wei_string(chain.get("gasPriceWei")),
     )
 
 
@@ -205,7 +193,7 @@ async def list_transactions(
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
     secret = settings.auth.jwt_secret.get_secret_value()
     after = decode_cursor(secret, "transactions", cursor) if cursor is not None else None
-    async with assets_service.bounded_query():
+    async with bounded_query():
         docs, last = await keyset_page(
             transactions_collection(),
             query,
@@ -296,10 +284,10 @@ async def _sales_figures(now: datetime, max_time_ms: int) -> dict[str, Any]:
         sales, previous_sales = totals.get(f"{name}sales", 0), totals.get(f"prev{name}sales", 0)
         figures[name] = {
             "volume": round(volume, 9),
-            "volumeWei": _wei(totals.get(f"{name}wei")) or "0",
+            "volumeWei": wei_string(totals.get(f"{name}wei")) or "0",
             "salesCount": sales,
             "previousVolume": round(previous, 9),
-            "previousVolumeWei": _wei(totals.get(f"prev{name}wei")) or "0",
+            "previousVolumeWei": wei_string(totals.get(f"prev{name}wei")) or "0",
             "previousSalesCount": previous_sales,
             "volumeChangePct": _change(volume, previous),
             "salesChangePct": _change(sales, previous_sales),
@@ -309,7 +297,7 @@ async def _sales_figures(now: datetime, max_time_ms: int) -> dict[str, Any]:
 
 async def compute_stats(settings: Settings) -> bytes:
     now = utcnow()
-    async with assets_service.bounded_query():
+    async with bounded_query():
         assets = await _asset_figures(settings.mongodb.max_time_ms)
         sales = await _sales_figures(now, settings.mongodb.max_time_ms)
     by_type = [
@@ -318,7 +306,7 @@ async def compute_stats(settings: Settings) -> bytes:
             "count": row["count"],
             "listedCount": row["listed"],
             "floorPrice": row.get("floorPrice"),
-            "floorPriceWei": _wei(row.get("floorPriceWei")),
+            "floorPriceWei": wei_string(row.get("floorPriceWei")),
             "meanPrice": row.get("meanPrice"),
             "medianPrice": row.get("medianPrice"),
         }

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 
 from app.assets.documents import Asset
+from app.lib import params
 from tests.assets import data
 from tests.assets.data import ALICE, BOB, T0
 
@@ -230,11 +231,12 @@ def _stages(plan: dict) -> list[str]:
 )
 async def test_main_list_queries_and_their_next_pages_use_an_index(client, query, sort, listings):
     from app.assets import service
+    from app.lib import params
     from app.lib.pagination import Position, keyset_queries, value_at
 
     for token in range(1, 6):
         await data.asset(token, price=str(token), listed_at=str(token))
-    _, order = service.parse_sort(sort, service.LISTING_SORTS if listings else service.ASSET_SORTS)
+    _, order = params.parse_sort(sort, service.LISTING_SORTS if listings else service.ASSET_SORTS)
     doc = await Asset.get_pymongo_collection().find_one({"tokenId": 3})
     after = Position(value_at(doc, order.path), doc["_id"])
     collection = Asset.get_pymongo_collection()
@@ -253,7 +255,7 @@ async def test_name_prefix_search_uses_the_name_index(client):
         await data.asset(token, name=name)
     query = service.asset_filter(q="mon")
     assert query == {"nameLower": {"$gte": "mon", "$lt": "moo"}}
-    _, order = service.parse_sort(None, service.ASSET_SORTS)
+    _, order = params.parse_sort(None, service.ASSET_SORTS)
     plan = await Asset.get_pymongo_collection().find(query, sort=[(order.path, -1), ("_id", -1)]).explain()
     stages = _stages(plan)
     assert "COLLSCAN" not in stages and "IXSCAN" in stages, stages

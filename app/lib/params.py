@@ -1,0 +1,88 @@
+"""Request parameters and parsers every domain shares: limits, cursors, sorts, addresses, query guards."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from eth_utils import is_checksum_address, to_checksum_address
+from litestar.connection import ASGIConnection
+from litestar.params import QueryParameter
+from pymongo.errors import ExecutionTimeout
+
+from app.lib.errors import BadRequest, ServiceUnavailable
+from app.lib.pagination import Sort
+
+PUBLIC = {"anonymous": True}  # route opt: open to anonymous callers (request.user is None for them)
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+MAX_INT64 = 2**63 - 1  # MongoDB stores 8-byte integers: a larger id names nothing
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+LimitParam = Annotated[int | None, QueryParameter(description="1 to 100, default 20")]
+CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
+
+
+def refuse_operator_params(connection: ASGIConnection) -> None:
+    """`owner[$ne]=` and the like are how operators get smuggled into queries: refuse them outright."""
+    for name in connection.query_params:
+        if any(char in name for char in "[]$."):
+            raise BadRequest(
+                f"query parameter {name!r} is not allowed",
+                code="operator_not_allowed",
+                details={"name": name},
+            )
+
+
+def parse_limit(limit: int | None, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT) -> int:
+    """A page size within 1..maximum, or 400 `invalid_limit`."""
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise BadRequest(f"limit must be between 1 and {maximum}", code="invalid_limit")
+    return limit
+
+
+def parse_sort(
+    value: str | None, sorts: dict[str, tuple[str, bool]], default: str = "-createdAt"
+) -> tuple[str, Sort]:
+    """`field` (ascending) or `-field` (descending) from the fixed set; 400 `invalid_sort` otherwise."""
+    raw = value or default
+    name = raw[1:] if raw.startswith("-") else raw
+    if name not in sorts:
+        raise BadRequest(
+            f"sort must be one of {', '.join(sorts)}, optionally prefixed with '-' for descending",
+            code="invalid_sort",
+            details={"allowed": sorted(sorts)},
+        )
+    path, nullable = sorts[name]
+    return raw, Sort(path, -1 if raw.startswith("-") else 1, nullable)
+
+
+def parse_address(value: str, field: str = "walletAddress") -> str:
+    """An EIP-55 checksummed address (the form addresses are stored in), or 400 `invalid_address`."""
+    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
+        raise BadRequest(f"{field} must be a 0x-prefixed 20-byte hex address", code="invalid_address")
+    return to_checksum_address(value)
+
+
+def checksum_address(value: object, *, code: str = "invalid_wallet_address") -> str:
+    """The EIP-55 form of a 0x address in one case or valid EIP-55 mixed case (else a typo), or 400."""
+    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
+        raise BadRequest("walletAddress is not an Ethereum address", code=code)
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
+        raise BadRequest("walletAddress has a wrong EIP-55 checksum", code=code)
+    return to_checksum_address(value)
+
+
+@asynccontextmanager
+async def bounded_query() -> AsyncIterator[None]:
+    """A query over its time budget (maxTimeMS) is a 503, not a 500."""
+    try:
+        yield
+    except ExecutionTimeout as exc:
+        raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
