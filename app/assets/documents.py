@@ -10,6 +10,7 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field, model_validator
 from pymongo import IndexModel
 
+from app.lib.chain import ChainReference
 from app.lib.money import Wei
 from app.lib.timeutil import utcnow
 
@@ -103,7 +104,7 @@ class AssetStats(BaseModel):
     viewCount: int = 0
     favoriteCount: int = 0
     offerCount: int = 0
-    viewFlushSeq: int = 0  # the last view-count flush applied (app/assets/service.py, views)
+    viewFlushSeq: int = 0  # the last view-count flush applied (app/assets/views.py)
 
 
 def fold_name(name: str) -> str:
@@ -193,12 +194,6 @@ class PriceFactor(BaseModel):
 class AiMetrics(BaseModel):
     confidenceScore: float | None = None
     factors: list[PriceFactor] = Field(default_factory=list)
-
-
-class ChainReference(BaseModel):
-    transactionHash: str | None = None
-    blockNumber: int | None = None
-    timestamp: datetime | None = None
 
 
 class PriceHistory(Document):

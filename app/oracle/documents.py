@@ -10,7 +10,7 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
-from app.assets.documents import ChainReference
+from app.lib.chain import ChainReference
 from app.lib.money import Wei
 from app.lib.timeutil import utcnow
 
