@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from litestar import get
 
-from app.auth import service, tokens
+from app.auth import api_keys, service, sessions, tokens
 from app.auth.documents import User
 from app.config import RateLimitRule, Settings
 from app.lib.embedded import EmbeddedStack
@@ -78,15 +78,15 @@ async def run(rounds: int, warmup: int, services: dict[str, str], data_dir: Path
         await User.get_pymongo_collection().delete_many({})
         wallet = "0x71C7656EC7ab88b098defB751B7401B5f6d8976F"
         user = await service.upsert_user(settings, wallet)
-        pair = await service.start_session(
+        pair = await sessions.start_session(
             clients.redis, settings, user, ip_address="127.0.0.1", user_agent="bench"
         )
-        _, key = await service.create_api_key(
+        _, key = await api_keys.create_api_key(
             settings, user, name="bench", permissions=["assets:write"], expires_at=None, created_by_admin=True
         )
         bearer = {"Authorization": f"Bearer {pair.access_token}"}
-        cache_key = service.session_key(pair.session_id)
-        key_cache_key = service.api_key_cache_key(tokens.hash_api_key(key))
+        cache_key = sessions.session_key(pair.session_id)
+        key_cache_key = api_keys.api_key_cache_key(tokens.hash_api_key(key))
 
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
@@ -101,7 +101,7 @@ async def run(rounds: int, warmup: int, services: dict[str, str], data_dir: Path
 
             def fresh_token() -> dict[str, str]:
                 token, _ = tokens.issue_access_token(
-                    service.keyring(settings),
+                    sessions.keyring(settings),
                     subject=str(user.id),
                     session_id=pair.session_id,
                     roles=["user"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.audit import repository
 from app.audit.documents import AuditLog
@@ -54,6 +56,21 @@ async def record(
     await repository.insert(entry)
     log.info("audit.recorded", action=action, actor=actor_name, entity_id=entity_id, success=success)
     return entry
+
+
+async def record_once(redis: Redis, marker: str, window_s: int, action: str, **entry: Any) -> AuditLog | None:
+    """`record(action, **entry)` unless an entry with this `marker` was recorded in the last `window_s`.
+
+    For events an attacker can repeat at will (refused credentials, failed sign-ins): a flood writes one
+    entry per marker and window. The marker is a Redis `SET NX EX`; when Redis cannot set it, nothing is
+    written (the refusal itself stands either way).
+    """
+    try:
+        first = await redis.set(marker, "1", nx=True, ex=window_s)
+    except RedisError:
+        log.warning("audit.marker_failed", action=action, reason=entry.get("reason"), exc_info=True)
+        return None
+    return await record(action, **entry) if first else None
 
 
 async def apply_retention(retention_days: int) -> None:

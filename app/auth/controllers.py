@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
@@ -11,18 +11,18 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app.audit import service as audit_service
-from app.auth import schemas, service
-from app.lib.context import request_context
-from app.lib.deps import ClientsDep, SettingsDep
-from app.lib.errors import AppError, Forbidden
-from app.lib.security import Principal, current_principal, requires_roles
+from app.auth import api_keys, schemas, service, sessions
+from app.auth.sessions import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_TYPE, TokenPair
+from app.config import Settings
+from app.lib.deps import ClientsDep, ContextDep, SettingsDep
+from app.lib.errors import Forbidden
+from app.lib.security import current_principal, requires_roles
 
 AUTH_LIMITS = {"rate_limit": "auth"}
 REFRESH_COOKIE_DOC = [
     Cookie(
-        key=service.REFRESH_COOKIE,
-        path=service.REFRESH_COOKIE_PATH,
+        key=REFRESH_COOKIE,
+        path=REFRESH_COOKIE_PATH,
         httponly=True,
         secure=True,
         samesite="strict",
@@ -39,11 +39,11 @@ def requires_session(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         raise Forbidden("this needs a signed-in wallet, not an API key", code="session_required")
 
 
-def _refresh_cookie(settings: Any, pair: service.TokenPair) -> Cookie:
+def _refresh_cookie(settings: Settings, pair: TokenPair) -> Cookie:
     return Cookie(
-        key=service.REFRESH_COOKIE,
+        key=REFRESH_COOKIE,
         value=pair.refresh_token,
-        path=service.REFRESH_COOKIE_PATH,
+        path=REFRESH_COOKIE_PATH,
         max_age=settings.auth.refresh_token_ttl_s,
         httponly=True,
         secure=settings.auth.cookie_secure,
@@ -51,23 +51,16 @@ def _refresh_cookie(settings: Any, pair: service.TokenPair) -> Cookie:
     )
 
 
-def _clear_cookie(settings: Any) -> Cookie:
+def _clear_cookie(settings: Settings) -> Cookie:
     return Cookie(
-        key=service.REFRESH_COOKIE,
+        key=REFRESH_COOKIE,
         value="",
-        path=service.REFRESH_COOKIE_PATH,
+        path=REFRESH_COOKIE_PATH,
         max_age=0,
         httponly=True,
         secure=settings.auth.cookie_secure,
         samesite="strict",
     )
-
-
-def _origin(request: Request) -> dict[str, str | None]:
-    return {
-        "ip_address": request.client.host if request.client else None,
-        "user_agent": request.headers.get("user-agent"),
-    }
 
 
 class AuthController(Controller):
@@ -82,7 +75,7 @@ class AuthController(Controller):
         wallet_address: Annotated[str, QueryParameter(name="walletAddress", max_length=64)],
     ) -> schemas.NonceResponse:
         """A single-use nonce to put in the EIP-4361 message, with the domain, uri and chain id to sign."""
-        grant = await service.issue_nonce(clients.redis, settings, wallet_address)
+        grant = await sessions.issue_nonce(clients.redis, settings, wallet_address)
         return schemas.NonceResponse(
             nonce=grant.nonce,
             expires_at=grant.expires_at,
@@ -94,43 +87,24 @@ class AuthController(Controller):
     @post("/verify", opt=OPEN_AUTH, status_code=HTTP_200_OK, response_cookies=REFRESH_COOKIE_DOC)
     async def verify(
         self,
-        request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         data: JSONBody[schemas.SignInRequest],
     ) -> Response[schemas.TokenResponse]:
         """Sign in: verify the signed EIP-4361 message; returns an access token, sets the refresh cookie."""
-        try:
-            pair = await service.sign_in(
-                clients.redis,
-                clients.web3,
-                settings,
-                wallet_address=data.wallet_address,
-                message=data.message,
-                signature=data.signature,
-                **_origin(request),
-            )
-        except AppError as exc:
-            await audit_service.record(
-                "auth.sign_in",
-                actor=data.wallet_address,
-                context=request_context(request),
-                entity_type="user",
-                success=False,
-                reason=exc.code,
-            )
-            raise
-        await audit_service.record(
-            "auth.sign_in",
-            actor=pair.user.walletAddress,
-            context=request_context(request),
-            entity_type="session",
-            entity_id=pair.session_id,
-            new={"roles": list(pair.user.roles)},
+        pair = await service.sign_in(
+            clients.redis,
+            clients.web3,
+            settings,
+            wallet_address=data.wallet_address,
+            message=data.message,
+            signature=data.signature,
+            context=context,
         )
         body = schemas.TokenResponse(
             access_token=pair.access_token,
-            token_type=service.TOKEN_TYPE,
+            token_type=TOKEN_TYPE,
             expires_in=settings.auth.access_token_ttl_s,
             user=schemas.UserOut.of(pair.user),
         )
@@ -140,25 +114,15 @@ class AuthController(Controller):
 
     @post("/refresh", opt=OPEN_AUTH, status_code=HTTP_200_OK, response_cookies=REFRESH_COOKIE_DOC)
     async def refresh(
-        self, request: Request, clients: ClientsDep, settings: SettingsDep
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, context: ContextDep
     ) -> Response[schemas.RefreshResponse]:
         """Rotate the refresh cookie and get a new access token; a reused refresh token ends the session."""
-        try:
-            pair = await service.refresh(clients.redis, settings, request.cookies.get(service.REFRESH_COOKIE))
-        except service.RefreshReused as exc:
-            await audit_service.record(
-                "auth.refresh_reuse",
-                actor=exc.session.walletAddress,
-                context=request_context(request),
-                entity_type="session",
-                entity_id=str(exc.session.id),
-                success=False,
-                reason=exc.code,
-            )
-            raise
+        pair = await sessions.refresh(
+            clients.redis, settings, request.cookies.get(REFRESH_COOKIE), context=context
+        )
         body = schemas.RefreshResponse(
             access_token=pair.access_token,
-            token_type=service.TOKEN_TYPE,
+            token_type=TOKEN_TYPE,
             expires_in=settings.auth.access_token_ttl_s,
         )
         return Response(
@@ -166,27 +130,11 @@ class AuthController(Controller):
         )
 
     @post("/logout", opt=OPEN_AUTH, status_code=HTTP_204_NO_CONTENT)
-    async def logout(self, request: Request, clients: ClientsDep, settings: SettingsDep) -> Response[None]:
+    async def logout(
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, context: ContextDep
+    ) -> Response[None]:
         """End the session of the access token (or else of the refresh cookie); its tokens stop working."""
-        principal: Principal | None = request.user
-        session_id = principal.session_id if principal is not None else None
-        wallet = principal.wallet_address if principal is not None else None
-        if session_id is None:
-            session = await service.session_for_refresh_token(request.cookies.get(service.REFRESH_COOKIE))
-            if session is not None:
-                session_id, wallet = str(session.id), session.walletAddress
-        if session_id is None:
-            current_principal(request)  # 401: nothing says which session to end
-            raise Forbidden("an API key has no session to end", code="session_required")
-        await service.revoke_session(clients.redis, settings, session_id, reason="logout")
-        await audit_service.record(
-            "auth.logout",
-            principal=principal,
-            actor=wallet,
-            context=request_context(request),
-            entity_type="session",
-            entity_id=session_id,
-        )
+        await sessions.logout(clients.redis, settings, request.cookies.get(REFRESH_COOKIE), context=context)
         return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[_clear_cookie(settings)])
 
     @get("/me", cache=False)
@@ -202,14 +150,17 @@ class AuthController(Controller):
     @post("/users/{walletAddress:str}/roles", guards=[requires_roles("admin")], status_code=HTTP_200_OK)
     async def grant_role(
         self,
-        request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         walletAddress: FromPath[str],
         data: JSONBody[schemas.RoleRequest],
     ) -> schemas.UserOut:
         """Grant a role (user, admin, oracle) to a wallet (admins); effective at once."""
-        return await self._change_role(request, clients, settings, walletAddress, data.role, grant=True)
+        user = await service.change_role(
+            clients.redis, settings, walletAddress, data.role, grant=True, context=context
+        )
+        return schemas.UserOut.of(user)
 
     @delete(
         "/users/{walletAddress:str}/roles/{role:str}",
@@ -218,117 +169,61 @@ class AuthController(Controller):
     )
     async def revoke_role(
         self,
-        request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         walletAddress: FromPath[str],
         role: FromPath[str],
     ) -> schemas.UserOut:
         """Revoke a role from a wallet (admins); effective at once."""
-        return await self._change_role(request, clients, settings, walletAddress, role, grant=False)
-
-    async def _change_role(
-        self, request: Request, clients: Any, settings: Any, wallet_address: str, role: str, *, grant: bool
-    ) -> schemas.UserOut:
-        principal = current_principal(request)
-        user, old, new = await service.change_role(
-            clients.redis, settings, wallet_address, role, grant=grant, actor=principal
-        )
-        await audit_service.record(
-            "auth.role.grant" if grant else "auth.role.revoke",
-            principal=principal,
-            context=request_context(request),
-            entity_type="user",
-            entity_id=user.walletAddress,
-            old={"roles": old},
-            new={"roles": new},
+        user = await service.change_role(
+            clients.redis, settings, walletAddress, role, grant=False, context=context
         )
         return schemas.UserOut.of(user)
 
     @put("/users/{walletAddress:str}/status", guards=[requires_roles("admin")], status_code=HTTP_200_OK)
     async def set_user_status(
         self,
-        request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         walletAddress: FromPath[str],
         data: JSONBody[schemas.StatusRequest],
     ) -> schemas.UserOut:
         """Suspend or reactivate a wallet (admins); a suspension ends its sessions and API keys at once."""
-        principal = current_principal(request)
-        user, old = await service.set_user_status(
-            clients.redis, settings, walletAddress, data.status, actor=principal
-        )
-        await audit_service.record(
-            "auth.user.status",
-            principal=principal,
-            context=request_context(request),
-            entity_type="user",
-            entity_id=user.walletAddress,
-            old={"status": old},
-            new={"status": user.status},
+        user = await service.set_user_status(
+            clients.redis, settings, walletAddress, data.status, context=context
         )
         return schemas.UserOut.of(user)
 
     @post("/api-keys", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_201_CREATED)
     async def create_api_key(
-        self, request: Request, settings: SettingsDep, data: JSONBody[schemas.ApiKeyCreate]
+        self, settings: SettingsDep, context: ContextDep, data: JSONBody[schemas.ApiKeyCreate]
     ) -> schemas.ApiKeyCreated:
         """Create an API key (shown once), bounded by its owner's roles unless an admin made it for them."""
-        principal = current_principal(request)
-        if data.wallet_address is not None and not principal.is_admin:
-            raise Forbidden("only admins create keys for another wallet", code="insufficient_role")
-        owner = await service.get_user_by_wallet(data.wallet_address or principal.wallet_address)
-        record, key = await service.create_api_key(
+        record, key = await service.create_api_key_for(
             settings,
-            owner,
+            context=context,
+            wallet_address=data.wallet_address,
             name=data.name,
             permissions=data.permissions,
             expires_at=data.expires_at,
-            created_by_admin=principal.is_admin,
-            granted_by=principal.wallet_address,
         )
-        await audit_service.record(
-            "auth.api_key.create",
-            principal=principal,
-            context=request_context(request),
-            entity_type="apiKey",
-            entity_id=record.keyId,
-            new={
-                "owner": owner.walletAddress,
-                "name": record.name,
-                "permissions": record.permissions,
-                "grantedByAdmin": record.grantedByAdmin,
-            },
-        )
-        out = schemas.ApiKeyOut.of(record)
-        return schemas.ApiKeyCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, key=key)
+        return schemas.ApiKeyCreated.of(record, key)
 
     @get("/api-keys", guards=[requires_session], cache=False)
     async def list_api_keys(
         self,
-        request: Request,
+        context: ContextDep,
         wallet_address: Annotated[str | None, QueryParameter(name="walletAddress", max_length=64)] = None,
     ) -> list[schemas.ApiKeyOut]:
         """Your API keys, without secrets (admins may list another wallet's)."""
-        principal = current_principal(request)
-        if wallet_address is not None and not principal.is_admin:
-            raise Forbidden("only admins list another wallet's keys", code="insufficient_role")
-        owner = await service.get_user_by_wallet(wallet_address or principal.wallet_address)
-        return [schemas.ApiKeyOut.of(k) for k in await service.list_api_keys(owner)]
+        keys = await service.list_api_keys_for(context=context, wallet_address=wallet_address)
+        return [schemas.ApiKeyOut.of(k) for k in keys]
 
     @delete(
         "/api-keys/{keyId:str}", guards=[requires_session], opt=AUTH_LIMITS, status_code=HTTP_204_NO_CONTENT
     )
-    async def revoke_api_key(self, request: Request, clients: ClientsDep, keyId: FromPath[str]) -> None:
+    async def revoke_api_key(self, clients: ClientsDep, context: ContextDep, keyId: FromPath[str]) -> None:
         """Revoke an API key (its owner or an admin); refused from the next request on."""
-        principal = current_principal(request)
-        owner, record = await service.revoke_api_key(clients.redis, principal, keyId)
-        await audit_service.record(
-            "auth.api_key.revoke",
-            principal=principal,
-            context=request_context(request),
-            entity_type="apiKey",
-            entity_id=record.keyId,
-            old={"owner": owner.walletAddress, "name": record.name, "permissions": record.permissions},
-        )
+        await api_keys.revoke_api_key(clients.redis, keyId, context=context)

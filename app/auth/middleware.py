@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.audit import service as audit_service
-from app.auth import service, tokens
+from app.auth import api_keys, service, sessions, tokens
 from app.config import RateLimitRule, Settings
 from app.lib.context import request_context
 from app.lib.errors import Unauthorized
@@ -58,7 +58,7 @@ log = structlog.get_logger(__name__)
 OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
 AUDITED_REFUSAL_PREFIX = "auth:audit:rejected:"
 _AUTHORIZATION = b"authorization"
-_API_KEY = service.API_KEY_HEADER.lower().encode()
+_API_KEY = api_keys.API_KEY_HEADER.lower().encode()
 
 
 def _is_open(path: str) -> bool:
@@ -89,7 +89,7 @@ class VerifiedTokens:
                 self._claims.move_to_end(token)
                 return claims
             del self._claims[token]
-        claims = service.decode_bearer(self.settings, token)  # raises Unauthorized with its reason
+        claims = sessions.decode_bearer(self.settings, token)  # raises Unauthorized with its reason
         self._claims[token] = claims
         if len(self._claims) > self.maxsize:
             self._claims.popitem(last=False)
@@ -157,15 +157,15 @@ class Authenticator:
             redis,
             limiter,
             counters,
-            service.session_key(claims.session_id),
+            sessions.session_key(claims.session_id),
             service.roles_key(claims.subject),
         )
 
         if cached_session is None:  # not cached (evicted, Redis restarted): MongoDB decides
-            wallet = await service.session_wallet(redis, self.settings, claims.session_id)
+            wallet = await sessions.session_wallet(redis, self.settings, claims.session_id)
         else:
             wallet = cached_session.decode() if isinstance(cached_session, bytes) else cached_session
-            if wallet == service.REVOKED:
+            if wallet == sessions.REVOKED:
                 wallet = None
         if wallet is None:
             await _count_failure(redis, limiter, group, ip, request_counted=True)
@@ -188,12 +188,12 @@ class Authenticator:
     ) -> Principal:
         key = key.strip()
         try:
-            key_id = service.parse_api_key(key)
+            key_id = api_keys.parse_api_key(key)
         except Unauthorized:
             await _count_failure(redis, limiter, group, ip, request_counted=False)
             raise
-        cache_key = service.api_key_cache_key(tokens.hash_api_key(key))
-        generation_key = service.api_key_generation_key(key_id)
+        cache_key = api_keys.api_key_cache_key(tokens.hash_api_key(key))
+        generation_key = api_keys.api_key_generation_key(key_id)
         key_counter, failures = None, None
         if limiter is None:
             cached, generation = await redis.mget(cache_key, generation_key)
@@ -213,7 +213,7 @@ class Authenticator:
                 proof=cache_key,
             )
         try:
-            principal = service.api_key_from_cache(cached, generation, key_id)
+            principal = api_keys.api_key_from_cache(cached, generation, key_id)
             if principal is not None:
                 self.key_usage.note(redis, principal.user_id, key_id)
                 return principal
@@ -222,8 +222,8 @@ class Authenticator:
             if limiter is not None and not proven and int(failures or 0) >= limiter.failures(ip).limit:
                 # This IP is past its failed-credentials limit: no more lookups for it in this window.
                 await _count_failure(redis, limiter, group, ip, request_counted=True)
-            principal = await service.authenticate_api_key(
-                redis, key, generation=service.as_generation(generation)
+            principal = await api_keys.authenticate_api_key(
+                redis, key, generation=api_keys.as_generation(generation)
             )
         except Unauthorized:
             await _count_failure(redis, limiter, group, ip, request_counted=True)
@@ -239,13 +239,13 @@ class Authenticator:
 class KeyUsage:
     """Writes API keys' `lastUsed` in the background, asking at most once a minute per key per process.
 
-    Across processes `service.record_api_key_use` keeps it to one write a minute per key (a Redis
+    Across processes `api_keys.record_api_key_use` keeps it to one write a minute per key (a Redis
     marker); this only spares the cache-hit path a task and a round trip on all the other requests.
     """
 
     def __init__(self, maxsize: int = 10_000) -> None:
         self.maxsize = maxsize
-        self.interval = service.API_KEY_LAST_USED_RESOLUTION.total_seconds()
+        self.interval = api_keys.API_KEY_LAST_USED_RESOLUTION.total_seconds()
         self._asked: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -269,7 +269,7 @@ class KeyUsage:
 
     async def _record(self, redis: Redis, user_id: str, key_id: str) -> None:
         try:
-            await service.record_api_key_use(redis, user_id, key_id)
+            await api_keys.record_api_key_use(redis, user_id, key_id)
         except Exception:  # bookkeeping only: the request it came from was already served
             log.warning("auth.api_key.last_used_failed", key_id=key_id, exc_info=True)
 
@@ -291,12 +291,19 @@ async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str 
 async def _audit_rejected(scope: Scope, redis: Redis, ip: str, reason: str, kind: str, window_s: int) -> None:
     """Record refused credentials once per (ip, reason) and window: a flood of garbage writes one entry."""
     try:
-        first = await redis.set(f"{AUDITED_REFUSAL_PREFIX}{ip}:{reason}", "1", nx=True, ex=window_s)
-    except RedisError:
-        log.warning("auth.audit_marker_failed", reason=reason, exc_info=True)
-        return
-    if first:
-        await _audit_refusal(scope, "auth.credentials_rejected", reason, kind)
+        await audit_service.record_once(
+            redis,
+            f"{AUDITED_REFUSAL_PREFIX}{ip}:{reason}",
+            window_s,
+            "auth.credentials_rejected",
+            context=request_context(ASGIConnection(scope)),
+            entity_type="credentials",
+            entity_id=kind,
+            success=False,
+            reason=reason,
+        )
+    except Exception:  # the refusal stands whether or not it could be written down
+        log.exception("auth.audit_failed", action="auth.credentials_rejected")
 
 
 async def _audit_rate_limited(scope: Scope, exc: RateLimited) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.auth.documents import ApiKey, User
-from app.lib.security import Principal
+from app.lib.schemas import RequestBody, Schema
+from app.lib.security import KNOWN_PERMISSIONS, Principal
 
 # Bounds on what the parsers below get to see; the SIWE checks have tighter ones of their own.
 Address = Annotated[str, msgspec.Meta(max_length=64, examples=["0x71C7656EC7ab88b098defB751B7401B5f6d8976F"])]
@@ -19,11 +20,7 @@ Permission = Annotated[str, msgspec.Meta(max_length=64)]
 RoleName = Literal["user", "admin", "oracle"]
 
 
-class Camel(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class NonceResponse(Camel):
+class NonceResponse(Schema):
     nonce: str
     expires_at: datetime
     domain: str
@@ -31,13 +28,13 @@ class NonceResponse(Camel):
     chain_id: int
 
 
-class SignInRequest(Camel):
+class SignInRequest(RequestBody):
     wallet_address: Address
     signature: Signature
     message: SiweText
 
 
-class UserOut(Camel):
+class UserOut(Schema):
     id: str
     wallet_address: str
     roles: list[str]
@@ -57,20 +54,20 @@ class UserOut(Camel):
         )
 
 
-class TokenResponse(Camel):
+class TokenResponse(Schema):
     access_token: str
     token_type: str
     expires_in: int
     user: UserOut
 
 
-class RefreshResponse(Camel):
+class RefreshResponse(Schema):
     access_token: str
     token_type: str
     expires_in: int
 
 
-class PrincipalOut(Camel):
+class PrincipalOut(Schema):
     user_id: str
     wallet_address: str
     roles: list[str]
@@ -81,8 +78,6 @@ class PrincipalOut(Camel):
 
     @classmethod
     def of(cls, principal: Principal) -> PrincipalOut:
-        from app.lib.security import KNOWN_PERMISSIONS
-
         return cls(
             user_id=principal.user_id,
             wallet_address=principal.wallet_address,
@@ -94,22 +89,22 @@ class PrincipalOut(Camel):
         )
 
 
-class RoleRequest(Camel):
+class RoleRequest(RequestBody):
     role: RoleName
 
 
-class StatusRequest(Camel):
+class StatusRequest(RequestBody):
     status: Literal["active", "suspended"]
 
 
-class ApiKeyCreate(Camel):
+class ApiKeyCreate(RequestBody):
     name: KeyName
     permissions: Annotated[list[Permission], msgspec.Meta(max_length=16)]
     expires_at: datetime | None = None
     wallet_address: Address | None = msgspec.field(default=None)  # an admin creating a key for another wallet
 
 
-class ApiKeyOut(Camel):
+class ApiKeyOut(Schema):
     id: str
     name: str
     permissions: list[str]
@@ -137,3 +132,8 @@ class ApiKeyOut(Camel):
 
 class ApiKeyCreated(ApiKeyOut, kw_only=True):
     key: str  # shown once: only its hash is stored
+
+    @classmethod
+    def of(cls, record: ApiKey, key: str) -> ApiKeyCreated:  # type: ignore[override]
+        out = ApiKeyOut.of(record)
+        return cls(**{f: getattr(out, f) for f in out.__struct_fields__}, key=key)

@@ -31,9 +31,12 @@ import eth_keys.exceptions
 import eth_utils.exceptions
 from eth_account import Account
 from eth_account.messages import defunct_hash_message, encode_defunct
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import ProviderConnectionError
+
+from app.lib.errors import BadRequest
+from app.lib.params import checksum_address
 
 # Loading siwe's grammar with abnf<2.9 warns that it redefines the core rules ALPHA, LF, DIGIT and
 # HEXDIG (harmless: same definitions); said once here rather than in every test run's summary.
@@ -75,7 +78,6 @@ _ERC1271_ABI = [
 ]
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # everything below space except "\n"
-_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 # "0x" (no bytes) is allowed: Safe wallets answer for a message hash approved on chain beforehand.
 _SIGNATURE_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -228,12 +230,12 @@ async def verify_signature(
 ) -> None:
     """Accept an EIP-191 signature by `address`, or an ERC-1271 one when `address` is a contract on `w3`."""
     signature = _signature_bytes(signature_hex)
-    checksum_address = _checksum_address(address)
-    if checksum_address is None:
+    expected = _checksum_address(address)
+    if expected is None:
         raise ValueError(f"{address!r} is not an address")
     if len(signature) == 65:
         try:
-            if recover_eoa_signer(message_text, signature_hex) == checksum_address:
+            if recover_eoa_signer(message_text, signature_hex) == expected:
                 return
         except SiweRejected:
             pass  # not an account signature; a contract wallet may still accept it
@@ -241,13 +243,13 @@ async def verify_signature(
         raise SiweRejected("invalid_signature", "the signature is not by the message address")
 
     try:
-        code = await w3.eth.get_code(checksum_address)
+        code = await w3.eth.get_code(expected)
     except _TRANSPORT_ERRORS as exc:
         raise SiweRejected("chain_unavailable", "the chain could not be reached") from exc
     if not code:
         raise SiweRejected("invalid_signature", "the signature is not by the message address")
 
-    wallet = w3.eth.contract(address=checksum_address, abi=_ERC1271_ABI)
+    wallet = w3.eth.contract(address=expected, abi=_ERC1271_ABI)
     try:
         result = await wallet.functions.isValidSignature(
             defunct_hash_message(text=message_text), signature
@@ -334,14 +336,12 @@ def _origin(uri: str) -> tuple[str, str, int] | None:
 
 
 def _checksum_address(value: object) -> str | None:
-    # eth_utils.is_address accepts any hex casing and 20 raw bytes; here a mixed-case address must be
-    # valid EIP-55 (a wrong case is a typo the checksum exists to catch), all-lower or all-upper is fine.
-    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
+    # Mixed case must be valid EIP-55 (a wrong case is a typo the checksum exists to catch); all-lower or
+    # all-upper is fine: app.lib.params.checksum_address's rule, with None where it answers 400.
+    try:
+        return checksum_address(value)
+    except BadRequest:
         return None
-    digits = value[2:]
-    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-        return None
-    return to_checksum_address(value)
 
 
 def _signature_bytes(signature_hex: str) -> bytes:

@@ -9,9 +9,10 @@ import httpx
 from litestar import Litestar, Request, get
 
 from app.audit.documents import AuditLog
-from app.auth import schemas, service, tokens
+from app.auth import api_keys, schemas, service, tokens
 from app.auth.documents import User
 from app.auth.middleware import authentication_middleware
+from app.lib.context import RequestContext
 from app.lib.errors import EXCEPTION_HANDLERS
 from app.lib.security import Principal, current_principal
 from app.lib.timeutil import as_utc, utcnow
@@ -27,7 +28,7 @@ async def me(client, headers):
 
 
 def entry_key(login) -> str:
-    return service.api_key_cache_key(tokens.hash_api_key(login.api_key))
+    return api_keys.api_key_cache_key(tokens.hash_api_key(login.api_key))
 
 
 def owner_of(login) -> Principal:
@@ -56,7 +57,7 @@ async def test_a_cached_api_key_still_works_without_mongodb(client, settings, cl
     login = await factories.api_key(settings, permissions=["assets:write"])
     first = await me(client, login.headers)
     assert first.status_code == 200, first.text
-    assert 0 < await clients.redis.pttl(entry_key(login)) <= service.API_KEY_CACHE_TTL.total_seconds() * 1000
+    assert 0 < await clients.redis.pttl(entry_key(login)) <= api_keys.API_KEY_CACHE_TTL.total_seconds() * 1000
     # Hide the key from MongoDB behind the service's back: only a cache hit can still accept it.
     await User.get_pymongo_collection().update_one(
         {"apiKeys.keyId": login.api_key_id}, {"$set": {"apiKeys.$.key": "0" * 64}}
@@ -77,7 +78,7 @@ async def test_a_revoked_key_is_refused_on_the_very_next_request_even_when_cache
     async with other_process(settings, clients) as other:
         assert (await me(client, headers)).status_code == 200
         assert (await other.get("/t/me", headers=headers)).status_code == 200
-        cached = service.api_key_cache_key(tokens.hash_api_key(headers["X-API-Key"]))
+        cached = api_keys.api_key_cache_key(tokens.hash_api_key(headers["X-API-Key"]))
         assert await clients.redis.exists(cached)
 
         assert (await client.delete(f"/api/auth/api-keys/{key_id}", headers=owner.headers)).status_code == 204
@@ -106,7 +107,7 @@ async def test_an_expired_key_is_refused_even_if_cached(client, settings, client
     )
     assert (await me(client, login.headers)).status_code == 200
     later = utcnow() + timedelta(hours=1, seconds=1)
-    monkeypatch.setattr(service, "utcnow", lambda: later)  # the key's expiry passes while it is cached
+    monkeypatch.setattr(api_keys, "utcnow", lambda: later)  # the key's expiry passes while it is cached
     assert await clients.redis.exists(entry_key(login))
     response = await me(client, login.headers)
     assert response.status_code == 401 and code(response) == "api_key_expired"
@@ -122,17 +123,17 @@ async def test_a_key_is_cached_no_longer_than_it_is_valid(client, settings, clie
 
 async def test_a_refill_racing_a_revoke_does_not_resurrect_the_key(client, settings, clients):
     login = await factories.api_key(settings, permissions=["assets:write"])
-    redis, generation_key = clients.redis, service.api_key_generation_key(login.api_key_id)
+    redis, generation_key = clients.redis, api_keys.api_key_generation_key(login.api_key_id)
     # A refill misses the cache (reading the key's generation in the same round trip) and finds the key
     # valid in MongoDB; before it writes the entry, a revocation runs from start to end.
-    generation = service.as_generation(await redis.get(generation_key))
-    entry, _ = await service.load_api_key(login.api_key, generation=generation)
-    await service.revoke_api_key(redis, owner_of(login), login.api_key_id)
-    await service.cache_api_key(redis, login.api_key, entry)  # the refill's late write lands
+    generation = api_keys.as_generation(await redis.get(generation_key))
+    entry, _ = await api_keys.load_api_key(login.api_key, generation=generation)
+    await api_keys.revoke_api_key(redis, login.api_key_id, context=RequestContext(principal=owner_of(login)))
+    await api_keys.cache_api_key(redis, login.api_key, entry)  # the refill's late write lands
 
     assert await redis.exists(entry_key(login))  # the stale entry is there, but does not count:
     assert (
-        service.api_key_from_cache(
+        api_keys.api_key_from_cache(
             await redis.get(entry_key(login)), await redis.get(generation_key), login.api_key_id
         )
         is None
@@ -145,13 +146,15 @@ async def test_a_refill_racing_a_role_change_does_not_cache_the_old_roles(client
     admin = await factories.login(settings, roles=("admin",))
     login = await factories.api_key(settings, permissions=["oracle:submit"])
     redis = clients.redis
-    generation = service.as_generation(await redis.get(service.api_key_generation_key(login.api_key_id)))
-    stale, _ = await service.load_api_key(login.api_key, generation=generation)
+    generation = api_keys.as_generation(await redis.get(api_keys.api_key_generation_key(login.api_key_id)))
+    stale, _ = await api_keys.load_api_key(login.api_key, generation=generation)
     admin_principal = Principal(
         user_id=admin.user_id, wallet_address=admin.wallet, roles=frozenset({"admin"})
     )
-    await service.change_role(redis, settings, login.wallet, "oracle", grant=True, actor=admin_principal)
-    await service.cache_api_key(redis, login.api_key, stale)
+    await service.change_role(
+        redis, settings, login.wallet, "oracle", grant=True, context=RequestContext(principal=admin_principal)
+    )
+    await api_keys.cache_api_key(redis, login.api_key, stale)
     assert stale.roles == ("user",)
     assert (await me(client, login.headers)).json()["roles"] == ["oracle", "user"]
 
@@ -213,7 +216,7 @@ async def test_last_used_is_written_off_the_request_path_at_most_once_a_minute(c
     await collection.update_one(
         {"apiKeys.keyId": login.api_key_id}, {"$set": {"apiKeys.$.lastUsed": rewound}}
     )
-    await clients.redis.delete(service.api_key_used_key(login.api_key_id))
+    await clients.redis.delete(api_keys.api_key_used_key(login.api_key_id))
     async with other_process(settings, clients) as other:  # a cache hit in a process new to this key
         assert (await other.get("/t/me", headers=login.headers)).status_code == 200
         for _ in range(200):  # written by a background task, after the response
@@ -223,7 +226,7 @@ async def test_last_used_is_written_off_the_request_path_at_most_once_a_minute(c
         written = await last_used()
         assert written > rewound + timedelta(minutes=1)
         # within the minute nobody writes it again, whichever process asks
-        assert await service.record_api_key_use(clients.redis, login.user_id, login.api_key_id) is False
+        assert await api_keys.record_api_key_use(clients.redis, login.user_id, login.api_key_id) is False
         assert (await other.get("/t/me", headers=login.headers)).status_code == 200
         assert (await me(client, login.headers)).status_code == 200
         await asyncio.sleep(0.05)

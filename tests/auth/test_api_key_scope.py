@@ -7,7 +7,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Request, get, post
 
-from app.auth import schemas, service, tokens
+from app.auth import api_keys, schemas, tokens
 from app.auth.documents import User
 from app.auth.middleware import authentication_middleware
 from app.lib.errors import EXCEPTION_HANDLERS
@@ -141,20 +141,20 @@ async def test_a_key_stored_without_a_grant_is_self_granted(client, settings, cl
         {"apiKeys.keyId": key.api_key_id},
         {"$unset": {"apiKeys.$.grantedBy": "", "apiKeys.$.grantedByAdmin": ""}},
     )
-    await clients.redis.delete(service.api_key_cache_key(tokens.hash_api_key(key.api_key)))
+    await clients.redis.delete(api_keys.api_key_cache_key(tokens.hash_api_key(key.api_key)))
     assert (await me(client, key.headers)).json()["permissions"] == ["media:write"]  # what "user" grants
 
 
 async def test_a_cache_entry_of_the_older_shape_is_a_miss(client, settings, clients):
     key = await factories.api_key(settings, permissions=["assets:write"])
-    generation = service.as_generation(
-        await clients.redis.get(service.api_key_generation_key(key.api_key_id))
+    generation = api_keys.as_generation(
+        await clients.redis.get(api_keys.api_key_generation_key(key.api_key_id))
     )
-    entry, _ = await service.load_api_key(key.api_key, generation=generation)
+    entry, _ = await api_keys.load_api_key(key.api_key, generation=generation)
     older = msgspec.to_builtins(entry)
     del older["granted_by_admin"]
-    assert service.api_key_from_cache(msgspec.json.encode(older), generation, key.api_key_id) is None
-    assert service.api_key_from_cache(msgspec.json.encode(entry), generation, key.api_key_id) is not None
+    assert api_keys.api_key_from_cache(msgspec.json.encode(older), generation, key.api_key_id) is None
+    assert api_keys.api_key_from_cache(msgspec.json.encode(entry), generation, key.api_key_id) is not None
 
 
 async def test_an_api_key_never_passes_a_role_guard(client, settings, clients):

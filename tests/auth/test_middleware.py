@@ -1,7 +1,7 @@
 from app.audit import repository as audit_repository
 from app.audit import service as audit_service
 from app.audit.documents import AuditLog
-from app.auth import service
+from app.auth import sessions
 from tests import factories
 from tests.auth.test_ratelimit_and_guards import test_app
 
@@ -67,7 +67,7 @@ async def test_system_routes_schema_and_metrics_stay_open(client):
 async def test_a_revoked_session_is_refused_at_once(client, settings, clients):
     login = await factories.login(settings)
     assert (await client.get("/api/auth/me", headers=login.headers)).status_code == 200
-    await service.revoke_session(clients.redis, settings, login.session_id, reason="test")
+    await sessions.revoke_session(clients.redis, settings, login.session_id, reason="test")
     response = await client.get("/api/auth/me", headers=login.headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "session_revoked"
@@ -75,8 +75,8 @@ async def test_a_revoked_session_is_refused_at_once(client, settings, clients):
 
 async def test_a_revoked_session_is_refused_even_when_the_redis_cache_is_gone(client, settings, clients):
     login = await factories.login(settings)
-    await service.revoke_session(clients.redis, settings, login.session_id, reason="test")
-    await clients.redis.delete(service.session_key(login.session_id))
+    await sessions.revoke_session(clients.redis, settings, login.session_id, reason="test")
+    await clients.redis.delete(sessions.session_key(login.session_id))
     response = await client.get("/api/auth/me", headers=login.headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "session_revoked"
@@ -84,7 +84,7 @@ async def test_a_revoked_session_is_refused_even_when_the_redis_cache_is_gone(cl
 
 async def test_a_valid_session_survives_a_cache_miss(client, settings, clients):
     login = await factories.login(settings)
-    await clients.redis.delete(service.session_key(login.session_id))
+    await clients.redis.delete(sessions.session_key(login.session_id))
     response = await client.get("/api/auth/me", headers=login.headers)
     assert response.status_code == 200
     assert response.json()["walletAddress"] == login.wallet

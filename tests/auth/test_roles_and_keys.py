@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from app.audit.documents import AuditLog
-from app.auth import service, tokens
+from app.auth import api_keys, tokens
 from app.auth.documents import User
 from app.lib.timeutil import utcnow
 from tests import factories
@@ -156,7 +156,7 @@ async def test_an_expired_api_key_is_401(client, settings, clients):
     )
     # That write went behind the service's back, so drop the key's cache entry as the service's own
     # writes do (an expiry reached while cached: test_api_key_cache.py).
-    await clients.redis.delete(service.api_key_cache_key(tokens.hash_api_key(login.api_key)))
+    await clients.redis.delete(api_keys.api_key_cache_key(tokens.hash_api_key(login.api_key)))
     response = await me(client, login.headers)
     assert response.status_code == 401 and code(response) == "api_key_expired"
 

@@ -15,7 +15,7 @@ from litestar import Litestar
 from pydantic import SecretStr
 
 from app.audit.documents import AuditLog
-from app.auth import service, tokens
+from app.auth import sessions, tokens
 from app.auth.documents import Session
 from app.lib.timeutil import as_utc
 from app.main import create_app
@@ -173,7 +173,7 @@ async def signed_in(client, settings) -> tuple[str, str]:
     """Sign in over HTTP; (access token, refresh token) — the client keeps the cookie too."""
     response = await factories.siwe_sign_in(client, settings)
     assert response.status_code == 200, response.text
-    return response.json()["accessToken"], client.cookies[service.REFRESH_COOKIE]
+    return response.json()["accessToken"], client.cookies[sessions.REFRESH_COOKIE]
 
 
 async def test_refresh_rotates_the_cookie_and_issues_a_new_access_token(client, settings):
@@ -182,7 +182,7 @@ async def test_refresh_rotates_the_cookie_and_issues_a_new_access_token(client, 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["tokenType"] == "Bearer" and body["accessToken"] != access
-    second = client.cookies[service.REFRESH_COOKIE]
+    second = client.cookies[sessions.REFRESH_COOKIE]
     assert second != first
     assert "httponly" in response.headers["set-cookie"].lower()
     assert (await me(client, bearer(body["accessToken"]))).status_code == 200
@@ -196,7 +196,7 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(client,
     fresh_access = (await client.post("/api/auth/refresh")).json()["accessToken"]
     # an attacker replays the first refresh token
     client.cookies.clear()
-    reuse = await client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: first})
+    reuse = await client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: first})
     assert reuse.status_code == 401
     assert code(reuse) == "refresh_token_reused"
     # every token of the session is dead now: old and new access tokens, the latest refresh token
@@ -213,21 +213,21 @@ async def refresh_with(client, token: str):
     """A refresh presenting exactly this cookie (the client keeps no cookie of its own)."""
     client.cookies.clear()
     try:
-        return await client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token})
+        return await client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: token})
     finally:
         client.cookies.clear()
 
 
 async def test_two_tabs_refreshing_with_one_cookie_both_succeed_and_the_session_lives(client, settings):
     await signed_in(client, settings)
-    token = client.cookies[service.REFRESH_COOKIE]
+    token = client.cookies[sessions.REFRESH_COOKIE]
     client.cookies.clear()
     responses = await asyncio.gather(
-        *(client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token}) for _ in range(2))
+        *(client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: token}) for _ in range(2))
     )
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     # one successor for both: whichever answer the shared cookie jar keeps, it is the current token
-    cookies = {r.cookies[service.REFRESH_COOKIE] for r in responses}
+    cookies = {r.cookies[sessions.REFRESH_COOKIE] for r in responses}
     assert len(cookies) == 1 and token not in cookies
     for response in responses:
         assert (await me(client, bearer(response.json()["accessToken"]))).status_code == 200
@@ -243,14 +243,14 @@ async def test_two_tabs_refreshing_a_session_from_before_rotation_keys_both_succ
     client, settings, clients
 ):
     await signed_in(client, settings)
-    token = client.cookies[service.REFRESH_COOKIE]
+    token = client.cookies[sessions.REFRESH_COOKIE]
     client.cookies.clear()
     await Session.get_pymongo_collection().update_many({}, {"$unset": {"rotationKey": "", "rotatedAt": ""}})
     responses = await asyncio.gather(
-        *(client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: token}) for _ in range(3))
+        *(client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: token}) for _ in range(3))
     )
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
-    assert len({r.cookies[service.REFRESH_COOKIE] for r in responses}) == 1
+    assert len({r.cookies[sessions.REFRESH_COOKIE] for r in responses}) == 1
     assert (await Session.find_one({})).isValid is True
 
 
@@ -271,7 +271,7 @@ async def test_a_rotated_refresh_token_replayed_after_the_grace_revokes_the_sess
     ) as other:
         replay = await refresh_with(other, first)
         assert replay.status_code == 401 and code(replay) == "refresh_token_reused"
-        current = await refresh_with(other, rotated.cookies[service.REFRESH_COOKIE])
+        current = await refresh_with(other, rotated.cookies[sessions.REFRESH_COOKIE])
         assert current.status_code == 401  # the whole session is gone, the latest token too
     for token in (access, rotated.json()["accessToken"]):
         response = await me(client, bearer(token))
@@ -282,13 +282,13 @@ async def test_a_rotated_refresh_token_replayed_after_the_grace_revokes_the_sess
 
 async def test_the_grace_ends_on_the_clock(client, settings, clients):
     _, first = await signed_in(client, settings)
-    pair = await service.refresh(clients.redis, settings, first)
+    pair = await sessions.refresh(clients.redis, settings, first)
     grace = timedelta(seconds=settings.auth.refresh_reuse_grace_s)
     session = await Session.find_one({})
-    within = await service.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace / 2)
+    within = await sessions.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace / 2)
     assert within.refresh_token == pair.refresh_token
-    with pytest.raises(service.RefreshReused):
-        await service.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace)
+    with pytest.raises(sessions.RefreshReused):
+        await sessions.refresh(clients.redis, settings, first, now=as_utc(session.rotatedAt) + grace)
     assert (await Session.find_one({})).isValid is False
 
 
@@ -304,7 +304,7 @@ async def test_a_stolen_old_token_does_not_give_its_successor():
 async def test_refresh_without_or_with_a_bad_cookie_is_401(client):
     missing = await client.post("/api/auth/refresh")
     assert missing.status_code == 401 and code(missing) == "refresh_token_missing"
-    bad = await client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: "nonsense"})
+    bad = await client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: "nonsense"})
     assert bad.status_code == 401 and code(bad) == "invalid_refresh_token"
 
 
@@ -344,7 +344,7 @@ async def test_logout_ends_the_session_at_once(client, settings):
 async def test_after_logout_the_refresh_token_is_refused(client, settings):
     access, refresh_token = await signed_in(client, settings)
     assert (await client.post("/api/auth/logout", headers=bearer(access))).status_code == 204
-    response = await client.post("/api/auth/refresh", cookies={service.REFRESH_COOKIE: refresh_token})
+    response = await client.post("/api/auth/refresh", cookies={sessions.REFRESH_COOKIE: refresh_token})
     assert response.status_code == 401 and code(response) == "session_revoked"
 
 

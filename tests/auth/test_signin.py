@@ -13,7 +13,7 @@ import pytest
 from eth_utils import to_checksum_address
 
 from app.audit.documents import AuditLog
-from app.auth import service
+from app.auth import service, sessions
 from app.auth.documents import Session, User
 from app.lib.timeutil import utcnow
 from tests import factories
@@ -58,7 +58,7 @@ async def test_nonce_is_random_alphanumeric_short_lived_and_kept_in_redis(client
     assert body["domain"] == settings.auth.domain
     assert body["uri"] == settings.auth.uri
     assert body["chainId"] == settings.chain.chain_id
-    key = service.nonce_key(body["nonce"])
+    key = sessions.nonce_key(body["nonce"])
     assert (await clients.redis.get(key)).decode() == account.address  # stored as EIP-55
     assert 0 < await clients.redis.ttl(key) <= settings.auth.nonce_ttl_s
     other = (await client.get("/api/auth/nonce", params={"walletAddress": account.address})).json()
@@ -95,7 +95,7 @@ async def test_sign_in_issues_tokens_sets_the_cookie_and_creates_the_user(client
     assert body["user"]["roles"] == ["user"]
 
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"{service.REFRESH_COOKIE}=")
+    assert cookie.startswith(f"{sessions.REFRESH_COOKIE}=")
     assert "HttpOnly" in cookie
     assert "samesite=strict" in cookie.lower()
     assert "Path=/api/auth" in cookie
@@ -150,6 +150,37 @@ async def test_sign_in_and_failed_sign_in_are_audited(client, settings):
     assert entries[0].userAgent
 
 
+async def test_a_flood_of_failed_sign_ins_writes_one_audit_entry_per_ip_and_reason(client, settings, clients):
+    # An attacker replays garbage at /verify: each refusal must not cost a MongoDB write.
+    account = factories.new_account()
+    text = factories.siwe_message(settings, account.address, "NeverIssued0123456789")
+    signature = factories.sign(account, text)
+    for _ in range(10):
+        response = await verify(client, account.address, text, signature)
+        assert response.status_code == 401 and error_code(response) == "nonce_invalid"
+    failed = await AuditLog.find({"action": "auth.sign_in", "success": False}).to_list()
+    assert [(e.reason, e.ipAddress, e.actor) for e in failed] == [
+        ("nonce_invalid", "127.0.0.1", account.address)
+    ]
+    # another reason from the same IP is recorded once too, and a success always is
+    for _ in range(3):
+        bad = await verify(client, account.address, "x" * 5000, signature)
+        assert bad.status_code == 401 and error_code(bad) == "message_too_long"
+    assert (await factories.siwe_sign_in(client, settings, account)).status_code == 200
+    assert (await factories.siwe_sign_in(client, settings, account)).status_code == 200
+    entries = await AuditLog.find(AuditLog.action == "auth.sign_in").sort("timestamp").to_list()
+    assert [(e.success, e.reason) for e in entries] == [
+        (False, "nonce_invalid"),
+        (False, "message_too_long"),
+        (True, None),
+        (True, None),
+    ]
+    # the next window records again
+    await clients.redis.delete(*[k async for k in clients.redis.scan_iter("auth:audit:sign_in:*")])
+    assert (await verify(client, account.address, text, signature)).status_code == 401
+    assert await AuditLog.find({"action": "auth.sign_in", "success": False}).count() == 3
+
+
 # --- replay and races --------------------------------------------------------------------------------------
 
 
@@ -187,7 +218,7 @@ async def test_a_nonce_that_was_never_issued_is_refused(client, settings):
 async def test_an_expired_nonce_is_refused(client, settings, clients):
     account = factories.new_account()
     nonce = await nonce_for(client, account.address)
-    await clients.redis.pexpire(service.nonce_key(nonce), 1)
+    await clients.redis.pexpire(sessions.nonce_key(nonce), 1)
     await asyncio.sleep(0.01)
     text = factories.siwe_message(settings, account.address, nonce)
     response = await verify(client, account.address, text, factories.sign(account, text))
