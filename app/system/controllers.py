@@ -7,25 +7,11 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.lib.deps import ClientsDep, SettingsDep
-from app.lib.errors import NotFound
 from app.lib.observability import is_operator
 from app.system import schemas, service
 
 SYSTEM_LIMITS = {"rate_limit": "system"}
-
-
-def _readiness_out(report: service.Readiness, *, detailed: bool) -> schemas.ReadinessOut:
-    checks = {
-        name: schemas.CheckOut(status=check.status, latency_ms=check.latency_ms, error=check.error)
-        if detailed
-        else schemas.CheckOut(status=check.status)
-        for name, check in report.checks.items()
-    }
-    return schemas.ReadinessOut(
-        status="ready" if report.ready else "unavailable",
-        checks=checks,
-        checked_at=report.checked_at if detailed else None,
-    )
+HEALTHY = schemas.HealthOut(status="ok")
 
 
 class SystemController(Controller):
@@ -35,9 +21,9 @@ class SystemController(Controller):
 
     # Not counted: liveness does no I/O, and must not fail because Redis (where counters live) is down.
     @get("/health", cache=False, opt={"rate_limit": None})
-    async def health(self) -> dict[str, str]:
+    async def health(self) -> schemas.HealthOut:
         """Liveness: the process answers."""
-        return {"status": "ok"}
+        return HEALTHY
 
     @get("/ready", cache=False)
     async def ready(
@@ -47,9 +33,9 @@ class SystemController(Controller):
 
         With the operator token (METRICS_TOKEN) each check also gives its latency or an error code.
         """
-        report = await service.readiness(clients)
-        body = _readiness_out(report, detailed=is_operator(settings, request.headers.get("authorization")))
-        return Response(body, status_code=200 if report.ready else HTTP_503_SERVICE_UNAVAILABLE)
+        detailed = is_operator(settings, request.headers.get("authorization"))
+        body = await service.readiness_report(clients, detailed=detailed)
+        return Response(body, status_code=200 if body.status == "ready" else HTTP_503_SERVICE_UNAVAILABLE)
 
     @post("/worker-ping", status_code=HTTP_202_ACCEPTED)
     async def worker_ping(self, clients: ClientsDep) -> schemas.PingQueued:
@@ -67,7 +53,4 @@ class JobController(Controller):
     @get("/{jobId:str}", cache=False, opt={"anonymous": True, **SYSTEM_LIMITS})
     async def job_status(self, clients: ClientsDep, jobId: FromPath[str]) -> schemas.JobStateOut:
         """The status of a background job, and its result (or error code) once finished."""
-        state = await service.job_state(clients, jobId)
-        if state is None:
-            raise NotFound(f"no job {jobId!r}", code="job_not_found")
-        return state
+        return await service.job_state(clients, jobId)

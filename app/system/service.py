@@ -17,9 +17,10 @@ from pymongo.errors import ConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.lib.clients import Clients
+from app.lib.errors import NotFound
 from app.lib.queues import QUEUES
 from app.lib.timeutil import utcnow
-from app.system.schemas import JobStateOut
+from app.system.schemas import CheckOut, JobStateOut, ReadinessOut
 
 log = structlog.get_logger(__name__)
 CHECK_TIMEOUT_S = 2.0
@@ -115,6 +116,27 @@ async def readiness(clients: Clients) -> Readiness:
     return await _readiness.get(clients)
 
 
+async def readiness_report(clients: Clients, *, detailed: bool) -> ReadinessOut:
+    """Readiness as answered: up or down per check, with latencies, errors and time for operators only."""
+    report = await readiness(clients)
+    checks = {
+        name: CheckOut(status=check.status, latency_ms=check.latency_ms, error=check.error)
+        if detailed
+        else CheckOut(status=check.status)
+        for name, check in report.checks.items()
+    }
+    return ReadinessOut(
+        status="ready" if report.ready else "unavailable",
+        checks=checks,
+        checked_at=report.checked_at if detailed else None,
+    )
+
+
+def pong(job_try: int | None) -> dict[str, Any]:
+    """The ping job's answer; public, so it names no host or process."""
+    return {"pong": True, "at": utcnow().isoformat(), "try": job_try}
+
+
 async def enqueue_ping(clients: Clients) -> str:
     """Queue one ping job per time window; arq de-duplicates by job id, so this cannot flood the queue."""
     job_id = f"{PING_JOB}:{int(time.time()) // PING_WINDOW_S}"
@@ -134,15 +156,15 @@ def job_error_code(error: object) -> str:
     return "job_failed"
 
 
-async def job_state(clients: Clients, job_id: str) -> JobStateOut | None:
-    """A queued job's status and, when finished, its result or error code; None when arq knows no such job."""
+async def job_state(clients: Clients, job_id: str) -> JobStateOut:
+    """A queued job's status and, when finished, its result or error code; 404 when arq knows no such job."""
     for queue in QUEUES:  # a job waiting in a queue is found there only
         job = Job(job_id, clients.redis, _queue_name=queue)
         status = await job.status()
         if status != JobStatus.not_found:
             break
     else:
-        return None
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
     if status != JobStatus.complete:
         return JobStateOut(job_id=job_id, status=status.value)
     try:
