@@ -101,6 +101,9 @@ class WorkerSettings(BaseModel):
     max_jobs: int = 10
     # Jobs at once on the image worker (media.process, media.avatar): each may decode a large image.
     image_max_jobs: int = Field(default=2, ge=1)
+    # Pixels the image worker holds decoded at once, over all its jobs: 50 Mpx, one image at the
+    # asset cap, peaks near 400 MB. A job waits until its image fits; a larger image is refused.
+    image_pixel_budget: int = Field(default=50_000_000, ge=1)
     job_timeout_s: int = 300
     max_tries: int = 5
     job_completion_wait_s: int = 30

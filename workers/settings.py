@@ -1,11 +1,13 @@
 """arq workers: the job functions, cron schedules and the clients they share.
 
 Two workers, each on its own queue: the main one runs every job but image decoding, and the image
-worker runs media.process and media.avatar a few at a time, which bounds the memory they take.
+worker runs media.process and media.avatar a few at a time, within a budget of pixels decoded at
+once, which bounds the memory they take.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import structlog
@@ -18,6 +20,7 @@ from app.lib.logging import configure_logging
 from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
 from app.main import DOCUMENTS
 from app.media import jobs as media_jobs
+from app.media import service as media_service
 from app.system import jobs as system_jobs
 
 settings = get_settings()
@@ -31,6 +34,30 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["clients_cm"] = open_clients(settings, documents=DOCUMENTS)
     ctx["clients"] = await ctx["clients_cm"].__aenter__()
     log.info("worker.started")
+
+
+async def on_image_worker_startup(ctx: dict[str, Any]) -> None:
+    await on_startup(ctx)
+    _give_freed_images_back()
+    # One per process: arq hands each job a copy of ctx, and every image job draws on the same pixels.
+    ctx["pixel_budget"] = media_service.PixelBudget(settings.worker.image_pixel_budget)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _give_freed_images_back() -> None:
+    """Have glibc map every allocation of 4 MiB or more on its own, so a decoded image freed is memory freed.
+
+    Otherwise its mmap threshold rises past Pillow's 16 MiB image blocks after the first free, and each
+    decode thread's arena keeps the next images' memory after their jobs: measured, three 50 Mpx decodes
+    in turn left 560 MB resident and peaked 140 MB higher than the first.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: its allocator has no such threshold to pin
+    libc.mallopt(_M_MMAP_THRESHOLD, 4 * 2**20)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -84,7 +111,7 @@ class ImageWorkerSettings:
     ]
     queue_name = IMAGE_QUEUE
     max_jobs = settings.worker.image_max_jobs
-    on_startup = on_startup
+    on_startup = on_image_worker_startup
     on_shutdown = on_shutdown
     on_job_start = on_job_start
     on_job_end = on_job_end

@@ -232,12 +232,48 @@ def fit_within(size: tuple[int, int], edge: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def header_pixels(data: bytes) -> int:
+    """Pixels an image decodes to, read from its header alone; 0 when no allowed decoder reads it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=DECODERS) as image:
+                width, height = image.size
+    except (
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        struct.error,
+    ):
+        return 0  # the decode refuses it from the same header, before any pixel
+    return width * height
+
+
 def render_variants(
     data: bytes, *, max_pixels: int = MAX_PIXELS, watermark_text: str = WATERMARK_TEXT
 ) -> ProcessedImage:
     """Decode once and make the JPEG+WebP thumbnails, the preview and the watermarked preview."""
-    image, source_format, (width, height) = _decode(data, max_pixels, draft_edge=PREVIEW_EDGE)
-    current = _resize(image, fit_within((width, height), PREVIEW_EDGE))
+    image, source_format, size = _decode(data, max_pixels, draft_edge=PREVIEW_EDGE)
+    return _variants(data, image, source_format, size, watermark_text)
+
+
+def render_with_highres(
+    data: bytes, *, max_pixels: int = MAX_PIXELS, watermark_text: str = WATERMARK_TEXT
+) -> tuple[ProcessedImage, bytes]:
+    """The renditions of render_variants and the full-size JPEG of strip_metadata, from one decode."""
+    image, source_format, size = _decode(data, max_pixels)
+    highres = _encode(image, "image/jpeg", quality=HIGH_RES_QUALITY).data
+    return _variants(data, image, source_format, size, watermark_text), highres
+
+
+def _variants(
+    data: bytes, image: Image.Image, source_format: str, size: tuple[int, int], watermark_text: str
+) -> ProcessedImage:
+    width, height = size
+    current = _resize(image, fit_within(size, PREVIEW_EDGE))
     renditions = {
         "preview.jpg": _encode(current, "image/jpeg"),
         "watermarked.jpg": _encode(add_watermark(current, watermark_text), "image/jpeg"),

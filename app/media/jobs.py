@@ -28,7 +28,7 @@ async def process_media(ctx: dict[str, Any], token_id: int) -> dict[str, Any]:
     if not await lock.acquire():
         raise Retry(defer=2)  # another run holds this asset: go after it, on the state it leaves
     try:
-        return await service.process_asset_media(clients.storage, token_id)
+        return await service.process_asset_media(clients.storage, token_id, budget=ctx.get("pixel_budget"))
     except Exception as exc:
         if is_transient(exc):
             try_number = ctx.get("job_try", 1)
@@ -48,7 +48,12 @@ async def promote_avatar(
     """Check a staged avatar upload and make its re-encoded JPEG the user's avatar (or reject it)."""
     try:
         return await service.promote_avatar(
-            ctx["clients"].storage, wallet, key, kind=kind, api_key_id=api_key_id
+            ctx["clients"].storage,
+            wallet,
+            key,
+            kind=kind,
+            api_key_id=api_key_id,
+            budget=ctx.get("pixel_budget"),
         )
     except Exception as exc:
         if is_transient(exc):

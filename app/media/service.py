@@ -12,9 +12,11 @@ import hashlib
 import math
 import re
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import structlog
 from arq.constants import job_key_prefix, result_key_prefix
@@ -574,9 +576,75 @@ async def promote(storage: Storage, token_id: int, entry: MediaFile, *, now: dat
     return "promoted"
 
 
-def _render(data: bytes) -> tuple[imaging.ProcessedImage, bytes]:
-    """CPU work, run in a thread: one decode for every rendition, one for the stripped full size."""
-    return imaging.render_variants(data), imaging.strip_metadata(data)
+class PixelBudget:
+    """Pixels one worker process holds decoded at once, over all its jobs; first come, first served.
+
+    A decode peaks at about 8 bytes a pixel (an RGBA image and its flattened copy), so the budget
+    bounds the worker's memory however many jobs it runs at a time.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self._held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, pixels: int) -> None:
+        """Wait until `pixels` fit beside what is held and every earlier request has been served."""
+        if pixels > self.pixels:
+            raise MediaRejected(
+                "image_too_large",
+                f"{pixels} pixels is more than the {self.pixels} this worker decodes at once",
+            )
+        if not self._waiting and self._held + pixels <= self.pixels:
+            self._held += pixels
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append((pixels, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if not granted.cancelled():
+                self.release(pixels)  # granted just as the job was cancelled
+            elif (pixels, granted) in self._waiting:
+                self._waiting.remove((pixels, granted))
+                self._grant()  # the requests behind it may fit now
+            raise
+
+    def release(self, pixels: int) -> None:
+        self._held -= pixels
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and self._held + self._waiting[0][0] <= self.pixels:
+            pixels, granted = self._waiting.popleft()
+            if not granted.done():  # done: its job was cancelled while it waited
+                self._held += pixels
+                granted.set_result(None)
+
+
+_T = TypeVar("_T")
+
+
+async def _decode_in_budget(
+    budget: PixelBudget | None, data: bytes, max_pixels: int, decode: Callable[[bytes], _T]
+) -> _T:
+    """Run `decode(data)` in a thread while the image's pixels, read from its header, are held.
+
+    They are given back when the thread ends, not when the job does: a cancelled job's thread decodes on.
+    """
+    pixels = imaging.header_pixels(data)
+    if budget is None or pixels > max_pixels:  # over the cap: refused from its header, nothing decoded
+        return await asyncio.to_thread(decode, data)
+    await budget.acquire(pixels)
+    work = asyncio.ensure_future(asyncio.to_thread(decode, data))
+
+    def give_back(done: asyncio.Future[_T]) -> None:
+        budget.release(pixels)
+        if not done.cancelled():
+            done.exception()  # retrieved, so a job cancelled meanwhile leaves no "never retrieved" log
+
+    work.add_done_callback(give_back)
+    return await asyncio.shield(work)
 
 
 def _rendition(source: MediaFile, kind: str, key: str, image: imaging.EncodedImage, **extra: Any):
@@ -596,11 +664,15 @@ def _rendition(source: MediaFile, kind: str, key: str, image: imaging.EncodedIma
     )
 
 
-async def render_image(storage: Storage, token_id: int, entry: MediaFile, *, primary: bool) -> str:
+async def render_image(
+    storage: Storage, token_id: int, entry: MediaFile, *, primary: bool, budget: PixelBudget | None = None
+) -> str:
     """Make an original's renditions (and the asset's thumbnails when it is the primary image)."""
     data = await storage.read(entry.key)
     try:
-        processed, highres = await asyncio.to_thread(_render, data)
+        processed, highres = await _decode_in_budget(
+            budget, data, imaging.MAX_PIXELS, imaging.render_with_highres
+        )
     except MediaRejected as exc:
         await _reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
@@ -712,7 +784,7 @@ def _primary_key(asset: Asset) -> str | None:
 
 
 async def process_asset_media(
-    storage: Storage, token_id: int, *, now: datetime | None = None
+    storage: Storage, token_id: int, *, now: datetime | None = None, budget: PixelBudget | None = None
 ) -> dict[str, Any]:
     """Promote staged uploads, render stored images, and keep the thumbnails on the primary image."""
     now = now or utcnow()
@@ -733,7 +805,7 @@ async def process_asset_media(
     asset = await get_asset(token_id)
     primary = _primary_key(asset)
     for entry in [f for f in asset.media.files if f.kind == "image" and f.status == "stored"]:
-        count(await render_image(storage, token_id, entry, primary=entry.key == primary))
+        count(await render_image(storage, token_id, entry, primary=entry.key == primary, budget=budget))
 
     # A rejected primary hands the thumbnails to the next image; an unchanged one costs nothing.
     asset = await get_asset(token_id)
@@ -743,7 +815,7 @@ async def process_asset_media(
         entry = next(f for f in asset.media.files if f.key == primary)
         data = await storage.read(primary)
         try:
-            processed, _ = await asyncio.to_thread(_render, data)
+            processed = await _decode_in_budget(budget, data, imaging.MAX_PIXELS, imaging.render_variants)
         except MediaRejected as exc:
             await _reject(storage, token_id, entry, exc.code, exc.message)
         else:
@@ -915,7 +987,13 @@ def _avatar_principal(user: User, kind: str, api_key_id: str | None) -> Principa
 
 
 async def promote_avatar(
-    storage: Storage, wallet: str, key: str, *, kind: str = "user", api_key_id: str | None = None
+    storage: Storage,
+    wallet: str,
+    key: str,
+    *,
+    kind: str = "user",
+    api_key_id: str | None = None,
+    budget: PixelBudget | None = None,
 ) -> dict[str, Any]:
     """Check a staged avatar's real size and bytes, re-encode it without metadata, and make it the avatar.
 
@@ -940,7 +1018,7 @@ async def promote_avatar(
         if len(data) > rule.max_bytes:  # replaced between the HEAD and the GET
             raise MediaRejected("too_large", f"{len(data)} bytes exceeds the {rule.max_bytes} allowed")
         # Under the avatar's own pixel cap, checked from the header before any pixel is decoded.
-        avatar = await asyncio.to_thread(imaging.render_avatar, data)
+        avatar = await _decode_in_budget(budget, data, imaging.AVATAR_MAX_PIXELS, imaging.render_avatar)
     except MediaRejected as exc:
         await storage.delete([key])
         log.warning("media.avatar.rejected", wallet=wallet, code=exc.code, detail=exc.message)

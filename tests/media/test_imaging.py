@@ -387,6 +387,36 @@ def test_broken_input_is_rejected_with_a_code():
                 assert excinfo.value.code == code, data[:16]
 
 
+def test_render_with_highres_decodes_once_for_the_renditions_and_the_full_size(monkeypatch):
+    data = _jpeg_with_metadata(_photo((2000, 1500)), orientation=6)
+    expected = imaging.strip_metadata(data)
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    processed, highres = imaging.render_with_highres(data)
+
+    assert len(opened) == 1
+    assert highres == expected
+    _assert_no_metadata(highres)
+    _assert_renditions_fit(processed)
+    assert (processed.width, processed.height) == (1500, 2000)
+
+
+def test_header_pixels_reads_the_size_without_decoding(monkeypatch):
+    loads = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: loads.append(image.size))
+    assert imaging.header_pixels(_png_bomb(8000, 8000)) == 64_000_000
+    assert imaging.header_pixels(_png_bomb(20_000, 20_000)) == 0  # Pillow refuses its header outright
+    assert imaging.header_pixels(_save(_photo((300, 200)), "JPEG")) == 60_000
+    assert imaging.header_pixels(b"not an image") == 0
+    assert loads == []
+
+
 def test_strip_metadata_keeps_full_resolution():
     data = _jpeg_with_metadata(_photo((2000, 1500)))
 
