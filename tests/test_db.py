@@ -7,6 +7,7 @@ from pymongo.errors import DuplicateKeyError
 from app.assets.documents import Asset, CurrentPrice
 from app.main import DOCUMENTS
 from app.market.documents import Transaction, TransactionChain
+from tests import factories
 
 # Seed plan 3.1.6, plus what the design adds (TTL on sessions, the audit trail).
 EXPECTED_INDEXES = {
@@ -68,20 +69,10 @@ async def test_every_collection_is_registered(client):
     }
 
 
-def make_asset(token_id: int, **overrides) -> Asset:
-    return Asset(
-        tokenId=token_id,
-        contractAddress="0x5FbDB2315678afecb367f032d93F642f64180aa3",
-        name=f"Asset {token_id}",
-        assetType="Art",
-        **overrides,
-    )
-
-
 async def test_token_id_is_unique(client):
-    await make_asset(1).insert()
+    await factories.asset(1)
     with pytest.raises(DuplicateKeyError):
-        await make_asset(1).insert()
+        await factories.asset(1)
     assert await Asset.find(Asset.tokenId == 1).count() == 1
 
 
@@ -101,7 +92,7 @@ async def test_transaction_hash_is_unique(client):
 
 async def test_wei_amounts_survive_the_round_trip_exactly(client):
     wei = Decimal("123456789012345678901234567")  # 27 digits: more than a float or int64 keeps
-    await make_asset(2, currentPrice=CurrentPrice(value=123456789.01234568, valueWei=wei)).insert()
+    await factories.asset(2, currentPrice=CurrentPrice(value=123456789.01234568, valueWei=wei))
     raw = await Asset.get_pymongo_collection().find_one({"tokenId": 2})
     assert str(raw["currentPrice"]["valueWei"]) == "123456789012345678901234567"
     loaded = await Asset.find_one(Asset.tokenId == 2)
@@ -110,6 +101,6 @@ async def test_wei_amounts_survive_the_round_trip_exactly(client):
 
 
 async def test_datetimes_come_back_timezone_aware(client):
-    await make_asset(3).insert()
+    await factories.asset(3)
     loaded = await Asset.find_one(Asset.tokenId == 3)
     assert loaded.createdAt.tzinfo is not None

@@ -2,7 +2,6 @@ from app.assets import service
 from app.assets.documents import Asset, AssetMedia, MediaFile
 from app.lib.cache import CACHE_HITS, CACHE_MISSES
 from tests import factories
-from tests.assets import data
 
 ORIGINAL = "images/originals/7/7_primary_20250101.jpg"
 THUMB = "images/thumbnails/7/7_thumb_md.jpg"
@@ -31,7 +30,7 @@ def counter(metric, name: str) -> float:
 
 
 async def test_detail_counts_views_atomically(client, clients):
-    await data.asset(1, views=41)
+    await factories.asset(1, views=41)
     bodies = [(await client.get("/api/assets/1")).json() for _ in range(3)]
     assert [b["stats"]["viewCount"] for b in bodies] == [42, 43, 44]
     await service.flush_views(clients.redis)  # views are buffered in Redis until the flush job runs
@@ -40,12 +39,12 @@ async def test_detail_counts_views_atomically(client, clients):
 
 
 async def test_detail_has_the_full_asset(client):
-    await data.asset(1, price="1.25", listed_at="1.5")
+    await factories.asset(1, price="1.25", listed_at="1.5")
     body = (await client.get("/api/assets/1")).json()
-    assert body["tokenId"] == 1 and body["contractAddress"] == data.CONTRACT
+    assert body["tokenId"] == 1 and body["contractAddress"] == factories.CONTRACT
     assert body["currentPrice"]["valueWei"] == "1250000000000000000"
     assert body["marketStatus"]["listingPriceWei"] == "1500000000000000000"
-    assert body["ownership"]["currentOwner"] == data.ALICE
+    assert body["ownership"]["currentOwner"] == factories.ALICE
     assert set(body) >= {"metadata", "verification", "stats", "media", "version", "createdAt", "updatedAt"}
 
 
@@ -57,7 +56,7 @@ async def test_unknown_token_is_404(client):
 
 
 async def test_anonymous_detail_never_shows_original_keys(client, settings):
-    await data.asset(7, media=media())
+    await factories.asset(7, media=media())
     anonymous = (await client.get("/api/assets/7")).text
     assert ORIGINAL not in anonymous
     assert THUMB in anonymous  # the public thumbnail URL
@@ -69,7 +68,7 @@ async def test_anonymous_detail_never_shows_original_keys(client, settings):
 
 
 async def test_second_read_is_a_cache_hit_and_counted_in_metrics(client):
-    await data.asset(1)
+    await factories.asset(1)
     hits, misses = counter(CACHE_HITS, "asset_detail"), counter(CACHE_MISSES, "asset_detail")
     await client.get("/api/assets/1")
     await client.get("/api/assets/1")
@@ -82,7 +81,7 @@ async def test_second_read_is_a_cache_hit_and_counted_in_metrics(client):
 
 async def test_a_client_reads_its_own_metadata_write(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     before = (await client.get("/api/assets/1")).json()  # now cached
     patched = await client.patch(
         "/api/assets/1/metadata",
@@ -96,7 +95,7 @@ async def test_a_client_reads_its_own_metadata_write(client, settings):
 
 
 async def test_writes_by_other_components_are_never_served_stale(client):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     await client.get("/api/assets/1")  # cached
     collection = Asset.get_pymongo_collection()
     # the oracle, the chain indexer and the media pipeline write without going through this API
@@ -105,30 +104,30 @@ async def test_writes_by_other_components_are_never_served_stale(client):
         {
             "$set": {
                 "currentPrice.value": 2.0,
-                "ownership.currentOwner": data.BOB,
+                "ownership.currentOwner": factories.BOB,
                 "media.thumbnailUrl": "x.jpg",
             }
         },
     )
     body = (await client.get("/api/assets/1")).json()
     assert body["currentPrice"]["value"] == 2.0
-    assert body["ownership"]["currentOwner"] == data.BOB
+    assert body["ownership"]["currentOwner"] == factories.BOB
     # and a static field changed with a version bump is re-read
     await collection.update_one({"tokenId": 1}, {"$set": {"name": "Renamed"}, "$inc": {"version": 1}})
     assert (await client.get("/api/assets/1")).json()["name"] == "Renamed"
 
 
 async def test_a_recreated_asset_does_not_get_the_old_cached_body(client):
-    await data.asset(1, name="First")
+    await factories.asset(1, name="First")
     await client.get("/api/assets/1")
     await Asset.get_pymongo_collection().delete_one({"tokenId": 1})
-    await data.asset(1, name="Second")
+    await factories.asset(1, name="Second")
     assert (await client.get("/api/assets/1")).json()["name"] == "Second"
 
 
 async def test_provenance_documentation_is_shown_to_admins_only(client, settings):
     owner = await factories.login(settings)
-    await data.asset(7, owner=owner.wallet, media=media())
+    await factories.asset(7, owner=owner.wallet, media=media())
     version = (await client.get("/api/assets/7")).json()["version"]
     # an owner can write any key into provenance, an admin-only original included
     provenance = [{"owner": "Gallery X", "period": "1990-2000", "documentation": ORIGINAL}]

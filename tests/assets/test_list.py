@@ -4,8 +4,8 @@ import pytest
 
 from app.assets.documents import Asset
 from app.lib import params
-from tests.assets import data
-from tests.assets.data import ALICE, BOB, T0
+from tests import factories
+from tests.factories import ALICE, BOB, T0
 
 
 async def ids(client, **params) -> list[int]:
@@ -28,7 +28,7 @@ async def walk(client, path="/api/assets", **params) -> list[int]:
 
 
 async def test_list_items_are_compact_with_exact_wei(client):
-    await data.asset(1, price="1.000000000000000001", listed_at="2.5", verified=True)
+    await factories.asset(1, price="1.000000000000000001", listed_at="2.5", verified=True)
     body = (await client.get("/api/assets")).json()
     item = body["items"][0]
     assert item["currentPrice"]["valueWei"] == "1000000000000000001"
@@ -46,10 +46,10 @@ async def test_list_items_are_compact_with_exact_wei(client):
 
 
 async def test_filters_combine(client):
-    await data.asset(1, asset_type="Art", owner=ALICE, price="1", listed_at="1.2", verified=True)
-    await data.asset(2, asset_type="Art", owner=BOB, price="5")
-    await data.asset(3, asset_type="Real Estate", owner=ALICE, price="300", listed_at="310")
-    await data.asset(4, asset_type="Collectible", owner=BOB, price=None)
+    await factories.asset(1, asset_type="Art", owner=ALICE, price="1", listed_at="1.2", verified=True)
+    await factories.asset(2, asset_type="Art", owner=BOB, price="5")
+    await factories.asset(3, asset_type="Real Estate", owner=ALICE, price="300", listed_at="310")
+    await factories.asset(4, asset_type="Collectible", owner=BOB, price=None)
     assert sorted(await ids(client, assetType="Art")) == [1, 2]
     assert sorted(await ids(client, owner=ALICE)) == [1, 3]
     assert sorted(await ids(client, owner=ALICE.lower())) == [1, 3]  # any case, stored checksummed
@@ -62,10 +62,10 @@ async def test_filters_combine(client):
 
 
 async def test_q_is_a_literal_case_insensitive_name_prefix(client):
-    await data.asset(1, name="Mona Lisa (study)")
-    await data.asset(2, name="Monet Water Lilies")
-    await data.asset(3, name="A.*")
-    await data.asset(4, name="Still life with Mona")
+    await factories.asset(1, name="Mona Lisa (study)")
+    await factories.asset(2, name="Monet Water Lilies")
+    await factories.asset(3, name="A.*")
+    await factories.asset(4, name="Still life with Mona")
     assert sorted(await ids(client, q="mon")) == [1, 2]
     assert await ids(client, q="Mona Lisa (") == [1]
     assert await ids(client, q="A.*") == [3]  # regex syntax is literal
@@ -86,10 +86,10 @@ async def test_q_is_a_literal_case_insensitive_name_prefix(client):
     ],
 )
 async def test_sorts(client, sort, expected):
-    await data.asset(1, price="1", views=5, created=T0 + timedelta(days=1))
-    await data.asset(2, price="2", views=50, created=T0 + timedelta(days=2))
-    await data.asset(3, price="3", views=10, created=T0 + timedelta(days=3))
-    await data.asset(4, price=None, views=0, created=T0)
+    await factories.asset(1, price="1", views=5, created=T0 + timedelta(days=1))
+    await factories.asset(2, price="2", views=50, created=T0 + timedelta(days=2))
+    await factories.asset(3, price="3", views=10, created=T0 + timedelta(days=3))
+    await factories.asset(4, price=None, views=0, created=T0)
     assert await ids(client, sort=sort) == expected
     # every page size gives the same order
     assert await walk(client, sort=sort, limit=1) == expected
@@ -100,7 +100,7 @@ async def test_pages_cover_everything_once_with_ties_and_nulls(client, sort):
     # many equal sort values (ties broken by _id) and several missing prices
     for token in range(1, 24):
         price = None if token % 5 == 0 else str(token % 3)
-        await data.asset(token, price=price, views=token % 2, created=T0 + timedelta(hours=token // 4))
+        await factories.asset(token, price=price, views=token % 2, created=T0 + timedelta(hours=token // 4))
     expected = await ids(client, sort=sort, limit=100)
     assert sorted(expected) == list(range(1, 24))
     assert await walk(client, sort=sort, limit=4) == expected
@@ -108,13 +108,13 @@ async def test_pages_cover_everything_once_with_ties_and_nulls(client, sort):
 
 async def test_cursor_is_stable_under_concurrent_inserts_and_updates(client):
     for token in range(1, 11):
-        await data.asset(token, created=T0 + timedelta(hours=token))
+        await factories.asset(token, created=T0 + timedelta(hours=token))
     first = (await client.get("/api/assets", params={"limit": 4})).json()
     assert [i["tokenId"] for i in first["items"]] == [10, 9, 8, 7]
     # between pages: a newer asset (sorts before the cursor), an older one (after it),
     # and updates to assets on both sides that do not move them
-    await data.asset(11, created=T0 + timedelta(hours=20))
-    await data.asset(12, created=T0 + timedelta(minutes=30))
+    await factories.asset(11, created=T0 + timedelta(hours=20))
+    await factories.asset(12, created=T0 + timedelta(minutes=30))
     collection = Asset.get_pymongo_collection()
     await collection.update_many(
         {"tokenId": {"$in": [9, 3]}}, {"$set": {"name": "renamed"}, "$inc": {"version": 1}}
@@ -131,9 +131,9 @@ async def test_cursor_is_stable_under_concurrent_inserts_and_updates(client):
 
 
 async def test_users_assets_lists_a_wallets_assets(client):
-    await data.asset(1, owner=ALICE)
-    await data.asset(2, owner=BOB)
-    await data.asset(3, owner=ALICE, asset_type="Wine")
+    await factories.asset(1, owner=ALICE)
+    await factories.asset(2, owner=BOB)
+    await factories.asset(3, owner=ALICE, asset_type="Wine")
     response = await client.get(f"/api/users/{ALICE.lower()}/assets")
     assert response.status_code == 200
     assert sorted(i["tokenId"] for i in response.json()["items"]) == [1, 3]
@@ -173,7 +173,7 @@ async def test_bad_input_is_400_with_a_code(client, params, code):
     "query", ["owner[$ne]=x", "price[$gt]=0", "$where=1", "marketStatus.isListed=true", "sort[$regex]=a"]
 )
 async def test_operator_shaped_parameters_are_refused(client, query):
-    await data.asset(1)
+    await factories.asset(1)
     response = await client.get(f"/api/assets?{query}")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "operator_not_allowed"
@@ -181,7 +181,7 @@ async def test_operator_shaped_parameters_are_refused(client, query):
 
 async def test_a_cursor_cannot_be_forged_or_moved_to_another_sort(client):
     for token in range(1, 5):
-        await data.asset(token, price=str(token))
+        await factories.asset(token, price=str(token))
     cursor = (await client.get("/api/assets", params={"limit": 2})).json()["nextCursor"]
     body, signature = cursor.split(".")
     tampered = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + signature
@@ -235,7 +235,7 @@ async def test_main_list_queries_and_their_next_pages_use_an_index(client, query
     from app.lib.pagination import Position, keyset_queries, value_at
 
     for token in range(1, 6):
-        await data.asset(token, price=str(token), listed_at=str(token))
+        await factories.asset(token, price=str(token), listed_at=str(token))
     _, order = params.parse_sort(sort, service.LISTING_SORTS if listings else service.ASSET_SORTS)
     doc = await Asset.get_pymongo_collection().find_one({"tokenId": 3})
     after = Position(value_at(doc, order.path), doc["_id"])
@@ -252,7 +252,7 @@ async def test_name_prefix_search_uses_the_name_index(client):
     from app.assets import service
 
     for token, name in enumerate(["Mona Lisa", "MONET", "Still life"], start=1):
-        await data.asset(token, name=name)
+        await factories.asset(token, name=name)
     query = service.asset_filter(q="mon")
     assert query == {"nameLower": {"$gte": "mon", "$lt": "moo"}}
     _, order = params.parse_sort(None, service.ASSET_SORTS)
@@ -274,11 +274,11 @@ def test_prefix_range_bounds_every_string_with_the_prefix():
 async def test_q_matches_any_case_and_older_assets_after_the_backfill(client, clients):
     from app.assets import jobs
 
-    await data.asset(1, name="Éclair Study")
-    await data.asset(2, name="Straße at Night")
+    await factories.asset(1, name="Éclair Study")
+    await factories.asset(2, name="Straße at Night")
     collection = Asset.get_pymongo_collection()
     # an asset written before `nameLower` existed
-    await data.asset(3, name="ÉCLAIR, second state")
+    await factories.asset(3, name="ÉCLAIR, second state")
     await collection.update_one({"tokenId": 3}, {"$unset": {"nameLower": ""}})
     assert await ids(client, q="éclair") == [1]
     assert await ids(client, q="STRASSE") == [2]  # case-folded, like a case-insensitive match
@@ -290,15 +290,15 @@ async def test_q_matches_any_case_and_older_assets_after_the_backfill(client, cl
 
 async def test_cursor_is_stable_for_a_price_sort_under_concurrent_inserts(client):
     for token in range(1, 11):
-        await data.asset(token, price=str(token))
+        await factories.asset(token, price=str(token))
     first = (await client.get("/api/assets", params={"limit": 4, "sort": "-price"})).json()
     assert [i["tokenId"] for i in first["items"]] == [10, 9, 8, 7]
     # between pages: a dearer asset (before the cursor), a cheaper one (after it), one tied with the
     # cursor's price (ties go by _id, newest first: before the cursor), and one with no price (last)
-    await data.asset(11, price="20")
-    await data.asset(12, price="5.5")
-    await data.asset(13, price="7")
-    await data.asset(14)
+    await factories.asset(11, price="20")
+    await factories.asset(12, price="5.5")
+    await factories.asset(13, price="7")
+    await factories.asset(14)
     await Asset.get_pymongo_collection().update_one({"tokenId": 4}, {"$set": {"name": "renamed"}})
     rest, cursor = [], first["nextCursor"]
     while cursor:

@@ -1,7 +1,7 @@
 from datetime import timedelta
 
-from tests.assets import data
-from tests.assets.data import T0
+from tests import factories
+from tests.factories import T0
 
 
 async def history(client, token=1, **params):
@@ -9,12 +9,14 @@ async def history(client, token=1, **params):
 
 
 async def seed_prices():
-    await data.asset(1)
+    await factories.asset(1)
     # two days of hourly oracle points 1.00, 1.01, ... and two sales
     for hour in range(48):
-        await data.price_point(1, T0 + timedelta(hours=hour), f"{1 + hour / 100:.2f}")
-    await data.price_point(1, T0 + timedelta(hours=5, minutes=30), "3", source="sale", confidence=None)
-    await data.price_point(1, T0 + timedelta(hours=30, minutes=30), "0.5", source="sale", confidence=None)
+        await factories.price_point(1, T0 + timedelta(hours=hour), f"{1 + hour / 100:.2f}")
+    await factories.price_point(1, T0 + timedelta(hours=5, minutes=30), "3", source="sale", confidence=None)
+    await factories.price_point(
+        1, T0 + timedelta(hours=30, minutes=30), "0.5", source="sale", confidence=None
+    )
 
 
 async def test_raw_points_page_oldest_first_with_a_cursor(client):
@@ -81,7 +83,7 @@ async def test_csv_for_analysts(client):
 
 
 async def test_unknown_token_and_bad_parameters(client):
-    await data.asset(1)
+    await factories.asset(1)
     unknown = await history(client, token=2)
     assert unknown.status_code == 404, unknown.text
     assert unknown.json()["error"]["code"] == "asset_not_found"

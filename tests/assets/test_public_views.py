@@ -2,7 +2,6 @@
 
 from app.assets.documents import Asset, AssetMetadata, Certificate, Provenance
 from tests import factories
-from tests.assets import data
 
 DETAIL_KEYS = {
     "id",
@@ -72,7 +71,7 @@ async def hostile_asset(client, settings) -> tuple[factories.Login, factories.Lo
         provenance=[Provenance(owner="Gallery X", period="1990-2000", documentation=DOCUMENTATION_KEY)],
         certificates=[Certificate(type="authenticity", issuer="ALR", fileKey=CERTIFICATE_KEY)],
     )
-    await data.asset(1, owner=owner.wallet, price="2", listed_at="3", metadata=metadata)
+    await factories.asset(1, owner=owner.wallet, price="2", listed_at="3", metadata=metadata)
     verified = await client.post(
         "/api/assets/1/verify",
         json={"verificationData": {"sealNumber": "seal-7731"}},

@@ -9,7 +9,6 @@ from redis.asyncio import Redis
 from app.assets import service
 from app.assets.documents import Asset
 from tests import factories
-from tests.assets import data
 from tests.conftest import drain_jobs
 from workers.settings import WorkerSettings
 
@@ -31,7 +30,7 @@ async def nothing_buffered(redis, *token_ids: int) -> bool:
 
 
 async def test_a_view_writes_nothing_to_mongodb_and_shows_at_once(client, clients):
-    await data.asset(1, views=5)
+    await factories.asset(1, views=5)
     assert await view(client, 1) == 6
     assert await view(client, 1) == 7
     assert (await stored(1))["viewCount"] == 5
@@ -40,7 +39,7 @@ async def test_a_view_writes_nothing_to_mongodb_and_shows_at_once(client, client
 
 
 async def test_concurrent_views_each_count_once(client, clients):
-    await data.asset(1, views=100)
+    await factories.asset(1, views=100)
     counts = await asyncio.gather(*(view(client, 1) for _ in range(40)))
     assert sorted(counts) == list(range(101, 141))  # each caller sees its own view
     await service.flush_views(clients.redis)
@@ -48,9 +47,9 @@ async def test_concurrent_views_each_count_once(client, clients):
 
 
 async def test_flush_moves_exactly_the_pending_count(client, clients):
-    await data.asset(1, views=10)
-    await data.asset(2)
-    await data.asset(3, views=7)
+    await factories.asset(1, views=10)
+    await factories.asset(2)
+    await factories.asset(3, views=7)
     for token_id, times in ((1, 3), (2, 2)):
         for _ in range(times):
             await view(client, token_id)
@@ -66,7 +65,7 @@ async def test_flush_moves_exactly_the_pending_count(client, clients):
 async def test_flush_runs_as_an_arq_job_and_on_a_cron(client, clients, settings):
     names = {f.name for f in WorkerSettings.functions} | {c.name for c in WorkerSettings.cron_jobs}
     assert {"assets.flush_views", "assets.flush_views.cron"} <= names
-    await data.asset(1)
+    await factories.asset(1)
     for _ in range(4):
         await view(client, 1)
     await clients.redis.enqueue_job("assets.flush_views")
@@ -76,7 +75,7 @@ async def test_flush_runs_as_an_arq_job_and_on_a_cron(client, clients, settings)
 
 
 async def test_a_flush_that_crashed_before_the_mongodb_update_counts_once(client, clients):
-    await data.asset(1, views=10)
+    await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
     crashed = await service.move_views(clients.redis, [1])  # moved to in flight, then the worker died
@@ -94,7 +93,7 @@ async def test_a_flush_that_crashed_before_the_mongodb_update_counts_once(client
 
 
 async def test_a_flush_that_crashed_after_the_mongodb_update_counts_once(client, clients):
-    await data.asset(1, views=10)
+    await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
     entries = await service.move_views(clients.redis, [1])
@@ -109,7 +108,7 @@ async def test_a_flush_that_crashed_after_the_mongodb_update_counts_once(client,
 
 async def test_two_concurrent_flushes_count_once(client, clients):
     for token_id in range(1, 6):
-        await data.asset(token_id)
+        await factories.asset(token_id)
     for token_id in range(1, 6):
         for _ in range(token_id):
             await view(client, token_id)
@@ -131,7 +130,7 @@ async def test_two_concurrent_flushes_count_once(client, clients):
 
 
 async def test_the_visible_count_never_dips_while_flushes_run(client, clients):
-    await data.asset(1, views=50)
+    await factories.asset(1, views=50)
     stop = asyncio.Event()
 
     async def flush_loop() -> None:
@@ -153,7 +152,7 @@ async def test_the_visible_count_never_dips_while_flushes_run(client, clients):
 async def test_sorting_by_views_uses_the_flushed_count(client, clients):
     # The list sorts on the stored count, so it lags the detail by at most one flush interval.
     for token_id in (1, 2, 3):
-        await data.asset(token_id, views=10)
+        await factories.asset(token_id, views=10)
     for token_id, times in ((3, 3), (2, 1)):
         for _ in range(times):
             await view(client, token_id)
@@ -171,7 +170,7 @@ async def test_a_view_of_an_unknown_token_leaves_nothing_to_flush(client, client
 
 async def test_write_responses_include_views_not_yet_flushed(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet, views=3)
+    await factories.asset(1, owner=owner.wallet, views=3)
     await view(client, 1)
     body = (await client.get("/api/assets/1")).json()
     patched = await client.patch(
@@ -184,7 +183,7 @@ async def test_write_responses_include_views_not_yet_flushed(client, settings):
 
 
 async def test_a_flush_still_applies_after_redis_lost_its_sequence(client, clients):
-    await data.asset(1, views=10)
+    await factories.asset(1, views=10)
     await Asset.get_pymongo_collection().update_one({"tokenId": 1}, {"$set": {"stats.viewFlushSeq": 9}})
     assert await view(client, 1) == 11
     await service.flush_views(clients.redis)  # Redis's sequence starts again above MongoDB's
@@ -194,7 +193,7 @@ async def test_a_flush_still_applies_after_redis_lost_its_sequence(client, clien
 
 
 async def test_without_redis_views_are_counted_in_mongodb(client, clients, settings):
-    await data.asset(1, views=5)
+    await factories.asset(1, views=5)
     with socket.socket() as probe:  # a port nothing listens on: a real client whose server is down
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -212,7 +211,7 @@ async def test_without_redis_views_are_counted_in_mongodb(client, clients, setti
 async def test_a_flush_between_a_readers_two_reads_is_detected(client, clients):
     # The detail reads Redis, then MongoDB. Counters taken before a flush and stats read after it would
     # count the flushed views twice; the flush's seq being above the counters' tells the reader to re-read.
-    await data.asset(1, views=10)
+    await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
     before = await service._view_snapshot(clients.redis, 1)

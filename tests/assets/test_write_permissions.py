@@ -6,7 +6,6 @@ from app.assets.documents import Asset
 from app.audit.documents import AuditLog
 from app.auth.middleware import OPEN_PREFIXES
 from tests import factories
-from tests.assets import data
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 PATCH = {"version": 0, "metadata": {"condition": "Forged"}, "customAttributes": {"appraisal": "1000 ETH"}}
@@ -31,7 +30,7 @@ async def unchanged(token_id: int) -> bool:
 
 async def test_a_key_without_the_permission_cannot_edit_its_owners_metadata(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     keys = [
         await create_key(client, owner, []),
         await create_key(client, owner, ["media:write"]),
@@ -48,7 +47,7 @@ async def test_a_key_without_the_permission_cannot_edit_its_owners_metadata(clie
 
 async def test_the_owner_signed_in_or_with_a_scoped_key_may_edit_metadata(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     signed_in = await client.patch("/api/assets/1/metadata", json=PATCH, headers=owner.headers)
     assert signed_in.status_code == 200, signed_in.text
     scoped = await create_key(client, owner, ["assets:metadata"])
@@ -61,7 +60,7 @@ async def test_the_owner_signed_in_or_with_a_scoped_key_may_edit_metadata(client
 
 async def test_a_scoped_key_still_edits_only_its_owners_assets(client, settings):
     stranger = await factories.login(settings)
-    await data.asset(1, owner=data.ALICE)
+    await factories.asset(1, owner=factories.ALICE)
     key = await create_key(client, stranger, ["assets:metadata"])
     refused = await client.patch("/api/assets/1/metadata", json=PATCH, headers=key)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_owner"
@@ -70,7 +69,7 @@ async def test_a_scoped_key_still_edits_only_its_owners_assets(client, settings)
 
 async def test_a_key_with_no_permission_is_refused_by_every_write_route(app, client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     key = await create_key(client, owner, [])
     values = {
         "{tokenId:int}": "1",

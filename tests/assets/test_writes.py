@@ -4,11 +4,10 @@ import pytest
 
 from app.audit.documents import AuditLog
 from tests import factories
-from tests.assets import data
 
 NEW_ASSET = {
     "tokenId": 42,
-    "contractAddress": data.CONTRACT.lower(),
+    "contractAddress": factories.CONTRACT.lower(),
     "name": "Harbour at Dusk",
     "assetType": "Art",
     "description": "Oil on canvas.",
@@ -35,7 +34,7 @@ async def test_admin_onboards_an_asset_and_it_is_audited(client, settings):
     response = await client.post("/api/assets", json=NEW_ASSET, headers=admin.headers)
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["tokenId"] == 42 and body["contractAddress"] == data.CONTRACT  # checksummed
+    assert body["tokenId"] == 42 and body["contractAddress"] == factories.CONTRACT  # checksummed
     assert body["metadata"]["customAttributes"] == {"medium": "oil", "framed": True}
     assert body["metadata"]["provenance"][0]["owner"] == "Private collection"
     assert body["ownership"]["currentOwner"] == admin.wallet
@@ -79,7 +78,7 @@ async def test_onboarding_needs_admin_or_permission(client, settings):
         {"contractAddress": "0x123"},
         {"name": ""},
         {"currentPrice": {"value": 1}},
-        {"ownership": {"currentOwner": data.BOB}},
+        {"ownership": {"currentOwner": factories.BOB}},
         {"$set": {"name": "x"}},
         {"customAttributes": {"$where": "sleep(1)"}},
         {"customAttributes": {"a.b": 1}},
@@ -95,7 +94,7 @@ async def test_onboarding_refuses_bad_bodies(client, settings, change):
 
 
 async def test_verify_is_admin_only_and_fills_verification(client, settings):
-    await data.asset(1)
+    await factories.asset(1)
     user = await factories.login(settings)
     assert (await client.post("/api/assets/1/verify", headers=user.headers)).status_code == 403
     admin = await factories.login(settings, roles=("admin",))
@@ -118,7 +117,7 @@ async def _patch(client, headers, body, token=1):
 
 async def test_owner_patches_metadata_and_custom_attributes(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     await _patch(client, owner.headers, {"version": 0, "customAttributes": {"a": 1, "b": 2}})
     response = await _patch(
         client,
@@ -147,7 +146,7 @@ async def test_owner_patches_metadata_and_custom_attributes(client, settings):
 
 async def test_only_the_owner_or_an_admin_may_patch(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     stranger = await factories.login(settings)
     refused = await _patch(client, stranger.headers, {"version": 0, "metadata": {"condition": "Poor"}})
     assert refused.status_code == 403
@@ -179,7 +178,7 @@ async def test_only_the_owner_or_an_admin_may_patch(client, settings):
 )
 async def test_patch_refuses_everything_but_metadata(client, settings, body):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     response = await _patch(client, owner.headers, body)
     assert response.status_code in (400, 422), response.text
     stored = (await client.get("/api/assets/1")).json()
@@ -188,7 +187,7 @@ async def test_patch_refuses_everything_but_metadata(client, settings, body):
 
 async def test_stale_version_is_409(client, settings):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet)
+    await factories.asset(1, owner=owner.wallet)
     first, second = await asyncio.gather(
         _patch(client, owner.headers, {"version": 0, "metadata": {"condition": "A"}}),
         _patch(client, owner.headers, {"version": 0, "metadata": {"condition": "B"}}),

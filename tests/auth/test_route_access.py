@@ -4,7 +4,6 @@ from litestar.routes import HTTPRoute
 
 from app.auth.middleware import OPEN_PREFIXES
 from tests import factories
-from tests.assets import data
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Mutating routes open to anonymous callers, each for a reason.
@@ -51,7 +50,7 @@ def test_only_the_listed_writes_are_open_to_anonymous_callers(app):
 async def test_a_non_owner_is_refused_by_the_route_before_the_handler_runs(client, settings):
     owner = await factories.login(settings)
     stranger = await factories.login(settings)
-    await data.asset(71, owner=owner.wallet)
+    await factories.asset(71, owner=owner.wallet)
     for method, path in [
         ("PATCH", "/api/assets/71/metadata"),
         ("POST", "/api/assets/71/images"),

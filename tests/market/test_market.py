@@ -5,8 +5,8 @@ import pytest
 from app.lib.cache import CACHE_HITS, CACHE_MISSES
 from app.lib.timeutil import utcnow
 from app.market import service
-from tests.assets import data
-from tests.assets.data import ALICE, BOB, CAROL
+from tests import factories
+from tests.factories import ALICE, BOB, CAROL
 
 
 async def stats(client):
@@ -16,18 +16,18 @@ async def stats(client):
 
 
 async def test_stats_are_computed_from_the_data(client, clients):
-    await data.asset(1, asset_type="Art", owner=ALICE, price="1", listed_at="2")
-    await data.asset(2, asset_type="Art", owner=BOB, price="3", listed_at="1.5")
-    await data.asset(3, asset_type="Art", owner=BOB, price="8")
-    await data.asset(4, asset_type="Wine", owner=CAROL, price=None)
+    await factories.asset(1, asset_type="Art", owner=ALICE, price="1", listed_at="2")
+    await factories.asset(2, asset_type="Art", owner=BOB, price="3", listed_at="1.5")
+    await factories.asset(3, asset_type="Art", owner=BOB, price="8")
+    await factories.asset(4, asset_type="Wine", owner=CAROL, price=None)
     now = utcnow()
     sales = [
-        data.transaction(1, price="1", at=now - timedelta(hours=2)),  # 24h
-        data.transaction(2, price="2", at=now - timedelta(hours=30), kind="sell"),  # prev 24h, in 7d
-        data.transaction(3, price="4", at=now - timedelta(days=10)),  # prev 7d, in 30d
-        data.transaction(4, price="8", at=now - timedelta(days=40)),  # prev 30d
-        data.transaction(5, price="100", at=now - timedelta(hours=1), status="failed"),  # not a sale
-        data.transaction(6, price="50", at=now - timedelta(hours=1), kind="list"),  # not a sale
+        factories.transaction(1, price="1", at=now - timedelta(hours=2)),  # 24h
+        factories.transaction(2, price="2", at=now - timedelta(hours=30), kind="sell"),  # prev 24h, in 7d
+        factories.transaction(3, price="4", at=now - timedelta(days=10)),  # prev 7d, in 30d
+        factories.transaction(4, price="8", at=now - timedelta(days=40)),  # prev 30d
+        factories.transaction(5, price="100", at=now - timedelta(hours=1), status="failed"),  # not a sale
+        factories.transaction(6, price="50", at=now - timedelta(hours=1), kind="list"),  # not a sale
     ]
     for tx in sales:
         await service.record_transaction(clients.redis, tx)
@@ -58,22 +58,22 @@ async def test_stats_are_computed_from_the_data(client, clients):
 
 
 async def test_stats_are_cached_until_a_write(client, clients):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     hits = CACHE_HITS.labels("market_stats")._value.get()
     misses = CACHE_MISSES.labels("market_stats")._value.get()
     assert (await stats(client))["totalAssets"] == 1
     assert (await stats(client))["totalAssets"] == 1
     assert CACHE_MISSES.labels("market_stats")._value.get() == misses + 1
     assert CACHE_HITS.labels("market_stats")._value.get() == hits + 1
-    await service.record_transaction(clients.redis, data.transaction(1, price="2", at=utcnow()))
+    await service.record_transaction(clients.redis, factories.transaction(1, price="2", at=utcnow()))
     assert (await stats(client))["volume"]["24h"]["salesCount"] == 1  # invalidated by the write
 
 
 async def test_listings_are_filtered_and_sorted_by_asking_price(client):
-    await data.asset(1, asset_type="Art", price="9", listed_at="3")
-    await data.asset(2, asset_type="Art", price="1", listed_at="5")
-    await data.asset(3, asset_type="Wine", price="2", listed_at="1")
-    await data.asset(4, asset_type="Art", price="4")
+    await factories.asset(1, asset_type="Art", price="9", listed_at="3")
+    await factories.asset(2, asset_type="Art", price="1", listed_at="5")
+    await factories.asset(3, asset_type="Wine", price="2", listed_at="1")
+    await factories.asset(4, asset_type="Art", price="4")
     response = await client.get("/api/market/listings", params={"sort": "price"})
     assert [i["tokenId"] for i in response.json()["items"]] == [3, 1, 2]
     art = await client.get("/api/market/listings", params={"assetType": "Art", "sort": "-price", "limit": 1})

@@ -8,7 +8,6 @@ from app.lib.cache import CACHE_MISSES
 from app.lib.timeutil import utcnow
 from app.market import service
 from tests import factories
-from tests.assets import data
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ async def test_an_owner_patching_metadata_in_a_loop_does_not_uncache_the_stats(
     client, settings, aggregations
 ):
     owner = await factories.login(settings)
-    await data.asset(1, owner=owner.wallet, price="1")
+    await factories.asset(1, owner=owner.wallet, price="1")
     before = misses()
     assert (await stats(client))["totalAssets"] == 1
     for version in range(20):
@@ -55,7 +54,7 @@ async def test_an_owner_patching_metadata_in_a_loop_does_not_uncache_the_stats(
 
 
 async def test_verifying_an_asset_does_not_uncache_the_stats(client, settings, aggregations):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     admin = await factories.login(settings, roles=("admin",))
     await stats(client)
     assert (await client.post("/api/assets/1/verify", headers=admin.headers)).status_code == 200
@@ -65,24 +64,24 @@ async def test_verifying_an_asset_does_not_uncache_the_stats(client, settings, a
 
 async def test_a_new_asset_or_sale_does_recompute_the_stats(client, settings, clients, aggregations):
     admin = await factories.login(settings, roles=("admin",))
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     assert (await stats(client))["totalAssets"] == 1
     created = await client.post(
         "/api/assets",
-        json={"tokenId": 2, "contractAddress": data.CONTRACT, "name": "New", "assetType": "Wine"},
+        json={"tokenId": 2, "contractAddress": factories.CONTRACT, "name": "New", "assetType": "Wine"},
         headers=admin.headers,
     )
     assert created.status_code == 201, created.text
     assert (await stats(client))["totalAssets"] == 2
-    await service.record_transaction(clients.redis, data.transaction(1, price="2", at=utcnow()))
+    await service.record_transaction(clients.redis, factories.transaction(1, price="2", at=utcnow()))
     assert (await stats(client))["volume"]["24h"]["salesCount"] == 1
     assert len(aggregations) == 3
 
 
 async def test_concurrent_reads_after_an_invalidation_aggregate_once(client, clients, aggregations):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     await stats(client)
-    await service.record_transaction(clients.redis, data.transaction(1, price="2", at=utcnow()))
+    await service.record_transaction(clients.redis, factories.transaction(1, price="2", at=utcnow()))
     bodies = await asyncio.gather(*(stats(client) for _ in range(20)))
     assert len(aggregations) == 2  # the first read, then one recomputation for all twenty
     # the one that recomputed has the sale; the others were answered with the previous figures at once,
@@ -93,14 +92,14 @@ async def test_concurrent_reads_after_an_invalidation_aggregate_once(client, cli
 
 
 async def test_concurrent_reads_on_a_cold_cache_aggregate_once(client, aggregations):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     bodies = await asyncio.gather(*(stats(client) for _ in range(20)))
     assert len(aggregations) == 1
     assert all(body == bodies[0] for body in bodies)
 
 
 async def test_the_figures_are_recomputed_once_they_age_out(client, monkeypatch, aggregations):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     await stats(client)
     monkeypatch.setattr(service, "STATS_FRESH_S", 0)
     await stats(client)
@@ -108,7 +107,7 @@ async def test_the_figures_are_recomputed_once_they_age_out(client, monkeypatch,
 
 
 async def test_a_lock_left_by_a_crashed_reader_only_delays_a_cold_read(client, clients, aggregations):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     await clients.redis.set(service.STATS_LOCK_KEY, "gone", px=300)
     assert (await stats(client))["totalAssets"] == 1
     assert len(aggregations) == 1
@@ -117,7 +116,7 @@ async def test_a_lock_left_by_a_crashed_reader_only_delays_a_cold_read(client, c
 async def test_a_reader_that_gets_the_lock_just_after_a_recomputation_reuses_it(
     client, clients, settings, monkeypatch, aggregations
 ):
-    await data.asset(1, price="1")
+    await factories.asset(1, price="1")
     read = service._read_stats
 
     async def read_then_fall_behind(redis):

@@ -4,8 +4,8 @@ import pytest
 
 from app.market import service
 from app.market.documents import Transaction
-from tests.assets import data
-from tests.assets.data import ALICE, BOB, CAROL, T0
+from tests import factories
+from tests.factories import ALICE, BOB, CAROL, T0
 
 
 async def record(clients, *transactions):
@@ -20,7 +20,7 @@ async def hashes(client, path="/api/transactions", **params):
 
 
 async def test_writing_the_same_transaction_twice_is_harmless(client, clients):
-    tx = data.transaction(1, status="pending")
+    tx = factories.transaction(1, status="pending")
     assert await service.record_transaction(clients.redis, tx) is True
     assert await service.record_transaction(clients.redis, tx) is False
     tx.status = "completed"
@@ -35,11 +35,11 @@ async def test_writing_the_same_transaction_twice_is_harmless(client, clients):
 async def test_filters(client, clients):
     await record(
         clients,
-        data.transaction(1, kind="mint", seller=None, buyer=ALICE, price=None, token_id=1),
-        data.transaction(2, kind="list", seller=ALICE, buyer=None, token_id=1),
-        data.transaction(3, kind="buy", seller=ALICE, buyer=BOB, token_id=1),
-        data.transaction(4, kind="buy", seller=BOB, buyer=CAROL, token_id=2, status="failed"),
-        data.transaction(5, kind="sell", seller=CAROL, buyer=ALICE, token_id=3),
+        factories.transaction(1, kind="mint", seller=None, buyer=ALICE, price=None, token_id=1),
+        factories.transaction(2, kind="list", seller=ALICE, buyer=None, token_id=1),
+        factories.transaction(3, kind="buy", seller=ALICE, buyer=BOB, token_id=1),
+        factories.transaction(4, kind="buy", seller=BOB, buyer=CAROL, token_id=2, status="failed"),
+        factories.transaction(5, kind="sell", seller=CAROL, buyer=ALICE, token_id=3),
     )
     assert await hashes(client) == [5, 4, 3, 2, 1]  # newest first
     assert await hashes(client, type="buy") == [4, 3]
@@ -55,7 +55,9 @@ async def test_filters(client, clients):
 
 
 async def test_pages_with_a_cursor(client, clients):
-    await record(clients, *(data.transaction(n, at=T0 + timedelta(minutes=n // 3)) for n in range(1, 26)))
+    await record(
+        clients, *(factories.transaction(n, at=T0 + timedelta(minutes=n // 3)) for n in range(1, 26))
+    )
     seen, cursor = [], None
     while True:
         page = (
@@ -93,7 +95,7 @@ async def test_bad_input(client, params, code):
 async def test_main_transaction_queries_use_an_index(client, clients):
     from app.lib.pagination import Position, keyset_queries
 
-    await record(clients, *(data.transaction(n) for n in range(1, 6)))
+    await record(clients, *(factories.transaction(n) for n in range(1, 6)))
     doc = await Transaction.get_pymongo_collection().find_one({})
     wallet = service.transaction_filter(wallet=ALICE)
     assert wallet == {"parties": ALICE}
@@ -109,10 +111,10 @@ async def test_main_transaction_queries_use_an_index(client, clients):
 
 
 async def test_parties_are_derived_by_the_document_for_every_writer(client, clients):
-    assert data.transaction(1, seller=ALICE, buyer=BOB).parties == [ALICE, BOB]
-    assert data.transaction(2, seller=None, buyer=ALICE).parties == [ALICE]
-    assert data.transaction(3, seller=ALICE, buyer=ALICE).parties == [ALICE]
-    await record(clients, data.transaction(4, seller=CAROL, buyer=BOB))
+    assert factories.transaction(1, seller=ALICE, buyer=BOB).parties == [ALICE, BOB]
+    assert factories.transaction(2, seller=None, buyer=ALICE).parties == [ALICE]
+    assert factories.transaction(3, seller=ALICE, buyer=ALICE).parties == [ALICE]
+    await record(clients, factories.transaction(4, seller=CAROL, buyer=BOB))
     stored = await Transaction.get_pymongo_collection().find_one({})
     assert stored["parties"] == [CAROL, BOB]
 
@@ -120,7 +122,9 @@ async def test_parties_are_derived_by_the_document_for_every_writer(client, clie
 async def test_transactions_written_before_parties_are_found_after_the_backfill(client, clients):
     from app.assets import jobs
 
-    await record(clients, data.transaction(1, seller=ALICE, buyer=BOB), data.transaction(2, seller=CAROL))
+    await record(
+        clients, factories.transaction(1, seller=ALICE, buyer=BOB), factories.transaction(2, seller=CAROL)
+    )
     collection = Transaction.get_pymongo_collection()
     await collection.update_one({"tokenId": 1, "seller": CAROL}, {"$unset": {"parties": ""}})
     assert await hashes(client, f"/api/users/{CAROL}/transactions") == []

@@ -1,4 +1,4 @@
-"""Data for the media tests: assets owned by a wallet, photos with GPS EXIF, hostile files."""
+"""Data for the media tests: photos with GPS EXIF, hostile files (assets and owners: tests/factories.py)."""
 
 from __future__ import annotations
 
@@ -11,31 +11,9 @@ import zlib
 import httpx
 from PIL import Image
 
-from app.assets.documents import Asset, Ownership
-from app.lib.timeutil import utcnow
-from tests import factories
+from tests.factories import asset, owner_with_asset  # noqa: F401 (the factories live in tests/factories.py)
 
 SECRET_MAKER = b"SecretPhoneMaker"
-
-
-async def asset(token_id: int, owner: str | None) -> Asset:
-    """An asset in MongoDB owned by `owner`."""
-    doc = Asset(
-        tokenId=token_id,
-        contractAddress="0x" + "11" * 20,
-        name=f"Asset {token_id}",
-        assetType="Art",
-        ownership=Ownership(currentOwner=owner, ownerSince=utcnow()),
-    )
-    await doc.insert()
-    return doc
-
-
-async def owner_with_asset(settings, token_id: int = 7):
-    """A signed-in user who owns a fresh asset."""
-    login = await factories.login(settings)
-    await asset(token_id, login.wallet)
-    return login
 
 
 def photo(size: tuple[int, int] = (1200, 900), *, gps: bool = True) -> bytes:

@@ -12,7 +12,7 @@ from tests.media import support
 
 
 async def _asset_with_media(client, clients, settings):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     images = await client.post(
         "/api/assets/7/images",
         files=[("files", ("primary.jpg", support.photo((640, 480)), "image/jpeg"))],

@@ -234,7 +234,7 @@ async def test_a_wallet_gets_429_past_its_avatar_jobs_in_flight_until_one_is_don
 async def test_past_the_avatar_jobs_in_flight_for_everyone_a_new_wallet_gets_429_and_assets_still_process(
     client, clients, settings
 ):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     cap = service.AVATAR_JOBS_IN_FLIGHT
     photo = support.photo((64, 64), gps=False)
 

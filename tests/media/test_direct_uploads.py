@@ -12,7 +12,7 @@ from tests.media import support
 
 
 async def test_images_are_stored_as_originals_and_queued(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     response = await client.post(
         "/api/assets/7/images",
         files=[
@@ -33,7 +33,7 @@ async def test_images_are_stored_as_originals_and_queued(client, clients, settin
 
 
 async def test_bytes_that_do_not_match_the_claimed_type_are_415(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     png_as_jpeg = support.photo((50, 50))
     pdf_as_jpeg = await client.post(
         "/api/assets/7/images", files=[("files", ("x.jpg", support.PDF, "image/jpeg"))], headers=login.headers
@@ -63,7 +63,7 @@ async def test_bytes_that_do_not_match_the_claimed_type_are_415(client, clients,
 
 
 async def test_bodies_over_the_cap_are_413(client, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     too_big_file = b"\xff\xd8\xff\xe0" + b"\x00" * (25 * 1024 * 1024 + 1)
     one = await client.post(
         "/api/assets/7/images",
@@ -80,7 +80,7 @@ async def test_bodies_over_the_cap_are_413(client, settings):
 
 
 async def test_documents_by_category_and_json_is_validated(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     certificate = await client.post(
         "/api/assets/7/documents",
         data={"category": "certificates"},
@@ -117,7 +117,7 @@ async def test_documents_by_category_and_json_is_validated(client, clients, sett
 
 
 async def test_a_hostile_json_document_is_refused_while_health_keeps_answering(client, settings, monkeypatch):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     hostile = b"[" * 300 + b'"' + b'\\"' * (512 * 1024)  # 1 MB: once minutes of regex on the event loop
     window: dict[str, float] = {}
     real_check = imaging.check_json
@@ -159,7 +159,7 @@ async def test_a_hostile_json_document_is_refused_while_health_keeps_answering(c
 
 
 async def test_a_utf16_json_document_hiding_its_depth_is_refused(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     # U+5C41 is the bytes `41 5C` in UTF-16LE: a byte scan reads its closing quote as escaped.
     for depth in (300, 90_000):
         hostile = ('["\u5c41",' + "[" * depth + "]" * depth + "]").encode("utf-16-le")
@@ -175,7 +175,7 @@ async def test_a_utf16_json_document_hiding_its_depth_is_refused(client, clients
 
 
 async def test_only_the_owner_or_an_admin_uploads(client, settings):
-    await support.owner_with_asset(settings, 7)
+    await factories.owner_with_asset(settings, 7)
     stranger = await factories.login(settings)
     files = [("files", ("a.jpg", support.photo((40, 40)), "image/jpeg"))]
     refused = await client.post("/api/assets/7/images", files=files, headers=stranger.headers)

@@ -8,6 +8,7 @@ from app.assets.documents import Asset
 from app.lib import storage as keys
 from app.lib.timeutil import utcnow
 from app.media import jobs
+from tests import factories
 from tests.media import support
 
 
@@ -23,7 +24,7 @@ async def test_bucket_has_the_lifecycle_rules_and_public_policy(client, clients)
 
 
 async def test_sweeper_deletes_expired_temp_and_cache_objects_only(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     form = await support.presign(
         client,
         login,

@@ -16,7 +16,7 @@ from tests.media import support
 
 
 async def _asset_with_image(client, login, token_id: int, size: tuple[int, int]) -> None:
-    await support.asset(token_id, login.wallet)
+    await factories.asset(token_id, login.wallet)
     uploaded = await client.post(
         f"/api/assets/{token_id}/images",
         files=[("files", ("poster.jpg", support.photo(size, gps=False), "image/jpeg"))],

@@ -10,7 +10,7 @@ from tests.media import support
 
 
 async def test_presigned_post_policy_fixes_size_type_and_key(client, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     form = await support.presign(
         client,
         login,
@@ -36,7 +36,7 @@ async def test_presigned_post_policy_fixes_size_type_and_key(client, settings):
 
 
 async def test_browser_upload_then_process_media_gives_thumbnails(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     photo = support.photo()
     form = await support.presign(
         client,
@@ -77,7 +77,7 @@ async def test_browser_upload_then_process_media_gives_thumbnails(client, client
 async def test_hostile_uploads_that_s3_accepted_are_rejected_deleted_and_never_served(
     client, clients, settings
 ):
-    login = await support.owner_with_asset(settings, 9)
+    login = await factories.owner_with_asset(settings, 9)
     # Claims JPEG, is a PDF: moto accepts it despite the policy's Content-Type condition.
     disguised = await support.presign(
         client,
@@ -133,7 +133,7 @@ async def test_hostile_uploads_that_s3_accepted_are_rejected_deleted_and_never_s
 
 
 async def test_presign_refuses_wrong_types_sizes_and_strangers(client, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     base = {
         "purpose": "image",
         "tokenId": 7,
@@ -162,7 +162,7 @@ async def test_presign_refuses_wrong_types_sizes_and_strangers(client, settings)
 
 
 async def test_multipart_upload_completes_and_checks_the_total(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     started = await client.post(
         "/api/storage/multipart-uploads",
         json={
@@ -203,7 +203,7 @@ async def test_multipart_upload_completes_and_checks_the_total(client, clients, 
 
 
 async def test_presign_over_100_mb_needs_multipart(client, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     response = await client.post(
         "/api/storage/presigned-url",
         json={
@@ -219,7 +219,7 @@ async def test_presign_over_100_mb_needs_multipart(client, settings):
 
 
 async def test_completing_an_unknown_multipart_upload_is_404(client, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     started = await client.post(
         "/api/storage/multipart-uploads",
         json={
@@ -250,7 +250,7 @@ async def test_completing_an_unknown_multipart_upload_is_404(client, settings):
 async def test_multipart_parts_over_the_purpose_limit_are_413_and_the_upload_is_aborted(
     client, clients, settings
 ):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     started = await client.post(
         "/api/storage/multipart-uploads",
         json={

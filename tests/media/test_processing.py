@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from app.assets.documents import Asset
 from app.media import jobs, service
+from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support
 
@@ -24,7 +25,7 @@ async def _upload_images(client, login, token_id: int, *files: tuple[str, bytes,
 
 
 async def test_renditions_carry_no_exif_or_gps_and_originals_keep_theirs(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     photo = support.photo()
     assert support.has_gps(photo)
     await _upload_images(client, login, 7, ("primary.jpg", photo, "image/jpeg"))
@@ -48,7 +49,7 @@ async def test_renditions_carry_no_exif_or_gps_and_originals_keep_theirs(client,
 
 
 async def test_a_bomb_fails_its_file_and_the_next_image_is_still_processed(client, clients, settings):
-    login = await support.owner_with_asset(settings, 8)
+    login = await factories.owner_with_asset(settings, 8)
     bomb = support.png_bomb()
     await _upload_images(
         client,
@@ -72,7 +73,7 @@ async def test_a_bomb_fails_its_file_and_the_next_image_is_still_processed(clien
 
 
 async def test_rerunning_the_job_gives_the_same_keys_and_no_duplicates(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     await _upload_images(
         client,
         login,
@@ -106,7 +107,7 @@ async def test_rerunning_the_job_gives_the_same_keys_and_no_duplicates(client, c
 
 
 async def test_concurrent_runs_for_one_asset_do_not_corrupt_it(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     await _upload_images(
         client,
         login,
@@ -130,7 +131,7 @@ async def test_concurrent_runs_for_one_asset_do_not_corrupt_it(client, clients, 
 
 
 async def test_transient_s3_errors_are_retried(client, clients, settings, monkeypatch):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     await _upload_images(client, login, 7, ("primary.jpg", support.photo((300, 200)), "image/jpeg"))
     real_put = clients.storage.put_bytes
     failures = {"left": 1}
@@ -164,7 +165,7 @@ async def _job(client, login, queued: dict) -> dict:
 
 
 async def test_process_media_called_before_the_upload_runs_again_after_it(client, clients, settings):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     photo = support.photo((640, 480))
     form = await support.presign(
         client,
@@ -199,7 +200,7 @@ async def test_process_media_called_before_the_upload_runs_again_after_it(client
 async def test_process_media_runs_again_after_a_job_that_failed_all_its_tries(
     client, clients, settings, monkeypatch
 ):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     await _upload_images(client, login, 7, ("primary.jpg", support.photo((300, 200)), "image/jpeg"))
     real = service.process_asset_media
 
@@ -225,7 +226,7 @@ async def test_process_media_runs_again_after_a_job_that_failed_all_its_tries(
 async def test_process_media_returns_the_queued_or_running_job_instead_of_a_second_one(
     client, clients, settings, monkeypatch
 ):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     await _upload_images(client, login, 7, ("primary.jpg", support.photo((300, 200)), "image/jpeg"))
     queued = [await _process(client, login, 7) for _ in range(3)]
     assert len({q["jobId"] for q in queued}) == 1  # the upload's own job, still queued

@@ -10,13 +10,14 @@ from botocore.exceptions import ClientError
 
 from app.assets.documents import Asset
 from app.media import imaging, service
+from tests import factories
 from tests.media import support
 
 HOSTILE = b"<html><script>fetch('/api/auth/me').then(r => r.text()).then(alert)</script></html>"
 
 
 async def _staged_pdf(client, settings) -> tuple[dict, object]:
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     form = await support.presign(
         client,
         login,
@@ -119,7 +120,7 @@ async def test_hashing_a_large_object_streams_it(clients):
 async def test_staged_json_is_checked_on_the_copy_and_refused_when_broken_or_too_big(
     client, clients, settings
 ):
-    login = await support.owner_with_asset(settings, 7)
+    login = await factories.owner_with_asset(settings, 7)
     big = b'{"a": "' + b"x" * imaging.MAX_JSON_BYTES + b'"}'
     for name, data in (("broken", b'{"provenance": [1, 2'), ("big", big), ("fine", b'{"provenance": []}')):
         form = await support.presign(

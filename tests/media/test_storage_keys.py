@@ -153,8 +153,8 @@ def test_docker_compose_makes_only_public_renditions_anonymous():
 
 
 async def test_high_resolution_keys_cannot_be_derived_from_the_public_preview_key(client, clients, settings):
-    owner = await support.owner_with_asset(settings, 7)
-    await support.asset(8, owner.wallet)
+    owner = await factories.owner_with_asset(settings, 7)
+    await factories.asset(8, owner.wallet)
     for token_id in (7, 8):
         response = await client.post(
             f"/api/assets/{token_id}/images",
@@ -188,7 +188,7 @@ async def test_high_resolution_keys_cannot_be_derived_from_the_public_preview_ke
 
 async def _processed_primary(client, clients, settings) -> str:
     """Asset 7 with one processed image; the public preview key an anonymous reader sees."""
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     response = await client.post(
         "/api/assets/7/images",
         files=[("files", ("primary.jpg", support.photo((320, 240)), "image/jpeg"))],

@@ -11,6 +11,7 @@ from app.assets.documents import Asset
 from app.lib import storage as keys
 from app.lib.timeutil import utcnow
 from app.media import jobs, service
+from tests import factories
 from tests.media import support
 
 URL = "/api/storage/presigned-url"
@@ -32,7 +33,7 @@ async def _document_bytes(token_id: int) -> int:
 
 
 async def test_presigning_in_a_loop_is_refused_at_the_cap_and_the_document_stays_small(client, settings):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     statuses = []
     for n in range(service.MAX_STAGED_UPLOADS + 15):
         response = await client.post(URL, json=_body(n=n, label="x" * 64), headers=owner.headers)
@@ -60,7 +61,7 @@ async def test_presigning_in_a_loop_is_refused_at_the_cap_and_the_document_stays
 
 
 async def test_concurrent_presigns_do_not_overshoot_the_cap(client, settings):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     for n in range(service.MAX_STAGED_UPLOADS - 3):
         assert (await client.post(URL, json=_body(n=n), headers=owner.headers)).status_code == 201
     responses = await asyncio.gather(
@@ -72,7 +73,7 @@ async def test_concurrent_presigns_do_not_overshoot_the_cap(client, settings):
 
 
 async def test_uploads_in_all_are_capped_rejected_ones_included(client, settings):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     now = utcnow()
     # An owner who uploaded junk again and again: every attempt left a rejected record behind.
     junk = [
@@ -106,7 +107,7 @@ async def test_uploads_in_all_are_capped_rejected_ones_included(client, settings
 async def test_expired_staged_records_do_not_hold_the_cap_and_the_sweeper_drops_them(
     client, clients, settings
 ):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     old = utcnow() - keys.TEMP_TTL - timedelta(minutes=1)
     # Presigned a day ago and never uploaded.
     stale = [
@@ -145,9 +146,9 @@ class _RecordingCollection:
 async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_time_limit(
     client, settings, monkeypatch
 ):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     for token_id in range(8, 12):  # other assets with staged uploads of their own
-        await support.asset(token_id, owner.wallet)
+        await factories.asset(token_id, owner.wallet)
         assert (await client.post(URL, json=_body(token_id), headers=owner.headers)).status_code == 201
     started = await client.post(
         "/api/storage/multipart-uploads",
@@ -189,7 +190,7 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
 
 
 async def test_direct_uploads_are_capped_too_and_a_refused_one_leaves_no_object(client, clients, settings):
-    owner = await support.owner_with_asset(settings, 7)
+    owner = await factories.owner_with_asset(settings, 7)
     filler = [
         {
             "key": f"images/originals/7/7_junk-{n}_x.jpg",
