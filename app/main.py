@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from app.assets.controllers import AssetController, UserAssetsController
+from app.assets.controllers import AssetController, ListingController, UserAssetsController
 from app.assets.documents import Asset, PriceHistory
 from app.audit import service as audit_service
 from app.audit.documents import AuditLog
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TransactionController,
             UserTransactionsController,
             MarketController,
+            ListingController,
         ],
         lifespan=[clients_lifespan],
         dependencies={

@@ -19,6 +19,7 @@ from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
 from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
 from app.main import DOCUMENTS
+from app.market import jobs as market_jobs
 from app.media import jobs as media_jobs
 from app.media import service as media_service
 from app.system import jobs as system_jobs
@@ -80,7 +81,7 @@ class WorkerSettings:
         func(system_jobs.ping, name="system.ping", max_tries=1),
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
-        func(assets_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
+        func(market_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [

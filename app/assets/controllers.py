@@ -1,9 +1,12 @@
-"""Asset endpoints (seed plan 4.1): browse, detail, price history, onboarding and metadata updates."""
+"""Asset endpoints (seed plan 4.1): browse, detail, price history, onboarding, metadata, and listings.
+
+A detail is sent as the service renders it; `Response[schemas.AssetDetail]` documents its shape.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, MediaType, Request, Response, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -63,7 +66,12 @@ class AssetController(Controller):
     ) -> schemas.AssetPage:
         """Browse assets: filters, a fixed set of sorts, and keyset pages (`nextCursor`)."""
         refuse_operator_params(request)
-        query = service.asset_filter(
+        return await service.list_assets(
+            clients,
+            settings,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
             asset_type=asset_type,
             owner=owner,
             is_listed=is_listed,
@@ -71,9 +79,6 @@ class AssetController(Controller):
             min_price=min_price,
             max_price=max_price,
             q=q,
-        )
-        return await service.list_assets(
-            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor
         )
 
     @post("/", status_code=HTTP_201_CREATED, guards=[requires_permission("assets:write")])
@@ -84,17 +89,18 @@ class AssetController(Controller):
         settings: SettingsDep,
         context: ContextDep,
         data: JSONBody[schemas.AssetCreate],
-    ) -> dict[str, Any]:
+    ) -> Response[schemas.AssetDetail]:
         """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists."""
-        return await service.create_asset(clients, settings, data, current_principal(request), context)
+        body = await service.create_asset(clients, settings, data, current_principal(request), context)
+        return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{tokenId:int}", opt=PUBLIC)
     async def get_asset(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
-    ) -> dict[str, Any]:
+    ) -> Response[schemas.AssetDetail]:
         """Full details of an asset with media URLs for this caller; counts a view."""
         refuse_operator_params(request)
-        return await service.asset_detail(clients, settings, tokenId, principal_of(request))
+        return Response(await service.asset_detail(clients, settings, tokenId, principal_of(request)))
 
     @post("/{tokenId:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
     async def verify_asset(
@@ -105,11 +111,12 @@ class AssetController(Controller):
         context: ContextDep,
         tokenId: FromPath[int],
         data: JSONBody[schemas.VerifyRequest | None] = None,
-    ) -> dict[str, Any]:
+    ) -> Response[schemas.AssetDetail]:
         """Record the platform's verification of an asset (admin)."""
-        return await service.verify_asset(
+        body = await service.verify_asset(
             clients, settings, tokenId, data or schemas.VerifyRequest(), current_principal(request), context
         )
+        return Response(body)
 
     @patch("/{tokenId:int}/metadata", guards=[requires_permission(service.METADATA_PERMISSION), owns_asset])
     async def update_metadata(
@@ -120,11 +127,12 @@ class AssetController(Controller):
         context: ContextDep,
         tokenId: FromPath[int],
         data: JSONBody[schemas.MetadataPatch],
-    ) -> dict[str, Any]:
+    ) -> Response[schemas.AssetDetail]:
         """Change metadata (owner or admin; keys need `assets:metadata`); 409 when `version` is stale."""
-        return await service.update_metadata(
+        body = await service.update_metadata(
             clients, settings, tokenId, data, current_principal(request), context
         )
+        return Response(body)
 
     @get("/{tokenId:int}/price-history", opt=PUBLIC)
     async def price_history(
@@ -141,26 +149,19 @@ class AssetController(Controller):
         limit: Annotated[int | None, QueryParameter(description="raw points per page, 1 to 1000")] = None,
         cursor: CursorParam = None,
         format: Annotated[str, QueryParameter(description="json or csv")] = "json",
-    ) -> Response[Any]:
+    ) -> Response[schemas.PriceHistoryPage]:
         """Price points (paged) or OHLC buckets over a time range; CSV with `format=csv`."""
         refuse_operator_params(request)
         if format not in ("json", "csv"):
             raise BadRequest("format must be json or csv", code="invalid_format")
-        page = await service.price_history(
-            settings,
-            tokenId,
-            start=start,
-            end=end,
-            source=source,
-            interval=interval,
-            limit=limit,
-            cursor=cursor,
-        )
+        query = {"start": start, "end": end, "source": source, "interval": interval, "limit": limit}
         if format == "csv":
+            text, next_cursor = await service.price_history_csv(settings, tokenId, **query, cursor=cursor)
             headers = {"Content-Disposition": f'attachment; filename="price-history-{tokenId}.csv"'}
-            if page.nextCursor:
-                headers["X-Next-Cursor"] = page.nextCursor
-            return Response(service.history_csv(page), media_type="text/csv", headers=headers)
+            if next_cursor:
+                headers["X-Next-Cursor"] = next_cursor
+            return Response(text, media_type="text/csv", headers=headers)
+        page = await service.price_history(settings, tokenId, **query, cursor=cursor)
         return Response(page, media_type=MediaType.JSON)
 
 
@@ -183,7 +184,53 @@ class UserAssetsController(Controller):
     ) -> schemas.AssetPage:
         """Assets owned by a wallet."""
         refuse_operator_params(request)
-        query = service.asset_filter(owner=walletAddress, asset_type=asset_type, is_listed=is_listed)
         return await service.list_assets(
-            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor
+            clients,
+            settings,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+            owner=walletAddress,
+            asset_type=asset_type,
+            is_listed=is_listed,
+        )
+
+
+class ListingController(Controller):
+    """Listings are an asset query, so the assets domain serves them, under the market's path."""
+
+    path = "/api/market"
+    tags = ["market"]
+
+    @get("/listings", opt=PUBLIC)
+    async def listings(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        asset_type: AssetTypeParam = None,
+        owner: OwnerParam = None,
+        is_verified: IsVerifiedParam = None,
+        min_price: MinPriceParam = None,
+        max_price: MaxPriceParam = None,
+        q: QParam = None,
+        sort: SortParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.AssetPage:
+        """Active listings, filtered and sorted like assets (price is the asking price)."""
+        refuse_operator_params(request)
+        return await service.list_assets(
+            clients,
+            settings,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+            listings=True,
+            asset_type=asset_type,
+            owner=owner,
+            is_verified=is_verified,
+            min_price=min_price,
+            max_price=max_price,
+            q=q,
         )

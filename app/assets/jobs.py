@@ -1,4 +1,7 @@
-"""Worker jobs of the assets domain: moving buffered view counts into MongoDB, and data migrations."""
+"""Worker jobs of the assets domain: moving buffered view counts into MongoDB.
+
+The search-field migration (`assets.backfill_search_fields`) spans assets and market: app/market/jobs.py.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.assets import service
-from app.market import service as market_service
 
 log = structlog.get_logger(__name__)
 
 
 async def flush_views(ctx: dict[str, Any]) -> dict[str, int]:
-    """Add the views counted in Redis to `stats.viewCount`, exactly once (see service.flush_views)."""
+    """Add the views counted in Redis to `stats.viewCount`, exactly once (see app/assets/views.py)."""
     try:
         result = await service.flush_views(ctx["clients"].redis)
     except (ConnectionFailure, ExecutionTimeout, RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -27,19 +29,4 @@ async def flush_views(ctx: dict[str, Any]) -> dict[str, int]:
         raise Retry(defer=min(30, 2**try_number)) from exc
     if result["tokens"]:
         log.info("assets.flush_views", **result)
-    return result
-
-
-async def backfill_search_fields(ctx: dict[str, Any]) -> dict[str, int]:
-    """One-off migration for data written before `nameLower` and `parties`: run it once after deploying.
-
-    `arq` enqueue `assets.backfill_search_fields` (or `await backfill_search_fields({})` from a shell with
-    Beanie initialised). Idempotent, and only touches documents that lack the fields: until it has run,
-    such assets miss the `q` search and such transactions miss the `wallet` filter.
-    """
-    result = {
-        "assets": await service.backfill_name_lower(),
-        "transactions": await market_service.backfill_parties(),
-    }
-    log.info("assets.backfill_search_fields", **result)
     return result

@@ -1,12 +1,17 @@
-"""Request and response models of the asset API (camelCase, as the seed plan names the fields)."""
+"""Request and response bodies of the asset API (camelCase, as the seed plan names the fields).
+
+Field names are the stored documents' own (the seed plan's camelCase), so request bodies map onto
+document paths one to one.
+"""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 import msgspec
+
+from app.lib.schemas import RequestBody, Schema
 
 ASSET_TYPES = (
     "Art",
@@ -19,26 +24,31 @@ ASSET_TYPES = (
     "Memorabilia",
     "Luxury Goods",
 )
-ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-ADDRESS_RE = re.compile(ADDRESS)
 PRICE_SOURCES = ("ai-oracle", "user-listing", "sale", "appraisal", "offer")
 INTERVALS = ("raw", "1h", "1d", "1w")
 
+# Omitted from a body, rather than null, where the caller may not see the field (admins-only, say).
+Unset = msgspec.UnsetType
+UNSET = msgspec.UNSET
 
-class ProvenanceIn(msgspec.Struct, forbid_unknown_fields=True):
+
+# ---------------------------------------------------------------- requests
+
+
+class ProvenanceIn(RequestBody):
     owner: str
     period: str | None = None
     documentation: str | None = None
 
 
-class CertificateIn(msgspec.Struct, forbid_unknown_fields=True):
+class CertificateIn(RequestBody):
     type: str
     issuer: str
     date: datetime | None = None
     fileKey: str | None = None
 
 
-class MetadataIn(msgspec.Struct, forbid_unknown_fields=True):
+class MetadataIn(RequestBody):
     """The off-chain metadata of an asset; every field optional."""
 
     assetLocation: str | None = None
@@ -53,7 +63,7 @@ class MetadataIn(msgspec.Struct, forbid_unknown_fields=True):
     customAttributes: dict[str, Any] | None = None
 
 
-class AssetCreate(msgspec.Struct, forbid_unknown_fields=True):
+class AssetCreate(RequestBody):
     """Onboard an asset (an ERC-721 token) into the marketplace."""
 
     tokenId: int
@@ -66,14 +76,14 @@ class AssetCreate(msgspec.Struct, forbid_unknown_fields=True):
     owner: str | None = None
 
 
-class VerifyRequest(msgspec.Struct, forbid_unknown_fields=True):
+class VerifyRequest(RequestBody):
     """Mark an asset verified (or withdraw verification) with what the check found."""
 
     isVerified: bool = True
     verificationData: dict[str, Any] | None = None
 
 
-class MetadataPatch(msgspec.Struct, forbid_unknown_fields=True):
+class MetadataPatch(RequestBody):
     """Change metadata fields and custom attributes; `version` is the one the client last read.
 
     Fields given in `metadata` replace the stored ones (null clears); `customAttributes` is a JSON
@@ -85,7 +95,10 @@ class MetadataPatch(msgspec.Struct, forbid_unknown_fields=True):
     customAttributes: dict[str, Any] | None = None
 
 
-class Price(msgspec.Struct):
+# ---------------------------------------------------------------- lists
+
+
+class Price(Schema):
     value: float | None = None
     valueWei: str | None = None
     valueUsd: float | None = None
@@ -93,7 +106,7 @@ class Price(msgspec.Struct):
     updatedAt: datetime | None = None
 
 
-class Listing(msgspec.Struct):
+class Listing(Schema):
     isListed: bool = False
     listingPrice: float | None = None
     listingPriceWei: str | None = None
@@ -101,7 +114,7 @@ class Listing(msgspec.Struct):
     listedBy: str | None = None
 
 
-class AssetListItem(msgspec.Struct):
+class AssetListItem(Schema):
     """The compact form of an asset used by lists."""
 
     tokenId: int
@@ -117,13 +130,140 @@ class AssetListItem(msgspec.Struct):
     updatedAt: datetime
 
 
-class AssetPage(msgspec.Struct):
+class AssetPage(Schema):
     items: list[AssetListItem]
     nextCursor: str | None
     limit: int
 
 
-class PricePoint(msgspec.Struct):
+# ---------------------------------------------------------------- the detail
+#
+# The shape of what app/assets/detail.py renders (the handlers send it as built there, the cached static
+# part included); tests/assets/test_schemas.py checks every role's detail against it.
+
+
+class ProvenanceView(Schema):
+    owner: str | None
+    period: str | None
+    documentation: str | Unset | None = UNSET  # admins only
+
+
+class CertificateView(Schema):
+    type: str | None
+    issuer: str | None
+    date: datetime | None
+    fileKey: str | Unset | None = UNSET  # admins only
+
+
+class MetadataView(Schema):
+    assetLocation: str | None
+    acquisitionDate: datetime | None
+    dimensions: str | None
+    materials: list[str]
+    creator: str | None
+    creationDate: datetime | None
+    condition: str | None
+    customAttributes: dict[str, Any]
+    provenance: list[ProvenanceView]
+    certificates: list[CertificateView]
+
+
+class VerificationView(Schema, kw_only=True):
+    isVerified: bool
+    verifiedBy: str | Unset | None = UNSET  # admins only
+    verifiedAt: datetime | None
+    verificationData: dict[str, Any] | Unset = UNSET  # admins only
+
+
+class OwnershipView(Schema):
+    currentOwner: str | None
+    ownerSince: datetime | None
+
+
+class StatsView(Schema):
+    viewCount: int = 0  # every view so far, the ones not yet flushed included
+    favoriteCount: int = 0
+    offerCount: int = 0
+
+
+class ImageView(Schema):
+    """A processed image: its public renditions, a presigned high-resolution GET for signed-in callers,
+    and for admins the original."""
+
+    label: str | None
+    width: int | None
+    height: int | None
+    previewUrl: str | Unset = UNSET
+    watermarkedUrl: str | Unset = UNSET
+    highResUrl: str | Unset = UNSET
+    originalKey: str | Unset = UNSET  # admins only, as are the fields below
+    originalUrl: str | Unset = UNSET
+    sha256: str | Unset | None = UNSET
+    contentType: str | Unset | None = UNSET
+
+
+class FileView(Schema):
+    """A document, video or model, as a presigned GET that expires after a few minutes."""
+
+    category: str | None
+    label: str | None
+    contentType: str | None
+    size: int | None
+    sha256: str | None
+    url: str
+    verification: bool | Unset = UNSET  # documents: whether it is a verification document (admins)
+
+
+class UploadView(Schema):
+    """An upload still staged, rejected, or not yet processed (its owner and admins)."""
+
+    kind: str | None
+    label: str | None
+    category: str | None
+    status: str
+    error: str | None
+    contentType: str | None
+    size: int | None
+    key: str | Unset = UNSET  # admins only
+
+
+class MediaView(Schema):
+    """The media this caller may see (seed plan 3.2.3)."""
+
+    thumbnailUrl: str | None
+    thumbnails: dict[str, dict[str, str]]  # size (sm, md, lg) -> format (jpeg, webp) -> public URL
+    images: list[ImageView]
+    documents: list[FileView] | Unset = UNSET  # signed-in callers
+    videos: list[FileView] | Unset = UNSET
+    models: list[FileView] | Unset = UNSET
+    uploads: list[UploadView] | Unset = UNSET  # the owner and admins
+
+
+class AssetDetail(Schema):
+    """An asset in full, as this caller may see it."""
+
+    id: str
+    tokenId: int
+    contractAddress: str | None
+    name: str | None
+    assetType: str | None
+    description: str
+    metadata: MetadataView
+    verification: VerificationView
+    createdAt: datetime | None
+    version: int
+    currentPrice: Price
+    marketStatus: Listing
+    ownership: OwnershipView
+    updatedAt: datetime | None
+    stats: StatsView
+    media: MediaView
+
+
+# ---------------------------------------------------------------- price history
+
+
+class PricePoint(Schema):
     timestamp: datetime
     price: float
     priceWei: str | None
@@ -135,7 +275,7 @@ class PricePoint(msgspec.Struct):
     transactionHash: str | None
 
 
-class PriceBucket(msgspec.Struct):
+class PriceBucket(Schema):
     bucket: datetime
     open: float
     high: float
@@ -146,9 +286,33 @@ class PriceBucket(msgspec.Struct):
     meanConfidence: float | None
 
 
-class PriceHistoryPage(msgspec.Struct):
+class PriceHistoryPage(Schema):
+    """Raw points (`interval=raw`, paged by `nextCursor`) or OHLC buckets; the other list is null."""
+
     tokenId: int
     interval: str
     points: list[PricePoint] | None = None
     buckets: list[PriceBucket] | None = None
     nextCursor: str | None = None
+
+
+# ---------------------------------------------------------------- for other domains
+
+
+class TypeFigures(Schema):
+    """Counts and prices of one asset type (floor: the lowest asking price of its listings)."""
+
+    assetType: str
+    count: int
+    listedCount: int
+    floorPrice: float | None
+    floorPriceWei: str | None
+    meanPrice: float | None
+    medianPrice: float | None
+
+
+class CatalogFigures(Schema):
+    """What the catalog adds to the market stats: figures per type (by name), and distinct owners."""
+
+    byType: list[TypeFigures]
+    uniqueOwners: int

@@ -1,4 +1,4 @@
-"""Transaction and market endpoints (seed plan 4.4)."""
+"""Transaction and market endpoints (seed plan 4.4); listings, an asset query, are the assets domain's."""
 
 from __future__ import annotations
 
@@ -8,17 +8,6 @@ from typing import Annotated
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from app.assets import service as assets_service
-from app.assets.controllers import (
-    AssetTypeParam,
-    IsVerifiedParam,
-    MaxPriceParam,
-    MinPriceParam,
-    OwnerParam,
-    QParam,
-    SortParam,
-)
-from app.assets.schemas import AssetPage
 from app.lib import params
 from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.params import PUBLIC, CursorParam, LimitParam, refuse_operator_params
@@ -51,7 +40,10 @@ class TransactionController(Controller):
     ) -> schemas.TransactionPage:
         """Platform transactions, newest first, with keyset pages (`nextCursor`)."""
         refuse_operator_params(request)
-        query = service.transaction_filter(
+        return await service.list_transactions(
+            settings,
+            limit=limit,
+            cursor=cursor,
             type=type,
             token_id=token_id,
             wallet=params.parse_address(wallet, "wallet") if wallet is not None else None,
@@ -59,7 +51,6 @@ class TransactionController(Controller):
             start=start,
             end=end,
         )
-        return await service.list_transactions(settings, query, limit=limit, cursor=cursor)
 
 
 class UserTransactionsController(Controller):
@@ -81,14 +72,16 @@ class UserTransactionsController(Controller):
     ) -> schemas.TransactionPage:
         """Transactions where a wallet bought or sold, newest first."""
         refuse_operator_params(request)
-        query = service.transaction_filter(
+        return await service.list_transactions(
+            settings,
+            limit=limit,
+            cursor=cursor,
             type=type,
             wallet=params.parse_address(walletAddress),
             status=status,
             start=start,
             end=end,
         )
-        return await service.list_transactions(settings, query, limit=limit, cursor=cursor)
 
 
 class MarketController(Controller):
@@ -96,37 +89,7 @@ class MarketController(Controller):
     tags = ["market"]
 
     @get("/stats", opt=PUBLIC)
-    async def stats(self, clients: ClientsDep, settings: SettingsDep) -> Response[bytes]:
+    async def stats(self, clients: ClientsDep, settings: SettingsDep) -> Response[schemas.MarketStats]:
         """Asset counts, listings, floor/mean/median prices by type, owners, and 24h/7d/30d volume."""
+        # The cached JSON as stored (bytes pass through unchanged); the annotation documents its shape.
         return Response(await service.market_stats(clients, settings), media_type=MediaType.JSON)
-
-    @get("/listings", opt=PUBLIC)
-    async def listings(
-        self,
-        request: Request,
-        clients: ClientsDep,
-        settings: SettingsDep,
-        asset_type: AssetTypeParam = None,
-        owner: OwnerParam = None,
-        is_verified: IsVerifiedParam = None,
-        min_price: MinPriceParam = None,
-        max_price: MaxPriceParam = None,
-        q: QParam = None,
-        sort: SortParam = None,
-        limit: LimitParam = None,
-        cursor: CursorParam = None,
-    ) -> AssetPage:
-        """Active listings, filtered and sorted like assets (price is the asking price)."""
-        refuse_operator_params(request)
-        query = assets_service.asset_filter(
-            asset_type=asset_type,
-            owner=owner,
-            is_verified=is_verified,
-            min_price=min_price,
-            max_price=max_price,
-            q=q,
-            price_path="marketStatus.listingPrice",
-        )
-        return await assets_service.list_assets(
-            clients, settings, query=query, sort=sort, limit=limit, cursor=cursor, listings=True
-        )

@@ -1,4 +1,4 @@
-"""Response models of the transaction and market API."""
+"""Response bodies of the transaction and market API (camelCase, as the seed plan names the fields)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from datetime import datetime
 
 import msgspec
 
+from app.lib.schemas import Schema
+
 TRANSACTION_TYPES = ("mint", "list", "buy", "sell", "delist", "transfer")
 TRANSACTION_STATUSES = ("pending", "completed", "failed")
 SALE_TYPES = ("buy", "sell")  # one on-chain sale is recorded once, as the side that initiated it
 
 
-class TransactionItem(msgspec.Struct):
+class TransactionItem(Schema):
     id: str
     type: str
     tokenId: int
@@ -31,7 +33,50 @@ class TransactionItem(msgspec.Struct):
     gasPriceWei: str | None
 
 
-class TransactionPage(msgspec.Struct):
+class TransactionPage(Schema):
     items: list[TransactionItem]
     nextCursor: str | None
     limit: int
+
+
+class TypePrices(Schema):
+    """One asset type: how many, how many listed, the floor (lowest asking) and mean and median prices."""
+
+    assetType: str
+    count: int
+    listedCount: int
+    floorPrice: float | None
+    floorPriceWei: str | None
+    meanPrice: float | None
+    medianPrice: float | None
+
+
+class VolumeWindow(Schema):
+    """Completed sales in a window up to now, beside the window before it."""
+
+    volume: float
+    volumeWei: str
+    salesCount: int
+    previousVolume: float
+    previousVolumeWei: str
+    previousSalesCount: int
+    volumeChangePct: float | None  # None when the window before had none
+    salesChangePct: float | None
+
+
+class VolumeWindows(Schema):
+    day: VolumeWindow = msgspec.field(name="24h")
+    week: VolumeWindow = msgspec.field(name="7d")
+    month: VolumeWindow = msgspec.field(name="30d")
+
+
+class MarketStats(Schema):
+    """Asset counts, listings, prices by type, distinct owners, and sales volume over 24h, 7d and 30d."""
+
+    generatedAt: datetime
+    totalAssets: int
+    listedCount: int
+    uniqueOwners: int
+    assetsByType: dict[str, int]
+    priceByType: list[TypePrices]
+    volume: VolumeWindows

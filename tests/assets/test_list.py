@@ -230,13 +230,13 @@ def _stages(plan: dict) -> list[str]:
     ],
 )
 async def test_main_list_queries_and_their_next_pages_use_an_index(client, query, sort, listings):
-    from app.assets import service
+    from app.assets import repository
     from app.lib import params
     from app.lib.pagination import Position, keyset_queries, value_at
 
     for token in range(1, 6):
         await factories.asset(token, price=str(token), listed_at=str(token))
-    _, order = params.parse_sort(sort, service.LISTING_SORTS if listings else service.ASSET_SORTS)
+    _, order = params.parse_sort(sort, repository.LISTING_SORTS if listings else repository.ASSET_SORTS)
     doc = await Asset.get_pymongo_collection().find_one({"tokenId": 3})
     after = Position(value_at(doc, order.path), doc["_id"])
     collection = Asset.get_pymongo_collection()
@@ -249,13 +249,13 @@ async def test_main_list_queries_and_their_next_pages_use_an_index(client, query
 
 
 async def test_name_prefix_search_uses_the_name_index(client):
-    from app.assets import service
+    from app.assets import catalog, repository
 
     for token, name in enumerate(["Mona Lisa", "MONET", "Still life"], start=1):
         await factories.asset(token, name=name)
-    query = service.asset_filter(q="mon")
+    query = catalog.asset_filter(q="mon")
     assert query == {"nameLower": {"$gte": "mon", "$lt": "moo"}}
-    _, order = params.parse_sort(None, service.ASSET_SORTS)
+    _, order = params.parse_sort(None, repository.ASSET_SORTS)
     plan = await Asset.get_pymongo_collection().find(query, sort=[(order.path, -1), ("_id", -1)]).explain()
     stages = _stages(plan)
     assert "COLLSCAN" not in stages and "IXSCAN" in stages, stages
@@ -263,7 +263,7 @@ async def test_name_prefix_search_uses_the_name_index(client):
 
 
 def test_prefix_range_bounds_every_string_with_the_prefix():
-    from app.assets.service import prefix_range
+    from app.assets.repository import prefix_range
 
     assert prefix_range("ab") == {"$gte": "ab", "$lt": "ac"}
     assert prefix_range("a\ud7ff") == {"$gte": "a\ud7ff", "$lt": "a\ue000"}  # never a lone surrogate
@@ -272,7 +272,7 @@ def test_prefix_range_bounds_every_string_with_the_prefix():
 
 
 async def test_q_matches_any_case_and_older_assets_after_the_backfill(client, clients):
-    from app.assets import jobs
+    from app.market import jobs
 
     await factories.asset(1, name="Éclair Study")
     await factories.asset(2, name="Straße at Night")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from redis.asyncio import Redis
 
-from app.assets import service
+from app.assets import service, views
 from app.assets.documents import Asset
 from tests import factories
 from tests.conftest import drain_jobs
@@ -25,8 +25,8 @@ async def view(client, token_id: int) -> int:
 
 
 async def nothing_buffered(redis, *token_ids: int) -> bool:
-    keys = [k(t) for t in token_ids for k in (service._pending_key, service._inflight_key)]
-    return await redis.exists(*keys) == 0 and await redis.scard(service.VIEWS_DIRTY) == 0
+    keys = [k(t) for t in token_ids for k in (views._pending_key, views._inflight_key)]
+    return await redis.exists(*keys) == 0 and await redis.scard(views.VIEWS_DIRTY) == 0
 
 
 async def test_a_view_writes_nothing_to_mongodb_and_shows_at_once(client, clients):
@@ -34,8 +34,8 @@ async def test_a_view_writes_nothing_to_mongodb_and_shows_at_once(client, client
     assert await view(client, 1) == 6
     assert await view(client, 1) == 7
     assert (await stored(1))["viewCount"] == 5
-    assert int(await clients.redis.get(service._pending_key(1))) == 2
-    assert await clients.redis.smembers(service.VIEWS_DIRTY) == {b"1"}
+    assert int(await clients.redis.get(views._pending_key(1))) == 2
+    assert await clients.redis.smembers(views.VIEWS_DIRTY) == {b"1"}
 
 
 async def test_concurrent_views_each_count_once(client, clients):
@@ -78,13 +78,13 @@ async def test_a_flush_that_crashed_before_the_mongodb_update_counts_once(client
     await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
-    crashed = await service.move_views(clients.redis, [1])  # moved to in flight, then the worker died
+    crashed = await views.move_views(clients.redis, [1])  # moved to in flight, then the worker died
     assert crashed == {1: {1: 3}}
     assert await view(client, 1) == 14  # in-flight views still show
     await service.flush_views(clients.redis)  # the next run re-applies the leftover entry
     assert (await stored(1))["viewCount"] == 14
-    await service.apply_views(crashed)  # the crashed worker comes back and finishes: no effect
-    await service.apply_views(crashed)
+    await views.apply_views(crashed)  # the crashed worker comes back and finishes: no effect
+    await views.apply_views(crashed)
     assert (await stored(1))["viewCount"] == 14
     assert await view(client, 1) == 15
     await service.flush_views(clients.redis)
@@ -96,11 +96,11 @@ async def test_a_flush_that_crashed_after_the_mongodb_update_counts_once(client,
     await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
-    entries = await service.move_views(clients.redis, [1])
-    await service.apply_views(entries)  # applied, but the in-flight entry was never deleted
+    entries = await views.move_views(clients.redis, [1])
+    await views.apply_views(entries)  # applied, but the in-flight entry was never deleted
     assert (await stored(1))["viewCount"] == 13
     assert await view(client, 1) == 14  # the applied entry is not added a second time
-    await service.apply_views(entries)  # applied again: no effect
+    await views.apply_views(entries)  # applied again: no effect
     await service.flush_views(clients.redis)  # re-applies the leftover (no effect) and the new view
     assert (await stored(1))["viewCount"] == 14
     assert await nothing_buffered(clients.redis, 1)
@@ -116,15 +116,15 @@ async def test_two_concurrent_flushes_count_once(client, clients):
     assert [(await stored(t))["viewCount"] for t in range(1, 6)] == [1, 2, 3, 4, 5]
     # interleaved by hand: A moves, more views, B moves and applies everything, then A applies its part
     await view(client, 1)
-    first = await service.move_views(clients.redis, [1])
+    first = await views.move_views(clients.redis, [1])
     await view(client, 1)
     await view(client, 1)
-    second = await service.move_views(clients.redis, [1])
+    second = await views.move_views(clients.redis, [1])
     assert len(second[1]) == 2  # B also sees A's entry, and applies it first
-    await service.apply_views(second)
-    await service.apply_views(first)
-    await service.settle_views(clients.redis, second)
-    await service.settle_views(clients.redis, first)
+    await views.apply_views(second)
+    await views.apply_views(first)
+    await views.settle_views(clients.redis, second)
+    await views.settle_views(clients.redis, first)
     assert (await stored(1))["viewCount"] == 4
     assert await nothing_buffered(clients.redis, 1, 2, 3, 4, 5)
 
@@ -214,15 +214,15 @@ async def test_a_flush_between_a_readers_two_reads_is_detected(client, clients):
     await factories.asset(1, views=10)
     for _ in range(3):
         await view(client, 1)
-    before = await service._view_snapshot(clients.redis, 1)
-    assert service.visible_views(await stored(1), before) == 13
+    before = await views.snapshot(clients.redis, 1)
+    assert views.visible_views(await stored(1), before) == 13
     await service.flush_views(clients.redis)
     after_flush = await stored(1)
-    assert service._applied_seq({"stats": after_flush}) > before.top
-    again = await service._view_snapshot(clients.redis, 1)
-    assert service.visible_views(after_flush, again) == 13
+    assert views.applied_seq({"stats": after_flush}) > before.top
+    again = await views.snapshot(clients.redis, 1)
+    assert views.visible_views(after_flush, again) == 13
     # and an entry that is in flight but already applied is not added again
     await view(client, 1)
-    entries = await service.move_views(clients.redis, [1])
-    await service.apply_views(entries)
-    assert service.visible_views(await stored(1), await service._view_snapshot(clients.redis, 1)) == 14
+    entries = await views.move_views(clients.redis, [1])
+    await views.apply_views(entries)
+    assert views.visible_views(await stored(1), await views.snapshot(clients.redis, 1)) == 14

@@ -4,9 +4,11 @@ import asyncio
 
 import pytest
 
+from app.assets import service as assets_service
 from app.lib.cache import CACHE_MISSES
 from app.lib.timeutil import utcnow
 from app.market import service
+from app.market import stats as stats_cache
 from tests import factories
 
 
@@ -14,14 +16,14 @@ from tests import factories
 def aggregations(monkeypatch):
     """Counts the runs of the assets aggregation, each slowed down so that concurrent reads overlap it."""
     runs = []
-    aggregate = service._asset_figures
+    aggregate = assets_service.catalog_figures
 
     async def counted(max_time_ms):
         runs.append(1)
         await asyncio.sleep(0.2)
         return await aggregate(max_time_ms)
 
-    monkeypatch.setattr(service, "_asset_figures", counted)
+    monkeypatch.setattr(assets_service, "catalog_figures", counted)
     return runs
 
 
@@ -101,14 +103,14 @@ async def test_concurrent_reads_on_a_cold_cache_aggregate_once(client, aggregati
 async def test_the_figures_are_recomputed_once_they_age_out(client, monkeypatch, aggregations):
     await factories.asset(1, price="1")
     await stats(client)
-    monkeypatch.setattr(service, "STATS_FRESH_S", 0)
+    monkeypatch.setattr(stats_cache, "STATS_FRESH_S", 0)
     await stats(client)
     assert len(aggregations) == 2
 
 
 async def test_a_lock_left_by_a_crashed_reader_only_delays_a_cold_read(client, clients, aggregations):
     await factories.asset(1, price="1")
-    await clients.redis.set(service.STATS_LOCK_KEY, "gone", px=300)
+    await clients.redis.set(stats_cache.STATS_LOCK_KEY, "gone", px=300)
     assert (await stats(client))["totalAssets"] == 1
     assert len(aggregations) == 1
 
@@ -117,14 +119,14 @@ async def test_a_reader_that_gets_the_lock_just_after_a_recomputation_reuses_it(
     client, clients, settings, monkeypatch, aggregations
 ):
     await factories.asset(1, price="1")
-    read = service._read_stats
+    read = stats_cache._read_stats
 
     async def read_then_fall_behind(redis):
         seen = await read(redis)  # a cold cache
-        monkeypatch.setattr(service, "_read_stats", read)
+        monkeypatch.setattr(stats_cache, "_read_stats", read)
         await service.market_stats(clients, settings)  # meanwhile another request recomputes and unlocks
         return seen
 
-    monkeypatch.setattr(service, "_read_stats", read_then_fall_behind)
+    monkeypatch.setattr(stats_cache, "_read_stats", read_then_fall_behind)
     assert (await stats(client))["totalAssets"] == 1
     assert len(aggregations) == 1

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.market import service
+from app.market import repository, service
 from app.market.documents import Transaction
 from tests import factories
 from tests.factories import ALICE, BOB, CAROL, T0
@@ -102,8 +102,8 @@ async def test_main_transaction_queries_use_an_index(client, clients):
     in_window = service.transaction_filter(wallet=ALICE, start=T0, end=T0 + timedelta(days=1))
     for query in ({}, {"tokenId": 1}, wallet, in_window):
         for filter_, sort in [
-            *keyset_queries(query, service.TX_SORT, None),
-            *keyset_queries(query, service.TX_SORT, Position(doc["timestamp"], doc["_id"])),
+            *keyset_queries(query, repository.TX_SORT, None),
+            *keyset_queries(query, repository.TX_SORT, Position(doc["timestamp"], doc["_id"])),
         ]:
             plan = await Transaction.get_pymongo_collection().find(filter_, sort=sort, limit=20).explain()
             text = str(plan["queryPlanner"]["winningPlan"])
@@ -120,7 +120,7 @@ async def test_parties_are_derived_by_the_document_for_every_writer(client, clie
 
 
 async def test_transactions_written_before_parties_are_found_after_the_backfill(client, clients):
-    from app.assets import jobs
+    from app.market import jobs
 
     await record(
         clients, factories.transaction(1, seller=ALICE, buyer=BOB), factories.transaction(2, seller=CAROL)

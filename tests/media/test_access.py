@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.assets.documents import Asset
-from app.media.access import media_view
+from app.assets.media_view import media_view
 from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support

@@ -15,8 +15,10 @@ through `media_view`, never directly.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+from app.assets.documents import AssetMedia, Ownership
 from app.config import Settings
 from app.lib.security import Principal
 from app.lib.storage import THUMBNAIL_SIZES, Storage
@@ -49,6 +51,17 @@ def may_read(principal: Principal | None, entry: Any) -> bool:
 def _is_owner(principal: Principal | None, asset: Any) -> bool:
     owner = asset.ownership.currentOwner
     return bool(principal and owner and principal.wallet_address.lower() == owner.lower())
+
+
+async def live_media_view(
+    live: dict[str, Any], principal: Principal | None, storage: Storage, settings: Settings
+) -> dict:
+    """`media_view` of an asset read as a raw projection (its `media` and `ownership`)."""
+    asset = SimpleNamespace(
+        media=AssetMedia.model_validate(live.get("media") or {}),
+        ownership=Ownership.model_validate(live.get("ownership") or {}),
+    )
+    return await media_view(asset, principal, storage, settings)
 
 
 async def media_view(asset: Any, principal: Principal | None, storage: Storage, settings: Settings) -> dict:

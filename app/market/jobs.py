@@ -1,0 +1,29 @@
+"""Worker jobs of the market domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from app.assets import service as assets_service
+from app.market import service
+
+log = structlog.get_logger(__name__)
+
+
+async def backfill_search_fields(ctx: dict[str, Any]) -> dict[str, int]:
+    """One-off migration for data written before `nameLower` and `parties`: run it once after deploying.
+
+    Queued as `assets.backfill_search_fields` (its documented name: `make enqueue`, README), or
+    `await backfill_search_fields({})` from a shell with Beanie initialised. It lives here because it
+    spans both domains and market depends on assets, never the reverse. Idempotent, and only touches
+    documents that lack the fields: until it has run, such assets miss the `q` search and such
+    transactions miss the `wallet` filter.
+    """
+    result = {
+        "assets": await assets_service.backfill_name_lower(),
+        "transactions": await service.backfill_parties(),
+    }
+    log.info("assets.backfill_search_fields", **result)
+    return result

@@ -1,0 +1,153 @@
+"""Every query of the market domain: `transactions`, their upserts, keyset pages and sales aggregation."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from beanie.odm.utils.encoder import Encoder
+from bson import Decimal128
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from app.lib.pagination import Position, Sort, keyset_page
+from app.market.documents import Transaction
+
+TX_SORT = Sort("timestamp", -1)
+_ZERO = Decimal128("0")
+# What the chain fixed is written once; the rest may advance.
+_IMMUTABLE = (
+    "type",
+    "tokenId",
+    "assetId",
+    "price",
+    "priceWei",
+    "priceUsd",
+    "seller",
+    "buyer",
+    "parties",
+    "timestamp",
+)
+_MUTABLE = ("status", "platformFee", "platformFeeWei", "paymentMethod")
+
+
+def transactions_collection():
+    return Transaction.get_pymongo_collection()
+
+
+async def upsert(transaction: Transaction) -> bool:
+    """Upsert by transaction hash (lower-cased): the immutable fields on insert, status and fees always.
+
+    Returns whether this call inserted it. An upsert race on the unique hash index surfaces as E11000:
+    retried once.
+    """
+    data = Encoder().encode(transaction)  # as Beanie stores it: wei as Decimal128
+    chain = data.pop("blockchain")
+    tx_hash = chain["transactionHash"].lower()
+    chain["transactionHash"] = tx_hash
+    on_insert = {key: data[key] for key in _IMMUTABLE}
+    on_insert["blockchain.transactionHash"] = tx_hash
+    changes = {key: data[key] for key in _MUTABLE}
+    for key in ("blockNumber", "gasUsed", "gasPriceWei"):
+        if chain.get(key) is not None:
+            changes[f"blockchain.{key}"] = chain[key]
+    for attempt in range(2):
+        try:
+            result = await transactions_collection().update_one(
+                {"blockchain.transactionHash": tx_hash},
+                {"$setOnInsert": on_insert, "$set": changes},
+                upsert=True,
+            )
+            break
+        except DuplicateKeyError:
+            if attempt:
+                raise
+    return result.upserted_id is not None
+
+
+async def backfill_parties(batch: int = 500) -> int:
+    """Give `parties` to transactions written before it existed (idempotent); returns how many changed."""
+    collection = transactions_collection()
+    changed = 0
+    while True:
+        docs = await collection.find(
+            {"parties": {"$exists": False}}, {"seller": 1, "buyer": 1}, limit=batch
+        ).to_list()
+        if not docs:
+            return changed
+        ops = [
+            UpdateOne(
+                {"_id": d["_id"]},
+                {"$set": {"parties": [p for p in dict.fromkeys((d.get("seller"), d.get("buyer"))) if p]}},
+            )
+            for d in docs
+        ]
+        changed += (await collection.bulk_write(ops, ordered=False)).modified_count
+
+
+def transaction_query(
+    *,
+    type: str | None = None,
+    token_id: int | None = None,
+    wallet: str | None = None,
+    status: str | None = None,
+    window: dict[str, datetime] | None = None,
+) -> dict[str, Any]:
+    """The filter for checked values (None: no condition); `window` bounds the timestamp."""
+    query: dict[str, Any] = {}
+    if type is not None:
+        query["type"] = type
+    if token_id is not None:
+        query["tokenId"] = token_id
+    if status is not None:
+        query["status"] = status
+    if window:
+        query["timestamp"] = window
+    if wallet is not None:
+        query["parties"] = wallet  # seller or buyer: one multikey index, where an $or scanned everything
+    return query
+
+
+async def list_page(
+    query: dict[str, Any], *, limit: int, after: Position | None, max_time_ms: int
+) -> tuple[list[dict[str, Any]], Position | None]:
+    """One keyset page of transactions, newest first, by (timestamp, _id)."""
+    return await keyset_page(
+        transactions_collection(),
+        query,
+        TX_SORT,
+        limit=limit,
+        after=after,
+        projection=None,
+        max_time_ms=max_time_ms,
+    )
+
+
+async def sales_totals(
+    now: datetime, windows: dict[str, timedelta], sale_types: tuple[str, ...], max_time_ms: int
+) -> dict[str, Any]:
+    """Completed sales in each window before `now` and in the window before it, in one aggregation:
+    `{name}volume`, `{name}wei`, `{name}sales`, and the same prefixed `prev` for the earlier window."""
+    longest = max(windows.values())
+    group: dict[str, Any] = {"_id": None}
+    for name, span in windows.items():
+        current = {"$gte": ["$timestamp", now - span]}
+        previous = {"$and": [{"$gte": ["$timestamp", now - 2 * span]}, {"$lt": ["$timestamp", now - span]}]}
+        for label, condition in (("", current), ("prev", previous)):
+            group[f"{label}{name}volume"] = {"$sum": {"$cond": [condition, {"$ifNull": ["$price", 0]}, 0]}}
+            group[f"{label}{name}wei"] = {
+                "$sum": {"$cond": [condition, {"$ifNull": ["$priceWei", _ZERO]}, _ZERO]}
+            }
+            group[f"{label}{name}sales"] = {"$sum": {"$cond": [condition, 1, 0]}}
+    pipeline = [
+        {
+            "$match": {
+                "type": {"$in": list(sale_types)},
+                "status": "completed",
+                "timestamp": {"$gte": now - 2 * longest, "$lt": now},
+            }
+        },
+        {"$group": group},
+    ]
+    rows = await (await transactions_collection().aggregate(pipeline, maxTimeMS=max_time_ms)).to_list()
+    return rows[0] if rows else {}
