@@ -29,6 +29,7 @@ from litestar.params import FromPath
 from pymongo import ReturnDocument
 
 from app.assets import service as assets_service
+from app.assets import views as asset_views
 from app.assets.documents import Asset
 from app.config import Settings
 from app.lib.embedded import EmbeddedStack
@@ -128,7 +129,7 @@ async def _bench(args: argparse.Namespace, services: dict[str, str], data_dir: P
                     results[label].append(await _round(client, path_for, requests, args.concurrency))
         # What the views the endpoint buffered in Redis cost to move into MongoDB (the job's work).
         redis = app.state.clients.redis
-        keys = [assets_service._pending_key(token) for token in range(1, tokens + 1)]
+        keys = asset_views.pending_keys(list(range(1, tokens + 1)))
         pending = sum(int(value or 0) for value in await redis.mget(keys))
         started = time.perf_counter()
         flushed = await assets_service.flush_views(redis)

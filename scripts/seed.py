@@ -21,13 +21,13 @@ from beanie.odm.utils.encoder import Encoder
 from eth_utils import to_checksum_address
 from pymongo import UpdateOne
 
+from app.assets import service as assets_service
 from app.assets.documents import (
     AiMetrics,
     Asset,
     AssetMetadata,
     AssetStats,
     Certificate,
-    ChainReference,
     CurrentPrice,
     MarketStatus,
     Ownership,
@@ -37,7 +37,8 @@ from app.assets.documents import (
     Provenance,
     Verification,
 )
-from app.lib import storage as storage_keys
+from app.lib import bucket as storage_keys
+from app.lib.chain import ChainReference
 from app.lib.money import WEI_PER_ETH, wei_to_eth
 from app.market import service as market_service
 from app.market.documents import Transaction, TransactionChain
@@ -432,6 +433,7 @@ async def seed_data(
         written["priceHistory"] += len(plan.prices)
         written["transactions"] += len(plan.transactions)
     if redis is not None:
+        await assets_service.catalog_changed(redis)
         await market_service.invalidate_stats(redis)
     return written
 

@@ -234,7 +234,7 @@ async def create_asset(
         new=asset.model_dump(mode="json", exclude={"id", "revision_id"}),
     )
     await detail.invalidate(clients.redis, data.tokenId)
-    await clients.redis.incr(CATALOG_GENERATION_KEY)
+    await catalog_changed(clients.redis)
     return await detail_after_write(clients, settings, data.tokenId, principal)
 
 
@@ -354,6 +354,12 @@ async def flush_views(redis) -> dict[str, int]:
 async def backfill_name_lower() -> int:
     """Give `nameLower` to assets written before it existed (idempotent); returns how many changed."""
     return await repository.backfill_name_lower()
+
+
+async def catalog_changed(redis) -> None:
+    """Call after assets are added or removed (create_asset; scripts/seed.py, which writes them itself):
+    the market stats, which count them, are recomputed on their next read."""
+    await redis.incr(CATALOG_GENERATION_KEY)
 
 
 async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
