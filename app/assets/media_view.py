@@ -20,8 +20,9 @@ from typing import Any
 
 from app.assets.documents import AssetMedia, Ownership
 from app.config import Settings
+from app.lib.bucket import THUMBNAIL_SIZES
 from app.lib.security import Principal
-from app.lib.storage import THUMBNAIL_SIZES, Storage
+from app.lib.storage import Storage
 
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
 _LEVELS = {PUBLIC: 0, AUTHENTICATED: 1, ADMIN: 2}

@@ -9,7 +9,7 @@ import structlog
 from arq import Retry
 from redis.exceptions import LockError
 
-from app.lib.storage import is_transient
+from app.lib.bucket import is_transient
 from app.media import service
 
 log = structlog.get_logger(__name__)

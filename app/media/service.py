@@ -27,7 +27,7 @@ from pymongo.errors import ExecutionTimeout
 from app.assets.documents import Asset, MediaFile
 from app.audit import service as audit_service
 from app.auth.documents import User
-from app.lib import storage as keys
+from app.lib import bucket as keys
 from app.lib.clients import Clients
 from app.lib.errors import (
     AppError,

@@ -10,7 +10,7 @@ from PIL import Image
 from app.assets.documents import Asset
 from app.audit.documents import AuditLog
 from app.auth.documents import User
-from app.lib import storage as keys
+from app.lib import bucket as keys
 from app.lib.queues import IMAGE_QUEUE
 from app.lib.timeutil import utcnow
 from app.media import service

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.assets.documents import Asset
-from app.lib import storage as keys
+from app.lib import bucket as keys
 from app.lib.timeutil import utcnow
 from app.media import jobs
 from tests import factories

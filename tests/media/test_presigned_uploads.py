@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.assets.documents import Asset
-from app.lib import storage as keys
+from app.lib import bucket as keys
 from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support

@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError
 
 from app.assets.documents import Asset
 from app.config import ConfigurationError
+from app.lib import bucket as keys
 from app.lib import clients as clients_module
-from app.lib import storage as keys
 from app.media import jobs, service
 from tests import factories
 from tests.conftest import drain_jobs

@@ -8,7 +8,7 @@ from datetime import timedelta
 import bson
 
 from app.assets.documents import Asset
-from app.lib import storage as keys
+from app.lib import bucket as keys
 from app.lib.timeutil import utcnow
 from app.media import jobs, service
 from tests import factories
