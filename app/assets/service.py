@@ -365,3 +365,15 @@ async def catalog_changed(redis) -> None:
 async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
     """Counts, listings, floor, mean and median prices per asset type, and distinct owners (one query)."""
     return await catalog.figures(max_time_ms)
+
+
+# ---- for the media domain
+# Each asset's `media` sub-document (files, key lists, thumbnail) is the media domain's: its repository
+# is the only code that writes it, through this collection handle, and reads it as these record types.
+from app.assets.documents import AssetMedia as AssetMedia  # noqa: E402
+from app.assets.documents import MediaFile as MediaFile  # noqa: E402
+
+
+def media_records_collection():
+    """The PyMongo collection that holds every asset's `media` sub-document."""
+    return repository.assets_collection()
