@@ -16,6 +16,8 @@ from redis.exceptions import RedisError
 
 from app.assets import catalog, detail, history, metadata, repository, schemas, views
 from app.assets.documents import Asset, Ownership
+from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
+from app.assets.documents import MediaFile as MediaFile
 from app.assets.media_view import live_media_view
 from app.audit import service as audit_service
 from app.config import Settings
@@ -369,9 +371,8 @@ async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
 
 # ---- for the media domain
 # Each asset's `media` sub-document (files, key lists, thumbnail) is the media domain's: its repository
-# is the only code that writes it, through this collection handle, and reads it as these record types.
-from app.assets.documents import AssetMedia as AssetMedia  # noqa: E402
-from app.assets.documents import MediaFile as MediaFile  # noqa: E402
+# is the only code that writes it, through this collection handle, and reads it as the record types
+# AssetMedia and MediaFile re-exported above.
 
 
 def media_records_collection():
