@@ -1,4 +1,4 @@
-"""Media endpoints (seed plan 4.2): presigned and multipart uploads, direct uploads, processing."""
+"""Media endpoints (seed plan 4.2): presigned and multipart uploads, direct uploads, processing, avatars."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from app.assets import service as assets_service
 from app.lib.deps import ClientsDep
-from app.lib.errors import BadRequest
 from app.lib.security import current_principal, owner_or_admin, requires_permission
-from app.media import schemas, service
+from app.media import service
 from app.media.schemas import (
     AvatarJob,
     AvatarPromotion,
@@ -32,6 +31,9 @@ from app.media.schemas import (
 # streamed to spooled temporary files and refused (413) once it passes this.
 DIRECT_BODY_MAX_BYTES = 3 * service.DIRECT_UPLOAD_MAX_BYTES
 MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+
+# The route's {tokenId} asset belongs to the caller, or the caller is an admin.
+owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId")
 
 
 def _incoming(form: dict[str, Any]) -> list[service.IncomingFile]:
@@ -55,8 +57,8 @@ def _form_text(form: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-# The route's {tokenId} asset belongs to the caller, or the caller is an admin.
-owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId")
+def _form_flag(form: dict[str, Any], name: str) -> bool:
+    return (_form_text(form, name) or "").lower() in ("1", "true", "yes", "on")
 
 
 class StorageController(Controller):
@@ -69,26 +71,23 @@ class StorageController(Controller):
         self, request: Request, clients: ClientsDep, data: JSONBody[UploadRequest]
     ) -> PresignedPost:
         """A presigned POST form for one upload straight to S3 (size, type and key fixed by its policy)."""
-        form = await service.presign_upload(clients.storage, current_principal(request), data)
-        return PresignedPost(**form)
+        return await service.presign_upload(clients.storage, current_principal(request), data)
 
     @post("/multipart-uploads", status_code=HTTP_201_CREATED)
     async def start_multipart(
         self, request: Request, clients: ClientsDep, data: JSONBody[UploadRequest]
     ) -> MultipartUpload:
         """Start a multipart upload (files over 100 MB): one presigned PUT URL per part."""
-        started = await service.start_multipart(clients.storage, current_principal(request), data)
-        return MultipartUpload(**{**started, "parts": [schemas.MultipartPart(**p) for p in started["parts"]]})
+        return await service.start_multipart(clients.storage, current_principal(request), data)
 
     @post("/multipart-uploads/complete")
     async def complete_multipart(
         self, request: Request, clients: ClientsDep, data: JSONBody[MultipartComplete]
     ) -> CompletedUpload:
         """Complete a multipart upload; refused (413) when the parts add up to more than allowed."""
-        done = await service.complete_multipart(
-            clients.storage, current_principal(request), data.key, data.uploadId
+        return await service.complete_multipart(
+            clients.storage, current_principal(request), data.key, data.upload_id
         )
-        return CompletedUpload(**done)
 
 
 class AssetMediaController(Controller):
@@ -106,14 +105,7 @@ class AssetMediaController(Controller):
         self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
     ) -> DirectUploadResult:
         """Upload several images (multipart form); each is sniffed, stored as an original and queued."""
-        principal = current_principal(request)
-        stored = await service.store_direct(clients.storage, principal, tokenId, "image", _incoming(data))
-        job_id, _ = await service.enqueue_processing(clients, tokenId)
-        return DirectUploadResult(
-            files=[schemas.stored_file(f) for f in stored],
-            jobId=job_id,
-            statusUrl=schemas.job_status_url(job_id),
-        )
+        return await service.upload_images(clients, current_principal(request), tokenId, _incoming(data))
 
     @post(
         "/{tokenId:int}/documents",
@@ -125,26 +117,19 @@ class AssetMediaController(Controller):
         self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
     ) -> DirectUploadResult:
         """Upload documents (PDF, or JSON for metadata); form fields `category` and `verification`."""
-        category = _form_text(data, "category") or "certificates"
-        if category not in ("certificates", "legal", "metadata"):
-            raise BadRequest("category is certificates, legal or metadata", code="invalid_category")
-        verification = (_form_text(data, "verification") or "").lower() in ("1", "true", "yes", "on")
-        stored = await service.store_direct(
+        return await service.upload_documents(
             clients.storage,
             current_principal(request),
             tokenId,
-            "document",
             _incoming(data),
-            category=category,
-            verification=verification,
+            category=_form_text(data, "category"),
+            verification=_form_flag(data, "verification"),
         )
-        return DirectUploadResult(files=[schemas.stored_file(f) for f in stored])
 
     @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED, guards=[owns_asset])
     async def process_media(self, clients: ClientsDep, tokenId: FromPath[int]) -> ProcessingJob:
         """Queue the processing of the asset's uploads; poll `statusUrl` for the outcome."""
-        job_id, pending = await service.enqueue_processing(clients, tokenId)
-        return ProcessingJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id), pending=pending)
+        return await service.request_processing(clients, tokenId)
 
 
 class UserAvatarController(Controller):
@@ -157,5 +142,4 @@ class UserAvatarController(Controller):
         self, request: Request, clients: ClientsDep, data: JSONBody[AvatarPromotion]
     ) -> AvatarJob:
         """Make a staged avatar upload your avatar once a job has checked and re-encoded it."""
-        job_id = await service.enqueue_avatar(clients, current_principal(request), data.key)
-        return AvatarJob(jobId=job_id, statusUrl=schemas.job_status_url(job_id))
+        return await service.request_avatar(clients, current_principal(request), data.key)

@@ -65,8 +65,4 @@ async def promote_avatar(
 
 async def sweep(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
     """Delete expired temp uploads and cache; queue processing for assets with guessable high-res keys."""
-    clients = ctx["clients"]
-    swept = await service.sweep_expired(clients.storage, now=now)
-    for token_id in await service.tokens_with_guessable_highres():
-        await service.enqueue_processing(clients, token_id)
-    return swept
+    return await service.sweep(ctx["clients"], now=now)

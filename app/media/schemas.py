@@ -1,91 +1,94 @@
-"""Request and response bodies of the media endpoints (camelCase, as the seed's clients expect)."""
+"""Request and response bodies of the media endpoints (camelCase on the wire, as the seed's clients use)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import Meta
+
+from app.lib.params import MAX_INT64
+from app.lib.schemas import RequestBody, Schema
 
 Purpose = Literal["image", "document", "model", "video", "avatar"]
 DocumentCategory = Literal["certificates", "legal", "metadata"]
+DOCUMENT_CATEGORIES = ("certificates", "legal", "metadata")
 Label = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-class UploadRequest(msgspec.Struct, forbid_unknown_fields=True):
+class UploadRequest(RequestBody):
     """What the browser is about to upload; the policy it gets back holds it to exactly this."""
 
     purpose: Purpose
-    fileName: Annotated[str, Meta(min_length=1, max_length=255)]
-    contentType: Annotated[str, Meta(min_length=1, max_length=127)]
-    contentLength: Annotated[int, Meta(ge=1)]
-    tokenId: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    file_name: Annotated[str, Meta(min_length=1, max_length=255)]
+    content_type: Annotated[str, Meta(min_length=1, max_length=127)]
+    content_length: Annotated[int, Meta(ge=1)]
+    token_id: Annotated[int, Meta(ge=0, le=MAX_INT64)] | None = None
     category: DocumentCategory | None = None  # documents only; certificates by default
     verification: bool = False  # a verification document: admin-only
     label: Label | None = None  # primary, angle1, authenticity... (from fileName when absent)
 
 
-class PresignedPost(msgspec.Struct):
+class PresignedPost(Schema):
     url: str
     fields: dict[str, str]
     key: str
-    expiresAt: datetime
+    expires_at: datetime
 
 
-class MultipartPart(msgspec.Struct):
-    partNumber: int
+class MultipartPart(Schema):
+    part_number: int
     url: str
 
 
-class MultipartUpload(msgspec.Struct):
+class MultipartUpload(Schema):
     key: str
-    uploadId: str
-    partSize: int
+    upload_id: str
+    part_size: int
     parts: list[MultipartPart]
-    expiresAt: datetime
+    expires_at: datetime
 
 
-class MultipartComplete(msgspec.Struct, forbid_unknown_fields=True):
+class MultipartComplete(RequestBody):
     key: Annotated[str, Meta(min_length=1, max_length=1024)]
-    uploadId: Annotated[str, Meta(min_length=1, max_length=1024)]
+    upload_id: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-class CompletedUpload(msgspec.Struct):
+class CompletedUpload(Schema):
     key: str
     size: int
 
 
-class StoredFile(msgspec.Struct):
+class StoredFile(Schema):
     label: str | None
     kind: str | None
     category: str | None
-    contentType: str | None
+    content_type: str | None
     size: int | None
     status: str
 
 
-class DirectUploadResult(msgspec.Struct):
+class DirectUploadResult(Schema):
     files: list[StoredFile]
-    jobId: str | None = None
-    statusUrl: str | None = None
+    job_id: str | None = None
+    status_url: str | None = None
 
 
-class ProcessingJob(msgspec.Struct):
-    jobId: str
-    statusUrl: str
+class ProcessingJob(Schema):
+    job_id: str
+    status_url: str
     pending: int
 
 
-class AvatarPromotion(msgspec.Struct, forbid_unknown_fields=True):
+class AvatarPromotion(RequestBody):
     """The staged key the presigned-url call returned for an avatar upload."""
 
     key: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-class AvatarJob(msgspec.Struct):
-    jobId: str
-    statusUrl: str
+class AvatarJob(Schema):
+    job_id: str
+    status_url: str
 
 
 def job_status_url(job_id: str) -> str:
@@ -97,7 +100,7 @@ def stored_file(entry: Any) -> StoredFile:
         label=entry.label,
         kind=entry.kind,
         category=entry.category,
-        contentType=entry.contentType,
+        content_type=entry.contentType,
         size=entry.size,
         status=entry.status,
     )

@@ -9,7 +9,7 @@ import tracemalloc
 from botocore.exceptions import ClientError
 
 from app.assets.documents import Asset
-from app.media import imaging, service
+from app.media import imaging, processing, service
 from tests import factories
 from tests.media import support
 
@@ -109,7 +109,7 @@ async def test_hashing_a_large_object_streams_it(clients):
 
     tracemalloc.start()
     try:
-        digest = await service._sha256_of(clients.storage, "documents/7/certificates/7_big_x.pdf", size)
+        digest = await processing.sha256_of(clients.storage, "documents/7/certificates/7_big_x.pdf", size)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

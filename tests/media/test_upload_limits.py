@@ -10,7 +10,7 @@ import bson
 from app.assets.documents import Asset
 from app.lib import bucket as keys
 from app.lib.timeutil import utcnow
-from app.media import jobs, service
+from app.media import jobs, repository, service
 from tests import factories
 from tests.media import support
 
@@ -158,7 +158,7 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
     assert started.status_code == 201, started.text
     upload = started.json()
     recording = _RecordingCollection(Asset.get_pymongo_collection())
-    monkeypatch.setattr(service, "_collection", lambda: recording)
+    monkeypatch.setattr(repository, "_collection", lambda: recording)
 
     done = await client.post(
         "/api/storage/multipart-uploads/complete",
