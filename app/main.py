@@ -33,6 +33,7 @@ from app.lib.observability import (
 )
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.market.documents import Transaction
+from app.media import service as media_service
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
 from app.oracle.documents import AIOracleData, DataSource
 from app.system.controllers import JobController, SystemController
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ListingController,
         ],
         lifespan=[clients_lifespan],
+        on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started
         dependencies={
             "clients": Provide(provide_clients, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

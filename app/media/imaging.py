@@ -57,6 +57,10 @@ class MediaRejected(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):
+        # Raised in the API's JSON check processes too: it must come back across the pipe whole.
+        return (type(self), (self.code, self.message))
+
 
 class UploadPurpose(StrEnum):
     IMAGE = "image"

@@ -32,6 +32,7 @@ from app.media.uploads import DIRECT_UPLOAD_MAX_BYTES as DIRECT_UPLOAD_MAX_BYTES
 from app.media.uploads import MAX_STAGED_UPLOADS as MAX_STAGED_UPLOADS
 from app.media.uploads import MAX_UPLOADS as MAX_UPLOADS
 from app.media.uploads import IncomingFile as IncomingFile
+from app.media.uploads import close_json_checks as close_json_checks
 from app.media.uploads import complete_multipart as complete_multipart
 from app.media.uploads import start_multipart as start_multipart
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -22,6 +25,7 @@ from app.lib.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from app.lib.security import Principal, ensure_owner_or_admin
@@ -41,6 +45,9 @@ DIRECT_UPLOAD_MAX_FILES = 10
 MAX_STAGED_UPLOADS = 20
 MAX_UPLOADS = 100
 CAPS = UploadCaps(max_staged=MAX_STAGED_UPLOADS, max_uploads=MAX_UPLOADS)
+# Processes that check JSON documents for the API: the check holds the GIL for its whole run (regex,
+# translate, json.loads on up to 5 MB), so in a thread of the API it would still stall the event loop.
+JSON_CHECK_PROCESSES = 2
 _KIND = {"image": "image", "document": "document", "model": "model", "video": "video"}
 
 
@@ -213,6 +220,45 @@ async def complete_multipart(
 # ---- direct uploads through the API ------------------------------------------------------------------
 
 
+_json_checks: ProcessPoolExecutor | None = None
+
+
+def _json_check_pool() -> ProcessPoolExecutor:
+    """The process pool for JSON checks, made on first use (spawned: it inherits no threads or sockets)."""
+    global _json_checks
+    if _json_checks is None:
+        context = multiprocessing.get_context("spawn")
+        _json_checks = ProcessPoolExecutor(JSON_CHECK_PROCESSES, mp_context=context)
+    return _json_checks
+
+
+async def check_json_document(body: bytes) -> None:
+    """`imaging.check_json` in another process, so the API's event loop keeps answering meanwhile."""
+    global _json_checks
+    for attempt in (1, 2):
+        pool = _json_check_pool()
+        try:
+            await asyncio.get_running_loop().run_in_executor(pool, imaging.check_json, body)
+            return
+        except BrokenProcessPool as exc:  # a checker died (killed, out of memory): start anew, once
+            if _json_checks is pool:
+                _json_checks = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            log.error("media.json_check.pool_broken", error=str(exc), attempt=attempt)
+            if attempt == 2:
+                raise ServiceUnavailable(
+                    "the document check failed; retry", code="document_check_failed"
+                ) from exc
+
+
+async def close_json_checks() -> None:
+    """Stop the JSON check processes, if any were started (the API's shutdown)."""
+    global _json_checks
+    pool, _json_checks = _json_checks, None
+    if pool is not None:
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
 async def store_direct(
     storage: Storage,
     principal: Principal,
@@ -250,7 +296,7 @@ async def store_direct(
             incoming.file.seek(0)
             body = incoming.file.read()
             if sniffed == "application/json":
-                await asyncio.to_thread(imaging.check_json, body)  # CPU work, kept off the event loop
+                await check_json_document(body)
         except MediaRejected as exc:
             status = PayloadTooLarge if exc.code == "too_large" else UnsupportedMediaType
             raise status(
