@@ -20,12 +20,10 @@ from app.lib.storage import Storage
 from app.media import avatars, processing, repository, schemas, uploads
 from app.media.avatars import AVATAR_JOBS_IN_FLIGHT as AVATAR_JOBS_IN_FLIGHT
 from app.media.avatars import AVATAR_JOBS_PER_WALLET as AVATAR_JOBS_PER_WALLET
-from app.media.avatars import enqueue_avatar as enqueue_avatar
 from app.media.avatars import promote_avatar as promote_avatar
 from app.media.processing import PixelBudget as PixelBudget
 from app.media.processing import process_asset_media as process_asset_media
 from app.media.processing import render_image as render_image
-from app.media.processing import sweep_expired as sweep_expired
 from app.media.processing import tokens_with_guessable_highres as tokens_with_guessable_highres
 from app.media.repository import staged_upload_query as staged_upload_query
 from app.media.uploads import DIRECT_UPLOAD_MAX_BYTES as DIRECT_UPLOAD_MAX_BYTES

@@ -94,7 +94,7 @@ def _access(purpose: str, verification: bool) -> str:
     return "authenticated"
 
 
-def upload_limit_reached() -> Conflict:
+def _upload_limit_reached() -> Conflict:
     return Conflict(
         f"the asset holds its limit of uploads: {MAX_STAGED_UPLOADS} in progress, {MAX_UPLOADS} in all",
         code="upload_limit_reached",
@@ -132,7 +132,7 @@ async def _stage(
         createdAt=now,
     )
     if not await repository.push_if_room(token_id, entry, CAPS, now):
-        raise upload_limit_reached()
+        raise _upload_limit_reached()
     return entry
 
 
@@ -315,7 +315,7 @@ async def store_direct(
         key = keys.final_key(purpose, token_id, label, stamp, content_type, category)
         incoming.file.seek(0)
         if not await repository.has_room(token_id, CAPS, now):
-            raise upload_limit_reached()  # refused before it costs a write; the capped $push settles a race
+            raise _upload_limit_reached()  # refused before it costs a write; the capped $push settles a race
         await storage.put_fileobj(key, incoming.file, content_type)
         entry = MediaFile(
             key=key,
@@ -332,7 +332,7 @@ async def store_direct(
         )
         if not await repository.put_file(token_id, entry, caps=CAPS, now=now):
             await storage.delete([key])
-            raise upload_limit_reached()
+            raise _upload_limit_reached()
         await repository.index_key(token_id, entry)
         stored.append(entry)
     log.info("media.direct_upload", token_id=token_id, purpose=purpose, files=len(stored))
