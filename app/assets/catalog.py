@@ -14,22 +14,12 @@ from app.lib.params import bounded_query, parse_address, parse_limit, parse_sort
 MAX_QUERY_CHARS = 100
 
 
-def asset_filter(
-    *,
-    asset_type: str | None = None,
-    owner: str | None = None,
-    is_listed: bool | None = None,
-    is_verified: bool | None = None,
-    min_price: float | None = None,
-    max_price: float | None = None,
-    q: str | None = None,
-    listings: bool = False,
-) -> dict[str, Any]:
+def asset_filter(filters: schemas.AssetQuery, *, listings: bool = False) -> dict[str, Any]:
     """The query for these filters, each checked first (nothing a client sends becomes a query)."""
-    if asset_type is not None:
-        require_one_of(asset_type, schemas.ASSET_TYPES, field="assetType", code="invalid_asset_type")
-    if owner is not None:
-        owner = parse_address(owner, "owner")
+    if filters.asset_type is not None:
+        require_one_of(filters.asset_type, schemas.ASSET_TYPES, field="assetType", code="invalid_asset_type")
+    owner = parse_address(filters.owner, "owner") if filters.owner is not None else None
+    min_price, max_price, q = filters.min_price, filters.max_price, filters.q
     price: dict[str, float] = {}
     for op, bound, name in (("$gte", min_price, "minPrice"), ("$lte", max_price, "maxPrice")):
         if bound is not None:
@@ -41,10 +31,10 @@ def asset_filter(
     if q is not None and (not q.strip() or len(q) > MAX_QUERY_CHARS):
         raise BadRequest(f"q must be 1 to {MAX_QUERY_CHARS} characters", code="invalid_query")
     return repository.asset_query(
-        asset_type=asset_type,
+        asset_type=filters.asset_type,
         owner=owner,
-        is_listed=is_listed,
-        is_verified=is_verified,
+        is_listed=filters.is_listed,
+        is_verified=filters.is_verified,
         price=price,
         name_prefix=q.strip() if q is not None else None,
         listings=listings,
@@ -88,16 +78,10 @@ def list_item(doc: dict[str, Any], storage) -> schemas.AssetListItem:
 
 
 async def page(
-    storage,
-    settings: Settings,
-    query: dict[str, Any],
-    *,
-    sort: str | None,
-    limit: int | None,
-    cursor: str | None,
-    listings: bool = False,
+    storage, settings: Settings, query: dict[str, Any], asked: schemas.AssetQuery, *, listings: bool = False
 ) -> schemas.AssetPage:
-    """One page of the assets matching `query`, in a fixed order, with an opaque cursor to the next."""
+    """One page of the assets matching `query`, in the order `asked`, with an opaque cursor to the next."""
+    sort, limit, cursor = asked.sort, asked.limit, asked.cursor
     sort_name, order = parse_sort(sort, repository.LISTING_SORTS if listings else repository.ASSET_SORTS)
     size = parse_limit(limit)
     scope = f"{'listings' if listings else 'assets'}:{sort_name}"

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, get, patch, post
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -43,43 +45,53 @@ SortParam = Annotated[
 ]
 
 
+def asset_query(
+    asset_type: AssetTypeParam = None,
+    owner: OwnerParam = None,
+    is_verified: IsVerifiedParam = None,
+    min_price: MinPriceParam = None,
+    max_price: MaxPriceParam = None,
+    q: QParam = None,
+    sort: SortParam = None,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+) -> schemas.AssetQuery:
+    """The query parameters that browsing assets and listings share, as sent (the service checks them)."""
+    return schemas.AssetQuery(
+        asset_type=asset_type,
+        owner=owner,
+        is_verified=is_verified,
+        min_price=min_price,
+        max_price=max_price,
+        q=q,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+# The handlers that browse the catalog take those parameters through this one dependency.
+BROWSE = {"asked": Provide(asset_query, sync_to_thread=False)}
+AssetQueryDep = NamedDependency[schemas.AssetQuery]
+
+
 class AssetController(Controller):
     path = "/api/assets"
     tags = ["assets"]
 
-    @get("/", opt=PUBLIC)
+    @get("/", opt=PUBLIC, dependencies=BROWSE)
     async def list_assets(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        asset_type: AssetTypeParam = None,
-        owner: OwnerParam = None,
+        asked: AssetQueryDep,
         is_listed: IsListedParam = None,
-        is_verified: IsVerifiedParam = None,
-        min_price: MinPriceParam = None,
-        max_price: MaxPriceParam = None,
-        q: QParam = None,
-        sort: SortParam = None,
-        limit: LimitParam = None,
-        cursor: CursorParam = None,
     ) -> schemas.AssetPage:
         """Browse assets: filters, a fixed set of sorts, and keyset pages (`nextCursor`)."""
         refuse_operator_params(request)
-        return await service.list_assets(
-            clients,
-            settings,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-            asset_type=asset_type,
-            owner=owner,
-            is_listed=is_listed,
-            is_verified=is_verified,
-            min_price=min_price,
-            max_price=max_price,
-            q=q,
-        )
+        asked = msgspec.structs.replace(asked, is_listed=is_listed)
+        return await service.list_assets(clients, settings, asked)
 
     @post("/", status_code=HTTP_201_CREATED, guards=[requires_permission("assets:write")])
     async def create_asset(
@@ -97,10 +109,10 @@ class AssetController(Controller):
     @get("/{tokenId:int}", opt=PUBLIC)
     async def get_asset(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
-    ) -> Response[schemas.AssetDetail]:
+    ) -> Any:
         """Full details of an asset with media URLs for this caller; counts a view."""
         refuse_operator_params(request)
-        return Response(await service.asset_detail(clients, settings, tokenId, principal_of(request)))
+        return await service.asset_detail(clients, settings, tokenId, principal_of(request))
 
     @post("/{tokenId:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
     async def verify_asset(
@@ -154,14 +166,16 @@ class AssetController(Controller):
         refuse_operator_params(request)
         if format not in ("json", "csv"):
             raise BadRequest("format must be json or csv", code="invalid_format")
-        query = {"start": start, "end": end, "source": source, "interval": interval, "limit": limit}
+        query = schemas.HistoryQuery(
+            start=start, end=end, source=source, interval=interval, limit=limit, cursor=cursor
+        )
         if format == "csv":
-            text, next_cursor = await service.price_history_csv(settings, tokenId, **query, cursor=cursor)
+            text, next_cursor = await service.price_history_csv(settings, tokenId, query)
             headers = {"Content-Disposition": f'attachment; filename="price-history-{tokenId}.csv"'}
             if next_cursor:
                 headers["X-Next-Cursor"] = next_cursor
             return Response(text, media_type="text/csv", headers=headers)
-        page = await service.price_history(settings, tokenId, **query, cursor=cursor)
+        page = await service.price_history(settings, tokenId, query)
         return Response(page, media_type=MediaType.JSON)
 
 
@@ -184,16 +198,15 @@ class UserAssetsController(Controller):
     ) -> schemas.AssetPage:
         """Assets owned by a wallet."""
         refuse_operator_params(request)
-        return await service.list_assets(
-            clients,
-            settings,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
+        asked = schemas.AssetQuery(
             owner=walletAddress,
             asset_type=asset_type,
             is_listed=is_listed,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
         )
+        return await service.list_assets(clients, settings, asked)
 
 
 class ListingController(Controller):
@@ -202,35 +215,10 @@ class ListingController(Controller):
     path = "/api/market"
     tags = ["market"]
 
-    @get("/listings", opt=PUBLIC)
+    @get("/listings", opt=PUBLIC, dependencies=BROWSE)
     async def listings(
-        self,
-        request: Request,
-        clients: ClientsDep,
-        settings: SettingsDep,
-        asset_type: AssetTypeParam = None,
-        owner: OwnerParam = None,
-        is_verified: IsVerifiedParam = None,
-        min_price: MinPriceParam = None,
-        max_price: MaxPriceParam = None,
-        q: QParam = None,
-        sort: SortParam = None,
-        limit: LimitParam = None,
-        cursor: CursorParam = None,
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, asked: AssetQueryDep
     ) -> schemas.AssetPage:
         """Active listings, filtered and sorted like assets (price is the asking price)."""
         refuse_operator_params(request)
-        return await service.list_assets(
-            clients,
-            settings,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-            listings=True,
-            asset_type=asset_type,
-            owner=owner,
-            is_verified=is_verified,
-            min_price=min_price,
-            max_price=max_price,
-            q=q,
-        )
+        return await service.list_assets(clients, settings, asked, listings=True)

@@ -71,32 +71,23 @@ def _point(doc: dict[str, Any]) -> schemas.PricePoint:
     )
 
 
-async def page(
-    settings: Settings,
-    token_id: int,
-    *,
-    start: datetime | None,
-    end: datetime | None,
-    source: str | None,
-    interval: str,
-    limit: int | None,
-    cursor: str | None,
-) -> schemas.PriceHistoryPage:
+async def page(settings: Settings, token_id: int, query: schemas.HistoryQuery) -> schemas.PriceHistoryPage:
     """Raw points (oldest first, paged) or OHLC buckets; `check_range` has passed."""
+    interval = query.interval
     if interval == "raw":
-        return await _raw_page(settings, token_id, start, end, source, limit, cursor)
-    if cursor is not None:
+        return await _raw_page(settings, token_id, query)
+    if query.cursor is not None:
         raise BadRequest("cursor applies to raw points only", code="invalid_cursor")
     unit, step = INTERVAL_UNITS[interval]
-    end = client_time(end, "to") if end is not None else utcnow()
-    start = client_time(start, "from") if start is not None else end - DEFAULT_SPAN[interval]
+    end = client_time(query.end, "to") if query.end is not None else utcnow()
+    start = client_time(query.start, "from") if query.start is not None else end - DEFAULT_SPAN[interval]
     if (end - start) / step > MAX_BUCKETS:
         raise BadRequest(
             f"at most {MAX_BUCKETS} buckets: shorten the range or widen the interval", code="range_too_large"
         )
-    query = _query(token_id, start, end, source)
+    filter_ = _query(token_id, start, end, query.source)
     async with bounded_query():
-        rows = await repository.history_buckets(query, unit, settings.mongodb.max_time_ms)
+        rows = await repository.history_buckets(filter_, unit, settings.mongodb.max_time_ms)
     buckets = [
         schemas.PriceBucket(
             bucket=row["_id"],
@@ -114,22 +105,16 @@ async def page(
 
 
 async def _raw_page(
-    settings: Settings,
-    token_id: int,
-    start: datetime | None,
-    end: datetime | None,
-    source: str | None,
-    limit: int | None,
-    cursor: str | None,
+    settings: Settings, token_id: int, query: schemas.HistoryQuery
 ) -> schemas.PriceHistoryPage:
-    size = parse_limit(limit, MAX_POINTS, DEFAULT_POINTS)
+    size = parse_limit(query.limit, MAX_POINTS, DEFAULT_POINTS)
     scope = f"price-history:{token_id}"
     secret = settings.auth.jwt_secret.get_secret_value()
-    after = decode_cursor(secret, scope, cursor) if cursor is not None else None
-    query = _query(token_id, start, end, source)
+    after = decode_cursor(secret, scope, query.cursor) if query.cursor is not None else None
+    filter_ = _query(token_id, query.start, query.end, query.source)
     async with bounded_query():
         docs, last = await repository.history_page(
-            query, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
+            filter_, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
         )
     return schemas.PriceHistoryPage(
         tokenId=token_id,

@@ -27,6 +27,33 @@ ASSET_TYPES = (
 PRICE_SOURCES = ("ai-oracle", "user-listing", "sale", "appraisal", "offer")
 INTERVALS = ("raw", "1h", "1d", "1w")
 
+
+class AssetQuery(msgspec.Struct, kw_only=True, frozen=True):
+    """What a client asked of the catalog, as sent: filters, a sort and a page (the catalog checks each)."""
+
+    asset_type: str | None = None
+    owner: str | None = None
+    is_listed: bool | None = None
+    is_verified: bool | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    q: str | None = None
+    sort: str | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+
+class HistoryQuery(msgspec.Struct, kw_only=True, frozen=True):
+    """Which price history a client asked for, as sent (`history.check_range` checks it first)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    source: str | None = None
+    interval: str = "raw"
+    limit: int | None = None
+    cursor: str | None = None
+
+
 # Omitted from a body, rather than null, where the caller may not see the field (admins-only, say).
 Unset = msgspec.UnsetType
 UNSET = msgspec.UNSET

@@ -8,7 +8,6 @@ bumps `version` and `updatedAt` and then invalidates the cached detail, after it
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -19,6 +18,7 @@ from app.assets.documents import Asset, Ownership
 from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
 from app.assets.documents import MediaFile as MediaFile
 from app.assets.media_view import live_media_view
+from app.assets.schemas import TypeFigures as TypeFigures  # the market stats' rows per asset type
 from app.audit import service as audit_service
 from app.config import Settings
 from app.lib import cache
@@ -64,36 +64,12 @@ async def owner_of(token_id: int) -> str | None:
 
 
 async def list_assets(
-    clients,
-    settings: Settings,
-    *,
-    sort: str | None,
-    limit: int | None,
-    cursor: str | None,
-    listings: bool = False,
-    asset_type: str | None = None,
-    owner: str | None = None,
-    is_listed: bool | None = None,
-    is_verified: bool | None = None,
-    min_price: float | None = None,
-    max_price: float | None = None,
-    q: str | None = None,
+    clients, settings: Settings, asked: schemas.AssetQuery, *, listings: bool = False
 ) -> schemas.AssetPage:
     """One page of assets (or of active listings, by their asking price) matching the filters, in a fixed
     order, with an opaque cursor to the next."""
-    query = catalog.asset_filter(
-        asset_type=asset_type,
-        owner=owner,
-        is_listed=is_listed,
-        is_verified=is_verified,
-        min_price=min_price,
-        max_price=max_price,
-        q=q,
-        listings=listings,
-    )
-    return await catalog.page(
-        clients.storage, settings, query, sort=sort, limit=limit, cursor=cursor, listings=listings
-    )
+    query = catalog.asset_filter(asked, listings=listings)
+    return await catalog.page(clients.storage, settings, query, asked, listings=listings)
 
 
 # ---------------------------------------------------------------- the detail
@@ -226,18 +202,10 @@ async def create_asset(
     )
     if not await repository.insert(asset):
         raise Conflict(f"an asset with tokenId {data.tokenId} exists", code="duplicate_token")
-    await audit_service.record(
-        "asset.create",
-        principal=principal,
-        context=context,
-        entity_type="asset",
-        entity_id=str(data.tokenId),
-        old=None,
-        new=asset.model_dump(mode="json", exclude={"id", "revision_id"}),
+    new = asset.model_dump(mode="json", exclude={"id", "revision_id"})
+    return await _written(
+        clients, settings, data.tokenId, principal, context, "asset.create", None, new, added=True
     )
-    await detail.invalidate(clients.redis, data.tokenId)
-    await catalog_changed(clients.redis)
-    return await detail_after_write(clients, settings, data.tokenId, principal)
 
 
 async def verify_asset(
@@ -263,17 +231,9 @@ async def verify_asset(
     old = await repository.set_verification(token_id, verification, now)
     if old is None:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    await audit_service.record(
-        "asset.verify",
-        principal=principal,
-        context=context,
-        entity_type="asset",
-        entity_id=str(token_id),
-        old={"verification": detail.plain(old.get("verification"))},
-        new={"verification": detail.plain(verification)},
-    )
-    await detail.invalidate(clients.redis, token_id)
-    return await detail_after_write(clients, settings, token_id, principal)
+    before = {"verification": detail.plain(old.get("verification"))}
+    after = {"verification": detail.plain(verification)}
+    return await _written(clients, settings, token_id, principal, context, "asset.verify", before, after)
 
 
 async def update_metadata(
@@ -297,16 +257,39 @@ async def update_metadata(
         )
     old_metadata = current.get("metadata") or {}
     old = {path: detail.plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
+    before = {"version": current.get("version", 0), **old}
+    after = {"version": patch.version + 1, **detail.plain(changes)}
+    return await _written(
+        clients, settings, token_id, principal, context, "asset.metadata.update", before, after
+    )
+
+
+async def _written(
+    clients,
+    settings: Settings,
+    token_id: int,
+    principal: Principal,
+    context: RequestContext,
+    action: str,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    *,
+    added: bool = False,
+) -> dict[str, Any]:
+    """After a committed write: audit it, drop the cached detail (and tell the market stats when an
+    asset was `added`), and return the detail as the write left it."""
     await audit_service.record(
-        "asset.metadata.update",
+        action,
         principal=principal,
         context=context,
         entity_type="asset",
         entity_id=str(token_id),
-        old={"version": current.get("version", 0), **old},
-        new={"version": patch.version + 1, **detail.plain(changes)},
+        old=old,
+        new=new,
     )
     await detail.invalidate(clients.redis, token_id)
+    if added:
+        await catalog_changed(clients.redis)
     return await detail_after_write(clients, settings, token_id, principal)
 
 
@@ -314,34 +297,19 @@ async def update_metadata(
 
 
 async def price_history(
-    settings: Settings,
-    token_id: int,
-    *,
-    start: datetime | None,
-    end: datetime | None,
-    source: str | None,
-    interval: str,
-    limit: int | None,
-    cursor: str | None,
+    settings: Settings, token_id: int, query: schemas.HistoryQuery
 ) -> schemas.PriceHistoryPage:
     """Raw points (oldest first, paged) or OHLC buckets computed by an aggregation."""
-    history.check_range(interval, start, end)
+    history.check_range(query.interval, query.start, query.end)
     await get_raw(token_id, {"_id": 1})
-    return await history.page(
-        settings,
-        token_id,
-        start=start,
-        end=end,
-        source=source,
-        interval=interval,
-        limit=limit,
-        cursor=cursor,
-    )
+    return await history.page(settings, token_id, query)
 
 
-async def price_history_csv(settings: Settings, token_id: int, **query: Any) -> tuple[str, str | None]:
+async def price_history_csv(
+    settings: Settings, token_id: int, query: schemas.HistoryQuery
+) -> tuple[str, str | None]:
     """`price_history` as CSV (one row per point or bucket), and the cursor to the next page of points."""
-    page = await price_history(settings, token_id, **query)
+    page = await price_history(settings, token_id, query)
     return history.as_csv(page), page.nextCursor
 
 

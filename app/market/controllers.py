@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, get
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
 
 from app.lib import params
@@ -20,36 +22,43 @@ FromParam = Annotated[datetime | None, QueryParameter(name="from", description="
 ToParam = Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")]
 
 
+def transaction_query(
+    type: TypeParam = None,
+    status: StatusParam = None,
+    start: FromParam = None,
+    end: ToParam = None,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+) -> schemas.TransactionQuery:
+    """The query parameters that every list of transactions shares, as sent (the service checks them)."""
+    return schemas.TransactionQuery(
+        type=type, status=status, start=start, end=end, limit=limit, cursor=cursor
+    )
+
+
+# The handlers that list transactions take those parameters through this one dependency.
+LISTING = {"asked": Provide(transaction_query, sync_to_thread=False)}
+TransactionQueryDep = NamedDependency[schemas.TransactionQuery]
+
+
 class TransactionController(Controller):
     path = "/api/transactions"
     tags = ["market"]
 
-    @get("/", opt=PUBLIC)
+    @get("/", opt=PUBLIC, dependencies=LISTING)
     async def list_transactions(
         self,
         request: Request,
         settings: SettingsDep,
-        type: TypeParam = None,
+        asked: TransactionQueryDep,
         token_id: TokenParam = None,
         wallet: Annotated[str | None, QueryParameter(description="buyer or seller address")] = None,
-        status: StatusParam = None,
-        start: FromParam = None,
-        end: ToParam = None,
-        limit: LimitParam = None,
-        cursor: CursorParam = None,
     ) -> schemas.TransactionPage:
         """Platform transactions, newest first, with keyset pages (`nextCursor`)."""
         refuse_operator_params(request)
+        wallet = params.parse_address(wallet, "wallet") if wallet is not None else None
         return await service.list_transactions(
-            settings,
-            limit=limit,
-            cursor=cursor,
-            type=type,
-            token_id=token_id,
-            wallet=params.parse_address(wallet, "wallet") if wallet is not None else None,
-            status=status,
-            start=start,
-            end=end,
+            settings, msgspec.structs.replace(asked, token_id=token_id, wallet=wallet)
         )
 
 
@@ -57,31 +66,18 @@ class UserTransactionsController(Controller):
     path = "/api/users"
     tags = ["market"]
 
-    @get("/{walletAddress:str}/transactions", opt=PUBLIC)
+    @get("/{walletAddress:str}/transactions", opt=PUBLIC, dependencies=LISTING)
     async def user_transactions(
         self,
         request: Request,
         settings: SettingsDep,
         walletAddress: FromPath[str],
-        type: TypeParam = None,
-        status: StatusParam = None,
-        start: FromParam = None,
-        end: ToParam = None,
-        limit: LimitParam = None,
-        cursor: CursorParam = None,
+        asked: TransactionQueryDep,
     ) -> schemas.TransactionPage:
         """Transactions where a wallet bought or sold, newest first."""
         refuse_operator_params(request)
-        return await service.list_transactions(
-            settings,
-            limit=limit,
-            cursor=cursor,
-            type=type,
-            wallet=params.parse_address(walletAddress),
-            status=status,
-            start=start,
-            end=end,
-        )
+        wallet = params.parse_address(walletAddress)
+        return await service.list_transactions(settings, msgspec.structs.replace(asked, wallet=wallet))
 
 
 class MarketController(Controller):

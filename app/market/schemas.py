@@ -6,11 +6,26 @@ from datetime import datetime
 
 import msgspec
 
+from app.assets import service as assets_service  # the catalog's figures per type
 from app.lib.schemas import Schema
 
 TRANSACTION_TYPES = ("mint", "list", "buy", "sell", "delist", "transfer")
 TRANSACTION_STATUSES = ("pending", "completed", "failed")
 SALE_TYPES = ("buy", "sell")  # one on-chain sale is recorded once, as the side that initiated it
+
+
+class TransactionQuery(msgspec.Struct, kw_only=True, frozen=True):
+    """What a client asked of the transactions, as sent: filters (`wallet`: checksummed, as buyer or
+    seller) and a page; the service checks each first."""
+
+    type: str | None = None
+    token_id: int | None = None
+    wallet: str | None = None
+    status: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int | None = None
+    cursor: str | None = None
 
 
 class TransactionItem(Schema):
@@ -39,16 +54,8 @@ class TransactionPage(Schema):
     limit: int
 
 
-class TypePrices(Schema):
+class TypePrices(assets_service.TypeFigures):
     """One asset type: how many, how many listed, the floor (lowest asking) and mean and median prices."""
-
-    assetType: str
-    count: int
-    listedCount: int
-    floorPrice: float | None
-    floorPriceWei: str | None
-    meanPrice: float | None
-    medianPrice: float | None
 
 
 class VolumeWindow(Schema):

@@ -41,16 +41,15 @@ async def backfill_parties() -> int:
     return await repository.backfill_parties()
 
 
-def transaction_filter(
-    *,
-    type: str | None = None,
-    token_id: int | None = None,
-    wallet: str | None = None,
-    status: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-) -> dict[str, Any]:
+def transaction_filter(filters: schemas.TransactionQuery) -> dict[str, Any]:
     """The query for these filters, each checked first (nothing a client sends becomes a query)."""
+    type, token_id, status, start, end = (
+        filters.type,
+        filters.token_id,
+        filters.status,
+        filters.start,
+        filters.end,
+    )
     if type is not None:
         require_one_of(type, schemas.TRANSACTION_TYPES, field="type", code="invalid_type")
     if token_id is not None and not 0 <= token_id <= MAX_INT64:
@@ -65,7 +64,7 @@ def transaction_filter(
     if start is not None and end is not None and window["$gte"] >= window["$lt"]:
         raise BadRequest("from must be before to", code="invalid_range")
     return repository.transaction_query(
-        type=type, token_id=token_id, wallet=wallet, status=status, window=window
+        type=type, token_id=token_id, wallet=filters.wallet, status=status, window=window
     )
 
 
@@ -92,26 +91,12 @@ def _item(doc: dict[str, Any]) -> schemas.TransactionItem:
     )
 
 
-async def list_transactions(
-    settings: Settings,
-    *,
-    limit: int | None,
-    cursor: str | None,
-    type: str | None = None,
-    token_id: int | None = None,
-    wallet: str | None = None,
-    status: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-) -> schemas.TransactionPage:
-    """Transactions matching the filters (`wallet`: checksummed, as buyer or seller), newest first,
-    keyset-paged by (timestamp, _id)."""
-    query = transaction_filter(
-        type=type, token_id=token_id, wallet=wallet, status=status, start=start, end=end
-    )
-    size = parse_limit(limit)
+async def list_transactions(settings: Settings, asked: schemas.TransactionQuery) -> schemas.TransactionPage:
+    """Transactions matching the filters, newest first, keyset-paged by (timestamp, _id)."""
+    query = transaction_filter(asked)
+    size = parse_limit(asked.limit)
     secret = settings.auth.jwt_secret.get_secret_value()
-    after = decode_cursor(secret, "transactions", cursor) if cursor is not None else None
+    after = decode_cursor(secret, "transactions", asked.cursor) if asked.cursor is not None else None
     async with bounded_query():
         docs, last = await repository.list_page(
             query, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms

@@ -249,11 +249,11 @@ async def test_main_list_queries_and_their_next_pages_use_an_index(client, query
 
 
 async def test_name_prefix_search_uses_the_name_index(client):
-    from app.assets import catalog, repository
+    from app.assets import catalog, repository, schemas
 
     for token, name in enumerate(["Mona Lisa", "MONET", "Still life"], start=1):
         await factories.asset(token, name=name)
-    query = catalog.asset_filter(q="mon")
+    query = catalog.asset_filter(schemas.AssetQuery(q="mon"))
     assert query == {"nameLower": {"$gte": "mon", "$lt": "moo"}}
     _, order = params.parse_sort(None, repository.ASSET_SORTS)
     plan = await Asset.get_pymongo_collection().find(query, sort=[(order.path, -1), ("_id", -1)]).explain()

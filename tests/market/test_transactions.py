@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.market import repository, service
+from app.market import repository, schemas, service
 from app.market.documents import Transaction
 from tests import factories
 from tests.factories import ALICE, BOB, CAROL, T0
@@ -97,9 +97,11 @@ async def test_main_transaction_queries_use_an_index(client, clients):
 
     await record(clients, *(factories.transaction(n) for n in range(1, 6)))
     doc = await Transaction.get_pymongo_collection().find_one({})
-    wallet = service.transaction_filter(wallet=ALICE)
+    wallet = service.transaction_filter(schemas.TransactionQuery(wallet=ALICE))
     assert wallet == {"parties": ALICE}
-    in_window = service.transaction_filter(wallet=ALICE, start=T0, end=T0 + timedelta(days=1))
+    in_window = service.transaction_filter(
+        schemas.TransactionQuery(wallet=ALICE, start=T0, end=T0 + timedelta(days=1))
+    )
     for query in ({}, {"tokenId": 1}, wallet, in_window):
         for filter_, sort in [
             *keyset_queries(query, repository.TX_SORT, None),
