@@ -105,7 +105,7 @@ def _siwe_error(exc: siwe.SiweRejected) -> Unauthorized | ServiceUnavailable:
     return Unauthorized(exc.message, code=exc.code)
 
 
-async def verify_sign_in_message(
+async def sign_in(
     redis: Redis,
     web3: AsyncWeb3 | None,
     settings: Settings,
@@ -113,7 +113,36 @@ async def verify_sign_in_message(
     wallet_address: str,
     message: str,
     signature: str,
-    now: datetime | None = None,
+    context: RequestContext,
+) -> TokenPair:
+    """Verify a SIWE sign-in, upsert its user and open a session; audited (refusals once per window)."""
+    try:
+        wallet = await _verified_wallet(redis, web3, settings, wallet_address, message, signature)
+        user = await upsert_user(settings, wallet)
+        pair = await start_session(
+            redis, settings, user, ip_address=context.ip, user_agent=context.user_agent
+        )
+    except AppError as exc:
+        await _audit_failed_sign_in(redis, settings, context, wallet_address, exc.code)
+        raise
+    await audit_service.record(
+        "auth.sign_in",
+        actor=pair.user.walletAddress,
+        context=context,
+        entity_type="session",
+        entity_id=pair.session_id,
+        new={"roles": list(pair.user.roles)},
+    )
+    return pair
+
+
+async def _verified_wallet(
+    redis: Redis,
+    web3: AsyncWeb3 | None,
+    settings: Settings,
+    wallet_address: str,
+    message: str,
+    signature: str,
 ) -> str:
     """Check an EIP-4361 sign-in strictly and consume its nonce; the EIP-55 wallet, or 400/401/503."""
     wallet = checksum_address(wallet_address)
@@ -136,46 +165,13 @@ async def verify_sign_in_message(
             expected_chain_id=settings.chain.chain_id,
             expected_address=wallet,
             expected_nonce=msg.nonce,
-            now=now or utcnow(),
+            now=utcnow(),
             clock_skew=timedelta(seconds=settings.auth.clock_skew_s),
         )
         await siwe.verify_signature(message, signature, wallet, w3=web3)
     except siwe.SiweRejected as exc:
         raise _siwe_error(exc) from exc
     return wallet
-
-
-async def sign_in(
-    redis: Redis,
-    web3: AsyncWeb3 | None,
-    settings: Settings,
-    *,
-    wallet_address: str,
-    message: str,
-    signature: str,
-    context: RequestContext,
-) -> TokenPair:
-    """Verify a SIWE sign-in, upsert its user and open a session; audited (refusals once per window)."""
-    try:
-        wallet = await verify_sign_in_message(
-            redis, web3, settings, wallet_address=wallet_address, message=message, signature=signature
-        )
-        user = await upsert_user(settings, wallet)
-        pair = await start_session(
-            redis, settings, user, ip_address=context.ip, user_agent=context.user_agent
-        )
-    except AppError as exc:
-        await _audit_failed_sign_in(redis, settings, context, wallet_address, exc.code)
-        raise
-    await audit_service.record(
-        "auth.sign_in",
-        actor=pair.user.walletAddress,
-        context=context,
-        entity_type="session",
-        entity_id=pair.session_id,
-        new={"roles": list(pair.user.roles)},
-    )
-    return pair
 
 
 async def _audit_failed_sign_in(
