@@ -109,10 +109,10 @@ class AssetController(Controller):
     @get("/{tokenId:int}", opt=PUBLIC)
     async def get_asset(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
-    ) -> Any:
+    ) -> Response[schemas.AssetDetail]:
         """Full details of an asset with media URLs for this caller; counts a view."""
         refuse_operator_params(request)
-        return await service.asset_detail(clients, settings, tokenId, principal_of(request))
+        return Response(await service.asset_detail(clients, settings, tokenId, principal_of(request)))
 
     @post("/{tokenId:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
     async def verify_asset(
