@@ -37,8 +37,9 @@ async def record(
     success: bool = True,
     reason: str | None = None,
 ) -> AuditLog:
-    """Write one audit entry: who is `principal` (else the context's, else a bare `actor` like "system")."""
-    actor_name, actor_type = _actor(principal or context.principal, actor)
+    """Write one audit entry: who is `principal`, else a bare `actor` (the wallet signing in, "system"),
+    else the context's principal. An explicit actor wins over whatever credentials the request carried."""
+    actor_name, actor_type = _actor(principal or (None if actor else context.principal), actor)
     entry = AuditLog(
         action=action,
         actor=actor_name,

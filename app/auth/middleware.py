@@ -37,6 +37,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 from litestar.connection import ASGIConnection
@@ -48,7 +49,7 @@ from redis.exceptions import RedisError
 from app.audit import service as audit_service
 from app.auth import api_keys, service, sessions, tokens
 from app.config import RateLimitRule, Settings
-from app.lib.context import request_context
+from app.lib.context import RequestContext, request_context
 from app.lib.errors import Unauthorized
 from app.lib.ratelimit import DEFAULT_GROUP, FAILURES_GROUP, Counter, RateLimited, RateLimiter, refuse
 from app.lib.security import Principal
@@ -274,11 +275,16 @@ class KeyUsage:
             log.warning("auth.api_key.last_used_failed", key_id=key_id, exc_info=True)
 
 
+def _refusal_context(scope: Scope) -> RequestContext:
+    # Refusals are recorded by where they came from, never as a principal the request may have proved.
+    return replace(request_context(ASGIConnection(scope)), principal=None)
+
+
 async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str | None) -> None:
     try:
         await audit_service.record(
             action,
-            context=request_context(ASGIConnection(scope)),
+            context=_refusal_context(scope),
             entity_type="credentials",
             entity_id=entity_id,
             success=False,
@@ -296,7 +302,7 @@ async def _audit_rejected(scope: Scope, redis: Redis, ip: str, reason: str, kind
             f"{AUDITED_REFUSAL_PREFIX}{ip}:{reason}",
             window_s,
             "auth.credentials_rejected",
-            context=request_context(ASGIConnection(scope)),
+            context=_refusal_context(scope),
             entity_type="credentials",
             entity_id=kind,
             success=False,

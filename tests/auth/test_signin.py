@@ -150,6 +150,25 @@ async def test_sign_in_and_failed_sign_in_are_audited(client, settings):
     assert entries[0].userAgent
 
 
+async def test_a_sign_in_is_audited_as_the_wallet_signing_in_whatever_bearer_token_the_request_carries(
+    client, settings
+):
+    alice, bob = factories.new_account(), factories.new_account()
+    signed_in = await factories.siwe_sign_in(client, settings, alice)
+    bearer = {"Authorization": f"Bearer {signed_in.json()['accessToken']}"}
+    for signer in (bob, factories.new_account()):  # bob's own signature, then somebody else's
+        nonce = await nonce_for(client, bob.address)
+        text = factories.siwe_message(settings, bob.address, nonce)
+        body = {"walletAddress": bob.address, "signature": factories.sign(signer, text), "message": text}
+        await client.post("/api/auth/verify", json=body, headers=bearer)
+    entries = await AuditLog.find({"action": "auth.sign_in", "actor": {"$ne": alice.address}}).to_list()
+    assert sorted((e.success, e.actor, e.actorType) for e in entries) == [
+        (False, bob.address, "anonymous"),
+        (True, bob.address, "anonymous"),
+    ]
+    assert await AuditLog.find({"action": "auth.sign_in", "actor": alice.address}).count() == 1
+
+
 async def test_a_flood_of_failed_sign_ins_writes_one_audit_entry_per_ip_and_reason(client, settings, clients):
     # An attacker replays garbage at /verify: each refusal must not cost a MongoDB write.
     account = factories.new_account()
