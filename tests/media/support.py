@@ -1,4 +1,5 @@
-"""Data for the media tests: photos with GPS EXIF, hostile files (assets and owners: tests/factories.py)."""
+"""Data and requests for the media tests: photos with GPS EXIF, hostile files, uploads (assets and owners:
+tests/factories.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import zlib
 
 import httpx
 from PIL import Image
-
-from tests.factories import asset, owner_with_asset  # noqa: F401 (the factories live in tests/factories.py)
 
 SECRET_MAKER = b"SecretPhoneMaker"
 
@@ -38,7 +37,7 @@ def photo(size: tuple[int, int] = (1200, 900), *, gps: bool = True) -> bytes:
 
 
 def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
-    """A valid 1-bit PNG of a few KB that decodes to width*height pixels."""
+    """A valid all-black 1-bit PNG: a few KB on disk, width*height bytes once decoded by Pillow."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -72,10 +71,49 @@ async def post_form(form: dict, data: bytes, filename: str = "upload.bin") -> ht
         return await http.post(form["url"], data=form["fields"], files={"file": (filename, data)})
 
 
+# An asset upload's request body, in the API's names: a small JPEG image of asset 7 unless told otherwise.
+UPLOAD = {
+    "purpose": "image",
+    "tokenId": 7,
+    "fileName": "x.jpg",
+    "contentType": "image/jpeg",
+    "contentLength": 10,
+}
+
+
+def upload_body(**fields) -> dict:
+    return {**UPLOAD, **fields}
+
+
 async def presign(client, login, **body) -> dict:
+    """A presigned POST form for `body` as given (the API must grant it)."""
     response = await client.post("/api/storage/presigned-url", json=body, headers=login.headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def upload(client, login, data: bytes, filename: str = "upload.bin", **fields) -> dict:
+    """Presign an asset upload of `data` (`upload_body(**fields)`, declaring the length of `data` unless
+    told otherwise) and POST it to S3 as a browser would; S3 must take it. Returns the form."""
+    form = await presign(client, login, **upload_body(**{"contentLength": len(data), **fields}))
+    uploaded = await post_form(form, data, filename)
+    assert uploaded.status_code in (200, 201, 204), uploaded.text
+    return form
+
+
+async def start_multipart(client, login, **fields) -> httpx.Response:
+    """Start a multipart upload of `upload_body(**fields)`."""
+    return await client.post(
+        "/api/storage/multipart-uploads", json=upload_body(**fields), headers=login.headers
+    )
+
+
+async def complete_multipart(
+    client, headers: dict, upload: dict, upload_id: str | None = None
+) -> httpx.Response:
+    """Complete the multipart `upload` (its own uploadId unless another is given)."""
+    body = {"key": upload["key"], "uploadId": upload_id or upload["uploadId"]}
+    return await client.post("/api/storage/multipart-uploads/complete", json=body, headers=headers)
 
 
 async def object_keys(clients, prefix: str = "") -> list[str]:

@@ -12,6 +12,16 @@ from tests import factories
 from tests.media import support
 
 
+async def _document(client, login, category: str, name: str, data: bytes, content_type: str):
+    """POST one file to asset 7's documents in `category`."""
+    return await client.post(
+        "/api/assets/7/documents",
+        data={"category": category},
+        files=[("files", (name, data, content_type))],
+        headers=login.headers,
+    )
+
+
 async def test_images_are_stored_as_originals_and_queued(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
     response = await client.post(
@@ -82,33 +92,17 @@ async def test_bodies_over_the_cap_are_413(client, settings):
 
 async def test_documents_by_category_and_json_is_validated(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
-    certificate = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "certificates"},
-        files=[("files", ("authenticity.pdf", support.PDF, "application/pdf"))],
-        headers=login.headers,
+    certificate = await _document(
+        client, login, "certificates", "authenticity.pdf", support.PDF, "application/pdf"
     )
     assert certificate.status_code == 201, certificate.text
-    metadata = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "metadata"},
-        files=[("files", ("extended_metadata.json", b'{"edition": 1}', "application/json"))],
-        headers=login.headers,
+    metadata = await _document(
+        client, login, "metadata", "extended_metadata.json", b'{"edition": 1}', "application/json"
     )
     assert metadata.status_code == 201, metadata.text
-    broken = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "metadata"},
-        files=[("files", ("m.json", b'{"edition": ', "application/json"))],
-        headers=login.headers,
-    )
+    broken = await _document(client, login, "metadata", "m.json", b'{"edition": ', "application/json")
     assert broken.status_code == 415 and broken.json()["error"]["code"] == "invalid_json"
-    bad_category = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "secrets"},
-        files=[("files", ("a.pdf", support.PDF, "application/pdf"))],
-        headers=login.headers,
-    )
+    bad_category = await _document(client, login, "secrets", "a.pdf", support.PDF, "application/pdf")
     assert bad_category.status_code == 400
     stored = await support.object_keys(clients, "documents/")
     assert [k.rsplit("_", 1)[0] for k in stored] == [
@@ -160,11 +154,13 @@ async def test_a_hostile_json_document_is_refused_while_health_keeps_answering(c
     assert refused.json()["error"]["details"] == {"file": "metadata.json"}  # the five before it passed
     assert len(waits) >= 20, waits  # answered all along the six checks
     assert max(waits) < HEALTH_MAX_S, sorted(waits)[-5:]
-    too_big = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "metadata"},
-        files=[("files", ("big.json", b"[" + b"0," * imaging.MAX_JSON_BYTES + b"0]", "application/json"))],
-        headers=login.headers,
+    too_big = await _document(
+        client,
+        login,
+        "metadata",
+        "big.json",
+        b"[" + b"0," * imaging.MAX_JSON_BYTES + b"0]",
+        "application/json",
     )
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
 
@@ -175,19 +171,9 @@ async def test_a_json_check_process_that_died_is_replaced(client, settings):
     for process in list(uploads._json_check_pool()._processes.values()):
         process.kill()
         process.join()
-    accepted = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "metadata"},
-        files=[("files", ("m.json", b'{"edition": 2}', "application/json"))],
-        headers=login.headers,
-    )
+    accepted = await _document(client, login, "metadata", "m.json", b'{"edition": 2}', "application/json")
     assert accepted.status_code == 201, accepted.text
-    refused = await client.post(
-        "/api/assets/7/documents",
-        data={"category": "metadata"},
-        files=[("files", ("m.json", b'{"edition": ', "application/json"))],
-        headers=login.headers,
-    )
+    refused = await _document(client, login, "metadata", "m.json", b'{"edition": ', "application/json")
     assert refused.status_code == 415 and refused.json()["error"]["code"] == "invalid_json"
 
 
@@ -196,12 +182,7 @@ async def test_a_utf16_json_document_hiding_its_depth_is_refused(client, clients
     # U+5C41 is the bytes `41 5C` in UTF-16LE: a byte scan reads its closing quote as escaped.
     for depth in (300, 90_000):
         hostile = ('["\u5c41",' + "[" * depth + "]" * depth + "]").encode("utf-16-le")
-        refused = await client.post(
-            "/api/assets/7/documents",
-            data={"category": "metadata"},
-            files=[("files", ("metadata.json", hostile, "application/json"))],
-            headers=login.headers,
-        )
+        refused = await _document(client, login, "metadata", "metadata.json", hostile, "application/json")
         assert refused.status_code == 415, refused.text
         assert refused.json()["error"]["code"] == "json_not_utf8"
     assert await support.object_keys(clients, "documents/") == []

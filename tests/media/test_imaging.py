@@ -4,13 +4,13 @@ import json
 import struct
 import time
 import warnings
-import zlib
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageStat
 
 from app.media import imaging
 from app.media.imaging import MediaRejected, UploadPurpose
+from tests.media import support
 
 EXPECTED_RENDITIONS = {
     "preview.jpg": 1600,
@@ -53,20 +53,17 @@ def _jpeg_with_metadata(image: Image.Image, orientation: int = 1) -> bytes:
     return _save(image, "JPEG", exif=exif, icc_profile=icc, xmp=xmp, comment=b"shot at home")
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid all-black 1-bit PNG: a few KB on disk, width*height bytes once decoded by Pillow."""
+def _record_decodes(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images Pillow decodes from now on, in order."""
+    loads = []
+    real_load = ImageFile.ImageFile.load
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    def recording_load(image):
+        loads.append(image.size)
+        return real_load(image)
 
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)
-    idat = [compressor.compress(row * 256) for _ in range(height // 256)]
-    idat += [compressor.compress(row * (height % 256)), compressor.flush()]
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
-    )
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    return loads
 
 
 def _open(encoded: imaging.EncodedImage) -> Image.Image:
@@ -320,19 +317,12 @@ def test_gif_with_transparency_renders():
 
 
 def test_decompression_bombs_are_rejected_from_the_header(monkeypatch):
-    loads = []
-    real_load = ImageFile.ImageFile.load
-
-    def recording_load(image):
-        loads.append(image.size)
-        return real_load(image)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    loads = _record_decodes(monkeypatch)
     filters = list(warnings.filters)
     limit = Image.MAX_IMAGE_PIXELS
     # Over our 50 Mpx default, over Pillow's warning limit, over Pillow's error limit.
     for width, height in [(8000, 8000), (10000, 10000), (30000, 30000)]:
-        bomb = _png_bomb(width, height)
+        bomb = support.png_bomb(width, height)
         assert len(bomb) < 150_000
 
         with pytest.raises(MediaRejected) as excinfo:
@@ -352,15 +342,8 @@ def test_decompression_bombs_are_rejected_from_the_header(monkeypatch):
 
 
 def test_avatars_have_a_lower_pixel_cap_checked_from_the_header(monkeypatch):
-    loads = []
-    real_load = ImageFile.ImageFile.load
-
-    def recording_load(image):
-        loads.append(image.size)
-        return real_load(image)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
-    just_over = _png_bomb(4001, 4000)  # over the avatar cap, far under the one for asset images
+    loads = _record_decodes(monkeypatch)
+    just_over = support.png_bomb(4001, 4000)  # over the avatar cap, far under the one for asset images
     assert imaging.AVATAR_MAX_PIXELS < 4001 * 4000 < imaging.MAX_PIXELS
     with pytest.raises(MediaRejected) as excinfo:
         imaging.render_avatar(just_over)
@@ -410,8 +393,8 @@ def test_render_with_highres_decodes_once_for_the_renditions_and_the_full_size(m
 def test_header_pixels_reads_the_size_without_decoding(monkeypatch):
     loads = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: loads.append(image.size))
-    assert imaging.header_pixels(_png_bomb(8000, 8000)) == 64_000_000
-    assert imaging.header_pixels(_png_bomb(20_000, 20_000)) == 0  # Pillow refuses its header outright
+    assert imaging.header_pixels(support.png_bomb(8000, 8000)) == 64_000_000
+    assert imaging.header_pixels(support.png_bomb(20_000, 20_000)) == 0  # Pillow refuses its header outright
     assert imaging.header_pixels(_save(_photo((300, 200)), "JPEG")) == 60_000
     assert imaging.header_pixels(b"not an image") == 0
     assert loads == []

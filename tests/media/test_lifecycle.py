@@ -25,15 +25,7 @@ async def test_bucket_has_the_lifecycle_rules_and_public_policy(client, clients)
 
 async def test_sweeper_deletes_expired_temp_and_cache_objects_only(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
-    form = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=7,
-        fileName="p.jpg",
-        contentType="image/jpeg",
-        contentLength=100,
-    )
+    form = await support.presign(client, login, **support.upload_body(fileName="p.jpg", contentLength=100))
     await support.post_form(form, support.photo((40, 40)))
     cache = keys.cache_key(7, "scratch")
     await clients.storage.put_bytes(cache, b"x", "application/octet-stream", lifecycle="cache")

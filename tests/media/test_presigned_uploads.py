@@ -8,17 +8,13 @@ from tests import factories
 from tests.conftest import drain_jobs
 from tests.media import support
 
+VIDEO = {"purpose": "video", "contentType": "video/mp4"}
+
 
 async def test_presigned_post_policy_fixes_size_type_and_key(client, settings):
     login = await factories.owner_with_asset(settings, 7)
     form = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=7,
-        fileName="Front View.JPG",
-        contentType="image/jpeg",
-        contentLength=300_000,
+        client, login, **support.upload_body(fileName="Front View.JPG", contentLength=300_000)
     )
     assert form["key"].startswith(f"user-uploads/{login.wallet}/temp/7_image_")
     assert form["key"].endswith(".jpg")
@@ -38,17 +34,7 @@ async def test_presigned_post_policy_fixes_size_type_and_key(client, settings):
 async def test_browser_upload_then_process_media_gives_thumbnails(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
     photo = support.photo()
-    form = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=7,
-        fileName="primary.jpg",
-        contentType="image/jpeg",
-        contentLength=len(photo),
-    )
-    uploaded = await support.post_form(form, photo, "primary.jpg")
-    assert uploaded.status_code in (200, 201, 204), uploaded.text
+    form = await support.upload(client, login, photo, "primary.jpg", fileName="primary.jpg")
 
     queued = await client.post("/api/assets/7/process-media", headers=login.headers)
     assert queued.status_code == 202, queued.text
@@ -79,40 +65,14 @@ async def test_hostile_uploads_that_s3_accepted_are_rejected_deleted_and_never_s
 ):
     login = await factories.owner_with_asset(settings, 9)
     # Claims JPEG, is a PDF: moto accepts it despite the policy's Content-Type condition.
-    disguised = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=9,
-        fileName="a.jpg",
-        contentType="image/jpeg",
-        contentLength=1000,
+    disguised = await support.upload(
+        client, login, support.PDF, tokenId=9, fileName="a.jpg", contentLength=1000
     )
-    assert (await support.post_form(disguised, support.PDF)).status_code in (200, 201, 204)
     # Declares 1 KB, sends more than the 5 MB avatar... here: more than the 50 MB document limit is too
     # slow for a test, so shrink nothing and go over the image limit with a sparse JPEG header instead.
-    oversize = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=9,
-        fileName="b.jpg",
-        contentType="image/jpeg",
-        contentLength=1000,
-    )
     big = b"\xff\xd8\xff\xe0" + b"\x00" * (25 * 1024 * 1024 + 10)
-    assert (await support.post_form(oversize, big)).status_code in (200, 201, 204)
-    good = support.photo((640, 480))
-    fine = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=9,
-        fileName="c.jpg",
-        contentType="image/jpeg",
-        contentLength=len(good),
-    )
-    assert (await support.post_form(fine, good)).status_code in (200, 201, 204)
+    oversize = await support.upload(client, login, big, tokenId=9, fileName="b.jpg", contentLength=1000)
+    await support.upload(client, login, support.photo((640, 480)), tokenId=9, fileName="c.jpg")
 
     await client.post("/api/assets/9/process-media", headers=login.headers)
     await drain_jobs(clients, settings)
@@ -134,13 +94,7 @@ async def test_hostile_uploads_that_s3_accepted_are_rejected_deleted_and_never_s
 
 async def test_presign_refuses_wrong_types_sizes_and_strangers(client, settings):
     login = await factories.owner_with_asset(settings, 7)
-    base = {
-        "purpose": "image",
-        "tokenId": 7,
-        "fileName": "x.jpg",
-        "contentType": "image/jpeg",
-        "contentLength": 10,
-    }
+    base = support.upload_body()
     url = "/api/storage/presigned-url"
 
     svg = await client.post(url, json={**base, "contentType": "image/svg+xml"}, headers=login.headers)
@@ -163,16 +117,8 @@ async def test_presign_refuses_wrong_types_sizes_and_strangers(client, settings)
 
 async def test_multipart_upload_completes_and_checks_the_total(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
-    started = await client.post(
-        "/api/storage/multipart-uploads",
-        json={
-            "purpose": "video",
-            "tokenId": 7,
-            "fileName": "full_rotation.mp4",
-            "contentType": "video/mp4",
-            "contentLength": 150 * 1024 * 1024,
-        },
-        headers=login.headers,
+    started = await support.start_multipart(
+        client, login, **VIDEO, fileName="full_rotation.mp4", contentLength=150 * 1024 * 1024
     )
     assert started.status_code == 201, started.text
     upload = started.json()
@@ -185,11 +131,7 @@ async def test_multipart_upload_completes_and_checks_the_total(client, clients, 
     async with support.httpx.AsyncClient() as http:
         put = await http.put(upload["parts"][0]["url"], content=mp4)
     assert put.status_code == 200, put.text
-    done = await client.post(
-        "/api/storage/multipart-uploads/complete",
-        json={"key": upload["key"], "uploadId": upload["uploadId"]},
-        headers=login.headers,
-    )
+    done = await support.complete_multipart(client, login.headers, upload)
     assert done.status_code == 201, done.text
     assert done.json() == {"key": upload["key"], "size": len(mp4)}
 
@@ -204,46 +146,18 @@ async def test_multipart_upload_completes_and_checks_the_total(client, clients, 
 
 async def test_presign_over_100_mb_needs_multipart(client, settings):
     login = await factories.owner_with_asset(settings, 7)
-    response = await client.post(
-        "/api/storage/presigned-url",
-        json={
-            "purpose": "video",
-            "tokenId": 7,
-            "fileName": "v.mp4",
-            "contentType": "video/mp4",
-            "contentLength": 101 * 1024 * 1024,
-        },
-        headers=login.headers,
-    )
+    body = support.upload_body(**VIDEO, fileName="v.mp4", contentLength=101 * 1024 * 1024)
+    response = await client.post("/api/storage/presigned-url", json=body, headers=login.headers)
     assert response.status_code == 400 and response.json()["error"]["code"] == "multipart_required"
 
 
 async def test_completing_an_unknown_multipart_upload_is_404(client, settings):
     login = await factories.owner_with_asset(settings, 7)
-    started = await client.post(
-        "/api/storage/multipart-uploads",
-        json={
-            "purpose": "video",
-            "tokenId": 7,
-            "fileName": "v.mp4",
-            "contentType": "video/mp4",
-            "contentLength": 10,
-        },
-        headers=login.headers,
-    )
-    key = started.json()["key"]
-    response = await client.post(
-        "/api/storage/multipart-uploads/complete",
-        json={"key": key, "uploadId": "bogus"},
-        headers=login.headers,
-    )
+    started = await support.start_multipart(client, login, **VIDEO, fileName="v.mp4", contentLength=10)
+    response = await support.complete_multipart(client, login.headers, started.json(), "bogus")
     assert response.status_code == 404 and response.json()["error"]["code"] == "upload_not_found"
     stranger = await factories.login(settings)
-    refused = await client.post(
-        "/api/storage/multipart-uploads/complete",
-        json={"key": key, "uploadId": started.json()["uploadId"]},
-        headers=stranger.headers,
-    )
+    refused = await support.complete_multipart(client, stranger.headers, started.json())
     assert refused.status_code == 403
 
 
@@ -251,17 +165,8 @@ async def test_multipart_parts_over_the_purpose_limit_are_413_and_the_upload_is_
     client, clients, settings
 ):
     login = await factories.owner_with_asset(settings, 7)
-    started = await client.post(
-        "/api/storage/multipart-uploads",
-        json={
-            "purpose": "image",
-            "tokenId": 7,
-            "fileName": "huge.jpg",
-            "contentType": "image/jpeg",
-            "contentLength": 1024 * 1024,  # declares 1 MiB, then sends more than the 25 MiB images allow
-        },
-        headers=login.headers,
-    )
+    # Declares 1 MiB, then sends more than the 25 MiB images allow.
+    started = await support.start_multipart(client, login, fileName="huge.jpg", contentLength=1024 * 1024)
     assert started.status_code == 201, started.text
     upload = started.json()
     oversize = support.photo((64, 64)) + b"\x00" * (25 * 1024 * 1024)
@@ -269,11 +174,7 @@ async def test_multipart_parts_over_the_purpose_limit_are_413_and_the_upload_is_
         put = await http.put(upload["parts"][0]["url"], content=oversize)
     assert put.status_code == 200, put.text
 
-    done = await client.post(
-        "/api/storage/multipart-uploads/complete",
-        json={"key": upload["key"], "uploadId": upload["uploadId"]},
-        headers=login.headers,
-    )
+    done = await support.complete_multipart(client, login.headers, upload)
     assert done.status_code == 413, done.text
     error = done.json()["error"]
     assert error["code"] == "file_too_large" and error["details"]["maxBytes"] == 25 * 1024 * 1024
@@ -286,9 +187,5 @@ async def test_multipart_parts_over_the_purpose_limit_are_413_and_the_upload_is_
     (entry,) = asset.media.files
     assert entry.status == "rejected" and entry.error == "too_large"
     # Completing it again finds nothing to complete.
-    again = await client.post(
-        "/api/storage/multipart-uploads/complete",
-        json={"key": upload["key"], "uploadId": upload["uploadId"]},
-        headers=login.headers,
-    )
+    again = await support.complete_multipart(client, login.headers, upload)
     assert again.status_code == 404

@@ -168,13 +168,7 @@ async def test_process_media_called_before_the_upload_runs_again_after_it(client
     login = await factories.owner_with_asset(settings, 7)
     photo = support.photo((640, 480))
     form = await support.presign(
-        client,
-        login,
-        purpose="image",
-        tokenId=7,
-        fileName="early.jpg",
-        contentType="image/jpeg",
-        contentLength=len(photo),
+        client, login, **support.upload_body(fileName="early.jpg", contentLength=len(photo))
     )
     early = await _process(client, login, 7)
     await drain_jobs(clients, settings)
