@@ -115,9 +115,34 @@ async def sign_in(
     signature: str,
     context: RequestContext,
 ) -> TokenPair:
-    """Verify a SIWE sign-in, upsert its user and open a session; audited (refusals once per window)."""
+    """Verify a SIWE sign-in strictly (EIP-4361, its nonce consumed), upsert its user and open a session;
+    audited (refusals once per window)."""
     try:
-        wallet = await _verified_wallet(redis, web3, settings, wallet_address, message, signature)
+        wallet = checksum_address(wallet_address)
+        try:
+            # The ABNF parser takes ~5 ms for a usual message and up to ~0.2 s at the size limits: off the
+            # event loop, so that one sign-in does not stall every other request of this process.
+            msg = await asyncio.to_thread(siwe.parse_message, message)
+            issued_to = await sessions.consume_nonce(redis, msg.nonce)
+            if issued_to is None:
+                raise Unauthorized(
+                    "the nonce was not issued, has expired or was already used", code="nonce_invalid"
+                )
+            if issued_to != wallet:
+                raise Unauthorized("the nonce was issued for another wallet", code="nonce_mismatch")
+            siwe.verify_message_fields(
+                msg,
+                expected_domain=settings.auth.domain,
+                expected_uri=settings.auth.uri,
+                expected_chain_id=settings.chain.chain_id,
+                expected_address=wallet,
+                expected_nonce=msg.nonce,
+                now=utcnow(),
+                clock_skew=timedelta(seconds=settings.auth.clock_skew_s),
+            )
+            await siwe.verify_signature(message, signature, wallet, w3=web3)
+        except siwe.SiweRejected as exc:
+            raise _siwe_error(exc) from exc
         user = await upsert_user(settings, wallet)
         pair = await start_session(
             redis, settings, user, ip_address=context.ip, user_agent=context.user_agent
@@ -134,44 +159,6 @@ async def sign_in(
         new={"roles": list(pair.user.roles)},
     )
     return pair
-
-
-async def _verified_wallet(
-    redis: Redis,
-    web3: AsyncWeb3 | None,
-    settings: Settings,
-    wallet_address: str,
-    message: str,
-    signature: str,
-) -> str:
-    """Check an EIP-4361 sign-in strictly and consume its nonce; the EIP-55 wallet, or 400/401/503."""
-    wallet = checksum_address(wallet_address)
-    try:
-        # The ABNF parser takes ~5 ms for a usual message and up to ~0.2 s at the size limits: off the
-        # event loop, so that one sign-in does not stall every other request of this process.
-        msg = await asyncio.to_thread(siwe.parse_message, message)
-    except siwe.SiweRejected as exc:
-        raise _siwe_error(exc) from exc
-    issued_to = await sessions.consume_nonce(redis, msg.nonce)
-    if issued_to is None:
-        raise Unauthorized("the nonce was not issued, has expired or was already used", code="nonce_invalid")
-    if issued_to != wallet:
-        raise Unauthorized("the nonce was issued for another wallet", code="nonce_mismatch")
-    try:
-        siwe.verify_message_fields(
-            msg,
-            expected_domain=settings.auth.domain,
-            expected_uri=settings.auth.uri,
-            expected_chain_id=settings.chain.chain_id,
-            expected_address=wallet,
-            expected_nonce=msg.nonce,
-            now=utcnow(),
-            clock_skew=timedelta(seconds=settings.auth.clock_skew_s),
-        )
-        await siwe.verify_signature(message, signature, wallet, w3=web3)
-    except siwe.SiweRejected as exc:
-        raise _siwe_error(exc) from exc
-    return wallet
 
 
 async def _audit_failed_sign_in(

@@ -21,15 +21,17 @@ async def me(client, headers):
     return await client.get("/api/auth/me", headers=headers)
 
 
+async def grant(client, wallet: str, role: str, headers):
+    return await client.post(f"/api/auth/users/{wallet}/roles", json={"role": role}, headers=headers)
+
+
 # --- roles ---------------------------------------------------------------------------------------------
 
 
 async def test_an_admin_grants_and_revokes_a_role_effective_at_once(client, settings):
     admin = await factories.login(settings, roles=("admin",))
     target = await factories.login(settings)
-    granted = await client.post(
-        f"/api/auth/users/{target.wallet}/roles", json={"role": "oracle"}, headers=admin.headers
-    )
+    granted = await grant(client, target.wallet, "oracle", admin.headers)
     assert granted.status_code == 200, granted.text
     assert sorted(granted.json()["roles"]) == ["oracle", "user"]
     # the target's existing access token (minted with ["user"]) now carries the new role
@@ -68,34 +70,24 @@ async def test_revoking_admin_takes_admin_routes_away_at_once(client, settings):
 
 async def test_only_admins_change_roles(client, settings):
     user = await factories.login(settings)
-    response = await client.post(
-        f"/api/auth/users/{user.wallet}/roles", json={"role": "admin"}, headers=user.headers
-    )
+    response = await grant(client, user.wallet, "admin", user.headers)
     assert response.status_code == 403 and code(response) == "insufficient_role"
     key = await factories.api_key(settings, permissions=["assets:write"], roles=("admin",))
-    response = await client.post(
-        f"/api/auth/users/{user.wallet}/roles", json={"role": "admin"}, headers=key.headers
-    )
+    response = await grant(client, user.wallet, "admin", key.headers)
     assert response.status_code == 403  # API keys never act as admins
     assert await User.find_one(User.walletAddress == user.wallet, User.roles == "admin") is None
 
 
 async def test_role_changes_refuse_bad_input(client, settings):
     admin = await factories.login(settings, roles=("admin",))
-    unknown_role = await client.post(
-        f"/api/auth/users/{admin.wallet}/roles", json={"role": "superuser"}, headers=admin.headers
-    )
+    unknown_role = await grant(client, admin.wallet, "superuser", admin.headers)
     assert unknown_role.status_code == 400
     bad_revoke = await client.delete(f"/api/auth/users/{admin.wallet}/roles/superuser", headers=admin.headers)
     assert bad_revoke.status_code == 400 and code(bad_revoke) == "unknown_role"
     nobody = factories.new_account().address
-    missing = await client.post(
-        f"/api/auth/users/{nobody}/roles", json={"role": "oracle"}, headers=admin.headers
-    )
+    missing = await grant(client, nobody, "oracle", admin.headers)
     assert missing.status_code == 404 and code(missing) == "user_not_found"
-    not_an_address = await client.post(
-        "/api/auth/users/0xnope/roles", json={"role": "oracle"}, headers=admin.headers
-    )
+    not_an_address = await grant(client, "0xnope", "oracle", admin.headers)
     assert not_an_address.status_code == 400
     own = await client.delete(f"/api/auth/users/{admin.wallet}/roles/admin", headers=admin.headers)
     assert own.status_code == 409 and code(own) == "cannot_revoke_own_admin"
