@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from app.assets import repository, schemas
 from app.config import Settings
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
-from app.lib.pagination import decode_cursor, encode_cursor
-from app.lib.params import bounded_query, parse_address, parse_limit, parse_sort
+from app.lib.params import parse_address, parse_limit, parse_sort, signed_page
 
 MAX_QUERY_CHARS = 100
 
@@ -85,16 +85,10 @@ async def page(
     sort_name, order = parse_sort(sort, repository.LISTING_SORTS if listings else repository.ASSET_SORTS)
     size = parse_limit(limit)
     scope = f"{'listings' if listings else 'assets'}:{sort_name}"
-    secret = settings.auth.jwt_secret.get_secret_value()
-    after = decode_cursor(secret, scope, cursor) if cursor is not None else None
-    async with bounded_query():
-        docs, last = await repository.list_page(
-            query, order, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
-        )
+    fetch = partial(repository.list_page, query, order, limit=size, max_time_ms=settings.mongodb.max_time_ms)
+    docs, next_cursor = await signed_page(settings.auth.jwt_secret.get_secret_value(), scope, cursor, fetch)
     return schemas.AssetPage(
-        items=[list_item(doc, storage) for doc in docs],
-        nextCursor=encode_cursor(secret, scope, last) if last else None,
-        limit=size,
+        items=[list_item(doc, storage) for doc in docs], nextCursor=next_cursor, limit=size
     )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, to_checksum_address
 from litestar.connection import ASGIConnection
@@ -13,7 +13,7 @@ from litestar.params import QueryParameter
 from pymongo.errors import ExecutionTimeout
 
 from app.lib.errors import BadRequest, ServiceUnavailable
-from app.lib.pagination import Sort
+from app.lib.pagination import Position, Sort, decode_cursor, encode_cursor
 
 PUBLIC = {"anonymous": True}  # route opt: open to anonymous callers (request.user is None for them)
 MAX_LIMIT = 100
@@ -86,3 +86,17 @@ async def bounded_query() -> AsyncIterator[None]:
         yield
     except ExecutionTimeout as exc:
         raise ServiceUnavailable("the query took too long; narrow the filters", code="query_timeout") from exc
+
+
+async def signed_page(
+    secret: str,
+    scope: str,
+    cursor: str | None,
+    fetch: Callable[..., Awaitable[tuple[list[dict[str, Any]], Position | None]]],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One keyset page of the list `scope`: `fetch(after=...)` from where `cursor` points (400 for a cursor
+    not issued for `scope`), within the query budget; its documents and the cursor to the next page."""
+    after = decode_cursor(secret, scope, cursor) if cursor is not None else None
+    async with bounded_query():
+        docs, last = await fetch(after=after)
+    return docs, encode_cursor(secret, scope, last) if last else None

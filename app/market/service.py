@@ -7,13 +7,13 @@ catalog's part of the stats comes from the assets service: market depends on ass
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from app.config import Settings
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
-from app.lib.pagination import decode_cursor, encode_cursor
-from app.lib.params import MAX_INT64, bounded_query, parse_limit
+from app.lib.params import MAX_INT64, parse_limit, signed_page
 from app.lib.timeutil import client_time
 from app.market import repository, schemas, stats
 from app.market.documents import Transaction
@@ -96,16 +96,9 @@ async def list_transactions(settings: Settings, asked: schemas.TransactionQuery)
     query = transaction_filter(asked)
     size = parse_limit(asked.limit)
     secret = settings.auth.jwt_secret.get_secret_value()
-    after = decode_cursor(secret, "transactions", asked.cursor) if asked.cursor is not None else None
-    async with bounded_query():
-        docs, last = await repository.list_page(
-            query, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
-        )
-    return schemas.TransactionPage(
-        items=[_item(doc) for doc in docs],
-        nextCursor=encode_cursor(secret, "transactions", last) if last else None,
-        limit=size,
-    )
+    fetch = partial(repository.list_page, query, limit=size, max_time_ms=settings.mongodb.max_time_ms)
+    docs, next_cursor = await signed_page(secret, "transactions", asked.cursor, fetch)
+    return schemas.TransactionPage(items=[_item(doc) for doc in docs], nextCursor=next_cursor, limit=size)
 
 
 async def market_stats(clients, settings: Settings) -> bytes:
