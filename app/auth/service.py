@@ -38,6 +38,7 @@ from app.lib.errors import (
 )
 from app.lib.params import checksum_address
 from app.lib.ratelimit import FAILURES_GROUP
+from app.lib.security import Principal
 from app.lib.timeutil import utcnow
 
 # API_KEY_HEADER, create_api_key and start_session are re-exported (the `as` imports above): the tests'
@@ -262,12 +263,9 @@ async def create_api_key_for(
     expires_at: datetime | None,
 ) -> tuple[ApiKey, str]:
     """A new key for the caller, or (admins) for `wallet_address`; audited. (record, the key shown once)."""
-    principal = context.principal
-    if principal is None:
-        raise Unauthorized("authentication required", code="authentication_required")
-    if wallet_address is not None and not principal.is_admin:
-        raise Forbidden("only admins create keys for another wallet", code="insufficient_role")
-    owner = await get_user_by_wallet(wallet_address or principal.wallet_address)
+    principal, owner = await _keys_owner(
+        context, wallet_address, "only admins create keys for another wallet"
+    )
     record, key = await create_api_key(
         settings,
         owner,
@@ -294,10 +292,17 @@ async def create_api_key_for(
 
 async def list_api_keys_for(*, context: RequestContext, wallet_address: str | None) -> list[ApiKey]:
     """The caller's keys, or (admins) those of `wallet_address`."""
+    _, owner = await _keys_owner(context, wallet_address, "only admins list another wallet's keys")
+    return await api_keys.list_api_keys(owner)
+
+
+async def _keys_owner(
+    context: RequestContext, wallet_address: str | None, refusal: str
+) -> tuple[Principal, User]:
+    """The caller and the user whose keys it acts on: its own, or (admins only) `wallet_address`'s."""
     principal = context.principal
     if principal is None:
         raise Unauthorized("authentication required", code="authentication_required")
     if wallet_address is not None and not principal.is_admin:
-        raise Forbidden("only admins list another wallet's keys", code="insufficient_role")
-    owner = await get_user_by_wallet(wallet_address or principal.wallet_address)
-    return await api_keys.list_api_keys(owner)
+        raise Forbidden(refusal, code="insufficient_role")
+    return principal, await get_user_by_wallet(wallet_address or principal.wallet_address)
