@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_utils import to_checksum_address
 
 from app.audit.documents import AuditLog
 from app.auth import service, sessions
 from app.auth.documents import Session, User
 from app.lib.timeutil import utcnow
 from tests import factories
-from tests.auth.chain import wallet_artifacts
+from tests.auth.chain import deploy_wallet
 
 VECTORS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "siwe"
 
@@ -39,6 +38,12 @@ async def verify(client, address: str, text: str, signature: str):
     return await client.post(
         "/api/auth/verify", json={"walletAddress": address, "signature": signature, "message": text}
     )
+
+
+async def message_for(client, settings, account, **overrides) -> str:
+    """A sign-in message for `account` with a nonce the server just issued to it."""
+    nonce = await nonce_for(client, account.address)
+    return factories.siwe_message(settings, account.address, nonce, **overrides)
 
 
 def error_code(response) -> str:
@@ -139,8 +144,7 @@ async def test_admin_wallets_get_the_admin_role_at_sign_in(client, settings):
 async def test_sign_in_and_failed_sign_in_are_audited(client, settings):
     account = factories.new_account()
     assert (await factories.siwe_sign_in(client, settings, account)).status_code == 200
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce)
+    text = await message_for(client, settings, account)
     assert (
         await verify(client, account.address, text, factories.sign(factories.new_account(), text))
     ).status_code == 401
@@ -205,8 +209,7 @@ async def test_a_flood_of_failed_sign_ins_writes_one_audit_entry_per_ip_and_reas
 
 async def test_a_used_message_cannot_be_replayed(client, settings):
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce)
+    text = await message_for(client, settings, account)
     signature = factories.sign(account, text)
     assert (await verify(client, account.address, text, signature)).status_code == 200
     replay = await verify(client, account.address, text, signature)
@@ -216,8 +219,7 @@ async def test_a_used_message_cannot_be_replayed(client, settings):
 
 async def test_eight_concurrent_verifies_of_one_message_give_exactly_one_success(client, settings):
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce)
+    text = await message_for(client, settings, account)
     signature = factories.sign(account, text)
     responses = await asyncio.gather(*(verify(client, account.address, text, signature) for _ in range(8)))
     statuses = sorted(r.status_code for r in responses)
@@ -281,8 +283,7 @@ FIELD_CASES = {
 async def test_a_message_failing_a_field_check_is_401_with_its_code(client, settings, case):
     overrides, code = FIELD_CASES[case]
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce, **overrides)
+    text = await message_for(client, settings, account, **overrides)
     response = await verify(client, account.address, text, factories.sign(account, text))
     assert response.status_code == 401, response.text
     assert error_code(response) == code
@@ -299,8 +300,7 @@ async def test_a_message_for_another_address_is_refused(client, settings):
 
 async def test_a_signature_by_another_key_is_refused(client, settings):
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce)
+    text = await message_for(client, settings, account)
     response = await verify(client, account.address, text, factories.sign(factories.new_account(), text))
     assert response.status_code == 401
     assert error_code(response) == "invalid_signature"
@@ -309,8 +309,7 @@ async def test_a_signature_by_another_key_is_refused(client, settings):
 @pytest.mark.parametrize("signature", ["0x", "0xzz", "nothex", "0x" + "00" * 65])
 async def test_a_garbage_signature_is_401_not_500(client, settings, signature):
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce)
+    text = await message_for(client, settings, account)
     response = await verify(client, account.address, text, signature)
     assert response.status_code == 401
     assert error_code(response) == "invalid_signature"
@@ -318,8 +317,7 @@ async def test_a_garbage_signature_is_401_not_500(client, settings, signature):
 
 async def test_a_message_with_a_line_break_injected_is_refused(client, settings):
     account = factories.new_account()
-    nonce = await nonce_for(client, account.address)
-    text = factories.siwe_message(settings, account.address, nonce).replace(
+    text = (await message_for(client, settings, account)).replace(
         "Sign in to DynamicVault.", "Sign in\r\nURI: https://evil.example"
     )
     response = await verify(client, account.address, text, factories.sign(account, text))
@@ -431,20 +429,11 @@ async def test_verification_vector_is_refused_by_the_api(client, name, vector):
 # --- ERC-1271 contract wallets on the configured chain (anvil) ---------------------------------------------
 
 
-async def deploy_erc1271_wallet(w3, owner: str) -> str:
-    artifacts = wallet_artifacts()
-    factory = w3.eth.contract(abi=artifacts["abi"], bytecode=artifacts["bytecode"])
-    deployer = (await w3.eth.accounts)[0]
-    tx_hash = await factory.constructor(owner).transact({"from": deployer})
-    receipt = await w3.eth.wait_for_transaction_receipt(tx_hash)
-    return to_checksum_address(receipt["contractAddress"])
-
-
 async def test_a_contract_wallet_signs_in_through_erc1271(client, settings, clients):
     if clients.web3 is None:
         pytest.skip("no chain configured")
     owner = factories.new_account()
-    wallet = await deploy_erc1271_wallet(clients.web3, owner.address)
+    wallet = await deploy_wallet(clients.web3, owner.address)
     nonce = await nonce_for(client, wallet)
     text = factories.siwe_message(settings, wallet, nonce)
     response = await verify(client, wallet, text, factories.sign(owner, text))

@@ -66,6 +66,19 @@ def _record_decodes(monkeypatch) -> list[tuple[int, int]]:
     return loads
 
 
+def _record_opens(monkeypatch) -> list:
+    """What Pillow opens from now on (each `Image.open` argument), in order."""
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    return opened
+
+
 def _open(encoded: imaging.EncodedImage) -> Image.Image:
     image = Image.open(io.BytesIO(encoded.data))
     image.load()
@@ -233,14 +246,7 @@ def test_render_variants_never_upscales_a_small_portrait_png():
 
 
 def test_render_variants_decodes_the_source_once(monkeypatch):
-    opened = []
-    real_open = Image.open
-
-    def counting_open(fp, *args, **kwargs):
-        opened.append(fp)
-        return real_open(fp, *args, **kwargs)
-
-    monkeypatch.setattr(Image, "open", counting_open)
+    opened = _record_opens(monkeypatch)
 
     imaging.render_variants(_save(_photo((1000, 800)), "JPEG"))
 
@@ -373,14 +379,7 @@ def test_broken_input_is_rejected_with_a_code():
 def test_render_with_highres_decodes_once_for_the_renditions_and_the_full_size(monkeypatch):
     data = _jpeg_with_metadata(_photo((2000, 1500)), orientation=6)
     expected = imaging.strip_metadata(data)
-    opened = []
-    real_open = Image.open
-
-    def counting_open(fp, *args, **kwargs):
-        opened.append(fp)
-        return real_open(fp, *args, **kwargs)
-
-    monkeypatch.setattr(Image, "open", counting_open)
+    opened = _record_opens(monkeypatch)
     processed, highres = imaging.render_with_highres(data)
 
     assert len(opened) == 1
