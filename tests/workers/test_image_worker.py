@@ -12,7 +12,6 @@ from app.assets.documents import Asset
 from app.lib.queues import IMAGE_QUEUE
 from app.media import imaging
 from tests import factories
-from tests.media import support as media
 from tests.workers import support
 
 MEMORY_BOUND_MB = 512
@@ -87,7 +86,7 @@ async def test_the_image_worker_stays_under_700_mb_with_max_size_asset_images_on
     owner = await factories.login(settings)
     jobs = []
     for token_id in range(1, ASSETS + 1):
-        await media.asset(token_id, owner.wallet)
+        await factories.asset(token_id, owner.wallet)
         uploaded = await client.post(
             f"/api/assets/{token_id}/images",
             files=[("files", ("poster.png", hostile, "image/png"))],
