@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from app.assets import catalog, detail, history, metadata, repository, schemas, views
+from app.assets import catalog, detail, history, media_records, metadata, repository, schemas, views
 from app.assets.documents import Asset, Ownership
 from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
 from app.assets.documents import MediaFile as MediaFile
@@ -338,11 +338,22 @@ async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
 
 
 # ---- for the media domain
-# Each asset's `media` sub-document (files, key lists, thumbnail) is the media domain's: its repository
-# is the only code that writes it, through this collection handle, and reads it as the record types
-# AssetMedia and MediaFile re-exported above.
+# Each asset's `media` sub-document (files, key lists, thumbnail) holds the media domain's records, read
+# as the record types AssetMedia and MediaFile re-exported above. The media domain decides what they
+# hold; `media_records` alone queries and writes them, and these are its calls. The upload caps are
+# part of the `$push`'s filter, so concurrent uploads cannot overshoot them.
 
-
-def media_records_collection():
-    """The PyMongo collection that holds every asset's `media` sub-document."""
-    return repository.assets_collection()
+UploadCaps = media_records.UploadCaps
+media_records_of = media_records.media_of
+has_upload_room = media_records.has_upload_room
+find_staged_upload = media_records.find_staged_upload
+recorded_highres_key = media_records.recorded_highres_key
+tokens_with_highres_not_matching = media_records.tokens_with_highres_not_matching
+add_media_file_if_room = media_records.add_media_file_if_room
+put_media_file = media_records.put_media_file
+drop_media_file = media_records.drop_media_file
+index_media_key = media_records.index_media_key
+reject_media_file = media_records.reject_media_file
+set_thumbnail = media_records.set_thumbnail
+drop_thumbnails = media_records.drop_thumbnails
+drop_staged_uploads_before = media_records.drop_staged_uploads_before

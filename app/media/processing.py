@@ -19,15 +19,17 @@ from typing import Any, TypeVar
 import structlog
 from botocore.exceptions import ClientError
 
+from app.assets import service as assets_service
 from app.lib import bucket as keys
 from app.lib.errors import NotFound
 from app.lib.storage import Storage
 from app.lib.timeutil import as_utc, utcnow
-from app.media import imaging, repository
+from app.media import imaging
 from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
-from app.media.repository import AssetMedia, MediaFile
 
 log = structlog.get_logger(__name__)
+
+AssetMedia, MediaFile = assets_service.AssetMedia, assets_service.MediaFile  # the asset's media records
 
 HASH_MAX_BYTES = 256 * 1024 * 1024  # bigger objects (videos) are stored without a sha256
 PUBLIC_CACHE = "public, max-age=31536000, immutable"  # rendition keys change with their original
@@ -56,7 +58,7 @@ async def reject(
 ) -> None:
     """Delete the object and keep the record, marked rejected with why: it is never served."""
     await storage.delete([entry.key])
-    await repository.mark_rejected(token_id, entry, code)
+    await assets_service.reject_media_file(token_id, entry, code)
     log.warning("media.rejected", token_id=token_id, key=entry.key, code=code, detail=message)
 
 
@@ -118,8 +120,8 @@ async def promote(storage: Storage, token_id: int, entry: MediaFile, *, now: dat
             "status": "stored",
         }
     )
-    await repository.put_file(token_id, promoted, replaces=entry.key)
-    await repository.index_key(token_id, promoted)
+    await assets_service.put_media_file(token_id, promoted, replaces=entry.key)
+    await assets_service.index_media_key(token_id, promoted)
     if target != entry.key:
         await storage.delete([entry.key])
     return "promoted"
@@ -228,7 +230,7 @@ def _thumbnails(token_id: int, entry: MediaFile, processed: imaging.ProcessedIma
 
 
 async def _set_thumbnail(token_id: int) -> None:
-    await repository.set_thumbnail(token_id, keys.thumbnail_key(token_id, "md", "jpg"))
+    await assets_service.set_thumbnail(token_id, keys.thumbnail_key(token_id, "md", "jpg"))
 
 
 async def render_image(
@@ -244,7 +246,7 @@ async def render_image(
         await reject(storage, token_id, entry, exc.code, exc.message)
         return "rejected"
     stamp = keys.stamp_of(entry.key)
-    recorded = await repository.recorded_highres_key(token_id, entry.key)
+    recorded = await assets_service.recorded_highres_key(token_id, entry.key)
     reused = recorded is not None and not _guessable(recorded)
     highres_key = recorded if reused else keys.highres_key(token_id, stamp)
     stale = None if reused else recorded
@@ -264,7 +266,8 @@ async def render_image(
             record.key, body, record.contentType or "image/jpeg", cache_control=cache_control
         )
     for record, _, _ in outputs:
-        await repository.put_file(token_id, record, replaces=stale if record.kind == "highres" else None)
+        replaced = stale if record.kind == "highres" else None
+        await assets_service.put_media_file(token_id, record, replaces=replaced)
     if stale:  # after its record is gone, so no one is handed a key that no longer exists
         await storage.delete([stale])
     done = entry.model_copy(
@@ -278,7 +281,7 @@ async def render_image(
             "size": len(data),
         }
     )
-    await repository.put_file(token_id, done)
+    await assets_service.put_media_file(token_id, done)
     if primary:
         await _set_thumbnail(token_id)
     return "processed"
@@ -297,11 +300,11 @@ async def _rekey_guessable_highres(storage: Storage, token_id: int, media: Asset
     moved = 0
     for entry in [f for f in media.files if f.kind == "highres" and _guessable(f.key)]:
         if await storage.head(entry.key) is None:  # nothing left to move: the record names no object
-            await repository.drop_file(token_id, entry.key)
+            await assets_service.drop_media_file(token_id, entry.key)
             continue
         fresh = entry.model_copy(update={"key": keys.highres_key(token_id, keys.stamp_of(entry.key))})
         await storage.copy(entry.key, fresh.key)
-        await repository.put_file(token_id, fresh, replaces=entry.key)
+        await assets_service.put_media_file(token_id, fresh, replaces=entry.key)
         await storage.delete([entry.key])
         moved += 1
     return moved
@@ -309,7 +312,7 @@ async def _rekey_guessable_highres(storage: Storage, token_id: int, media: Asset
 
 async def tokens_with_guessable_highres(limit: int = GUESSABLE_HIGHRES_PER_SWEEP) -> list[int]:
     """Assets that still hold a high-resolution key without its random part, oldest token first."""
-    return await repository.tokens_with_highres_not_matching(_RANDOM_HIGHRES, limit)
+    return await assets_service.tokens_with_highres_not_matching(_RANDOM_HIGHRES, limit)
 
 
 def _primary_key(media: AssetMedia) -> str | None:
@@ -319,7 +322,7 @@ def _primary_key(media: AssetMedia) -> str | None:
 
 
 async def _media(token_id: int) -> AssetMedia:
-    media = await repository.media_of(token_id)
+    media = await assets_service.media_records_of(token_id)
     if media is None:  # removed during the run
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
     return media
@@ -330,7 +333,7 @@ async def process_asset_media(
 ) -> dict[str, Any]:
     """Promote staged uploads, render stored images, and keep the thumbnails on the primary image."""
     now = now or utcnow()
-    media = await repository.media_of(token_id)
+    media = await assets_service.media_records_of(token_id)
     if media is None:
         return {"tokenId": token_id, "status": "asset_not_found"}
     counts: dict[str, int] = {}
@@ -365,13 +368,13 @@ async def process_asset_media(
                 await storage.put_bytes(
                     record.key, body, record.contentType or "", cache_control=cache_control
                 )
-                await repository.put_file(token_id, record)
+                await assets_service.put_media_file(token_id, record)
             await _set_thumbnail(token_id)
             count("thumbnails")
     elif primary is None and thumbs:
         stale = [keys.thumbnail_key(token_id, s, e) for s in keys.THUMBNAIL_SIZES for e in ("jpg", "webp")]
         await storage.delete(stale)
-        await repository.drop_thumbnails(token_id)
+        await assets_service.drop_thumbnails(token_id)
     log.info("media.processed", token_id=token_id, **counts)
     return {"tokenId": token_id, "status": "done", **counts}
 
@@ -392,7 +395,7 @@ async def sweep_expired(storage: Storage, *, now: datetime | None = None) -> dic
             expired.append(obj.key)
     await storage.delete(expired)
     # Staged records whose upload never came (or was just swept) would otherwise wait forever.
-    await repository.drop_staged_before(now - keys.TEMP_TTL)
+    await assets_service.drop_staged_uploads_before(now - keys.TEMP_TTL)
     if expired:
         log.info("media.swept", temp=temp, cache=len(expired) - temp)
     return {"temp": temp, "cache": len(expired) - temp}

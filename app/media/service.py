@@ -2,7 +2,8 @@
 
 It composes the capabilities of the domain: `uploads` (presigned, multipart and direct uploads, the upload
 caps), `processing` (promotion, renditions within a pixel budget, thumbnails, the sweep) and `avatars`
-(staged avatars, their job slots, promotion); every query of media records is in `repository`.
+(staged avatars, their job slots, promotion). The media records are stored in each asset; the assets
+service queries and writes them for this domain.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from datetime import datetime
 
 from arq.jobs import Job, JobStatus
 
+from app.assets import service as assets_service
 from app.lib.clients import Clients
 from app.lib.errors import BadRequest, NotFound
 from app.lib.queues import IMAGE_QUEUE
 from app.lib.security import Principal
 from app.lib.storage import Storage
-from app.media import avatars, processing, repository, schemas, uploads
+from app.media import avatars, processing, schemas, uploads
 from app.media.avatars import AVATAR_JOBS_IN_FLIGHT as AVATAR_JOBS_IN_FLIGHT
 from app.media.avatars import AVATAR_JOBS_PER_WALLET as AVATAR_JOBS_PER_WALLET
 from app.media.avatars import promote_avatar as promote_avatar
@@ -25,7 +27,6 @@ from app.media.processing import PixelBudget as PixelBudget
 from app.media.processing import process_asset_media as process_asset_media
 from app.media.processing import render_image as render_image
 from app.media.processing import tokens_with_guessable_highres as tokens_with_guessable_highres
-from app.media.repository import staged_upload_query as staged_upload_query
 from app.media.uploads import DIRECT_UPLOAD_MAX_BYTES as DIRECT_UPLOAD_MAX_BYTES
 from app.media.uploads import MAX_STAGED_UPLOADS as MAX_STAGED_UPLOADS
 from app.media.uploads import MAX_UPLOADS as MAX_UPLOADS
@@ -104,7 +105,7 @@ async def enqueue_processing(clients: Clients, token_id: int) -> tuple[str, int]
     hour, so the next call moves on to a fresh run id: an upload that arrived after a run found it
     "waiting", or a run that failed all its tries, is never stuck behind the kept result.
     """
-    media = await repository.media_of(token_id)
+    media = await assets_service.media_records_of(token_id)
     if media is None:
         raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
     pending = processing.pending_keys(media)

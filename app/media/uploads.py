@@ -31,11 +31,12 @@ from app.lib.errors import (
 from app.lib.security import Principal, ensure_owner_or_admin
 from app.lib.storage import Storage
 from app.lib.timeutil import utcnow
-from app.media import imaging, processing, repository, schemas
+from app.media import imaging, processing, schemas
 from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
-from app.media.repository import MediaFile, UploadCaps
 
 log = structlog.get_logger(__name__)
+
+MediaFile = assets_service.MediaFile
 
 # Direct uploads through the API are for small files; larger ones go straight to S3 (presigned).
 DIRECT_UPLOAD_MAX_BYTES = 25 * 1024 * 1024
@@ -44,7 +45,7 @@ DIRECT_UPLOAD_MAX_FILES = 10
 # in all (renditions aside, rejected ones included, so rejected junk cannot grow it either).
 MAX_STAGED_UPLOADS = 20
 MAX_UPLOADS = 100
-CAPS = UploadCaps(max_staged=MAX_STAGED_UPLOADS, max_uploads=MAX_UPLOADS)
+CAPS = assets_service.UploadCaps(max_staged=MAX_STAGED_UPLOADS, max_uploads=MAX_UPLOADS)
 # Processes that check JSON documents for the API: the check holds the GIL for its whole run (regex,
 # translate, json.loads on up to 5 MB), so in a thread of the API it would still stall the event loop.
 JSON_CHECK_PROCESSES = 2
@@ -131,7 +132,7 @@ async def _stage(
         uploadedBy=principal.wallet_address,
         createdAt=now,
     )
-    if not await repository.push_if_room(token_id, entry, CAPS, now):
+    if not await assets_service.add_media_file_if_room(token_id, entry, CAPS, now):
         raise _upload_limit_reached()
     return entry
 
@@ -188,7 +189,7 @@ async def complete_multipart(
     storage: Storage, principal: Principal, key: str, upload_id: str
 ) -> schemas.CompletedUpload:
     """Finish a multipart upload once the parts S3 holds add up to no more than the purpose allows."""
-    found = await repository.find_staged(key, storage.settings.mongodb.max_time_ms)
+    found = await assets_service.find_staged_upload(key, storage.settings.mongodb.max_time_ms)
     if found is None:
         raise NotFound("no staged upload with that key", code="upload_not_found")
     token_id, entry = found
@@ -314,7 +315,7 @@ async def store_direct(
         labels.add(label)
         key = keys.final_key(purpose, token_id, label, stamp, content_type, category)
         incoming.file.seek(0)
-        if not await repository.has_room(token_id, CAPS, now):
+        if not await assets_service.has_upload_room(token_id, CAPS, now):
             raise _upload_limit_reached()  # refused before it costs a write; the capped $push settles a race
         await storage.put_fileobj(key, incoming.file, content_type)
         entry = MediaFile(
@@ -330,10 +331,10 @@ async def store_direct(
             uploadedBy=principal.wallet_address,
             createdAt=now,
         )
-        if not await repository.put_file(token_id, entry, caps=CAPS, now=now):
+        if not await assets_service.put_media_file(token_id, entry, caps=CAPS, now=now):
             await storage.delete([key])
             raise _upload_limit_reached()
-        await repository.index_key(token_id, entry)
+        await assets_service.index_media_key(token_id, entry)
         stored.append(entry)
     log.info("media.direct_upload", token_id=token_id, purpose=purpose, files=len(stored))
     return stored

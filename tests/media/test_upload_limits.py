@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import bson
 
+from app.assets import media_records
 from app.assets.documents import Asset
 from app.lib import bucket as keys
 from app.lib.timeutil import utcnow
-from app.media import jobs, repository, service
+from app.media import jobs, service
 from tests import factories
 from tests.media import support
 
@@ -158,7 +159,7 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
     assert started.status_code == 201, started.text
     upload = started.json()
     recording = _RecordingCollection(Asset.get_pymongo_collection())
-    monkeypatch.setattr(repository, "_collection", lambda: recording)
+    monkeypatch.setattr(media_records, "_collection", lambda: recording)
 
     done = await client.post(
         "/api/storage/multipart-uploads/complete",
@@ -183,7 +184,7 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
         )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "upload_not_found"
         assert "IXSCAN" in str(
-            (await Asset.get_pymongo_collection().find(service.staged_upload_query(key)).explain())[
+            (await Asset.get_pymongo_collection().find(media_records.staged_upload_query(key)).explain())[
                 "queryPlanner"
             ]
         )

@@ -1,7 +1,8 @@
-"""Every query and update of media records: the `media` part of each asset (files, key lists, thumbnail).
+"""Every query and update of the assets' media records: the `media` part of each asset (files, key lists,
+thumbnail), on the media domain's behalf.
 
-The assets domain keeps the asset documents; their `media` sub-document is this domain's, and this module
-is the only code that writes it. The collection and the record types come from the assets service.
+The media domain decides what is recorded; this module is the only code that writes those records, and
+the media domain reaches it through the assets service.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from typing import Any
 
 from pymongo.errors import ExecutionTimeout
 
-from app.assets import service as assets_service
+from app.assets.documents import Asset, AssetMedia, MediaFile
 from app.lib import bucket as keys
 from app.lib.errors import ServiceUnavailable
 from app.lib.params import MAX_INT64
-
-MediaFile = assets_service.MediaFile
-AssetMedia = assets_service.AssetMedia
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +29,7 @@ class UploadCaps:
 
 
 def _collection():
-    return assets_service.media_records_collection()
+    return Asset.get_pymongo_collection()
 
 
 def _doc(entry: MediaFile) -> dict[str, Any]:
@@ -77,7 +75,7 @@ async def media_of(token_id: int) -> AssetMedia | None:
     return None if doc is None else AssetMedia.model_validate(doc.get("media") or {})
 
 
-async def has_room(token_id: int, caps: UploadCaps, now: datetime) -> bool:
+async def has_upload_room(token_id: int, caps: UploadCaps, now: datetime) -> bool:
     """Whether the asset is under its upload caps (a count, before an upload costs a write)."""
     return bool(await _collection().count_documents({"tokenId": token_id, **_has_room(caps, now)}, limit=1))
 
@@ -90,7 +88,7 @@ def staged_upload_query(key: str) -> dict[str, Any]:
     return {"media.files.key": key, "tokenId": token_id}
 
 
-async def find_staged(key: str, max_time_ms: int) -> tuple[int, MediaFile] | None:
+async def find_staged_upload(key: str, max_time_ms: int) -> tuple[int, MediaFile] | None:
     """The token and record of a staged asset upload, by its key; None when there is none."""
     try:
         doc = await _collection().find_one(
@@ -122,7 +120,7 @@ async def tokens_with_highres_not_matching(pattern: re.Pattern[str], limit: int)
 # ---- writes -----------------------------------------------------------------------------------------
 
 
-async def push_if_room(token_id: int, entry: MediaFile, caps: UploadCaps, now: datetime) -> bool:
+async def add_media_file_if_room(token_id: int, entry: MediaFile, caps: UploadCaps, now: datetime) -> bool:
     """Add a record while the asset is under its upload caps; False when it is not (or there is no asset)."""
     added = await _collection().update_one(
         {"tokenId": token_id, **_has_room(caps, now)}, {"$push": {"media.files": _doc(entry)}}
@@ -130,7 +128,7 @@ async def push_if_room(token_id: int, entry: MediaFile, caps: UploadCaps, now: d
     return bool(added.matched_count)
 
 
-async def put_file(
+async def put_media_file(
     token_id: int,
     entry: MediaFile,
     *,
@@ -158,15 +156,16 @@ async def put_file(
         if caps is not None and not added.matched_count:
             return False
     if replaces and replaces != entry.key:
-        await drop_file(token_id, replaces)
+        await drop_media_file(token_id, replaces)
     return True
 
 
-async def drop_file(token_id: int, key: str) -> None:
+async def drop_media_file(token_id: int, key: str) -> None:
+    """Drop the asset's record of `key`."""
     await _collection().update_one({"tokenId": token_id}, {"$pull": {"media.files": {"key": key}}})
 
 
-async def index_key(token_id: int, entry: MediaFile) -> None:
+async def index_media_key(token_id: int, entry: MediaFile) -> None:
     """Keep the seed's media fields (imageKeys, documentKeys, videoKey, modelKey) in step with files."""
     if entry.kind == "image":
         update: dict[str, Any] = {"$addToSet": {"media.imageKeys": entry.key}}
@@ -181,25 +180,27 @@ async def index_key(token_id: int, entry: MediaFile) -> None:
     await _collection().update_one({"tokenId": token_id}, update)
 
 
-async def mark_rejected(token_id: int, entry: MediaFile, code: str) -> None:
+async def reject_media_file(token_id: int, entry: MediaFile, code: str) -> None:
     """Keep the record, marked rejected with why, and take its key out of the key lists: never served."""
-    await put_file(token_id, entry.model_copy(update={"status": "rejected", "error": code}))
+    await put_media_file(token_id, entry.model_copy(update={"status": "rejected", "error": code}))
     pulls = {"media.imageKeys": entry.key, "media.documentKeys": entry.key}
     await _collection().update_one({"tokenId": token_id}, {"$pull": pulls})
 
 
 async def set_thumbnail(token_id: int, url: str) -> None:
+    """Point the asset's thumbnail at `url`."""
     await _collection().update_one({"tokenId": token_id}, {"$set": {"media.thumbnailUrl": url}})
 
 
 async def drop_thumbnails(token_id: int) -> None:
+    """Drop the asset's thumbnail records and its thumbnail."""
     await _collection().update_one(
         {"tokenId": token_id},
         {"$pull": {"media.files": {"kind": "thumbnail"}}, "$set": {"media.thumbnailUrl": None}},
     )
 
 
-async def drop_staged_before(cutoff: datetime) -> None:
+async def drop_staged_uploads_before(cutoff: datetime) -> None:
     """Drop the staged records made before `cutoff`, on every asset."""
     await _collection().update_many(
         {"media.files": {"$elemMatch": {"status": "staged", "createdAt": {"$lt": cutoff}}}},
