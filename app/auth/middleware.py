@@ -280,36 +280,29 @@ def _refusal_context(scope: Scope) -> RequestContext:
     return replace(request_context(ASGIConnection(scope)), principal=None)
 
 
-async def _audit_refusal(scope: Scope, action: str, reason: str, entity_id: str | None) -> None:
+async def _audit_refusal(
+    scope: Scope,
+    action: str,
+    reason: str,
+    entity_id: str | None,
+    *,
+    once: tuple[Redis, str, int] | None = None,
+) -> None:
+    """Record a refusal; with `once` (redis, marker, window), only the first of its window is written."""
+    fields = {
+        "context": _refusal_context(scope),
+        "entity_type": "credentials",
+        "entity_id": entity_id,
+        "success": False,
+        "reason": reason,
+    }
     try:
-        await audit_service.record(
-            action,
-            context=_refusal_context(scope),
-            entity_type="credentials",
-            entity_id=entity_id,
-            success=False,
-            reason=reason,
-        )
+        if once is None:
+            await audit_service.record(action, **fields)
+        else:
+            await audit_service.record_once(*once, action, **fields)
     except Exception:  # the refusal stands whether or not it could be written down
         log.exception("auth.audit_failed", action=action)
-
-
-async def _audit_rejected(scope: Scope, redis: Redis, ip: str, reason: str, kind: str, window_s: int) -> None:
-    """Record refused credentials once per (ip, reason) and window: a flood of garbage writes one entry."""
-    try:
-        await audit_service.record_once(
-            redis,
-            f"{AUDITED_REFUSAL_PREFIX}{ip}:{reason}",
-            window_s,
-            "auth.credentials_rejected",
-            context=_refusal_context(scope),
-            entity_type="credentials",
-            entity_id=kind,
-            success=False,
-            reason=reason,
-        )
-    except Exception:  # the refusal stands whether or not it could be written down
-        log.exception("auth.audit_failed", action="auth.credentials_rejected")
 
 
 async def _audit_rate_limited(scope: Scope, exc: RateLimited) -> None:
@@ -353,7 +346,10 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
                 principal = await authenticator.authenticate(redis, headers, ip, group)
             except Unauthorized as exc:
                 kind = "bearer" if _AUTHORIZATION in headers else "api_key"
-                await _audit_rejected(scope, redis, ip, exc.code, kind, audit_window_s)
+                # A flood of garbage credentials writes one entry per (ip, reason) and window.
+                marker = f"{AUDITED_REFUSAL_PREFIX}{ip}:{exc.code}"
+                once = (redis, marker, audit_window_s)
+                await _audit_refusal(scope, "auth.credentials_rejected", exc.code, kind, once=once)
                 raise
             except RateLimited as exc:
                 await _audit_rate_limited(scope, exc)
