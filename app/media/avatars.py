@@ -21,8 +21,8 @@ from app.lib.queues import IMAGE_QUEUE
 from app.lib.security import Principal
 from app.lib.storage import Storage
 from app.media import imaging
+from app.media.budget import PixelBudget, decode_in_budget
 from app.media.imaging import SNIFF_BYTES, UPLOAD_RULES, MediaRejected, UploadPurpose
-from app.media.processing import PixelBudget, decode_in_budget
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ from app.media import avatars, processing, schemas, uploads
 from app.media.avatars import AVATAR_JOBS_IN_FLIGHT as AVATAR_JOBS_IN_FLIGHT
 from app.media.avatars import AVATAR_JOBS_PER_WALLET as AVATAR_JOBS_PER_WALLET
 from app.media.avatars import promote_avatar as promote_avatar
-from app.media.processing import PixelBudget as PixelBudget
+from app.media.budget import PixelBudget as PixelBudget
 from app.media.processing import process_asset_media as process_asset_media
 from app.media.processing import render_image as render_image
 from app.media.processing import tokens_with_guessable_highres as tokens_with_guessable_highres
