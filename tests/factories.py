@@ -28,8 +28,8 @@ from app.assets.documents import (
     PriceSource,
     Verification,
 )
+from app.auth import api_keys, sessions, siwe
 from app.auth import service as auth_service
-from app.auth import siwe
 from app.auth.documents import User
 from app.config import Settings
 from app.lib.money import WEI_PER_ETH, wei_to_eth
@@ -91,7 +91,7 @@ async def login(settings: Settings, *, wallet: str | None = None, roles: Sequenc
     try:
         # A role change made here must not be shadowed by an earlier test's role override.
         await redis.delete(auth_service.roles_key(str(created.id)))
-        pair = await auth_service.start_session(
+        pair = await sessions.start_session(
             redis, settings, created, ip_address="127.0.0.1", user_agent="tests/factories"
         )
     finally:
@@ -117,7 +117,7 @@ async def api_key(
 ) -> Login:
     """An API key with these permissions (as an admin would create it), for `wallet` (X-API-Key headers)."""
     created, account = await user(wallet, roles=roles)
-    record, key = await auth_service.create_api_key(
+    record, key = await api_keys.create_api_key(
         settings,
         created,
         name="test key",
@@ -126,7 +126,7 @@ async def api_key(
         created_by_admin=True,
     )
     return Login(
-        headers={auth_service.API_KEY_HEADER: key},
+        headers={api_keys.API_KEY_HEADER: key},
         wallet=created.walletAddress,
         user_id=str(created.id),
         api_key=key,

@@ -20,11 +20,9 @@ from web3 import AsyncWeb3
 
 from app.audit import service as audit_service
 from app.auth import api_keys, repository, sessions, siwe
-from app.auth.api_keys import API_KEY_HEADER as API_KEY_HEADER
-from app.auth.api_keys import create_api_key as create_api_key
+from app.auth.api_keys import create_api_key
 from app.auth.documents import ApiKey, User
-from app.auth.sessions import TokenPair
-from app.auth.sessions import start_session as start_session
+from app.auth.sessions import TokenPair, start_session
 from app.config import RateLimitRule, Settings
 from app.lib.context import RequestContext
 from app.lib.errors import (
@@ -40,9 +38,6 @@ from app.lib.params import checksum_address
 from app.lib.ratelimit import FAILURES_GROUP
 from app.lib.security import Principal
 from app.lib.timeutil import utcnow
-
-# API_KEY_HEADER, create_api_key and start_session are re-exported (the `as` imports above): the tests'
-# factories make sessions and keys through this module.
 
 ROLES = ("user", "admin", "oracle")
 FAILED_SIGN_IN_MARKER = "auth:audit:sign_in:"
