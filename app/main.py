@@ -10,7 +10,6 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
 from app.assets.controllers import AssetController, ListingController, UserAssetsController
 from app.assets.documents import Asset, PriceHistory
@@ -21,6 +20,7 @@ from app.auth.controllers import AuthController
 from app.auth.documents import Session, User
 from app.auth.middleware import authentication_middleware
 from app.config import ConfigurationError, Settings, check_settings, get_settings
+from app.lib import openapi
 from app.lib.clients import Clients, open_clients
 from app.lib.context import RequestContext, request_context
 from app.lib.errors import EXCEPTION_HANDLERS, errors_as_responses
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return request_context(request)
 
     prometheus = prometheus_config()
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             SystemController,
             JobController,
@@ -106,15 +106,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Marketplace of tokenized real-world assets with an AI price oracle.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-            components=Components(
-                security_schemes={
-                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
-                    "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
-                }
-            ),
-            # Either credential works wherever one is needed; routes open to anonymous callers say so.
-            security=[{"BearerToken": []}, {"ApiKey": []}],
+            operation_id_creator=openapi.operation_id,
         ),
         logging_config=None,
         debug=False,
     )
+    openapi.finish(app)  # errors, security and links per operation (app/lib/openapi.py)
+    return app

@@ -17,7 +17,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from app.assets import schemas, service
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
-from app.lib.params import PUBLIC, CursorParam, LimitParam, refuse_operator_params
+from app.lib.params import OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, refuse_operator_params
 from app.lib.security import (
     current_principal,
     owner_or_admin,
@@ -27,7 +27,7 @@ from app.lib.security import (
 )
 
 # The route's {tokenId} asset belongs to the caller, or the caller is an admin.
-owns_asset = owner_or_admin(service.owner_of, path_param="tokenId")
+owns_asset = owner_or_admin(service.owner_of, path_param="tokenId", missing="asset_not_found")
 
 AssetTypeParam = Annotated[str | None, QueryParameter(name="assetType", description="e.g. Art, Real Estate")]
 OwnerParam = Annotated[str | None, QueryParameter(description="owner wallet address")]
@@ -106,7 +106,7 @@ class AssetController(Controller):
         body = await service.create_asset(clients, settings, data, current_principal(request), context)
         return Response(body, status_code=HTTP_201_CREATED)
 
-    @get("/{tokenId:int}", opt=PUBLIC)
+    @get("/{tokenId:int}", opt=OPTIONAL_AUTH)
     async def get_asset(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
     ) -> Response[schemas.AssetDetail]:

@@ -16,7 +16,7 @@ from app.auth.sessions import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_TYPE, T
 from app.config import Settings
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import Forbidden
-from app.lib.security import current_principal, requires_roles
+from app.lib.security import BEARER_SCHEME, REFRESH_COOKIE_SCHEME, current_principal, requires_roles
 
 AUTH_LIMITS = {"rate_limit": "auth"}
 REFRESH_COOKIE_DOC = [
@@ -31,12 +31,19 @@ REFRESH_COOKIE_DOC = [
     )
 ]
 OPEN_AUTH = {"anonymous": True, "rate_limit": "auth"}
+# Refresh takes the refresh cookie; logout ends the session of the access token, or else of the cookie.
+REFRESH_AUTH = {**OPEN_AUTH, "security": [{REFRESH_COOKIE_SCHEME: []}]}
+LOGOUT_AUTH = {**OPEN_AUTH, "security": [{BEARER_SCHEME: []}, {REFRESH_COOKIE_SCHEME: []}]}
 
 
 def requires_session(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """A guard: a signed-in wallet, not an API key (keys cannot mint or manage keys)."""
     if current_principal(connection).kind != "user":
         raise Forbidden("this needs a signed-in wallet, not an API key", code="session_required")
+
+
+requires_session.credentials = (BEARER_SCHEME,)
+requires_session.errors = {401: ("authentication_required",), 403: ("session_required",)}
 
 
 def _refresh_cookie(settings: Settings, pair: TokenPair) -> Cookie:
@@ -112,7 +119,7 @@ class AuthController(Controller):
             body, cookies=[_refresh_cookie(settings, pair)], headers={"Cache-Control": "no-store"}
         )
 
-    @post("/refresh", opt=OPEN_AUTH, status_code=HTTP_200_OK, response_cookies=REFRESH_COOKIE_DOC)
+    @post("/refresh", opt=REFRESH_AUTH, status_code=HTTP_200_OK, response_cookies=REFRESH_COOKIE_DOC)
     async def refresh(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, context: ContextDep
     ) -> Response[schemas.RefreshResponse]:
@@ -129,7 +136,7 @@ class AuthController(Controller):
             body, cookies=[_refresh_cookie(settings, pair)], headers={"Cache-Control": "no-store"}
         )
 
-    @post("/logout", opt=OPEN_AUTH, status_code=HTTP_204_NO_CONTENT)
+    @post("/logout", opt=LOGOUT_AUTH, status_code=HTTP_204_NO_CONTENT)
     async def logout(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, context: ContextDep
     ) -> Response[None]:

@@ -12,6 +12,7 @@
   and an expired key is refused even when cached. On a miss the key is looked up by its hash in
   MongoDB, cached for a minute and only then charged — `Principal(kind="api_key")`. `lastUsed` is
   written at most once a minute per key, by a background task off the request's path.
+- Both headers: 400 `ambiguous_credentials`, before either is read (which one should act is a guess).
 - No credentials: None, which only routes with `opt={"anonymous": True}` accept. On those routes
   credentials are still read when sent, and bad, expired or revoked ones are a 401 all the same.
 
@@ -50,22 +51,15 @@ from app.audit import service as audit_service
 from app.auth import api_keys, service, sessions, tokens
 from app.config import RateLimitRule, Settings
 from app.lib.context import RequestContext, request_context
-from app.lib.errors import Unauthorized
+from app.lib.errors import BadRequest, Unauthorized
 from app.lib.ratelimit import DEFAULT_GROUP, FAILURES_GROUP, Counter, RateLimited, RateLimiter, refuse
-from app.lib.security import Principal
+from app.lib.security import Principal, is_open_path
 from app.lib.timeutil import utcnow
 
 log = structlog.get_logger(__name__)
-OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
 AUDITED_REFUSAL_PREFIX = "auth:audit:rejected:"
 _AUTHORIZATION = b"authorization"
 _API_KEY = api_keys.API_KEY_HEADER.lower().encode()
-
-
-def _is_open(path: str) -> bool:
-    return any(
-        path == p.rstrip("/") or path.startswith(p if p.endswith("/") else p + "/") for p in OPEN_PREFIXES
-    )
 
 
 class VerifiedTokens:
@@ -113,6 +107,9 @@ class Authenticator:
     ) -> Principal | None:
         limiter = self.rate_limiter if group is not None else None
         authorization, api_key = headers.get(_AUTHORIZATION), headers.get(_API_KEY)
+        if authorization is not None and api_key is not None:
+            # Which one would act is a guess either way (RFC 6750 2: one method per request): refuse both.
+            raise BadRequest("send either Authorization or X-API-Key, not both", code="ambiguous_credentials")
         if authorization is not None:
             return await self._bearer(redis, authorization.decode("latin-1"), ip, group, limiter)
         if api_key is not None:
@@ -326,7 +323,7 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
             opt = scope["route_handler"].opt
             client = scope.get("client")
             ip = client[0] if client else "unknown"
-            if _is_open(scope["path"]):
+            if is_open_path(scope["path"]):
                 scope["user"] = None
                 group = opt.get("rate_limit") if scope_type == ScopeType.HTTP else None
                 if group is not None:

@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.lib.errors import Unauthorized
+from app.lib.security import OPERATOR_SCHEME
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
@@ -101,8 +102,12 @@ def metrics_controller(settings: Settings) -> type[PrometheusController]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    operator_only.errors = {401: ("operator_token_required",)}
+    token_needed = bool(settings.metrics_token) or settings.is_production
+    operator = [{OPERATOR_SCHEME: []}]
+
     class MetricsController(PrometheusController):
         guards = [operator_only]
-        opt = {"rate_limit": "system"}
+        opt = {"rate_limit": "system", "security": operator if token_needed else [{}, *operator]}
 
     return MetricsController

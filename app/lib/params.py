@@ -16,6 +16,8 @@ from app.lib.errors import BadRequest, ServiceUnavailable
 from app.lib.pagination import Position, Sort, decode_cursor, encode_cursor
 
 PUBLIC = {"anonymous": True}  # route opt: open to anonymous callers (request.user is None for them)
+# Open to anonymous callers, and the answer depends on who asks (the document says credentials are optional).
+OPTIONAL_AUTH = {"anonymous": True, "optional_auth": True}
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 MAX_INT64 = 2**63 - 1  # MongoDB stores 8-byte integers: a larger id names nothing

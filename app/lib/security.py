@@ -26,6 +26,46 @@ from app.lib.errors import Forbidden, Unauthorized
 
 ANONYMOUS = "anonymous"
 
+# The credentials (OpenAPI security schemes) a route may take.
+BEARER_SCHEME, API_KEY_SCHEME, REFRESH_COOKIE_SCHEME, OPERATOR_SCHEME = (
+    "BearerToken",
+    "ApiKey",
+    "RefreshCookie",
+    "OperatorToken",
+)
+
+# Probes, scrapers and the document itself: no user credentials are read below these paths (operators
+# send METRICS_TOKEN, see app/lib/observability.py).
+OPEN_PREFIXES = ("/schema", "/metrics", "/api/system/")
+
+# What sent credentials can be refused with, on every route that reads them (app/auth/middleware.py).
+CREDENTIAL_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("ambiguous_credentials",),
+    401: (
+        "account_inactive",
+        "api_key_expired",
+        "api_key_revoked",
+        "invalid_api_key",
+        "invalid_audience",
+        "invalid_authorization_header",
+        "invalid_issuer",
+        "invalid_token",
+        "session_revoked",
+        "token_expired",
+        "unknown_key",
+        "wrong_token_type",
+    ),
+    429: ("rate_limited",),
+}
+
+
+def is_open_path(path: str) -> bool:
+    """Whether `path` is below one of OPEN_PREFIXES (where user credentials are not read)."""
+    return any(
+        path == p.rstrip("/") or path.startswith(p if p.endswith("/") else p + "/") for p in OPEN_PREFIXES
+    )
+
+
 # What each role may do; API keys carry their own explicit permissions (see the module docstring).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     # A user writes only what they own: each such route also carries an owner_or_admin guard.
@@ -109,6 +149,8 @@ def requires_roles(*roles: str):
             raise Forbidden(f"requires role: {' or '.join(roles)}", code="insufficient_role")
 
     guard.access_rule = f"role:{'|'.join(roles)}"
+    guard.credentials = (BEARER_SCHEME,)  # API keys never hold roles
+    guard.errors = {401: ("authentication_required",), 403: ("insufficient_role",)}
     return guard
 
 
@@ -119,6 +161,7 @@ def requires_permission(permission: str):
         ensure_permission(current_principal(connection), permission)
 
     guard.access_rule = f"permission:{permission}"
+    guard.errors = {401: ("authentication_required",), 403: ("insufficient_permission",)}
     return guard
 
 
@@ -129,12 +172,14 @@ def ensure_permission(principal: Principal, permission: str) -> Principal:
     return principal
 
 
-def owner_or_admin(owner_of: Callable[[Any], Awaitable[str | None]], *, path_param: str):
+def owner_or_admin(
+    owner_of: Callable[[Any], Awaitable[str | None]], *, path_param: str, missing: str = "not_found"
+):
     """A guard for object-level access, declared on the route: only the owner wallet or an admin passes.
 
     `owner_of` reads the owner wallet of the object that the route's `path_param` names (and raises 404
-    when there is none). tests/auth/test_route_access.py fails for any mutating per-object route without
-    such a guard.
+    `missing` when there is none). tests/auth/test_route_access.py fails for any mutating per-object
+    route without such a guard.
     """
 
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
@@ -143,6 +188,7 @@ def owner_or_admin(owner_of: Callable[[Any], Awaitable[str | None]], *, path_par
             ensure_owner_or_admin(principal, await owner_of(connection.path_params[path_param]))
 
     guard.access_rule = "owner_or_admin"
+    guard.errors = {401: ("authentication_required",), 403: ("not_owner",), 404: (missing,)}
     return guard
 
 

@@ -33,7 +33,7 @@ DIRECT_BODY_MAX_BYTES = 3 * service.DIRECT_UPLOAD_MAX_BYTES
 MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 
 # The route's {tokenId} asset belongs to the caller, or the caller is an admin.
-owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId")
+owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId", missing="asset_not_found")
 
 
 def _incoming(form: dict[str, Any]) -> list[service.IncomingFile]:

@@ -8,6 +8,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABL
 
 from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.observability import is_operator
+from app.lib.security import OPERATOR_SCHEME
 from app.system import schemas, service
 
 SYSTEM_LIMITS = {"rate_limit": "system"}
@@ -20,12 +21,12 @@ class SystemController(Controller):
     opt = SYSTEM_LIMITS
 
     # Not counted: liveness does no I/O, and must not fail because Redis (where counters live) is down.
-    @get("/health", cache=False, opt={"rate_limit": None})
+    @get("/health", cache=False, opt={"rate_limit": None, "no_io": True})
     async def health(self) -> schemas.HealthOut:
         """Liveness: the process answers."""
         return HEALTHY
 
-    @get("/ready", cache=False)
+    @get("/ready", cache=False, opt={**SYSTEM_LIMITS, "security": [{}, {OPERATOR_SCHEME: []}]})
     async def ready(
         self, request: Request, clients: ClientsDep, settings: SettingsDep
     ) -> Response[schemas.ReadinessOut]:

@@ -4,7 +4,7 @@ from litestar.routes import HTTPRoute
 
 from app.assets.documents import Asset
 from app.audit.documents import AuditLog
-from app.auth.middleware import OPEN_PREFIXES
+from app.lib.security import OPEN_PREFIXES
 from tests import factories
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

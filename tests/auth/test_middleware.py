@@ -29,6 +29,21 @@ async def test_an_api_key_from_the_factory_authenticates(client, settings):
     assert body["permissions"] == ["assets:write"]
 
 
+async def test_a_request_with_both_credentials_is_refused_whatever_they_hold(client, settings):
+    """Which credential would act is a guess: a valid bearer with any key (or the reverse) is a 400."""
+    bearer = await factories.login(settings, roles=("user", "admin"))
+    key = await factories.api_key(settings, permissions=["assets:write"])
+    for headers in (
+        {**bearer.headers, **key.headers},
+        {**bearer.headers, "X-API-Key": "dv_not-a-key"},
+        {"Authorization": "Bearer not-a-jwt", **key.headers},
+    ):
+        for path in ("/api/auth/me", "/api/assets"):
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] == "ambiguous_credentials"
+
+
 async def test_a_protected_route_without_credentials_is_401(client):
     response = await client.get("/api/auth/me")
     assert response.status_code == 401

@@ -2,7 +2,7 @@
 
 from litestar.routes import HTTPRoute
 
-from app.auth.middleware import OPEN_PREFIXES
+from app.lib.security import OPEN_PREFIXES
 from tests import factories
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -12,7 +12,7 @@ ANONYMOUS_WRITES = {
     "/api/auth/refresh",  # authenticated by its refresh cookie
     "/api/auth/logout",  # ends the session of its token or cookie, if any
 }
-# /schema, /metrics and /api/system/* are open by path (the middleware's OPEN_PREFIXES); their only
+# /schema, /metrics and /api/system/* are open by path (app.lib.security.OPEN_PREFIXES); their only
 # write is worker-ping, one de-duplicated trivial job per 10 s window.
 
 

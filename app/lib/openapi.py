@@ -1,0 +1,312 @@
+"""The OpenAPI document is the contract clients are generated from: this module finishes what Litestar
+derives from the handlers with what it cannot see.
+
+- Errors: every status an operation can answer, each with the one error schema (`Error`) and, as
+  examples keyed by code, every `code` it can carry; a 429 carries `Retry-After`.
+- Security: per operation, the credentials it accepts (none, optional, or required, and which).
+- Links: the calls that follow a response (an asset's reads and writes after its creation, an API key's
+  revocation after its creation), for clients and for stateful tests.
+
+What is declared where, so that a new route is documented the moment it is added:
+- what follows from the route itself (its parameters, body, rate-limit group, whether it is open to
+  anonymous callers) is derived here: validation, malformed JSON, bodies too large, credentials, rate
+  limits, dependencies down;
+- a guard states its own refusals and the credentials it takes (`guard.errors`, `guard.credentials`,
+  see app/lib/security.py);
+- a handler states the refusals of its domain with `raises(...)` in its `opt`, and its follow-up calls
+  with `links(...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    Link,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
+from litestar.routes import HTTPRoute
+from litestar.types import Method
+
+from app.lib.security import (
+    API_KEY_SCHEME,
+    BEARER_SCHEME,
+    CREDENTIAL_ERRORS,
+    OPERATOR_SCHEME,
+    REFRESH_COOKIE_SCHEME,
+    is_open_path,
+)
+
+ERRORS_OPT, LINKS_OPT, SECURITY_OPT = "errors", "links", "security"
+OPTIONAL_AUTH_OPT = "optional_auth"  # see app.lib.params.OPTIONAL_AUTH
+NO_IO_OPT = "no_io"  # a route that reaches no dependency, so it cannot answer 503 (liveness)
+ErrorMap = Mapping[int, Iterable[str]]
+
+SECURITY_SCHEMES = {
+    BEARER_SCHEME: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="JWT",
+        description="The access token from `POST /api/auth/verify` or `/api/auth/refresh` (15 minutes).",
+    ),
+    API_KEY_SCHEME: SecurityScheme(
+        type="apiKey",
+        name="X-API-Key",
+        security_scheme_in="header",
+        description="An API key (`POST /api/auth/api-keys`); it acts only within its permissions.",
+    ),
+    REFRESH_COOKIE_SCHEME: SecurityScheme(
+        type="apiKey",
+        name="dv_refresh",
+        security_scheme_in="cookie",
+        description="The refresh token, an HttpOnly cookie set by sign-in and rotated by every refresh.",
+    ),
+    OPERATOR_SCHEME: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="The operators' token (`METRICS_TOKEN`) for `/metrics` and readiness details.",
+    ),
+}
+
+CREDENTIALS_RULE = (
+    "Credentials: an operation lists the schemes it accepts; one with no security requirement is open "
+    "to anyone, and one whose requirements include an empty one takes credentials optionally (the answer "
+    "depends on who asks). Credentials that are sent are always verified, on open operations too: bad, "
+    "expired or revoked ones answer 401. A request carries one credential at most: `Authorization` and "
+    "`X-API-Key` together answer 400 `ambiguous_credentials`, whatever either holds."
+)
+
+_DESCRIPTIONS = {
+    400: "The request is invalid: a parameter, the body, or a rule of the operation",
+    401: "Credentials are missing, invalid, expired or revoked",
+    403: "The credentials do not allow this",
+    404: "Nothing is there",
+    409: "The request conflicts with the current state",
+    413: "The body is too large",
+    415: "The body's media type or encoding is not accepted",
+    422: "The request is well formed but cannot be carried out",
+    429: "Too many requests: retry after `Retry-After` seconds",
+    503: "A dependency (MongoDB, Redis, S3 or the chain) is unavailable, or a query ran out of time",
+}
+
+ERROR_SCHEMAS = {
+    "Error": Schema(
+        type=OpenAPIType.OBJECT,
+        required=["error"],
+        properties={"error": Reference("#/components/schemas/ErrorBody")},
+        description="Every refusal has this shape; `error.code` is the machine-readable reason.",
+    ),
+    "ErrorBody": Schema(
+        type=OpenAPIType.OBJECT,
+        required=["code", "message", "details"],
+        properties={
+            "code": Schema(
+                type=OpenAPIType.STRING,
+                description="A stable, machine-readable reason; each response lists the codes it carries.",
+            ),
+            "message": Schema(type=OpenAPIType.STRING, description="A human-readable explanation."),
+            "details": Schema(
+                one_of=[
+                    Schema(type=OpenAPIType.ARRAY, items=Reference("#/components/schemas/FieldError")),
+                    Schema(type=OpenAPIType.OBJECT, additional_properties=True),
+                    Schema(type=OpenAPIType.NULL),
+                ],
+                description="Per-field errors for `validation_error`; facts about the refusal otherwise.",
+            ),
+        },
+    ),
+    "FieldError": Schema(
+        type=OpenAPIType.OBJECT,
+        required=["field", "message", "source"],
+        properties={
+            "field": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+            "message": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+            "source": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+        },
+    ),
+}
+
+REQUEST_ID = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING),
+    required=True,
+    description="The request's id (the caller's, when well formed): it is in every log line of the request.",
+)
+RETRY_AFTER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
+    required=True,
+    description="Seconds until the limit's window lets the caller in again.",
+)
+
+
+def raises(errors: ErrorMap) -> dict[str, Any]:
+    """A handler's `opt` entry: the refusals of its domain, by status, e.g. `{404: ["asset_not_found"]}`."""
+    return {ERRORS_OPT: {status: tuple(codes) for status, codes in errors.items()}}
+
+
+def links(status: int, **targets: Mapping[str, str]) -> dict[str, Any]:
+    """A handler's `opt` entry: after a `status` answer, the operations (by handler name) it leads to,
+    with where each takes its parameters from (e.g. `get_asset={"tokenId": "$response.body#/tokenId"}`)."""
+    return {LINKS_OPT: (status, targets)}
+
+
+def operation_id(handler: HTTPRouteHandler, method: Method, path_components: list[Any]) -> str:
+    """The handler's name in camelCase (`getAsset`): the names a generated client's functions take."""
+    name = handler.handler_name
+    if name.lower() in {"get", "post", "put", "patch", "delete"}:  # a generic handler: name it by its path
+        name = f"{name}_{handler.paths and sorted(handler.paths)[0].strip('/').replace('/', '_')}"
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def finish(app: Litestar) -> OpenAPI:
+    """Complete the app's document in place (before it is first served) and return it."""
+    document = app.openapi_schema
+    components = document.components if isinstance(document.components, Components) else Components()
+    components.schemas = {**(components.schemas or {}), **ERROR_SCHEMAS}
+    components.security_schemes = dict(SECURITY_SCHEMES)
+    components.headers = {"X-Request-ID": REQUEST_ID}
+    document.components = components
+    document.security = None  # each operation states its own
+    document.info.description = f"{document.info.description or ''}\n\n{CREDENTIALS_RULE}".strip()
+
+    operations = _operations(app, document)
+    ids = {handler.handler_name: op.operation_id for handler, _, op in operations}
+    for handler, path, op in operations:
+        op.security = _security(handler, path)
+        _add_errors(handler, path, op)
+        _add_links(handler, op, ids)
+        for response in (op.responses or {}).values():
+            if isinstance(response, OpenAPIResponse):
+                response.headers = {**(response.headers or {}), "X-Request-ID": _ref_header()}
+    return document
+
+
+def _ref_header() -> Reference:
+    return Reference("#/components/headers/X-Request-ID")
+
+
+def _operations(app: Litestar, document: OpenAPI) -> list[tuple[HTTPRouteHandler, str, Operation]]:
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        item = (document.paths or {}).get(route.path_format or "/")
+        if item is None:
+            continue
+        for handler in route.route_handlers:
+            if not handler.resolve_include_in_schema():
+                continue
+            for method in handler.http_methods:
+                op = getattr(item, method.lower(), None)
+                if isinstance(op, Operation):
+                    found.append((handler, route.path_format or "/", op))
+    return found
+
+
+def _guards(handler: HTTPRouteHandler) -> list[Any]:
+    # As declared on each layer: resolve_guards() wraps them, without the attributes read here.
+    return [guard for layer in handler.ownership_layers for guard in (layer.guards or [])]
+
+
+def _security(handler: HTTPRouteHandler, path: str) -> list[dict[str, list[str]]]:
+    opt = handler.opt
+    if SECURITY_OPT in opt:  # stated by the route (operator token, refresh cookie)
+        return [dict(requirement) for requirement in opt[SECURITY_OPT]]
+    if is_open_path(path) or (opt.get("anonymous") and not opt.get(OPTIONAL_AUTH_OPT)):
+        return []
+    schemes = [BEARER_SCHEME, API_KEY_SCHEME]
+    for guard in _guards(handler):
+        accepted = getattr(guard, "credentials", None)
+        if accepted is not None:
+            schemes = [scheme for scheme in schemes if scheme in accepted]
+    requirements = [{scheme: []} for scheme in schemes]
+    return [{}, *requirements] if opt.get("anonymous") else requirements
+
+
+def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:
+    errors: dict[int, set[str]] = {}
+
+    def add(status: int, *codes: str) -> None:
+        errors.setdefault(status, set()).update(codes)
+
+    opt = handler.opt
+    body = op.request_body
+    if op.parameters or body is not None:
+        add(400, "validation_error")
+    if body is not None:
+        add(413, "payload_too_large")
+        if "application/json" in getattr(body, "content", {}):
+            add(400, "malformed_json")
+    if not is_open_path(path):  # credentials are read (and verified) on every other route
+        for status, codes in CREDENTIAL_ERRORS.items():
+            add(status, *codes)
+        if not opt.get("anonymous") and SECURITY_OPT not in opt:
+            add(401, "authentication_required")
+    if opt.get("rate_limit", "default" if not is_open_path(path) else None) is not None:
+        add(429, "rate_limited")
+    if not opt.get(NO_IO_OPT):
+        add(503, "service_unavailable")
+    for guard in _guards(handler):
+        for status, codes in (getattr(guard, "errors", None) or {}).items():
+            add(status, *codes)
+    for status, codes in (opt.get(ERRORS_OPT) or {}).items():
+        add(status, *codes)
+
+    responses = dict(op.responses or {})
+    for status in sorted(errors):
+        codes = sorted(errors[status])
+        responses[str(status)] = OpenAPIResponse(
+            description=f"{_DESCRIPTIONS.get(status, 'Refused')}: " + ", ".join(f"`{c}`" for c in codes),
+            headers={"Retry-After": RETRY_AFTER} if status == 429 else None,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Reference("#/components/schemas/Error"),
+                    examples={code: _example(status, code) for code in codes},
+                )
+            },
+        )
+    # Litestar's generic 400 (its own error shape) is replaced above; drop it where nothing replaced it.
+    if "400" not in {str(s) for s in errors}:
+        responses.pop("400", None)
+    op.responses = responses
+
+
+def _example(status: int, code: str) -> Example:
+    message = code.replace("_", " ")
+    return Example(summary=code, value={"error": {"code": code, "message": message, "details": None}})
+
+
+def _add_links(handler: HTTPRouteHandler, op: Operation, ids: Mapping[str, str | None]) -> None:
+    declared = handler.opt.get(LINKS_OPT)
+    if not declared:
+        return
+    status, targets = declared
+    response = (op.responses or {}).get(str(status))
+    if not isinstance(response, OpenAPIResponse):
+        raise ValueError(f"{handler.handler_name}: links on an undocumented status {status}")
+    response.links = {}
+    for target, parameters in targets.items():
+        target_id = ids.get(target)
+        if target_id is None:
+            raise ValueError(f"{handler.handler_name}: a link to an unknown operation {target!r}")
+        response.links[target_id] = Link(operation_id=target_id, parameters=dict(parameters))
+
+
+def error_codes(document: Mapping[str, Any], path: str, method: str, status: int) -> set[str]:
+    """The codes a (dict) document lists for one operation's `status` (used by the contract tests)."""
+    op = document["paths"][path][method.lower()]
+    response = op.get("responses", {}).get(str(status), {})
+    return set(response.get("content", {}).get("application/json", {}).get("examples", {}))
