@@ -11,13 +11,26 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.assets import schemas, service
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
-from app.lib.params import OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, refuse_operator_params
+from app.lib.openapi import answers_text, links, raises
+from app.lib.params import (
+    ADDRESS,
+    ADDRESS_DOC,
+    OPTIONAL_AUTH,
+    PUBLIC,
+    CursorParam,
+    LimitParam,
+    TokenIdPath,
+    WalletPath,
+    one_of,
+    refuse_operator_params,
+    sorts_of,
+)
 from app.lib.security import (
     current_principal,
     owner_or_admin,
@@ -29,20 +42,74 @@ from app.lib.security import (
 # The route's {tokenId} asset belongs to the caller, or the caller is an admin.
 owns_asset = owner_or_admin(service.owner_of, path_param="tokenId", missing="asset_not_found")
 
-AssetTypeParam = Annotated[str | None, QueryParameter(name="assetType", description="e.g. Art, Real Estate")]
-OwnerParam = Annotated[str | None, QueryParameter(description="owner wallet address")]
+AssetTypeParam = Annotated[
+    str | None, QueryParameter(name="assetType", schema_extra=one_of(schemas.ASSET_TYPES))
+]
+OwnerParam = Annotated[
+    str | None, QueryParameter(description=f"the owner: {ADDRESS_DOC}", schema_extra={"pattern": ADDRESS})
+]
 IsListedParam = Annotated[bool | None, QueryParameter(name="isListed")]
 IsVerifiedParam = Annotated[bool | None, QueryParameter(name="isVerified")]
-MinPriceParam = Annotated[float | None, QueryParameter(name="minPrice", description="ETH")]
-MaxPriceParam = Annotated[float | None, QueryParameter(name="maxPrice", description="ETH")]
-QParam = Annotated[str | None, QueryParameter(description="name prefix (case-insensitive, literal)")]
+PRICE_RANGE = {"minimum": 0}
+MinPriceParam = Annotated[
+    float | None,
+    QueryParameter(name="minPrice", description="ETH, at most maxPrice", schema_extra=PRICE_RANGE),
+]
+MaxPriceParam = Annotated[
+    float | None, QueryParameter(name="maxPrice", description="ETH", schema_extra=PRICE_RANGE)
+]
+QParam = Annotated[
+    str | None,
+    QueryParameter(
+        description="name prefix (case-insensitive, literal)",
+        schema_extra={"minLength": 1, "maxLength": service.MAX_QUERY_CHARS, "pattern": r"\S"},
+    ),
+]
 SortParam = Annotated[
     str | None,
     QueryParameter(
-        description="price, createdAt, updatedAt or viewCount; prefix '-' for descending. viewCount sorts "
-        "by the stored count, which takes in new views every 15 s (the detail shows them at once)"
+        description="a field, ascending, or prefixed with '-' for descending. viewCount sorts by the stored "
+        "count, which takes in new views every 15 s (the detail shows them at once)",
+        schema_extra=sorts_of(service.SORTS),
     ),
 ]
+# The refusals every browse of the catalog shares.
+BROWSE_ERRORS = {
+    400: [
+        "invalid_address",
+        "invalid_asset_type",
+        "invalid_cursor",
+        "invalid_limit",
+        "invalid_price",
+        "invalid_query",
+        "invalid_sort",
+        "operator_not_allowed",
+    ],
+    503: ["query_timeout"],
+}
+HISTORY_ERRORS = {
+    400: [
+        "invalid_cursor",
+        "invalid_format",
+        "invalid_interval",
+        "invalid_limit",
+        "invalid_range",
+        "invalid_source",
+        "operator_not_allowed",
+        "range_too_large",
+        "timestamp_out_of_range",
+    ],
+    404: ["asset_not_found"],
+    503: ["query_timeout"],
+}
+ASSET_LINKS = links(
+    201,
+    get_asset={"tokenId": "$response.body#/tokenId"},
+    price_history={"tokenId": "$response.body#/tokenId"},
+    update_metadata={"tokenId": "$response.body#/tokenId"},
+    verify_asset={"tokenId": "$response.body#/tokenId"},
+    process_media={"tokenId": "$response.body#/tokenId"},
+)
 
 
 def asset_query(
@@ -79,7 +146,7 @@ class AssetController(Controller):
     path = "/api/assets"
     tags = ["assets"]
 
-    @get("/", opt=PUBLIC, dependencies=BROWSE)
+    @get("/", opt={**PUBLIC, **raises(BROWSE_ERRORS)}, dependencies=BROWSE)
     async def list_assets(
         self,
         request: Request,
@@ -93,7 +160,28 @@ class AssetController(Controller):
         asked = msgspec.structs.replace(asked, is_listed=is_listed)
         return await service.list_assets(clients, settings, asked)
 
-    @post("/", status_code=HTTP_201_CREATED, guards=[requires_permission("assets:write")])
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        guards=[requires_permission("assets:write")],
+        opt={
+            **raises(
+                {
+                    400: [
+                        "invalid_address",
+                        "invalid_asset_type",
+                        "invalid_attributes",
+                        "invalid_description",
+                        "invalid_metadata",
+                        "invalid_name",
+                        "invalid_token_id",
+                    ],
+                    409: ["duplicate_token"],
+                }
+            ),
+            **ASSET_LINKS,
+        },
+    )
     async def create_asset(
         self,
         request: Request,
@@ -106,22 +194,33 @@ class AssetController(Controller):
         body = await service.create_asset(clients, settings, data, current_principal(request), context)
         return Response(body, status_code=HTTP_201_CREATED)
 
-    @get("/{tokenId:int}", opt=OPTIONAL_AUTH)
+    @get(
+        "/{tokenId:int}",
+        opt={
+            **OPTIONAL_AUTH,
+            **raises({400: ["operator_not_allowed"], 404: ["asset_not_found"], 503: ["query_timeout"]}),
+        },
+    )
     async def get_asset(
-        self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: FromPath[int]
+        self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: TokenIdPath
     ) -> Response[schemas.AssetDetail]:
         """Full details of an asset with media URLs for this caller; counts a view."""
         refuse_operator_params(request)
         return Response(await service.asset_detail(clients, settings, tokenId, principal_of(request)))
 
-    @post("/{tokenId:int}/verify", status_code=HTTP_200_OK, guards=[requires_roles("admin")])
+    @post(
+        "/{tokenId:int}/verify",
+        status_code=HTTP_200_OK,
+        guards=[requires_roles("admin")],
+        opt=raises({400: ["invalid_attributes"], 404: ["asset_not_found"]}),
+    )
     async def verify_asset(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
         context: ContextDep,
-        tokenId: FromPath[int],
+        tokenId: TokenIdPath,
         data: JSONBody[schemas.VerifyRequest | None] = None,
     ) -> Response[schemas.AssetDetail]:
         """Record the platform's verification of an asset (admin)."""
@@ -130,14 +229,23 @@ class AssetController(Controller):
         )
         return Response(body)
 
-    @patch("/{tokenId:int}/metadata", guards=[requires_permission(service.METADATA_PERMISSION), owns_asset])
+    @patch(
+        "/{tokenId:int}/metadata",
+        guards=[requires_permission(service.METADATA_PERMISSION), owns_asset],
+        opt=raises(
+            {
+                400: ["empty_patch", "field_not_editable", "invalid_attributes", "invalid_metadata"],
+                409: ["version_conflict"],
+            }
+        ),
+    )
     async def update_metadata(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
         context: ContextDep,
-        tokenId: FromPath[int],
+        tokenId: TokenIdPath,
         data: JSONBody[schemas.MetadataPatch],
     ) -> Response[schemas.AssetDetail]:
         """Change metadata (owner or admin; keys need `assets:metadata`); 409 when `version` is stale."""
@@ -146,21 +254,42 @@ class AssetController(Controller):
         )
         return Response(body)
 
-    @get("/{tokenId:int}/price-history", opt=PUBLIC)
+    @get(
+        "/{tokenId:int}/price-history",
+        opt={
+            **PUBLIC,
+            **raises(HISTORY_ERRORS),
+            **answers_text(
+                200,
+                "text/csv",
+                "With format=csv: a header row, then one row per point or bucket; the next page's cursor "
+                "is in the X-Next-Cursor header",
+            ),
+        },
+    )
     async def price_history(
         self,
         request: Request,
         settings: SettingsDep,
-        tokenId: FromPath[int],
+        tokenId: TokenIdPath,
         start: Annotated[
             datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")
         ] = None,
         end: Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")] = None,
-        source: Annotated[str | None, QueryParameter(description="ai-oracle, user-listing, sale...")] = None,
-        interval: Annotated[str, QueryParameter(description="raw, 1h, 1d or 1w")] = "raw",
-        limit: Annotated[int | None, QueryParameter(description="raw points per page, 1 to 1000")] = None,
+        source: Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.PRICE_SOURCES))] = None,
+        interval: Annotated[
+            str,
+            QueryParameter(description="raw points, or OHLC buckets", schema_extra=one_of(schemas.INTERVALS)),
+        ] = "raw",
+        limit: Annotated[
+            int | None,
+            QueryParameter(
+                description="raw points per page",
+                schema_extra={"minimum": 1, "maximum": service.MAX_HISTORY_LIMIT},
+            ),
+        ] = None,
         cursor: CursorParam = None,
-        format: Annotated[str, QueryParameter(description="json or csv")] = "json",
+        format: Annotated[str, QueryParameter(schema_extra=one_of(("json", "csv")))] = "json",
     ) -> Response[schemas.PriceHistoryPage]:
         """Price points (paged) or OHLC buckets over a time range; CSV with `format=csv`."""
         refuse_operator_params(request)
@@ -183,13 +312,13 @@ class UserAssetsController(Controller):
     path = "/api/users"
     tags = ["assets"]
 
-    @get("/{walletAddress:str}/assets", opt=PUBLIC)
+    @get("/{walletAddress:str}/assets", opt={**PUBLIC, **raises(BROWSE_ERRORS)})
     async def user_assets(
         self,
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
-        walletAddress: FromPath[str],
+        walletAddress: WalletPath,
         asset_type: AssetTypeParam = None,
         is_listed: IsListedParam = None,
         sort: SortParam = None,
@@ -215,7 +344,7 @@ class ListingController(Controller):
     path = "/api/market"
     tags = ["market"]
 
-    @get("/listings", opt=PUBLIC, dependencies=BROWSE)
+    @get("/listings", opt={**PUBLIC, **raises(BROWSE_ERRORS)}, dependencies=BROWSE)
     async def listings(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, asked: AssetQueryDep
     ) -> schemas.AssetPage:

@@ -34,6 +34,10 @@ MAX_TOKEN_ID = MAX_INT64
 # What a caller needs, besides owning the asset, to change its metadata (a signed-in user has it); the
 # route checks it, with the ownership.
 METADATA_PERMISSION = "assets:metadata"
+# What the catalog's and history's parameters take (documented by the controllers).
+SORTS = tuple(repository.ASSET_SORTS)
+MAX_QUERY_CHARS = catalog.MAX_QUERY_CHARS
+MAX_HISTORY_LIMIT = history.MAX_POINTS
 # Bumped when an asset is added: the market stats count assets by type and owner, and recompute when it
 # moves (read it beside other keys, e.g. in one MGET). Metadata and verification are not in them.
 CATALOG_GENERATION_KEY = f"{cache.PREFIX}assets:catalog:generation"

@@ -95,6 +95,10 @@ async def upsert_user(settings: Settings, wallet: str, *, now: datetime | None =
 # ---------------------------------------------------------------------------------------- sign-in
 
 
+# What a refused sign-in answers with (401), besides a malformed body.
+SIGN_IN_REFUSALS = sorted({*siwe.REJECTION_CODES, "nonce_invalid"} - {"chain_unavailable"})
+
+
 def _siwe_error(exc: siwe.SiweRejected) -> Unauthorized | ServiceUnavailable:
     if exc.code == "chain_unavailable":
         return ServiceUnavailable(exc.message, code="chain_unavailable")

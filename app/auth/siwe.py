@@ -87,6 +87,24 @@ _NONCE_ALPHABET = string.ascii_letters + string.digits
 _TRANSPORT_ERRORS = (OSError, aiohttp.ClientError, ProviderConnectionError)
 
 
+# The check names SiweRejected carries (chain_unavailable is the chain failing to answer, not a verdict).
+REJECTION_CODES = (
+    "malformed_message",
+    "message_too_long",
+    "field_too_long",
+    "domain_mismatch",
+    "uri_mismatch",
+    "chain_mismatch",
+    "address_mismatch",
+    "nonce_mismatch",
+    "issued_in_future",
+    "expired",
+    "not_yet_valid",
+    "invalid_signature",
+    "chain_unavailable",
+)
+
+
 class SiweRejected(Exception):
     """A sign-in message or signature refused; `code` names the check that failed.
 

@@ -10,6 +10,9 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from pymongo.errors import AutoReconnect, ConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +150,14 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     return error_response(status, code, exc.detail or code.replace("_", " "), exc.extra or None, headers)
 
 
+# A dependency that cannot be reached (down, or not answering in time): the request may be retried.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionFailure, AutoReconnect)
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, UNAVAILABLE):
+        log.error("http.dependency_unavailable", path=request.url.path, error_type=type(exc).__name__)
+        return error_response(503, "service_unavailable", "a dependency is unavailable; retry shortly")
     log.exception("http.unhandled_exception", path=request.url.path, error_type=type(exc).__name__)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
 

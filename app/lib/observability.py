@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.lib.errors import Unauthorized
+from app.lib.openapi import answers_text
 from app.lib.security import OPERATOR_SCHEME
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -108,6 +109,10 @@ def metrics_controller(settings: Settings) -> type[PrometheusController]:
 
     class MetricsController(PrometheusController):
         guards = [operator_only]
-        opt = {"rate_limit": "system", "security": operator if token_needed else [{}, *operator]}
+        opt = {
+            "rate_limit": "system",
+            "security": operator if token_needed else [{}, *operator],
+            **answers_text(200, "text/plain", "Prometheus text exposition format"),
+        }
 
     return MetricsController

@@ -20,6 +20,7 @@ What is declared where, so that a new route is documented the moment it is added
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from litestar import Litestar
@@ -34,6 +35,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     Schema,
     SecurityScheme,
@@ -50,7 +52,7 @@ from app.lib.security import (
     is_open_path,
 )
 
-ERRORS_OPT, LINKS_OPT, SECURITY_OPT = "errors", "links", "security"
+ERRORS_OPT, LINKS_OPT, SECURITY_OPT, CONTENT_OPT = "errors", "links", "security", "content"
 OPTIONAL_AUTH_OPT = "optional_auth"  # see app.lib.params.OPTIONAL_AUTH
 NO_IO_OPT = "no_io"  # a route that reaches no dependency, so it cannot answer 503 (liveness)
 ErrorMap = Mapping[int, Iterable[str]]
@@ -162,6 +164,11 @@ def links(status: int, **targets: Mapping[str, str]) -> dict[str, Any]:
     return {LINKS_OPT: (status, targets)}
 
 
+def answers_text(status: int, media_type: str, description: str) -> dict[str, Any]:
+    """A handler's `opt` entry: its `status` answer (also) comes as text of `media_type` (CSV, metrics)."""
+    return {CONTENT_OPT: (status, media_type, description)}
+
+
 def operation_id(handler: HTTPRouteHandler, method: Method, path_components: list[Any]) -> str:
     """The handler's name in camelCase (`getAsset`): the names a generated client's functions take."""
     name = handler.handler_name
@@ -185,13 +192,32 @@ def finish(app: Litestar) -> OpenAPI:
     operations = _operations(app, document)
     ids = {handler.handler_name: op.operation_id for handler, _, op in operations}
     for handler, path, op in operations:
+        for parameter in op.parameters or []:
+            if isinstance(parameter, Parameter) and isinstance(parameter.schema, Schema):
+                parameter.schema = _not_null(parameter.schema)
         op.security = _security(handler, path)
+        _add_text_content(handler, op)
         _add_errors(handler, path, op)
         _add_links(handler, op, ids)
-        for response in (op.responses or {}).values():
+        for status, response in (op.responses or {}).items():
             if isinstance(response, OpenAPIResponse):
+                if status == "204":  # no content means no content, not a JSON null
+                    response.content = None
                 response.headers = {**(response.headers or {}), "X-Request-ID": _ref_header()}
     return document
+
+
+def _not_null(schema: Schema) -> Schema:
+    """`X | None` as a parameter's schema is X: a parameter is sent or not, never null."""
+    variants = [v for v in schema.one_of or [] if not (isinstance(v, Schema) and v.type == OpenAPIType.NULL)]
+    if not schema.one_of or len(variants) != 1 or not isinstance(variants[0], Schema):
+        return schema
+    merged = Schema(**{f.name: getattr(variants[0], f.name) for f in fields(Schema)})
+    for f in fields(Schema):  # the constraints documented beside the union apply to its one type
+        value = getattr(schema, f.name)
+        if f.name != "one_of" and value is not None:
+            setattr(merged, f.name, value)
+    return merged
 
 
 def _ref_header() -> Reference:
@@ -234,6 +260,20 @@ def _security(handler: HTTPRouteHandler, path: str) -> list[dict[str, list[str]]
             schemes = [scheme for scheme in schemes if scheme in accepted]
     requirements = [{scheme: []} for scheme in schemes]
     return [{}, *requirements] if opt.get("anonymous") else requirements
+
+
+def _add_text_content(handler: HTTPRouteHandler, op: Operation) -> None:
+    declared = handler.opt.get(CONTENT_OPT)
+    if not declared:
+        return
+    status, media_type, description = declared
+    response = (op.responses or {}).get(str(status))
+    if not isinstance(response, OpenAPIResponse):
+        raise ValueError(f"{handler.handler_name}: text content on an undocumented status {status}")
+    content = {k: v for k, v in (response.content or {}).items() if v.schema != Schema()}  # drop `{}`
+    text = Schema(type=OpenAPIType.STRING, description=description)
+    content[media_type] = OpenAPIMediaType(schema=text)
+    response.content = content
 
 
 def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:

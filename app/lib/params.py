@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, to_checksum_address
 from litestar.connection import ASGIConnection
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 from pymongo.errors import ExecutionTimeout
 
 from app.lib.errors import BadRequest, ServiceUnavailable
@@ -24,8 +24,26 @@ MAX_INT64 = 2**63 - 1  # MongoDB stores 8-byte integers: a larger id names nothi
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
-LimitParam = Annotated[int | None, QueryParameter(description="1 to 100, default 20")]
+# The constraints below are documented (schema_extra) rather than enforced by Litestar: the services
+# check them, answering each with its own code (invalid_limit, invalid_wallet_address, ...).
+LimitParam = Annotated[
+    int | None,
+    QueryParameter(description="1 to 100, default 20", schema_extra={"minimum": 1, "maximum": MAX_LIMIT}),
+]
 CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
+ADDRESS_DOC = "a 0x-prefixed 20-byte hex address: all one case, or EIP-55 checksummed"
+WalletPath = Annotated[str, PathParameter(description=ADDRESS_DOC, schema_extra={"pattern": ADDRESS})]
+TokenIdPath = Annotated[int, PathParameter(schema_extra={"minimum": 0, "maximum": MAX_INT64})]
+
+
+def one_of(values: Iterable[str]) -> dict[str, Any]:
+    """A parameter's documented choices (`schema_extra`), checked by the service with its own code."""
+    return {"enum": list(values)}
+
+
+def sorts_of(names: Iterable[str]) -> dict[str, Any]:
+    """The documented choices of a `sort` parameter: each name, ascending or with '-' descending."""
+    return one_of(value for name in names for value in (name, f"-{name}"))
 
 
 def refuse_operator_params(connection: ASGIConnection) -> None:

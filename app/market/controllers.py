@@ -8,16 +8,43 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 
 from app.lib import params
 from app.lib.deps import ClientsDep, SettingsDep
-from app.lib.params import PUBLIC, CursorParam, LimitParam, refuse_operator_params
+from app.lib.openapi import raises
+from app.lib.params import (
+    ADDRESS,
+    ADDRESS_DOC,
+    PUBLIC,
+    CursorParam,
+    LimitParam,
+    WalletPath,
+    one_of,
+    refuse_operator_params,
+)
 from app.market import schemas, service
 
-TypeParam = Annotated[str | None, QueryParameter(description="mint, list, buy, sell, delist or transfer")]
-TokenParam = Annotated[int | None, QueryParameter(name="tokenId")]
-StatusParam = Annotated[str | None, QueryParameter(description="pending, completed or failed")]
+TypeParam = Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.TRANSACTION_TYPES))]
+TokenParam = Annotated[
+    int | None, QueryParameter(name="tokenId", schema_extra={"minimum": 0, "maximum": params.MAX_INT64})
+]
+StatusParam = Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.TRANSACTION_STATUSES))]
+# The refusals every list of transactions shares.
+LISTING_ERRORS = {
+    400: [
+        "invalid_address",
+        "invalid_cursor",
+        "invalid_limit",
+        "invalid_range",
+        "invalid_status",
+        "invalid_token_id",
+        "invalid_type",
+        "operator_not_allowed",
+        "timestamp_out_of_range",
+    ],
+    503: ["query_timeout"],
+}
 FromParam = Annotated[datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")]
 ToParam = Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")]
 
@@ -45,14 +72,19 @@ class TransactionController(Controller):
     path = "/api/transactions"
     tags = ["market"]
 
-    @get("/", opt=PUBLIC, dependencies=LISTING)
+    @get("/", opt={**PUBLIC, **raises(LISTING_ERRORS)}, dependencies=LISTING)
     async def list_transactions(
         self,
         request: Request,
         settings: SettingsDep,
         asked: TransactionQueryDep,
         token_id: TokenParam = None,
-        wallet: Annotated[str | None, QueryParameter(description="buyer or seller address")] = None,
+        wallet: Annotated[
+            str | None,
+            QueryParameter(
+                description=f"the buyer or seller: {ADDRESS_DOC}", schema_extra={"pattern": ADDRESS}
+            ),
+        ] = None,
     ) -> schemas.TransactionPage:
         """Platform transactions, newest first, with keyset pages (`nextCursor`)."""
         refuse_operator_params(request)
@@ -66,12 +98,12 @@ class UserTransactionsController(Controller):
     path = "/api/users"
     tags = ["market"]
 
-    @get("/{walletAddress:str}/transactions", opt=PUBLIC, dependencies=LISTING)
+    @get("/{walletAddress:str}/transactions", opt={**PUBLIC, **raises(LISTING_ERRORS)}, dependencies=LISTING)
     async def user_transactions(
         self,
         request: Request,
         settings: SettingsDep,
-        walletAddress: FromPath[str],
+        walletAddress: WalletPath,
         asked: TransactionQueryDep,
     ) -> schemas.TransactionPage:
         """Transactions where a wallet bought or sold, newest first."""
@@ -84,7 +116,7 @@ class MarketController(Controller):
     path = "/api/market"
     tags = ["market"]
 
-    @get("/stats", opt=PUBLIC)
+    @get("/stats", opt={**PUBLIC, **raises({503: ["query_timeout"]})})
     async def stats(self, clients: ClientsDep, settings: SettingsDep) -> Response[schemas.MarketStats]:
         """Asset counts, listings, floor/mean/median prices by type, owners, and 24h/7d/30d volume."""
         # The cached JSON as stored (bytes pass through unchanged); the annotation documents its shape.

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 from litestar import Controller, Request, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, JSONBody
+from litestar.params import Body, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from app.assets import service as assets_service
 from app.lib.deps import ClientsDep
+from app.lib.openapi import raises
+from app.lib.params import TokenIdPath
 from app.lib.security import current_principal, owner_or_admin, requires_permission
 from app.media import service
 from app.media.schemas import (
@@ -34,6 +36,23 @@ MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MU
 
 # The route's {tokenId} asset belongs to the caller, or the caller is an admin.
 owns_asset = owner_or_admin(assets_service.owner_of, path_param="tokenId", missing="asset_not_found")
+
+# The refusals of staging an upload (a presigned POST or a multipart upload).
+STAGING_ERRORS = {
+    400: ["invalid_category", "token_id_required"],
+    403: ["not_owner"],
+    404: ["asset_not_found"],
+    409: ["upload_limit_reached"],
+    413: ["file_too_large"],
+    415: ["unsupported_content_type"],
+}
+# The refusals of a direct upload (a multipart form of files); `bad_request` is a malformed form.
+DIRECT_ERRORS = {
+    400: ["bad_request", "no_files", "too_many_files"],
+    409: ["upload_limit_reached"],
+    413: ["file_too_large"],
+    415: ["type_mismatch", "unsupported_content_type", "unsupported_format"],
+}
 
 
 def _incoming(form: dict[str, Any]) -> list[service.IncomingFile]:
@@ -66,21 +85,40 @@ class StorageController(Controller):
     tags = ["media"]
     guards = [requires_permission("media:write")]
 
-    @post("/presigned-url", status_code=HTTP_201_CREATED)
+    @post(
+        "/presigned-url",
+        status_code=HTTP_201_CREATED,
+        opt=raises({**STAGING_ERRORS, 400: [*STAGING_ERRORS[400], "multipart_required"]}),
+    )
     async def presigned_url(
         self, request: Request, clients: ClientsDep, data: JSONBody[UploadRequest]
     ) -> PresignedPost:
         """A presigned POST form for one upload straight to S3 (size, type and key fixed by its policy)."""
         return await service.presign_upload(clients.storage, current_principal(request), data)
 
-    @post("/multipart-uploads", status_code=HTTP_201_CREATED)
+    @post(
+        "/multipart-uploads",
+        status_code=HTTP_201_CREATED,
+        opt=raises({**STAGING_ERRORS, 400: [*STAGING_ERRORS[400], "multipart_not_allowed"]}),
+    )
     async def start_multipart(
         self, request: Request, clients: ClientsDep, data: JSONBody[UploadRequest]
     ) -> MultipartUpload:
         """Start a multipart upload (files over 100 MB): one presigned PUT URL per part."""
         return await service.start_multipart(clients.storage, current_principal(request), data)
 
-    @post("/multipart-uploads/complete")
+    @post(
+        "/multipart-uploads/complete",
+        opt=raises(
+            {
+                400: ["empty_upload"],
+                403: ["not_uploader"],
+                404: ["upload_not_found"],
+                413: ["file_too_large"],
+                503: ["query_timeout"],
+            }
+        ),
+    )
     async def complete_multipart(
         self, request: Request, clients: ClientsDep, data: JSONBody[MultipartComplete]
     ) -> CompletedUpload:
@@ -100,9 +138,10 @@ class AssetMediaController(Controller):
         status_code=HTTP_201_CREATED,
         request_max_body_size=DIRECT_BODY_MAX_BYTES,
         guards=[owns_asset],
+        opt=raises(DIRECT_ERRORS),
     )
     async def upload_images(
-        self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
+        self, request: Request, clients: ClientsDep, tokenId: TokenIdPath, data: MultipartForm
     ) -> DirectUploadResult:
         """Upload several images (multipart form); each is sniffed, stored as an original and queued."""
         return await service.upload_images(clients, current_principal(request), tokenId, _incoming(data))
@@ -112,9 +151,18 @@ class AssetMediaController(Controller):
         status_code=HTTP_201_CREATED,
         request_max_body_size=DIRECT_BODY_MAX_BYTES,
         guards=[owns_asset],
+        opt=raises(
+            {
+                **DIRECT_ERRORS,
+                400: [*DIRECT_ERRORS[400], "invalid_category"],
+                413: ["file_too_large", "too_large"],
+                415: [*DIRECT_ERRORS[415], "invalid_json", "json_not_utf8", "json_too_deep"],
+                503: ["document_check_failed"],
+            }
+        ),
     )
     async def upload_documents(
-        self, request: Request, clients: ClientsDep, tokenId: FromPath[int], data: MultipartForm
+        self, request: Request, clients: ClientsDep, tokenId: TokenIdPath, data: MultipartForm
     ) -> DirectUploadResult:
         """Upload documents (PDF, or JSON for metadata); form fields `category` and `verification`."""
         return await service.upload_documents(
@@ -127,7 +175,7 @@ class AssetMediaController(Controller):
         )
 
     @post("/{tokenId:int}/process-media", status_code=HTTP_202_ACCEPTED, guards=[owns_asset])
-    async def process_media(self, clients: ClientsDep, tokenId: FromPath[int]) -> ProcessingJob:
+    async def process_media(self, clients: ClientsDep, tokenId: TokenIdPath) -> ProcessingJob:
         """Queue the processing of the asset's uploads; poll `statusUrl` for the outcome."""
         return await service.request_processing(clients, tokenId)
 
@@ -137,7 +185,18 @@ class UserAvatarController(Controller):
     tags = ["media"]
     guards = [requires_permission("media:write")]
 
-    @post("/me/avatar", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/me/avatar",
+        status_code=HTTP_202_ACCEPTED,
+        opt=raises(
+            {
+                400: ["invalid_upload_key", "not_an_avatar_upload"],
+                403: ["not_owner"],
+                404: ["upload_not_found"],
+                429: ["avatar_queue_full", "too_many_avatar_jobs"],
+            }
+        ),
+    )
     async def update_avatar(
         self, request: Request, clients: ClientsDep, data: JSONBody[AvatarPromotion]
     ) -> AvatarJob:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.lib.deps import ClientsDep, SettingsDep
 from app.lib.observability import is_operator
+from app.lib.openapi import raises
 from app.lib.security import OPERATOR_SCHEME
 from app.system import schemas, service
 
@@ -26,7 +28,16 @@ class SystemController(Controller):
         """Liveness: the process answers."""
         return HEALTHY
 
-    @get("/ready", cache=False, opt={**SYSTEM_LIMITS, "security": [{}, {OPERATOR_SCHEME: []}]})
+    @get(
+        "/ready",
+        cache=False,
+        opt={**SYSTEM_LIMITS, "security": [{}, {OPERATOR_SCHEME: []}]},
+        responses={
+            HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+                schemas.ReadinessOut, description="A dependency is down: the report says which"
+            )
+        },
+    )
     async def ready(
         self, request: Request, clients: ClientsDep, settings: SettingsDep
     ) -> Response[schemas.ReadinessOut]:
@@ -51,7 +62,11 @@ class JobController(Controller):
 
     # Open (worker-ping hands out its status URL to anonymous callers): results must hold no private data,
     # and a failure shows its error code only.
-    @get("/{jobId:str}", cache=False, opt={"anonymous": True, **SYSTEM_LIMITS})
+    @get(
+        "/{jobId:str}",
+        cache=False,
+        opt={"anonymous": True, **SYSTEM_LIMITS, **raises({404: ["job_not_found"]})},
+    )
     async def job_status(self, clients: ClientsDep, jobId: FromPath[str]) -> schemas.JobStateOut:
         """The status of a background job, and its result (or error code) once finished."""
         return await service.job_state(clients, jobId)

@@ -1,8 +1,10 @@
 import logging
+import socket
 from typing import Annotated
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from litestar import Litestar, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -118,3 +120,18 @@ async def test_metrics_and_access_log_see_the_status_of_refusals_by_middleware(c
     assert len(access) == 2 and all("'status': 401" in r.getMessage() for r in access), [
         r.getMessage() for r in access
     ]
+
+
+async def test_a_dependency_that_cannot_be_reached_is_503_not_500(client, clients, monkeypatch):
+    """Redis refusing connections (a real client on a port nothing listens on) answers 503 in the format."""
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = ArqRedis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+    monkeypatch.setattr(clients, "redis", unreachable)
+    try:
+        response = await client.get("/api/assets")
+    finally:
+        await unreachable.aclose()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "service_unavailable"
