@@ -21,6 +21,7 @@ from app.auth.documents import Session, User
 from app.auth.middleware import authentication_middleware
 from app.config import ConfigurationError, Settings, check_settings, get_settings
 from app.lib import openapi
+from app.lib.bodies import check_json_body
 from app.lib.clients import Clients, open_clients
 from app.lib.context import RequestContext, request_context
 from app.lib.errors import EXCEPTION_HANDLERS, errors_as_responses
@@ -31,6 +32,7 @@ from app.lib.observability import (
     prometheus_config,
     request_id_middleware,
 )
+from app.lib.params import plain_query
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.market.documents import Transaction
 from app.media import service as media_service
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         before_send=[add_request_id_header],
         exception_handlers=EXCEPTION_HANDLERS,
+        guards=[plain_query],
+        before_request=check_json_body,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(
             title="DynamicVault API",

@@ -28,7 +28,6 @@ from app.lib.params import (
     TokenIdPath,
     WalletPath,
     one_of,
-    refuse_operator_params,
     sorts_of,
 )
 from app.lib.security import (
@@ -83,7 +82,6 @@ BROWSE_ERRORS = {
         "invalid_price",
         "invalid_query",
         "invalid_sort",
-        "operator_not_allowed",
     ],
     503: ["query_timeout"],
 }
@@ -95,7 +93,6 @@ HISTORY_ERRORS = {
         "invalid_limit",
         "invalid_range",
         "invalid_source",
-        "operator_not_allowed",
         "range_too_large",
         "timestamp_out_of_range",
     ],
@@ -156,7 +153,6 @@ class AssetController(Controller):
         is_listed: IsListedParam = None,
     ) -> schemas.AssetPage:
         """Browse assets: filters, a fixed set of sorts, and keyset pages (`nextCursor`)."""
-        refuse_operator_params(request)
         asked = msgspec.structs.replace(asked, is_listed=is_listed)
         return await service.list_assets(clients, settings, asked)
 
@@ -175,6 +171,7 @@ class AssetController(Controller):
                         "invalid_metadata",
                         "invalid_name",
                         "invalid_token_id",
+                        "operator_not_allowed",
                     ],
                     409: ["duplicate_token"],
                 }
@@ -198,21 +195,20 @@ class AssetController(Controller):
         "/{tokenId:int}",
         opt={
             **OPTIONAL_AUTH,
-            **raises({400: ["operator_not_allowed"], 404: ["asset_not_found"], 503: ["query_timeout"]}),
+            **raises({404: ["asset_not_found"], 503: ["query_timeout"]}),
         },
     )
     async def get_asset(
         self, request: Request, clients: ClientsDep, settings: SettingsDep, tokenId: TokenIdPath
     ) -> Response[schemas.AssetDetail]:
         """Full details of an asset with media URLs for this caller; counts a view."""
-        refuse_operator_params(request)
         return Response(await service.asset_detail(clients, settings, tokenId, principal_of(request)))
 
     @post(
         "/{tokenId:int}/verify",
         status_code=HTTP_200_OK,
         guards=[requires_roles("admin")],
-        opt=raises({400: ["invalid_attributes"], 404: ["asset_not_found"]}),
+        opt=raises({400: ["invalid_attributes", "operator_not_allowed"], 404: ["asset_not_found"]}),
     )
     async def verify_asset(
         self,
@@ -234,7 +230,13 @@ class AssetController(Controller):
         guards=[requires_permission(service.METADATA_PERMISSION), owns_asset],
         opt=raises(
             {
-                400: ["empty_patch", "field_not_editable", "invalid_attributes", "invalid_metadata"],
+                400: [
+                    "empty_patch",
+                    "field_not_editable",
+                    "invalid_attributes",
+                    "invalid_metadata",
+                    "operator_not_allowed",
+                ],
                 409: ["version_conflict"],
             }
         ),
@@ -292,7 +294,6 @@ class AssetController(Controller):
         format: Annotated[str, QueryParameter(schema_extra=one_of(("json", "csv")))] = "json",
     ) -> Response[schemas.PriceHistoryPage]:
         """Price points (paged) or OHLC buckets over a time range; CSV with `format=csv`."""
-        refuse_operator_params(request)
         if format not in ("json", "csv"):
             raise BadRequest("format must be json or csv", code="invalid_format")
         query = schemas.HistoryQuery(
@@ -326,7 +327,6 @@ class UserAssetsController(Controller):
         cursor: CursorParam = None,
     ) -> schemas.AssetPage:
         """Assets owned by a wallet."""
-        refuse_operator_params(request)
         asked = schemas.AssetQuery(
             owner=walletAddress,
             asset_type=asset_type,
@@ -349,5 +349,4 @@ class ListingController(Controller):
         self, request: Request, clients: ClientsDep, settings: SettingsDep, asked: AssetQueryDep
     ) -> schemas.AssetPage:
         """Active listings, filtered and sorted like assets (price is the asking price)."""
-        refuse_operator_params(request)
         return await service.list_assets(clients, settings, asked, listings=True)

@@ -272,7 +272,7 @@ class AuthController(Controller):
                     409: ["api_key_conflict", "too_many_api_keys"],
                 }
             ),
-            **links(201, revoke_api_key={"keyId": "$response.body#/keyId"}),
+            **links(201, revoke_api_key={"keyId": "$response.body#/id"}),
         },
         status_code=HTTP_201_CREATED,
     )

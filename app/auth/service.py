@@ -304,4 +304,5 @@ async def _keys_owner(
         raise Unauthorized("authentication required", code="authentication_required")
     if wallet_address is not None and not principal.is_admin:
         raise Forbidden(refusal, code="insufficient_role")
-    return principal, await get_user_by_wallet(wallet_address or principal.wallet_address)
+    owner = principal.wallet_address if wallet_address is None else wallet_address
+    return principal, await get_user_by_wallet(owner)

@@ -43,6 +43,7 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
+from app.lib.schemas import RequestBody
 from app.lib.security import (
     API_KEY_SCHEME,
     BEARER_SCHEME,
@@ -183,6 +184,10 @@ def finish(app: Litestar) -> OpenAPI:
     document = app.openapi_schema
     components = document.components if isinstance(document.components, Components) else Components()
     components.schemas = {**(components.schemas or {}), **ERROR_SCHEMAS}
+    for name in _request_bodies():  # they refuse unknown fields (app/lib/schemas.py): the schema says so
+        schema = components.schemas.get(name)
+        if isinstance(schema, Schema) and schema.type == OpenAPIType.OBJECT:
+            schema.additional_properties = False
     components.security_schemes = dict(SECURITY_SCHEMES)
     components.headers = {"X-Request-ID": REQUEST_ID}
     document.components = components
@@ -194,11 +199,11 @@ def finish(app: Litestar) -> OpenAPI:
     for handler, path, op in operations:
         for parameter in op.parameters or []:
             if isinstance(parameter, Parameter) and isinstance(parameter.schema, Schema):
-                parameter.schema = _not_null(parameter.schema)
+                parameter.schema = _constraints_on_the_value(parameter.schema)
         op.security = _security(handler, path)
         _add_text_content(handler, op)
         _add_errors(handler, path, op)
-        _add_links(handler, op, ids)
+        _add_links(handler, op, ids, components.schemas)
         for status, response in (op.responses or {}).items():
             if isinstance(response, OpenAPIResponse):
                 if status == "204":  # no content means no content, not a JSON null
@@ -207,17 +212,31 @@ def finish(app: Litestar) -> OpenAPI:
     return document
 
 
-def _not_null(schema: Schema) -> Schema:
-    """`X | None` as a parameter's schema is X: a parameter is sent or not, never null."""
+_ANNOTATIONS = {"description", "title", "examples", "default"}
+
+
+def _constraints_on_the_value(schema: Schema) -> Schema:
+    """An optional parameter (`X | None`) is `oneOf: [X, null]` (`?limit=null` reads as not sent); the
+    constraints documented beside that union (enum, pattern, range) are X's, so they move into X."""
     variants = [v for v in schema.one_of or [] if not (isinstance(v, Schema) and v.type == OpenAPIType.NULL)]
     if not schema.one_of or len(variants) != 1 or not isinstance(variants[0], Schema):
         return schema
-    merged = Schema(**{f.name: getattr(variants[0], f.name) for f in fields(Schema)})
-    for f in fields(Schema):  # the constraints documented beside the union apply to its one type
-        value = getattr(schema, f.name)
-        if f.name != "one_of" and value is not None:
-            setattr(merged, f.name, value)
-    return merged
+    value = variants[0]
+    for f in fields(Schema):
+        constraint = getattr(schema, f.name)
+        if f.name != "one_of" and f.name not in _ANNOTATIONS and constraint is not None:
+            setattr(value, f.name, constraint)
+            setattr(schema, f.name, None)
+    return schema
+
+
+def _request_bodies() -> set[str]:
+    found, pending = set(), [RequestBody]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            found.add(subclass.__name__)
+            pending.append(subclass)
+    return found
 
 
 def _ref_header() -> Reference:
@@ -329,7 +348,9 @@ def _example(status: int, code: str) -> Example:
     return Example(summary=code, value={"error": {"code": code, "message": message, "details": None}})
 
 
-def _add_links(handler: HTTPRouteHandler, op: Operation, ids: Mapping[str, str | None]) -> None:
+def _add_links(
+    handler: HTTPRouteHandler, op: Operation, ids: Mapping[str, str | None], schemas: Mapping[str, Any]
+) -> None:
     declared = handler.opt.get(LINKS_OPT)
     if not declared:
         return
@@ -339,10 +360,30 @@ def _add_links(handler: HTTPRouteHandler, op: Operation, ids: Mapping[str, str |
         raise ValueError(f"{handler.handler_name}: links on an undocumented status {status}")
     response.links = {}
     for target, parameters in targets.items():
+        for expression in parameters.values():
+            _check_body_pointer(handler, response, expression, schemas)
         target_id = ids.get(target)
         if target_id is None:
             raise ValueError(f"{handler.handler_name}: a link to an unknown operation {target!r}")
         response.links[target_id] = Link(operation_id=target_id, parameters=dict(parameters))
+
+
+def _check_body_pointer(
+    handler: HTTPRouteHandler, response: OpenAPIResponse, expression: str, schemas: Mapping[str, Any]
+) -> None:
+    """A link's `$response.body#/field` names a field the response documents (else it never resolves)."""
+    prefix = "$response.body#/"
+    if not expression.startswith(prefix):
+        return
+    field_name = expression.removeprefix(prefix).split("/")[0]
+    media = (response.content or {}).get("application/json")
+    schema = media.schema if media is not None else None
+    properties: Mapping[str, Any] = {}
+    if isinstance(schema, Reference):
+        resolved = schemas.get(schema.ref.rpartition("/")[2])
+        properties = (resolved.properties or {}) if isinstance(resolved, Schema) else {}
+    if field_name not in properties:
+        raise ValueError(f"{handler.handler_name}: a link reads {expression}, which its answer does not have")
 
 
 def error_codes(document: Mapping[str, Any], path: str, method: str, status: int) -> set[str]:

@@ -46,15 +46,31 @@ def sorts_of(names: Iterable[str]) -> dict[str, Any]:
     return one_of(value for name in names for value in (name, f"-{name}"))
 
 
-def refuse_operator_params(connection: ASGIConnection) -> None:
-    """`owner[$ne]=` and the like are how operators get smuggled into queries: refuse them outright."""
-    for name in connection.query_params:
+def plain_query(connection: ASGIConnection, _: Any = None) -> None:
+    """A guard for every route: query parameters are plain names, each sent at most once.
+
+    `owner[$ne]=` and the like are how operators get smuggled into queries, and a repeated parameter
+    (`limit=1&limit=500`) is read differently by different layers (HTTP parameter pollution): both are
+    refused outright.
+    """
+    seen: set[str] = set()
+    for name, _value in connection.query_params.multi_items():
         if any(char in name for char in "[]$."):
             raise BadRequest(
                 f"query parameter {name!r} is not allowed",
                 code="operator_not_allowed",
                 details={"name": name},
             )
+        if name in seen:
+            raise BadRequest(
+                f"query parameter {name!r} is sent more than once",
+                code="repeated_parameter",
+                details={"name": name},
+            )
+        seen.add(name)
+
+
+plain_query.errors = {400: ("operator_not_allowed", "repeated_parameter")}
 
 
 def parse_limit(limit: int | None, maximum: int = MAX_LIMIT, default: int = DEFAULT_LIMIT) -> int:
@@ -70,7 +86,7 @@ def parse_sort(
     value: str | None, sorts: dict[str, tuple[str, bool]], default: str = "-createdAt"
 ) -> tuple[str, Sort]:
     """`field` (ascending) or `-field` (descending) from the fixed set; 400 `invalid_sort` otherwise."""
-    raw = value or default
+    raw = default if value is None else value
     name = raw[1:] if raw.startswith("-") else raw
     if name not in sorts:
         raise BadRequest(

@@ -21,7 +21,6 @@ from app.lib.params import (
     LimitParam,
     WalletPath,
     one_of,
-    refuse_operator_params,
 )
 from app.market import schemas, service
 
@@ -40,7 +39,6 @@ LISTING_ERRORS = {
         "invalid_status",
         "invalid_token_id",
         "invalid_type",
-        "operator_not_allowed",
         "timestamp_out_of_range",
     ],
     503: ["query_timeout"],
@@ -87,7 +85,6 @@ class TransactionController(Controller):
         ] = None,
     ) -> schemas.TransactionPage:
         """Platform transactions, newest first, with keyset pages (`nextCursor`)."""
-        refuse_operator_params(request)
         wallet = params.parse_address(wallet, "wallet") if wallet is not None else None
         return await service.list_transactions(
             settings, msgspec.structs.replace(asked, token_id=token_id, wallet=wallet)
@@ -107,7 +104,6 @@ class UserTransactionsController(Controller):
         asked: TransactionQueryDep,
     ) -> schemas.TransactionPage:
         """Transactions where a wallet bought or sold, newest first."""
-        refuse_operator_params(request)
         wallet = params.parse_address(walletAddress)
         return await service.list_transactions(settings, msgspec.structs.replace(asked, wallet=wallet))
 

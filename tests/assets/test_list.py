@@ -179,6 +179,33 @@ async def test_operator_shaped_parameters_are_refused(client, query):
     assert response.json()["error"]["code"] == "operator_not_allowed"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/assets",
+        "/api/transactions",
+        "/api/market/listings",
+        "/api/assets/1/price-history",
+        "/api/auth/nonce",
+    ],
+)
+async def test_a_parameter_sent_twice_is_refused_on_every_route(client, path):
+    """`limit=1&limit=500` reads as either value depending on the layer: neither is guessed."""
+    response = await client.get(f"{path}?limit=1&limit=500")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "code": "repeated_parameter",
+        "message": "query parameter 'limit' is sent more than once",
+        "details": {"name": "limit"},
+    }
+
+
+async def test_an_empty_sort_is_refused_not_taken_for_the_default(client):
+    response = await client.get("/api/assets?sort=")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_sort"
+
+
 async def test_a_cursor_cannot_be_forged_or_moved_to_another_sort(client):
     for token in range(1, 5):
         await factories.asset(token, price=str(token))

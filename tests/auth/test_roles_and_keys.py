@@ -244,3 +244,11 @@ async def test_active_keys_per_user_are_capped(client, settings):
         headers=user.headers,
     )
     assert response.status_code == 409 and code(response) == "too_many_api_keys"
+
+
+async def test_an_empty_wallet_address_lists_nobodys_keys_not_the_admins_own(client, settings):
+    """`?walletAddress=` names no wallet: it is refused, not read as "the caller's"."""
+    admin = await factories.login(settings, roles=("user", "admin"))
+    response = await client.get("/api/auth/api-keys?walletAddress=", headers=admin.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_wallet_address"
