@@ -196,3 +196,16 @@ async def test_stale_version_is_409(client, settings):
     conflict = first if first.status_code == 409 else second
     assert conflict.json()["error"]["code"] == "version_conflict"
     assert conflict.json()["error"]["details"]["currentVersion"] == 1
+
+
+async def test_a_json_body_is_read_strictly_as_its_schema_states(client, settings):
+    """Lenient decoding would take 0 for false and "7" for 7: a body its schema refuses is refused."""
+    admin = await factories.login(settings, roles=("user", "admin"))
+    await factories.asset(7)
+    response = await client.post("/api/assets/7/verify", json={"isVerified": 0}, headers=admin.headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"][0]["field"] == "isVerified"
+    asset = (await client.get("/api/assets/7")).json()
+    assert asset["verification"]["isVerified"] is False  # nothing was written
