@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_S3_KEY = "dev"
 DEV_S3_SECRET = "dev-secret"
+# A Fernet key (urlsafe base64 of 32 bytes) for development and tests only; production refuses it.
+DEV_ORACLE_SECRETS_KEY = "ZGV2LW9ubHktb3JhY2xlLXNlY3JldHMta2V5LTAwMDA="
 
 
 class MongoSettings(BaseModel):
@@ -109,6 +114,60 @@ class WorkerSettings(BaseModel):
     job_completion_wait_s: int = 30
 
 
+def _is_fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode())) == 32
+    except (ValueError, binascii.Error):
+        return False
+
+
+class OracleSettings(BaseModel):
+    # Fernet keys that encrypt data sources' credentials at rest, comma-separated: the first encrypts,
+    # every one decrypts (a rotation adds the new key in front, then drops the old one once re-saved).
+    secrets_key: SecretStr = SecretStr(DEV_ORACLE_SECRETS_KEY)
+    # Reliability is the share of successful fetches among a source's last `fetch_history` attempts.
+    fetch_history: int = Field(default=20, ge=1, le=200)
+    # Sources the refresh cron queues per run, the most overdue first.
+    refresh_batch: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("secrets_key", mode="after")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+        if not keys or not all(_is_fernet_key(k) for k in keys):
+            raise ValueError(
+                "ORACLE_SECRETS_KEY must be Fernet keys (urlsafe base64 of 32 bytes), comma-separated"
+            )
+        return value
+
+    def secrets_keys(self) -> list[str]:
+        return [k.strip() for k in self.secrets_key.get_secret_value().split(",") if k.strip()]
+
+
+class OutboundSettings(BaseModel):
+    """Requests the platform makes to URLs it was given (data sources, webhooks): app/lib/outbound.py."""
+
+    # Lifts the refusal of private and loopback addresses (development and tests serve sources locally).
+    # Link-local, cloud metadata, multicast and unspecified addresses stay refused whatever it says.
+    allow_private: bool = False
+    # Private networks allowed by name while the rest stay refused (a data host inside the VPC), as
+    # comma-separated CIDRs, e.g. "10.20.0.0/16,fd00:1::/64".
+    allowed_networks: str = ""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # The whole exchange, redirects and body included, so a server that trickles bytes is cut off.
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("allowed_networks", mode="after")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for cidr in value.split(","):
+            if cidr.strip():
+                ipaddress.ip_network(cidr.strip(), strict=False)  # ValueError names the bad one
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration; every field has a working development default."""
 
@@ -140,6 +199,8 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     auth: AuthSettings = AuthSettings()
     worker: WorkerSettings = WorkerSettings()
+    oracle: OracleSettings = OracleSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     @field_validator("admin_wallets", "cors_origins", mode="before")
     @classmethod
@@ -171,6 +232,8 @@ class Settings(BaseSettings):
             or self.s3.secret_access_key.get_secret_value() == DEV_S3_SECRET
         ):
             problems.append("S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY have their development defaults")
+        if DEV_ORACLE_SECRETS_KEY in self.oracle.secrets_keys():
+            problems.append("ORACLE_SECRETS_KEY has its development default")
         if not self.auth.cookie_secure:
             problems.append("AUTH_COOKIE_SECURE must be true")
         if not self.s3.public_policy and not self.s3.public_base_url:

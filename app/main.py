@@ -37,11 +37,23 @@ from app.market.controllers import MarketController, TransactionController, User
 from app.market.documents import Transaction
 from app.media import service as media_service
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
-from app.oracle.documents import AIOracleData, DataSource
+from app.oracle.controllers import DataSourceController
+from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint
 from app.system.controllers import JobController, SystemController
 
 # Every Beanie document, bound to MongoDB at start-up here and in the worker (workers/settings.py).
-DOCUMENTS = [User, Session, Asset, PriceHistory, Transaction, AIOracleData, DataSource, AuditLog]
+DOCUMENTS = [
+    User,
+    Session,
+    Asset,
+    PriceHistory,
+    Transaction,
+    AIOracleData,
+    DataSource,
+    ComparableSale,
+    IndexPoint,
+    AuditLog,
+]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -85,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UserTransactionsController,
             MarketController,
             ListingController,
+            DataSourceController,
         ],
         lifespan=[clients_lifespan],
         on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -33,8 +34,11 @@ from app.auth import service as auth_service
 from app.auth.documents import User
 from app.config import Settings
 from app.lib.money import WEI_PER_ETH, wei_to_eth
+from app.lib.security import Principal
 from app.lib.timeutil import utcnow
 from app.market.documents import Transaction, TransactionChain
+from app.oracle import schemas as oracle_schemas
+from app.oracle import service as oracle_service
 from scripts.seed import wallet
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -272,3 +276,15 @@ def transaction(
         blockchain=TransactionChain(transactionHash="0x" + f"{n:064x}", blockNumber=100 + n),
         status=status,
     )
+
+
+# ---------------------------------------------------------------- oracle data sources
+
+
+async def data_source(settings: Settings, **body: Any) -> dict[str, Any]:
+    """A data source made through the oracle service, as an admin's POST makes it (body fields as JSON);
+    returns its view as the API shows it."""
+    fields = {"name": "source", "type": "file", "kind": "sales", "format": "csv", **body}
+    data = msgspec.convert(fields, oracle_schemas.DataSourceCreate)
+    admin = Principal(user_id="tests", wallet_address=ALICE, roles=frozenset({"user", "admin"}))
+    return msgspec.to_builtins(await oracle_service.create_source(settings, data, admin))

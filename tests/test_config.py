@@ -1,4 +1,5 @@
 import pytest
+from cryptography.fernet import Fernet
 
 from app.config import ConfigurationError, Settings, check_settings
 from app.main import create_app
@@ -52,6 +53,7 @@ def test_production_with_real_services_and_secrets_starts():
         s3={"endpoint_url": None, "access_key_id": "AKIAREAL", "secret_access_key": "s" * 40},
         chain={"rpc_url": "https://rpc.example"},
         auth={"jwt_secret": "x" * 48, "domain": "market.example", "uri": "https://market.example"},
+        oracle={"secrets_key": Fernet.generate_key().decode()},
     )
     check_settings(settings)  # AWS S3 needs no endpoint URL
 

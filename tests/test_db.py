@@ -65,6 +65,8 @@ async def test_every_collection_is_registered(client):
         "transactions",
         "aiOracleData",
         "dataSources",
+        "comparableSales",
+        "indexPoints",
         "auditLogs",
     }
 

@@ -22,6 +22,7 @@ from app.main import DOCUMENTS
 from app.market import jobs as market_jobs
 from app.media import jobs as media_jobs
 from app.media import service as media_service
+from app.oracle import jobs as oracle_jobs
 from app.system import jobs as system_jobs
 
 settings = get_settings()
@@ -82,11 +83,14 @@ class WorkerSettings:
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
         func(market_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
+        func(oracle_jobs.refresh_source, name="oracle.refresh_source", max_tries=3),
+        func(oracle_jobs.refresh_due, name="oracle.refresh_due", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
         cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
+        cron(oracle_jobs.refresh_due, name="oracle.refresh_due.cron", second=20, unique=True),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

@@ -1,13 +1,15 @@
-"""AI oracle predictions and the data sources behind them (seed plan 3.1.4, 3.1.5)."""
+"""AI oracle predictions and the data sources behind them (seed plan 3.1.4, 3.1.5): the sources, and the
+comparable sales and index points they bring."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 import pymongo
 from beanie import Document, PydanticObjectId
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer
 from pymongo import IndexModel
 
 from app.lib.chain import ChainReference
@@ -62,36 +64,96 @@ class AIOracleData(Document):
         ]
 
 
+class Authentication(BaseModel):
+    header: str
+    value: str  # sealed (app/lib/crypto.py): never stored or returned in the clear
+
+
 class DataSourceConfiguration(BaseModel):
     refreshInterval: int = 3600  # seconds
-    mapping: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
-    authentication: dict[str, Any] = Field(default_factory=dict)  # encrypted values only
+    # Column names by role (price, currency, soldAt, externalId, assetType; timestamp, value), and
+    # constants for columns a source lacks (currency, assetType, attributes).
+    mapping: dict[str, str] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)  # name -> sealed value
+    authentication: Authentication | None = None
+    # api sources: where the rows are in each JSON page, and how the next page is found.
+    rowsPath: str | None = None
+    nextUrlPath: str | None = None
+    pageParam: str | None = None
+    maxPages: int = 100
+    # index sources: the series their points belong to (ETH/USD converts USD sales); default the name.
+    series: str | None = None
 
 
 class DataSourceStatus(BaseModel):
     isEnabled: bool = True
-    lastFetchAt: datetime | None = None
+    lastFetchAt: datetime | None = None  # the last successful fetch
+    lastAttemptAt: datetime | None = None
     nextFetchAt: datetime | None = None
-    errorCount: int = 0
-    lastError: str | None = None
+    errorCount: int = 0  # consecutive failed fetches
+    lastError: str | None = None  # a code
+    lastErrorMessage: str | None = None  # the platform's own words, never a library's exception text
+
+
+class FetchRecord(BaseModel):
+    """One fetch, kept among the last few for the reliability and latency figures."""
+
+    at: datetime
+    ok: bool
+    latencyMs: float
+    rowsAccepted: int = 0
+    rowsRejected: int = 0
+    error: str | None = None
 
 
 class DataSourceMetrics(BaseModel):
-    reliability: float | None = None  # 0-100
-    latency: float | None = None  # ms
+    reliability: float | None = None  # 0-100: share of the recent fetches that succeeded
+    latency: float | None = None  # ms: mean over the recent successful fetches
     priceAccuracy: float | None = None
+    fetches: int = 0
+    rowsAccepted: int = 0  # over every fetch
+    rowsRejected: int = 0
+    recent: list[FetchRecord] = Field(default_factory=list)
+
+
+class RejectedRow(BaseModel):
+    row: int  # the line (CSV, JSON Lines) or the position in its page (JSON), from 1
+    reason: str
+
+
+class LastFetch(BaseModel):
+    """What the last fetch did, row by row."""
+
+    at: datetime
+    ok: bool
+    latencyMs: float
+    bytes: int = 0
+    pages: int = 0
+    rowsAccepted: int = 0
+    rowsRejected: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0  # rows repeated within the fetch: the last one counts
+    rejectedByReason: dict[str, int] = Field(default_factory=dict)
+    rejectedSamples: list[RejectedRow] = Field(default_factory=list)
+    error: str | None = None
 
 
 class DataSource(Document):
     name: str
     type: Literal["api", "file", "stream"]
+    kind: Literal["sales", "index"] = "sales"
     url: str | None = None
+    format: Literal["csv", "jsonl", "json"] = "csv"
     description: str = ""
     configuration: DataSourceConfiguration = Field(default_factory=DataSourceConfiguration)
     status: DataSourceStatus = Field(default_factory=DataSourceStatus)
     metrics: DataSourceMetrics = Field(default_factory=DataSourceMetrics)
+    lastFetch: LastFetch | None = None
     aiWeighting: float = Field(default=0.5, ge=0, le=1)
+    createdBy: str | None = None
     createdAt: datetime = Field(default_factory=utcnow)
     updatedAt: datetime = Field(default_factory=utcnow)
 
@@ -102,5 +164,74 @@ class DataSource(Document):
             IndexModel(
                 [("status.isEnabled", pymongo.ASCENDING), ("status.nextFetchAt", pymongo.ASCENDING)],
                 name="due",
+            ),
+            IndexModel([("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="createdAt_id"),
+        ]
+
+
+class ComparableSale(Document):
+    """A sale from a `sales` source, priced in ETH (exact wei beside it) at its sale time."""
+
+    sourceId: PydanticObjectId
+    sourceName: str
+    externalId: str
+    assetType: str
+    soldAt: datetime
+    price: float  # ETH, for sorting and charts
+    priceWei: Wei
+    priceUsd: float | None = None
+    currency: Literal["ETH", "USD"]
+    originalPrice: str  # as the source gave it, in `currency`, exactly
+    usdPerEth: str | None = None  # the ETH/USD rate the conversion used, exactly
+    attributes: dict[str, Any] = Field(default_factory=dict)  # every other column: numbers or categories
+    createdAt: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "comparableSales"
+        indexes = [
+            IndexModel(
+                [("sourceId", pymongo.ASCENDING), ("externalId", pymongo.ASCENDING)],
+                unique=True,
+                name="sourceId_externalId_unique",
+            ),
+            IndexModel(
+                [("assetType", pymongo.ASCENDING), ("soldAt", pymongo.ASCENDING)], name="assetType_soldAt"
+            ),
+            IndexModel([("soldAt", pymongo.ASCENDING)], name="soldAt"),
+        ]
+
+
+def _from_decimal128(value: object) -> object:
+    return value.to_decimal() if hasattr(value, "to_decimal") else value  # bson.Decimal128
+
+
+# An exact number stored as Decimal128 and shown as a decimal string.
+ExactDecimal = Annotated[
+    Decimal,
+    BeforeValidator(_from_decimal128),
+    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+]
+
+
+class IndexPoint(Document):
+    """A point of an `index` source's series (ETH/USD in USD per ETH, a price index)."""
+
+    sourceId: PydanticObjectId
+    series: str
+    timestamp: datetime
+    value: float
+    valueExact: ExactDecimal  # as the source gave it: conversions use this, not the float
+    createdAt: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "indexPoints"
+        indexes = [
+            IndexModel(
+                [("sourceId", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)],
+                unique=True,
+                name="sourceId_timestamp_unique",
+            ),
+            IndexModel(
+                [("series", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)], name="series_timestamp"
             ),
         ]

@@ -1,0 +1,328 @@
+"""Outbound HTTP to URLs that users configure (data sources, webhooks), safe from server-side request forgery.
+
+A URL given to the platform must not become a way into the platform's own network, so every request:
+- takes http or https only, and no credentials in the URL;
+- resolves the host once and refuses it when any address it resolves to is private, loopback,
+  link-local, multicast, reserved, unspecified or a cloud metadata address, IPv4 or IPv6, looking
+  inside IPv4-mapped, 6to4 and NAT64 IPv6 addresses at the IPv4 they carry;
+- connects to the very address it checked: the URL is rewritten to that IP, with the `Host` header
+  and TLS SNI (and so certificate verification) set to the hostname, so no second DNS answer (DNS
+  rebinding) can move the connection elsewhere; proxies from the environment are ignored for the
+  same reason;
+- follows redirects itself, up to a cap, checking each hop as the first, and sends the caller's
+  credentials only to the origin they were meant for;
+- stops at a connect timeout and an overall deadline, and reads the body as a stream up to a size cap.
+
+`OUTBOUND_ALLOW_PRIVATE` (development and tests, which serve sources on 127.0.0.1) lifts the refusal of
+private and loopback addresses, and `OUTBOUND_ALLOWED_NETWORKS` lifts it for named networks only;
+neither ever allows link-local, metadata, multicast, reserved or unspecified addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from app.lib.errors import AppError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Cloud metadata services: refused whatever the settings say (most are link-local anyway).
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+# The platform sets these itself: connection framing and the pinned Host are not the caller's to choose.
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "trailer"}
+)
+
+
+class OutboundError(AppError):
+    """An outbound request that was refused or failed; `code` says which (for a job's result, an audit)."""
+
+    status_code, code = 422, "outbound_failed"
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow_private: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    connect_timeout_s: float = 5.0
+    timeout_s: float = 30.0
+    max_body_bytes: int = 50 * 1024 * 1024
+    max_redirects: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        out = settings.outbound
+        networks = tuple(
+            ipaddress.ip_network(c.strip(), strict=False)
+            for c in out.allowed_networks.split(",")
+            if c.strip()
+        )
+        return cls(
+            allow_private=out.allow_private,
+            allowed_networks=networks,
+            connect_timeout_s=out.connect_timeout_s,
+            timeout_s=out.timeout_s,
+            max_body_bytes=out.max_body_bytes,
+            max_redirects=out.max_redirects,
+        )
+
+
+@dataclass(frozen=True)
+class Response:
+    url: str  # after redirects
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    elapsed_ms: float
+    redirects: int
+
+    def ensure_success(self) -> Response:
+        """This response, or `upstream_status` when the server answered anything but 2xx."""
+        if not 200 <= self.status < 300:
+            raise OutboundError(
+                f"the server answered HTTP {self.status}",
+                code="upstream_status",
+                details={"status": self.status},
+            )
+        return self
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def refusal(ip: IPAddress, policy: Policy) -> str | None:
+    """Why `ip` may not be reached under `policy` (a short reason), or None when it may."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            return refusal(inner, policy)
+    if ip in METADATA_ADDRESSES:
+        return "metadata"
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        return "reserved"
+    if ip.is_global and ip not in _SHARED:
+        return None
+    if policy.allow_private or any(ip in network for network in policy.allowed_networks):
+        return None
+    return "loopback" if ip.is_loopback else "private"
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (itself, when it is an IP literal)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[IPAddress] = []
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # drop an IPv6 scope id
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+# ---------------------------------------------------------------- the client
+
+
+@dataclass
+class Client:
+    """Makes outbound requests under one policy; one per batch of related requests (a source's pages),
+    closed when the batch ends (`async with Client(policy) as client`)."""
+
+    policy: Policy
+    resolver: Resolver = resolve
+    user_agent: str = "DynamicVault/0.1 (+data-sources)"
+    _pools: dict[tuple[str, str, int, str], httpx.AsyncClient] = field(default_factory=dict)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            await pool.aclose()
+
+    async def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
+        credentials_origin: str | None = None,
+    ) -> Response:
+        """GET `url`, following redirects; `credentials` (headers) go only to `credentials_origin`'s
+        scheme, host and port (by default `url`'s), never to another origin a redirect leads to."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                return await self._follow(url, headers or {}, credentials or {}, credentials_origin, started)
+        except TimeoutError as exc:
+            raise OutboundError(
+                f"no complete answer within {self.policy.timeout_s:g} s", code="fetch_timeout"
+            ) from exc
+
+    async def _follow(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        credentials: Mapping[str, str],
+        credentials_origin: str | None,
+        started: float,
+    ) -> Response:
+        current = parse_url(url)
+        trusted = origin(parse_url(credentials_origin)) if credentials_origin else origin(current)
+        for hop in range(self.policy.max_redirects + 1):
+            sent = {k: v for k, v in headers.items() if k.lower() not in _RESERVED_HEADERS}
+            if origin(current) == trusted:
+                sent.update({k: v for k, v in credentials.items() if k.lower() not in _RESERVED_HEADERS})
+            status, response_headers, body = await self._exchange(current, sent)
+            location = response_headers.get("location")
+            if status in REDIRECTS and location:
+                try:
+                    current = parse_url(str(current.join(location)))
+                except httpx.InvalidURL as exc:
+                    raise OutboundError("a redirect named an invalid URL", code="url_refused") from exc
+                continue
+            return Response(
+                url=str(current),
+                status=status,
+                headers=response_headers,
+                body=body,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+                redirects=hop,
+            )
+        raise OutboundError(f"more than {self.policy.max_redirects} redirects", code="too_many_redirects")
+
+    async def _exchange(self, url: httpx.URL, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """One request to `url`'s host, at an address checked for it (the next one when a connection to
+        it fails): its status, headers and capped body."""
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        addresses = await self._checked_addresses(host, port)
+        for attempt, ip in enumerate(addresses, start=1):
+            try:
+                return await self._exchange_with(url, host, port, ip, headers)
+            except httpx.ConnectError as exc:
+                if attempt == len(addresses):
+                    raise OutboundError(f"could not connect to {host}", code="connect_failed") from exc
+        raise AssertionError("unreachable: a host resolves to at least one address")
+
+    async def _exchange_with(
+        self, url: httpx.URL, host: str, port: int, ip: IPAddress, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        pinned = url.copy_with(host=str(ip))
+        request_headers = {
+            "User-Agent": self.user_agent,
+            "Accept-Encoding": "identity",
+            **headers,
+            "Host": url.netloc.decode("ascii"),  # the hostname (IPv6 in brackets) and any explicit port
+        }
+        extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" else {}
+        pool = self._pool(url.scheme, str(ip), port, host)
+        try:
+            async with pool.stream("GET", pinned, headers=request_headers, extensions=extensions) as response:
+                status = response.status_code
+                response_headers = {k.lower(): v for k, v in response.headers.items()}
+                if status in REDIRECTS and "location" in response_headers:
+                    return status, response_headers, b""
+                body = await self._read_capped(response)
+        except httpx.TimeoutException as exc:
+            raise OutboundError(f"{host} did not answer in time", code="fetch_timeout") from exc
+        except httpx.ConnectError:
+            raise
+        except httpx.HTTPError as exc:
+            raise OutboundError(f"the exchange with {host} failed", code="fetch_failed") from exc
+        return status, response_headers, body
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        cap = self.policy.max_body_bytes
+        too_large = OutboundError(
+            f"the body is larger than {cap} bytes", code="body_too_large", details={"maxBytes": cap}
+        )
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
+        try:
+            addresses = await self.resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise OutboundError(f"{host} does not resolve", code="dns_failed") from exc
+        if not addresses:
+            raise OutboundError(f"{host} does not resolve", code="dns_failed")
+        for ip in addresses:  # every answer must pass: the next resolver call could return any of them
+            reason = refusal(ip, self.policy)
+            if reason is not None:
+                raise OutboundError(
+                    f"{host} resolves to a {reason} address, which the platform does not reach",
+                    code="address_refused",
+                    details={"host": host, "address": str(ip), "reason": reason},
+                )
+        return addresses
+
+    def _pool(self, scheme: str, ip: str, port: int, host: str) -> httpx.AsyncClient:
+        # One connection pool per (address, hostname): a TLS connection made for one hostname is never
+        # reused for another that happens to share its address.
+        key = (scheme, ip, port, host)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(self.policy.timeout_s, connect=self.policy.connect_timeout_s),
+            )
+        return pool
+
+
+def parse_url(url: str) -> httpx.URL:
+    """`url` as an http(s) URL with a host and no userinfo, or `url_refused`."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OutboundError("the URL is not a valid URL", code="url_refused") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise OutboundError("only http and https URLs are fetched", code="url_refused")
+    if not parsed.host:
+        raise OutboundError("the URL names no host", code="url_refused")
+    if parsed.userinfo:
+        raise OutboundError("credentials in a URL are not sent; use headers", code="url_refused")
+    return parsed

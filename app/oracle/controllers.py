@@ -1,0 +1,124 @@
+"""Data-source endpoints (seed plan 3.1.5): admins and `datasources:write` keys manage the sources the
+oracle learns from, and queue their refreshes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from app.lib.deps import ClientsDep, ContextDep, SettingsDep
+from app.lib.openapi import links, raises
+from app.lib.params import CursorParam, LimitParam, one_of
+from app.lib.security import current_principal, requires_permission
+from app.oracle import schemas, service
+
+PERMISSION = "datasources:write"
+SourceIdPath = Annotated[
+    str,
+    PathParameter(
+        description="the id a data source was created with",
+        schema_extra={"pattern": service.SOURCE_ID_PATTERN},
+    ),
+]
+KindParam = Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.KINDS))]
+TypeParam = Annotated[str | None, QueryParameter(name="type", schema_extra=one_of(schemas.TYPES))]
+NOT_FOUND = {404: ["source_not_found"]}
+SOURCE_LINKS = links(
+    201,
+    get_data_source={"sourceId": "$response.body#/id"},
+    update_data_source={"sourceId": "$response.body#/id"},
+    refresh_data_source={"sourceId": "$response.body#/id"},
+    delete_data_source={"sourceId": "$response.body#/id"},
+)
+
+
+class DataSourceController(Controller):
+    path = "/api/oracle/data-sources"
+    tags = ["oracle"]
+    guards = [requires_permission(PERMISSION)]
+
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        opt={**raises({409: ["duplicate_name"]}), **SOURCE_LINKS},
+    )
+    async def create_data_source(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        context: ContextDep,
+        data: JSONBody[schemas.DataSourceCreate],
+    ) -> Response[schemas.DataSourceOut]:
+        """Add a `file` (CSV, JSON Lines) or `api` (JSON pages) source of `sales` or an `index`; 409 when
+        the name is taken. Its credentials are stored encrypted and never returned."""
+        body = await service.create_source(settings, data, current_principal(request), context)
+        return Response(body, status_code=HTTP_201_CREATED)
+
+    @get(
+        "/",
+        opt=raises(
+            {
+                400: [
+                    "invalid_cursor",
+                    "invalid_kind",
+                    "invalid_limit",
+                    "invalid_type",
+                ],
+                503: ["query_timeout"],
+            }
+        ),
+    )
+    async def list_data_sources(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        kind: KindParam = None,
+        source_type: TypeParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> schemas.DataSourcePage:
+        """The sources, newest first, with their status and metrics; keyset pages (`nextCursor`)."""
+        return await service.list_sources(
+            settings, kind=kind, source_type=source_type, limit=limit, cursor=cursor
+        )
+
+    @get("/{sourceId:str}", opt=raises(NOT_FOUND))
+    async def get_data_source(self, sourceId: SourceIdPath) -> schemas.DataSourceOut:
+        """One source: configuration (header names only), status, metrics and what its last fetch did."""
+        return await service.get_source(sourceId)
+
+    @patch(
+        "/{sourceId:str}",
+        opt=raises(
+            {
+                **NOT_FOUND,
+                409: ["duplicate_name", "field_not_for_type", "format_not_for_type", "url_not_for_type"],
+            }
+        ),
+    )
+    async def update_data_source(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        context: ContextDep,
+        sourceId: SourceIdPath,
+        data: JSONBody[schemas.DataSourcePatch],
+    ) -> schemas.DataSourceOut:
+        """Change a source (not its type or kind); `headers` and `authentication` are replaced whole."""
+        return await service.update_source(settings, sourceId, data, current_principal(request), context)
+
+    @delete("/{sourceId:str}", status_code=HTTP_204_NO_CONTENT, opt=raises(NOT_FOUND))
+    async def delete_data_source(self, request: Request, context: ContextDep, sourceId: SourceIdPath) -> None:
+        """Delete a source, and the comparable sales or index points it brought."""
+        await service.delete_source(sourceId, current_principal(request), context)
+
+    @post("/{sourceId:str}/refresh", status_code=HTTP_202_ACCEPTED, opt=raises(NOT_FOUND))
+    async def refresh_data_source(
+        self, clients: ClientsDep, settings: SettingsDep, sourceId: SourceIdPath
+    ) -> schemas.RefreshQueued:
+        """Queue a refresh now (or answer the one queued or running); `statusUrl` reports its counts or
+        its error code."""
+        return await service.request_refresh(clients, settings, sourceId)

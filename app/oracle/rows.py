@@ -1,0 +1,383 @@
+"""From a source's bytes to comparable sales and index points: parsing, mapping, checking, pricing in wei.
+
+Pure: no I/O. A body that cannot be read at all (no header, a JSON page that is not JSON) fails the
+fetch with a `SourceError`; a row that cannot be used is rejected with a reason and counted, and the
+rows around it go on. Amounts stay `Decimal` from the bytes to the wei, so nothing is rounded before the
+one rounding to whole wei.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import Any
+
+from app.lib.errors import AppError
+from app.lib.money import WEI_PER_ETH
+from app.lib.timeutil import EARLIEST, LATEST, as_utc
+
+MAX_ATTRIBUTES = 200
+MAX_TEXT = 1000
+MAX_ID = 200
+MAX_PRICE = Decimal(10) ** 15  # ETH or USD: far above any sale, and its wei fits Decimal128's 34 digits
+MAX_INT64 = 2**63 - 1
+SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+class SourceError(AppError):
+    """A fetch that failed as a whole: a body that cannot be parsed, a page without rows."""
+
+    status_code, code = 422, "source_invalid"
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int  # the line (CSV, JSON Lines) or the position among the rows of every page (JSON), from 1
+    values: Mapping[str, Any]
+
+
+@dataclass
+class Parsed:
+    rows: list[Row] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_csv(body: bytes) -> Parsed:
+    """Rows of a CSV with a header line; a row with bad quoting or the wrong number of cells is rejected."""
+    text = body.decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise SourceError("the file is empty", code="empty_file") from None
+    except csv.Error as exc:
+        raise SourceError("the header line is not valid CSV", code="invalid_header") from exc
+    names = [name.strip() for name in header]
+    if not any(names) or len(set(names)) != len(names):
+        raise SourceError("the header must name every column once", code="invalid_header")
+    parsed = Parsed()
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return parsed
+        except csv.Error:
+            parsed.rejected.append((reader.line_num, "malformed_csv"))
+            continue
+        if not cells:
+            continue  # a blank line
+        if len(cells) != len(names):
+            parsed.rejected.append((reader.line_num, "wrong_column_count"))
+        elif any("\ufffd" in cell for cell in cells):
+            parsed.rejected.append((reader.line_num, "invalid_encoding"))
+        else:
+            values = {name: cell.strip() or None for name, cell in zip(names, cells, strict=True)}
+            parsed.rows.append(Row(reader.line_num, values))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def loads(text: bytes | str) -> Any:
+    """JSON with exact decimals (floats become `Decimal`) and without NaN or Infinity."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+
+
+def parse_jsonl(body: bytes) -> Parsed:
+    """One JSON object per line; a line that is not one is rejected."""
+    parsed = Parsed()
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            parsed.rejected.append((number, "invalid_encoding"))
+            continue
+        except ValueError:
+            parsed.rejected.append((number, "malformed_json"))
+            continue
+        if isinstance(value, dict):
+            parsed.rows.append(Row(number, value))
+        else:
+            parsed.rejected.append((number, "not_an_object"))
+    return parsed
+
+
+def at_path(document: Any, path: str | None) -> Any:
+    """The value at a dotted path (`data.items`, `results.0`); the document itself for no path."""
+    value = document
+    for part in path.split(".") if path else ():
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def parse_json_page(body: bytes, rows_path: str | None, first_number: int) -> tuple[Parsed, Any]:
+    """The rows of one JSON page (at `rows_path`), numbered on from `first_number`, and the page itself."""
+    try:
+        document = loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SourceError("a page is not valid JSON", code="malformed_json") from exc
+    items = at_path(document, rows_path)
+    if not isinstance(items, list):
+        raise SourceError(f"a page has no list of rows at {rows_path or 'its top'}", code="rows_not_found")
+    parsed = Parsed()
+    for offset, item in enumerate(items):
+        number = first_number + offset
+        if isinstance(item, dict):
+            parsed.rows.append(Row(number, item))
+        else:
+            parsed.rejected.append((number, "not_an_object"))
+    return parsed, document
+
+
+# ---------------------------------------------------------------- values
+
+
+def decimal_of(value: Any) -> Decimal | None:
+    """An exact finite number from a cell or a JSON value, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, Decimal | int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = Decimal(value.strip())
+    else:
+        return None
+    return number if number.is_finite() else None
+
+
+def time_of(value: Any) -> datetime | None:
+    """A UTC time from ISO 8601 text (a date alone is its midnight) or Unix seconds, in 1900-8999."""
+    when: datetime | None = None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            when = None
+    if when is None:
+        # Unix seconds: a number, or digits long enough not to be a year or a date without separators.
+        seconds = decimal_of(value) if not isinstance(value, str) or len(value.strip()) >= 9 else None
+        if seconds is None or abs(seconds) > 10**11:
+            return None
+        when = datetime.fromtimestamp(float(seconds), tz=UTC)
+    try:
+        when = as_utc(when)
+    except OverflowError:
+        return None
+    return when if EARLIEST <= when < LATEST else None
+
+
+def attribute_name(column: Any) -> str | None:
+    """A column's name as an attribute key MongoDB stores as it is (no dots, no leading `$`)."""
+    name = str(column).strip().replace(".", "_")[:100]
+    if name.startswith("$"):
+        name = "_" + name[1:]
+    return name or None
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def attribute_value(value: Any, *, text: bool) -> Any:
+    """A number or a category, as found: CSV cells that read as numbers become numbers."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, str):
+        if _INTEGER.fullmatch(value) and abs(int(value)) <= MAX_INT64:
+            return int(value)
+        number = decimal_of(value)
+        if number is not None:
+            value = number
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_INT64 else float(value)
+    if isinstance(value, Decimal):
+        converted = float(value)
+        if converted in (float("inf"), float("-inf")):
+            raise _Refused("invalid_number")
+        return converted
+    if isinstance(value, float):
+        return value
+    value = str(value)
+    if len(value) > MAX_TEXT:
+        raise _Refused("value_too_long")
+    return value
+
+
+def attributes_of(values: Mapping[str, Any], skip: set[str], constants: Mapping[str, Any], *, text: bool):
+    """Every column but the mapped ones, as attributes, with `constants` where a column is missing."""
+    attributes: dict[str, Any] = {}
+    for column, raw in values.items():
+        if column in skip:
+            continue
+        name = attribute_name(column)
+        value = attribute_value(raw, text=text)
+        if name is not None and value is not None:
+            attributes[name] = value
+    for name, value in constants.items():
+        attributes.setdefault(name, value)
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise _Refused("too_many_columns")
+    return attributes
+
+
+# ---------------------------------------------------------------- sales and points
+
+
+@dataclass(frozen=True)
+class Sale:
+    external_id: str
+    asset_type: str
+    sold_at: datetime
+    currency: str
+    price: Decimal  # in `currency`, exactly as given
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Point:
+    timestamp: datetime
+    value: Decimal
+
+
+def _present(values: Mapping[str, Any], column: str) -> Any:
+    value = values.get(column)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _external_id(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    text = format(value, "f") if isinstance(value, Decimal) else str(value).strip()
+    return text if 0 < len(text) <= MAX_ID else None
+
+
+def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *, text: bool) -> Sale | str:
+    """A sale from a row, or the reason it is rejected."""
+    columns = {role: mapping.get(role) or role for role in SALE_ROLES}
+    values = row.values
+    raw_id = _present(values, columns["externalId"])
+    if raw_id is None:
+        return "missing_external_id"
+    external_id = _external_id(raw_id)
+    if external_id is None:
+        return "invalid_external_id"
+    raw_price = _present(values, columns["price"])
+    if raw_price is None:
+        return "missing_price"
+    price = decimal_of(raw_price)
+    if price is None or not 0 < price < MAX_PRICE:
+        return "invalid_price"
+    raw_time = _present(values, columns["soldAt"])
+    if raw_time is None:
+        return "missing_sold_at"
+    sold_at = time_of(raw_time)
+    if sold_at is None:
+        return "invalid_sold_at"
+    currency = _present(values, columns["currency"]) or defaults.get("currency")
+    if currency is None:
+        return "missing_currency"
+    currency = str(currency).strip().upper()
+    if currency not in ("ETH", "USD"):
+        return "unsupported_currency"
+    asset_type = _present(values, columns["assetType"]) or defaults.get("assetType")
+    if asset_type is None:
+        return "missing_asset_type"
+    asset_type = str(asset_type).strip()
+    if not 0 < len(asset_type) <= 100:
+        return "invalid_asset_type"
+    try:
+        attributes = attributes_of(values, set(columns.values()), defaults.get("attributes") or {}, text=text)
+    except _Refused as refused:
+        return refused.reason
+    return Sale(external_id, asset_type, sold_at, currency, price, attributes)
+
+
+def point_of(row: Row, mapping: Mapping[str, str]) -> Point | str:
+    """An index point from a row, or the reason it is rejected."""
+    raw_time = _present(row.values, mapping.get("timestamp") or "timestamp")
+    if raw_time is None:
+        return "missing_timestamp"
+    timestamp = time_of(raw_time)
+    if timestamp is None:
+        return "invalid_timestamp"
+    raw_value = _present(row.values, mapping.get("value") or "value")
+    if raw_value is None:
+        return "missing_value"
+    value = decimal_of(raw_value)
+    if value is None or not 0 < value < MAX_PRICE:
+        return "invalid_value"
+    return Point(timestamp, value)
+
+
+# ---------------------------------------------------------------- pricing
+
+
+class Rates:
+    """An ETH/USD series (USD per ETH): the rate at a time is the latest point at or before it."""
+
+    def __init__(self, points: list[tuple[datetime, Decimal]]) -> None:
+        ordered = sorted(points)
+        self._times = [as_utc(at) for at, _ in ordered]
+        self._values = [value for _, value in ordered]
+
+    def at(self, when: datetime) -> Decimal | None:
+        index = bisect_right(self._times, when) - 1
+        return self._values[index] if index >= 0 else None
+
+
+@dataclass(frozen=True)
+class Priced:
+    wei: int
+    usd: Decimal | None
+    rate: Decimal | None  # the USD per ETH used, when there was one
+
+
+def _whole_wei(eth: Decimal) -> int:
+    with localcontext() as context:
+        context.prec = 80  # exact for every price below MAX_PRICE before the one rounding
+        return int((eth * WEI_PER_ETH).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def priced(sale: Sale, rates: Rates) -> Priced | str:
+    """The sale in whole wei (half-even), converting USD at the ETH/USD rate of its sale time."""
+    rate = rates.at(sale.sold_at)
+    if sale.currency == "ETH":
+        usd = sale.price * rate if rate is not None else None
+        wei = _whole_wei(sale.price)
+    else:
+        if rate is None:
+            return "no_usd_rate"
+        with localcontext() as context:
+            context.prec = 80
+            wei = int((sale.price * WEI_PER_ETH / rate).to_integral_value(rounding=ROUND_HALF_EVEN))
+        usd = sale.price
+    if wei <= 0:
+        return "invalid_price"
+    return Priced(wei, usd, rate)

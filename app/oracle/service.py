@@ -1,0 +1,235 @@
+"""The oracle's data sources (seed plan 3.1.5): their management, and their refreshes on demand and by cron.
+
+It composes `sources` (what a source stores and shows, secrets sealed) and `refresh` (fetching, rows,
+bulk upserts, status and metrics); every query is in `repository`. A refresh runs in the worker
+(`oracle.refresh_source`), one at a time per source: a Redis marker names the job queued or running
+for a source, so the API and the cron share it rather than queue another, and a Redis lock guards the
+run itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+import structlog
+from bson import ObjectId
+from redis.exceptions import LockError
+
+from app.audit import service as audit_service
+from app.config import Settings
+from app.lib.context import SYSTEM, RequestContext
+from app.lib.crypto import secret_box
+from app.lib.errors import Conflict, NotFound, require_one_of
+from app.lib.params import parse_limit, signed_page
+from app.lib.security import Principal
+from app.lib.timeutil import utcnow
+from app.oracle import refresh, repository, schemas, sources
+
+log = structlog.get_logger(__name__)
+
+REFRESH_JOB = "oracle.refresh_source"
+LOCK_PREFIX = "oracle:refresh:lock:"
+QUEUED_PREFIX = "oracle:refresh:queued:"
+SOURCE_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+
+
+def _missing(source_id: str) -> NotFound:
+    return NotFound(f"no data source {source_id}", code="source_not_found")
+
+
+def _object_id(source_id: str) -> ObjectId:
+    """The id a route names; 404 for anything that cannot be one (no source has such an id)."""
+    if not isinstance(source_id, str) or not ObjectId.is_valid(source_id) or len(source_id) != 24:
+        raise _missing(source_id)
+    return ObjectId(source_id)
+
+
+async def _found(source_id: str) -> dict[str, Any]:
+    doc = await repository.find_source(_object_id(source_id))
+    if doc is None:
+        raise _missing(source_id)
+    return doc
+
+
+def _now() -> datetime:
+    """Now, to MongoDB's millisecond, so what a write answers is what a read of it answers."""
+    now = utcnow()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"a data source named {name!r} exists", code="duplicate_name")
+
+
+# ---------------------------------------------------------------- management
+
+
+async def create_source(
+    settings: Settings,
+    data: schemas.DataSourceCreate,
+    principal: Principal,
+    context: RequestContext = SYSTEM,
+) -> schemas.DataSourceOut:
+    """Add a source; its first fetch is due at once (the cron queues it, or `refresh` does now)."""
+    document = sources.new_document(data, secret_box(settings), principal.wallet_address, _now())
+    try:
+        document["_id"] = await repository.insert_source(document)
+    except repository.NameTaken:
+        raise _name_taken(data.name) from None
+    await _audit("oracle.datasource.create", document, principal, context, old=None, new=document)
+    return sources.view(document)
+
+
+async def list_sources(
+    settings: Settings,
+    *,
+    kind: str | None = None,
+    source_type: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> schemas.DataSourcePage:
+    """A page of sources, newest first, with an opaque cursor to the next."""
+    if kind is not None:
+        require_one_of(kind, schemas.KINDS, field="kind", code="invalid_kind")
+    if source_type is not None:
+        require_one_of(source_type, schemas.TYPES, field="type", code="invalid_type")
+    size = parse_limit(limit)
+    query = repository.source_query(kind, source_type)
+
+    async def fetch(after):
+        return await repository.source_page(
+            query, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
+        )
+
+    secret = settings.auth.jwt_secret.get_secret_value()
+    docs, next_cursor = await signed_page(secret, "dataSources", cursor, fetch)
+    return schemas.DataSourcePage(items=[sources.view(d) for d in docs], nextCursor=next_cursor, limit=size)
+
+
+async def get_source(source_id: str) -> schemas.DataSourceOut:
+    """One source, its status and metrics (never its secrets)."""
+    return sources.view(await _found(source_id))
+
+
+async def update_source(
+    settings: Settings,
+    source_id: str,
+    patch: schemas.DataSourcePatch,
+    principal: Principal,
+    context: RequestContext = SYSTEM,
+) -> schemas.DataSourceOut:
+    """Change a source: 409 for a name taken, or a URL, format or field its type does not take."""
+    current = await _found(source_id)
+    now = _now()
+    changes = sources.changes(current, patch, secret_box(settings), now)
+    if not changes:
+        return sources.view(current)
+    try:
+        updated = await repository.update_source(current["_id"], {**changes, "updatedAt": now})
+    except repository.NameTaken:
+        raise _name_taken(str(patch.name)) from None
+    if updated is None:
+        raise _missing(source_id)
+    await _audit("oracle.datasource.update", updated, principal, context, old=current, new=updated)
+    return sources.view(updated)
+
+
+async def delete_source(source_id: str, principal: Principal, context: RequestContext = SYSTEM) -> None:
+    """Delete a source with the sales and points it brought."""
+    deleted = await repository.delete_source(_object_id(source_id))
+    if deleted is None:
+        raise _missing(source_id)
+    await _audit("oracle.datasource.delete", deleted, principal, context, old=deleted, new=None)
+
+
+async def _audit(
+    action: str,
+    doc: dict[str, Any],
+    principal: Principal,
+    context: RequestContext,
+    *,
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> None:
+    await audit_service.record(
+        action,
+        principal=principal,
+        context=context,
+        entity_type="dataSource",
+        entity_id=str(doc["_id"]),
+        old=sources.audited(old) if old is not None else None,
+        new=sources.audited(new) if new is not None else None,
+    )
+
+
+# ---------------------------------------------------------------- refreshes
+
+
+async def _enqueue_refresh(clients, settings: Settings, object_id: ObjectId) -> tuple[str, bool]:
+    """Queue a refresh unless one is queued or running: (its job id, whether this call queued it).
+
+    A marker in Redis names the pending job until that job ends, so repeated requests (and the cron)
+    share it, while a request after it ended gets a refresh of its own.
+    """
+    marker = f"{QUEUED_PREFIX}{object_id}"
+    ttl = 2 * settings.worker.job_timeout_s + 60  # waiting in the queue, then running
+    while True:
+        job_id = f"{REFRESH_JOB}:{object_id}:{secrets.token_hex(6)}"
+        if await clients.redis.set(marker, job_id, nx=True, ex=ttl):
+            await clients.redis.enqueue_job(REFRESH_JOB, str(object_id), _job_id=job_id)
+            return job_id, True
+        pending = await clients.redis.get(marker)
+        if pending is not None:  # else it ended in between: try again
+            return pending.decode() if isinstance(pending, bytes) else str(pending), False
+
+
+async def request_refresh(clients, settings: Settings, source_id: str) -> schemas.RefreshQueued:
+    """Queue a refresh of the source now, or answer the one already queued or running."""
+    doc = await _found(source_id)
+    job_id, _ = await _enqueue_refresh(clients, settings, doc["_id"])
+    return schemas.RefreshQueued(jobId=job_id, statusUrl=f"/api/jobs/{job_id}")
+
+
+async def refresh_source(
+    clients, settings: Settings, source_id: str, job_id: str | None = None
+) -> dict[str, Any]:
+    """Refresh one source (the oracle.refresh_source job `job_id`); skipped while another refresh of it
+    runs (a job queued before the marker existed, or retried)."""
+    object_id = _object_id(source_id)
+    lock = clients.redis.lock(
+        f"{LOCK_PREFIX}{object_id}", timeout=settings.worker.job_timeout_s + 60, blocking=False
+    )
+    if not await lock.acquire():
+        return {"sourceId": source_id, "ok": True, "skipped": "refresh_in_progress"}
+    try:
+        doc = await repository.find_source(object_id)
+        if doc is None:
+            raise _missing(source_id)
+        return await refresh.run(clients, settings, doc)
+    finally:
+        await _release(clients.redis, lock, f"{QUEUED_PREFIX}{object_id}", job_id, source_id)
+
+
+async def _release(redis, lock, marker: str, job_id: str | None, source_id: str) -> None:
+    pending = await redis.get(marker)
+    if (
+        job_id is not None
+        and pending is not None
+        and (pending.decode() if isinstance(pending, bytes) else pending) == job_id
+    ):
+        await redis.delete(marker)  # this job ended: the next request queues a new one
+    try:
+        await lock.release()
+    except LockError:  # it expired first: the next refresh may already hold a new one
+        log.warning("oracle.refresh.lock_expired", source_id=source_id)
+
+
+async def enqueue_due(clients, settings: Settings) -> dict[str, int]:
+    """Queue a refresh of every enabled source that is due (the oracle.refresh_due cron)."""
+    due = await repository.due_sources(utcnow(), settings.oracle.refresh_batch)
+    queued = 0
+    for doc in due:
+        queued += (await _enqueue_refresh(clients, settings, doc["_id"]))[1]
+    return {"due": len(due), "queued": queued}
