@@ -33,6 +33,7 @@ from app.lib.observability import (
     request_id_middleware,
 )
 from app.lib.params import plain_query
+from app.lib.routing import answer_options_for_every_method
 from app.market.controllers import MarketController, TransactionController, UserTransactionsController
 from app.market.documents import Transaction
 from app.media import service as media_service
@@ -129,4 +130,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     openapi.finish(app)  # errors, security and links per operation (app/lib/openapi.py)
+    answer_options_for_every_method(app)
     return app

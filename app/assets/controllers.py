@@ -5,7 +5,6 @@ A detail is sent as the service renders it; `Response[schemas.AssetDetail]` docu
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -24,10 +23,13 @@ from app.lib.params import (
     OPTIONAL_AUTH,
     PUBLIC,
     CursorParam,
+    FromParam,
     LimitParam,
     TokenIdPath,
+    ToParam,
     WalletPath,
     one_of,
+    parse_time,
     sorts_of,
 )
 from app.lib.security import (
@@ -231,7 +233,6 @@ class AssetController(Controller):
         opt=raises(
             {
                 400: [
-                    "empty_patch",
                     "field_not_editable",
                     "invalid_attributes",
                     "invalid_metadata",
@@ -274,10 +275,8 @@ class AssetController(Controller):
         request: Request,
         settings: SettingsDep,
         tokenId: TokenIdPath,
-        start: Annotated[
-            datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")
-        ] = None,
-        end: Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")] = None,
+        start: FromParam = None,
+        end: ToParam = None,
         source: Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.PRICE_SOURCES))] = None,
         interval: Annotated[
             str,
@@ -297,7 +296,12 @@ class AssetController(Controller):
         if format not in ("json", "csv"):
             raise BadRequest("format must be json or csv", code="invalid_format")
         query = schemas.HistoryQuery(
-            start=start, end=end, source=source, interval=interval, limit=limit, cursor=cursor
+            start=parse_time(start, "from"),
+            end=parse_time(end, "to"),
+            source=source,
+            interval=interval,
+            limit=limit,
+            cursor=cursor,
         )
         if format == "csv":
             text, next_cursor = await service.price_history_csv(settings, tokenId, query)

@@ -78,8 +78,9 @@ def _field_changes(patch: dict[str, Any]) -> dict[str, Any]:
 
 def patch_changes(patch: schemas.MetadataPatch, stored: dict[str, Any]) -> dict[str, Any]:
     """The `metadata.*` paths a patch sets, checked, given the `stored` metadata (400 when none)."""
-    changes = _field_changes(patch.metadata or {})
-    if len(msgspec.json.encode(patch.metadata or {})) > MAX_ATTRIBUTE_BYTES:
+    given = msgspec.to_builtins(patch.metadata) if patch.metadata is not None else {}
+    changes = _field_changes(given)
+    if len(msgspec.json.encode(given)) > MAX_ATTRIBUTE_BYTES:
         raise BadRequest("metadata is too large", code="invalid_metadata")
     if patch.customAttributes is not None:
         check_attributes(patch.customAttributes)
@@ -91,6 +92,4 @@ def patch_changes(patch: schemas.MetadataPatch, stored: dict[str, Any]) -> dict[
                 attributes[key] = value
         check_attribute_size(attributes)
         changes["metadata.customAttributes"] = attributes
-    if not changes:
-        raise BadRequest("nothing to change: give metadata and/or customAttributes", code="empty_patch")
     return changes

@@ -7,11 +7,12 @@ document paths one to one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from app.lib.schemas import RequestBody, Schema
+from app.lib.params import ADDRESS, MAX_INT64
+from app.lib.schemas import RequestBody, Schema, Timestamp, documented
 
 ASSET_TYPES = (
     "Art",
@@ -26,6 +27,10 @@ ASSET_TYPES = (
 )
 PRICE_SOURCES = ("ai-oracle", "user-listing", "sale", "appraisal", "offer")
 INTERVALS = ("raw", "1h", "1d", "1w")
+MAX_NAME_CHARS, MAX_DESCRIPTION_CHARS = 200, 10_000
+# Free-form attributes are stored as given: a key is 1 to 100 characters, with no '.', no NUL, and no
+# leading '$' (app/assets/metadata.py checks them, at every depth).
+Attributes = Annotated[dict[str, Any], documented(propertyNames={"pattern": r"^(?!\$)[^.\u0000]{1,100}$"})]
 
 
 class AssetQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -71,43 +76,52 @@ class ProvenanceIn(RequestBody):
 class CertificateIn(RequestBody):
     type: str
     issuer: str
-    date: datetime | None = None
+    date: Timestamp | None = None
     fileKey: str | None = None
 
 
-class MetadataIn(RequestBody):
-    """The off-chain metadata of an asset; every field optional."""
+class MetadataChanges(RequestBody):
+    """Metadata fields, each optional: in a patch, a field left out stays, and null clears it."""
 
-    assetLocation: str | None = None
-    acquisitionDate: datetime | None = None
-    dimensions: str | None = None
-    materials: list[str] | None = None
-    creator: str | None = None
-    creationDate: datetime | None = None
-    condition: str | None = None
-    provenance: list[ProvenanceIn] | None = None
-    certificates: list[CertificateIn] | None = None
-    customAttributes: dict[str, Any] | None = None
+    assetLocation: str | Unset | None = UNSET
+    acquisitionDate: Timestamp | Unset | None = UNSET
+    dimensions: str | Unset | None = UNSET
+    materials: list[str] | Unset | None = UNSET
+    creator: str | Unset | None = UNSET
+    creationDate: Timestamp | Unset | None = UNSET
+    condition: str | Unset | None = UNSET
+    provenance: list[ProvenanceIn] | Unset | None = UNSET
+    certificates: list[CertificateIn] | Unset | None = UNSET
+
+
+class MetadataIn(MetadataChanges):
+    """The off-chain metadata of a new asset; every field optional."""
+
+    customAttributes: Attributes | None = None
+
+
+# What a metadata patch may change (customAttributes is patched on its own, as a merge patch).
+EDITABLE_METADATA = list(MetadataChanges.__struct_fields__)
 
 
 class AssetCreate(RequestBody):
     """Onboard an asset (an ERC-721 token) into the marketplace."""
 
-    tokenId: int
-    contractAddress: str
-    name: str
-    assetType: str
-    description: str = ""
+    tokenId: Annotated[int, documented(minimum=0, maximum=MAX_INT64)]
+    contractAddress: Annotated[str, documented(pattern=ADDRESS)]
+    name: Annotated[str, documented(minLength=1, maxLength=MAX_NAME_CHARS, pattern=r"\S")]
+    assetType: Annotated[str, documented(enum=list(ASSET_TYPES))]
+    description: Annotated[str, documented(maxLength=MAX_DESCRIPTION_CHARS)] = ""
     metadata: MetadataIn | None = None
-    customAttributes: dict[str, Any] | None = None
-    owner: str | None = None
+    customAttributes: Attributes | None = None
+    owner: Annotated[str, documented(pattern=ADDRESS)] | None = None
 
 
 class VerifyRequest(RequestBody):
     """Mark an asset verified (or withdraw verification) with what the check found."""
 
     isVerified: bool = True
-    verificationData: dict[str, Any] | None = None
+    verificationData: Attributes | None = None
 
 
 class MetadataPatch(RequestBody):
@@ -118,8 +132,8 @@ class MetadataPatch(RequestBody):
     """
 
     version: int
-    metadata: dict[str, Any] | None = None
-    customAttributes: dict[str, Any] | None = None
+    metadata: MetadataChanges | None = None
+    customAttributes: Attributes | None = None
 
 
 # ---------------------------------------------------------------- lists

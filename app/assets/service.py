@@ -184,15 +184,18 @@ async def create_asset(
     context: RequestContext = SYSTEM,
 ) -> dict[str, Any]:
     """Onboard an asset; 409 when its tokenId exists."""
-    if not data.name.strip() or len(data.name) > 200:
-        raise BadRequest("name must be 1 to 200 characters", code="invalid_name")
-    if len(data.description) > 10_000:
-        raise BadRequest("description is longer than 10000 characters", code="invalid_description")
+    if not data.name.strip() or len(data.name) > schemas.MAX_NAME_CHARS:
+        raise BadRequest(f"name must be 1 to {schemas.MAX_NAME_CHARS} characters", code="invalid_name")
+    if len(data.description) > schemas.MAX_DESCRIPTION_CHARS:
+        raise BadRequest(
+            f"description is longer than {schemas.MAX_DESCRIPTION_CHARS} characters",
+            code="invalid_description",
+        )
     require_one_of(data.assetType, schemas.ASSET_TYPES, field="assetType", code="invalid_asset_type")
     if not 0 <= data.tokenId <= MAX_TOKEN_ID:
         raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
     now = utcnow()
-    owner = parse_address(data.owner, "owner") if data.owner else principal.wallet_address
+    owner = principal.wallet_address if data.owner is None else parse_address(data.owner, "owner")
     asset = Asset(
         tokenId=data.tokenId,
         contractAddress=parse_address(data.contractAddress, "contractAddress"),
@@ -252,19 +255,26 @@ async def update_metadata(
     owner and admins only, with `assets:metadata`)."""
     current = await get_raw(token_id, {"metadata": 1, "version": 1, "updatedAt": 1})
     changes = metadata.patch_changes(patch, current.get("metadata") or {})
+    if not changes:  # an empty merge patch changes nothing (RFC 7396), if its version is current
+        if current.get("version", 0) != patch.version:
+            raise _version_conflict(current)
+        return await detail_after_write(clients, settings, token_id, principal)
     if not await repository.set_if_version(token_id, patch.version, changes, utcnow()):
-        latest = await get_raw(token_id, {"version": 1, "updatedAt": 1})
-        raise Conflict(
-            "the asset changed since you read it; re-read it and apply your change again",
-            code="version_conflict",
-            details={"currentVersion": latest.get("version", 0), "updatedAt": latest.get("updatedAt")},
-        )
+        raise _version_conflict(await get_raw(token_id, {"version": 1, "updatedAt": 1}))
     old_metadata = current.get("metadata") or {}
     old = {path: detail.plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
     before = {"version": current.get("version", 0), **old}
     after = {"version": patch.version + 1, **detail.plain(changes)}
     return await _written(
         clients, settings, token_id, principal, context, "asset.metadata.update", before, after
+    )
+
+
+def _version_conflict(latest: dict[str, Any]) -> Conflict:
+    return Conflict(
+        "the asset changed since you read it; re-read it and apply your change again",
+        code="version_conflict",
+        details={"currentVersion": latest.get("version", 0), "updatedAt": latest.get("updatedAt")},
     )
 
 

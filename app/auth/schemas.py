@@ -8,15 +8,25 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.auth.documents import ApiKey, User
-from app.lib.schemas import RequestBody, Schema
+from app.lib.params import ADDRESS
+from app.lib.schemas import RequestBody, Schema, Timestamp
 from app.lib.security import KNOWN_PERMISSIONS, Principal
 
 # Bounds on what the parsers below get to see; the SIWE checks have tighter ones of their own.
-Address = Annotated[str, msgspec.Meta(max_length=64, examples=["0x71C7656EC7ab88b098defB751B7401B5f6d8976F"])]
+Address = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=64,
+        examples=["0x71C7656EC7ab88b098defB751B7401B5f6d8976F"],
+        extra_json_schema={"pattern": ADDRESS},
+    ),
+]
 Signature = Annotated[str, msgspec.Meta(max_length=2 + 2 * 2048)]
 SiweText = Annotated[str, msgspec.Meta(max_length=8192, description="The EIP-4361 message, as signed")]
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Permission = Annotated[str, msgspec.Meta(max_length=64)]
+Permission = Annotated[
+    str, msgspec.Meta(max_length=64, extra_json_schema={"enum": sorted(KNOWN_PERMISSIONS)})
+]
 RoleName = Literal["user", "admin", "oracle"]
 
 
@@ -100,7 +110,7 @@ class StatusRequest(RequestBody):
 class ApiKeyCreate(RequestBody):
     name: KeyName
     permissions: Annotated[list[Permission], msgspec.Meta(max_length=16)]
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     wallet_address: Address | None = msgspec.field(default=None)  # an admin creating a key for another wallet
 
 

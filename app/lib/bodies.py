@@ -42,6 +42,17 @@ def _body_type(handler: HTTPRouteHandler) -> Any:
     return annotation
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    """JSON has numbers, not ints and floats: 5.0 is the integer 5 (as JSON Schema reads it), 5.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
+
+
 async def check_json_body(request: Request) -> None:
     """A Litestar `before_request` hook: refuse a JSON body that only lenient decoding would accept."""
     body_type = _body_type(request.route_handler)
@@ -51,7 +62,7 @@ async def check_json_body(request: Request) -> None:
     if not raw.strip():
         return  # no body: Litestar's own handling (a default, or a 400 for a required body) applies
     try:
-        msgspec.json.decode(raw, type=body_type, strict=True)
+        msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(raw)), body_type, strict=True)
     except msgspec.ValidationError as exc:
         field = str(exc).rpartition(" - at `$.")[2].rstrip("`") if " - at `$." in str(exc) else None
         raise ValidationException(

@@ -61,7 +61,8 @@ _TEMP_OWNER = re.compile(r"^user-uploads/(0x[0-9a-fA-F]{40})/temp/")
 _TEMP_TOKEN = re.compile(
     r"^user-uploads/0x[0-9a-fA-F]{40}/temp/(\d{1,19})_[a-z0-9-]+_\d{8}T\d{12}Z\.[a-z0-9]+$"
 )
-_AVATAR_TEMP_KEY = re.compile(r"^user-uploads/0x[0-9a-fA-F]{40}/temp/avatar_\d{8}T\d{12}Z\.(?:jpg|png|webp)$")
+AVATAR_TEMP_KEY_PATTERN = r"^user-uploads/0x[0-9a-fA-F]{40}/temp/avatar_\d{8}T\d{12}Z\.(?:jpg|png|webp)$"
+_AVATAR_TEMP_KEY = re.compile(AVATAR_TEMP_KEY_PATTERN)
 _CACHE_KEY = re.compile(r"^images/processed/\d+/cache/")
 _TRANSIENT_CODES = frozenset(
     {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}

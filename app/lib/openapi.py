@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
@@ -54,6 +55,7 @@ from app.lib.security import (
 )
 
 ERRORS_OPT, LINKS_OPT, SECURITY_OPT, CONTENT_OPT = "errors", "links", "security", "content"
+FORM_OPT = "form"
 OPTIONAL_AUTH_OPT = "optional_auth"  # see app.lib.params.OPTIONAL_AUTH
 NO_IO_OPT = "no_io"  # a route that reaches no dependency, so it cannot answer 503 (liveness)
 ErrorMap = Mapping[int, Iterable[str]]
@@ -170,6 +172,12 @@ def answers_text(status: int, media_type: str, description: str) -> dict[str, An
     return {CONTENT_OPT: (status, media_type, description)}
 
 
+def form(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A handler's `opt` entry: the fields of the multipart form it reads (a handler that takes the form as
+    a plain mapping, to read its files by any name, states here what clients send)."""
+    return {FORM_OPT: dict(schema)}
+
+
 def operation_id(handler: HTTPRouteHandler, method: Method, path_components: list[Any]) -> str:
     """The handler's name in camelCase (`getAsset`): the names a generated client's functions take."""
     name = handler.handler_name
@@ -184,10 +192,11 @@ def finish(app: Litestar) -> OpenAPI:
     document = app.openapi_schema
     components = document.components if isinstance(document.components, Components) else Components()
     components.schemas = {**(components.schemas or {}), **ERROR_SCHEMAS}
-    for name in _request_bodies():  # they refuse unknown fields (app/lib/schemas.py): the schema says so
-        schema = components.schemas.get(name)
-        if isinstance(schema, Schema) and schema.type == OpenAPIType.OBJECT:
-            schema.additional_properties = False
+    for schema in components.schemas.values():
+        for name, value in ((schema.properties or {}) if isinstance(schema, Schema) else {}).items():
+            if isinstance(value, Schema):
+                schema.properties[name] = _constraints_on_the_value(value)  # type: ignore[index]
+    components.schemas.update(_request_body_schemas(set(components.schemas)))
     components.security_schemes = dict(SECURITY_SCHEMES)
     components.headers = {"X-Request-ID": REQUEST_ID}
     document.components = components
@@ -202,6 +211,7 @@ def finish(app: Litestar) -> OpenAPI:
                 parameter.schema = _constraints_on_the_value(parameter.schema)
         op.security = _security(handler, path)
         _add_text_content(handler, op)
+        _add_form(handler, op)
         _add_errors(handler, path, op)
         _add_links(handler, op, ids, components.schemas)
         for status, response in (op.responses or {}).items():
@@ -216,8 +226,8 @@ _ANNOTATIONS = {"description", "title", "examples", "default"}
 
 
 def _constraints_on_the_value(schema: Schema) -> Schema:
-    """An optional parameter (`X | None`) is `oneOf: [X, null]` (`?limit=null` reads as not sent); the
-    constraints documented beside that union (enum, pattern, range) are X's, so they move into X."""
+    """An optional parameter or field (`X | None`) is `oneOf: [X, null]` (`?limit=null` reads as not
+    sent); the constraints documented beside that union (enum, pattern, range) are X's: they move into X."""
     variants = [v for v in schema.one_of or [] if not (isinstance(v, Schema) and v.type == OpenAPIType.NULL)]
     if not schema.one_of or len(variants) != 1 or not isinstance(variants[0], Schema):
         return schema
@@ -230,13 +240,18 @@ def _constraints_on_the_value(schema: Schema) -> Schema:
     return schema
 
 
-def _request_bodies() -> set[str]:
-    found, pending = set(), [RequestBody]
+def _request_body_schemas(documented: set[str]) -> dict[str, Any]:
+    """The schemas of the request bodies in the document, as msgspec (which decodes them) states them:
+    every constraint it enforces (Litestar drops a falsy one such as `ge=0` on an optional field), and
+    additionalProperties: false, as they refuse unknown fields."""
+    bodies, pending = [], [RequestBody]
     while pending:
         for subclass in pending.pop().__subclasses__():
-            found.add(subclass.__name__)
             pending.append(subclass)
-    return found
+            if subclass.__name__ in documented:
+                bodies.append(subclass)
+    _, schemas = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
+    return schemas
 
 
 def _ref_header() -> Reference:
@@ -281,6 +296,13 @@ def _security(handler: HTTPRouteHandler, path: str) -> list[dict[str, list[str]]
     return [{}, *requirements] if opt.get("anonymous") else requirements
 
 
+def _add_form(handler: HTTPRouteHandler, op: Operation) -> None:
+    declared = handler.opt.get(FORM_OPT)
+    media = (getattr(op.request_body, "content", None) or {}).get("multipart/form-data")
+    if declared and media is not None:
+        media.schema = declared  # type: ignore[assignment]  # a JSON Schema object, as msgspec's are
+
+
 def _add_text_content(handler: HTTPRouteHandler, op: Operation) -> None:
     declared = handler.opt.get(CONTENT_OPT)
     if not declared:
@@ -305,6 +327,8 @@ def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:
     body = op.request_body
     if op.parameters or body is not None:
         add(400, "validation_error")
+    if "{" in path:  # a path parameter the router cannot parse (a typed one) matches no route
+        add(404, "not_found")
     if body is not None:
         add(413, "payload_too_large")
         if "application/json" in getattr(body, "content", {}):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -14,6 +15,7 @@ from pymongo.errors import ExecutionTimeout
 
 from app.lib.errors import BadRequest, ServiceUnavailable
 from app.lib.pagination import Position, Sort, decode_cursor, encode_cursor
+from app.lib.timeutil import CLIENT_TIME_PATTERN
 
 PUBLIC = {"anonymous": True}  # route opt: open to anonymous callers (request.user is None for them)
 # Open to anonymous callers, and the answer depends on who asks (the document says credentials are optional).
@@ -34,6 +36,33 @@ CursorParam = Annotated[str | None, QueryParameter(description="nextCursor of th
 ADDRESS_DOC = "a 0x-prefixed 20-byte hex address: all one case, or EIP-55 checksummed"
 WalletPath = Annotated[str, PathParameter(description=ADDRESS_DOC, schema_extra={"pattern": ADDRESS})]
 TokenIdPath = Annotated[int, PathParameter(schema_extra={"minimum": 0, "maximum": MAX_INT64})]
+TIME_DOC = "ISO-8601, a year from 1900 to 8999"
+# Taken as text and read by parse_time: Litestar's own conversion would also take "0.5" (Unix seconds).
+TIME_SCHEMA = {"format": "date-time", "pattern": CLIENT_TIME_PATTERN}
+FromParam = Annotated[
+    str | None, QueryParameter(name="from", description=f"{TIME_DOC}, inclusive", schema_extra=TIME_SCHEMA)
+]
+ToParam = Annotated[
+    str | None,
+    QueryParameter(name="to", description=f"{TIME_DOC}, exclusive; after from", schema_extra=TIME_SCHEMA),
+]
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """An RFC 3339 date-time (what `format: date-time` means), or 400 `validation_error`."""
+    if value is None:
+        return None
+    try:
+        if not _DATE_TIME.fullmatch(value):
+            raise ValueError(value)
+        return datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise BadRequest(
+            f"{field} must be an RFC 3339 date-time, such as 2025-01-01T00:00:00Z",
+            code="validation_error",
+            details=[{"field": field, "message": "not an RFC 3339 date-time", "source": "query"}],
+        ) from None
 
 
 def one_of(values: Iterable[str]) -> dict[str, Any]:

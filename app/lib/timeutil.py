@@ -8,8 +8,11 @@ from app.lib.errors import BadRequest
 
 # Timestamps a client may send: wide enough for any real date, narrow enough that date arithmetic
 # (a default window before `to`, a bucket count) can never overflow datetime's range.
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# The year is read as written (before any offset), so the rule is the documented pattern exactly.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 8999
+CLIENT_TIME_PATTERN = r"^(19[0-9]{2}|[2-8][0-9]{3})-"
+EARLIEST = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
+LATEST = datetime(LATEST_YEAR + 1, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:
@@ -22,11 +25,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def client_time(value: datetime, field: str = "timestamp") -> datetime:
-    """A timestamp from a request, in UTC; 400 when it lies outside the years 1900 to 8999."""
-    try:
-        utc = as_utc(value)
-    except OverflowError:
-        utc = None
-    if utc is None or not EARLIEST <= utc < LATEST:
+    """A timestamp from a request, in UTC; 400 when its year (as written) is not 1900 to 8999."""
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
         raise BadRequest(f"{field} must lie between 1900 and 8999", code="timestamp_out_of_range")
-    return utc
+    return as_utc(value)

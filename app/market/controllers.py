@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -18,7 +17,9 @@ from app.lib.params import (
     ADDRESS_DOC,
     PUBLIC,
     CursorParam,
+    FromParam,
     LimitParam,
+    ToParam,
     WalletPath,
     one_of,
 )
@@ -43,8 +44,6 @@ LISTING_ERRORS = {
     ],
     503: ["query_timeout"],
 }
-FromParam = Annotated[datetime | None, QueryParameter(name="from", description="ISO-8601, inclusive")]
-ToParam = Annotated[datetime | None, QueryParameter(name="to", description="ISO-8601, exclusive")]
 
 
 def transaction_query(
@@ -57,7 +56,12 @@ def transaction_query(
 ) -> schemas.TransactionQuery:
     """The query parameters that every list of transactions shares, as sent (the service checks them)."""
     return schemas.TransactionQuery(
-        type=type, status=status, start=start, end=end, limit=limit, cursor=cursor
+        type=type,
+        status=status,
+        start=params.parse_time(start, "from"),
+        end=params.parse_time(end, "to"),
+        limit=limit,
+        cursor=cursor,
     )
 
 

@@ -13,11 +13,12 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from app.assets import service as assets_service
 from app.lib.deps import ClientsDep
-from app.lib.openapi import raises
+from app.lib.openapi import form, raises
 from app.lib.params import TokenIdPath
 from app.lib.security import current_principal, owner_or_admin, requires_permission
 from app.media import service
 from app.media.schemas import (
+    DOCUMENT_CATEGORIES,
     AvatarJob,
     AvatarPromotion,
     CompletedUpload,
@@ -45,6 +46,24 @@ STAGING_ERRORS = {
     409: ["upload_limit_reached"],
     413: ["file_too_large"],
     415: ["unsupported_content_type"],
+}
+# What a direct upload's form holds: the files (read whatever their part's name), and for documents
+# their category and whether they are verification documents.
+FILES = {
+    "type": "array",
+    "items": {"type": "string", "format": "binary"},
+    "minItems": 1,
+    "maxItems": service.DIRECT_UPLOAD_MAX_FILES,
+}
+IMAGES_FORM = {"type": "object", "required": ["files"], "properties": {"files": FILES}}
+DOCUMENTS_FORM = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": FILES,
+        "category": {"enum": list(DOCUMENT_CATEGORIES), "description": "certificates when absent"},
+        "verification": {"enum": ["true", "false"], "description": "a verification document (admins)"},
+    },
 }
 # The refusals of a direct upload (a multipart form of files); `bad_request` is a malformed form.
 DIRECT_ERRORS = {
@@ -138,7 +157,7 @@ class AssetMediaController(Controller):
         status_code=HTTP_201_CREATED,
         request_max_body_size=DIRECT_BODY_MAX_BYTES,
         guards=[owns_asset],
-        opt=raises(DIRECT_ERRORS),
+        opt={**raises(DIRECT_ERRORS), **form(IMAGES_FORM)},
     )
     async def upload_images(
         self, request: Request, clients: ClientsDep, tokenId: TokenIdPath, data: MultipartForm
@@ -159,7 +178,8 @@ class AssetMediaController(Controller):
                 415: [*DIRECT_ERRORS[415], "invalid_json", "json_not_utf8", "json_too_deep"],
                 503: ["document_check_failed"],
             }
-        ),
+        )
+        | form(DOCUMENTS_FORM),
     )
     async def upload_documents(
         self, request: Request, clients: ClientsDep, tokenId: TokenIdPath, data: MultipartForm

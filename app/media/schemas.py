@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
+from app.lib.bucket import AVATAR_TEMP_KEY_PATTERN
 from app.lib.params import MAX_INT64
 from app.lib.schemas import RequestBody, Schema
 
@@ -83,7 +84,15 @@ class ProcessingJob(Schema):
 class AvatarPromotion(RequestBody):
     """The staged key the presigned-url call returned for an avatar upload."""
 
-    key: Annotated[str, Meta(min_length=1, max_length=1024)]
+    key: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=1024,
+            extra_json_schema={"pattern": AVATAR_TEMP_KEY_PATTERN},
+            description="the key of a presigned avatar upload, in the caller's own temp folder",
+        ),
+    ]
 
 
 class AvatarJob(Schema):

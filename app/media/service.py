@@ -28,6 +28,7 @@ from app.media.processing import process_asset_media as process_asset_media
 from app.media.processing import render_image as render_image
 from app.media.processing import tokens_with_guessable_highres as tokens_with_guessable_highres
 from app.media.uploads import DIRECT_UPLOAD_MAX_BYTES as DIRECT_UPLOAD_MAX_BYTES
+from app.media.uploads import DIRECT_UPLOAD_MAX_FILES as DIRECT_UPLOAD_MAX_FILES
 from app.media.uploads import MAX_STAGED_UPLOADS as MAX_STAGED_UPLOADS
 from app.media.uploads import MAX_UPLOADS as MAX_UPLOADS
 from app.media.uploads import IncomingFile as IncomingFile

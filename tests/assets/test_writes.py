@@ -172,7 +172,6 @@ async def test_only_the_owner_or_an_admin_may_patch(client, settings):
         {"version": 0, "customAttributes": {"$where": "1"}},
         {"version": 0, "customAttributes": {"x": {"$gt": ""}}},
         {"version": 0, "metadata": {"materials": "not-a-list"}},
-        {"version": 0},
         {"metadata": {"condition": "no version"}},
     ],
 )
@@ -209,3 +208,16 @@ async def test_a_json_body_is_read_strictly_as_its_schema_states(client, setting
     assert error["details"][0]["field"] == "isVerified"
     asset = (await client.get("/api/assets/7")).json()
     assert asset["verification"]["isVerified"] is False  # nothing was written
+
+
+@pytest.mark.parametrize("body", [{}, {"metadata": {}}, {"metadata": None}])
+async def test_an_empty_patch_changes_nothing_but_still_needs_the_current_version(client, settings, body):
+    """An empty merge patch (RFC 7396) is a no-op: 200 with the asset as it is, nothing written."""
+    owner = await factories.login(settings)
+    await factories.asset(1, owner=owner.wallet)
+    response = await _patch(client, owner.headers, {"version": 0, **body})
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 0
+    stale = await _patch(client, owner.headers, {"version": 3, **body})
+    assert stale.status_code == 409
+    assert stale.json()["error"]["details"]["currentVersion"] == 0

@@ -204,7 +204,7 @@ async def test_an_admin_creates_an_asset_and_reads_it_back(api, generated, setti
         token_id=42,
         contract_address=factories.CONTRACT,
         name="Harbour at Dawn",
-        asset_type="Art",
+        asset_type=models.AssetCreateAssetType("Art"),  # the document's enum
         description="Oil on canvas.",
         owner=factories.ALICE,
     )
@@ -385,7 +385,10 @@ async def test_error_answers_parse_into_the_error_model_with_their_code(api, gen
         not_admin = await generated.operation("POST", "/api/assets").asyncio_detailed(
             client=http,
             body=generated.models.AssetCreate(
-                token_id=5, contract_address=factories.CONTRACT, name="Nope", asset_type="Art"
+                token_id=5,
+                contract_address=factories.CONTRACT,
+                name="Nope",
+                asset_type=generated.models.AssetCreateAssetType("Art"),
             ),
         )
     assert_error(not_admin, HTTPStatus.FORBIDDEN, "insufficient_permission")

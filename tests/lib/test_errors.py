@@ -135,3 +135,11 @@ async def test_a_dependency_that_cannot_be_reached_is_503_not_500(client, client
         await unreachable.aclose()
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "service_unavailable"
+
+
+async def test_options_lists_every_method_of_its_path(client):
+    """Litestar's automatic OPTIONS kept the methods of the first handler registered on a path."""
+    for path, methods in (("/api/assets", {"GET", "POST"}), ("/api/auth/api-keys", {"GET", "POST"})):
+        response = await client.options(path)
+        assert response.status_code == 204
+        assert {m.strip() for m in response.headers["allow"].split(",")} == {*methods, "OPTIONS"}

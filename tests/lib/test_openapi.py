@@ -69,7 +69,8 @@ async def test_a_routes_guards_and_declared_refusals_are_its_documented_codes(do
         create["400"]["content"]["application/json"]["examples"]
     )
     metadata = document["paths"]["/api/assets/{tokenId}/metadata"]["patch"]["responses"]
-    assert set(metadata["404"]["content"]["application/json"]["examples"]) == {"asset_not_found"}
+    # not_found: a tokenId that is no integer matches no route
+    assert set(metadata["404"]["content"]["application/json"]["examples"]) == {"asset_not_found", "not_found"}
     assert set(metadata["403"]["content"]["application/json"]["examples"]) == {
         "insufficient_permission",
         "not_owner",
