@@ -408,10 +408,3 @@ def _check_body_pointer(
         properties = (resolved.properties or {}) if isinstance(resolved, Schema) else {}
     if field_name not in properties:
         raise ValueError(f"{handler.handler_name}: a link reads {expression}, which its answer does not have")
-
-
-def error_codes(document: Mapping[str, Any], path: str, method: str, status: int) -> set[str]:
-    """The codes a (dict) document lists for one operation's `status` (used by the contract tests)."""
-    op = document["paths"][path][method.lower()]
-    response = op.get("responses", {}).get(str(status), {})
-    return set(response.get("content", {}).get("application/json", {}).get("examples", {}))
