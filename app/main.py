@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from bson.int64 import Int64
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         before_send=[add_request_id_header],
         exception_handlers=EXCEPTION_HANDLERS,
+        type_encoders={Int64: int},  # PyMongo's 64-bit integers (app/lib/schemas.as_builtin)
         guards=[plain_query],
         before_request=check_json_body,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,

@@ -19,6 +19,7 @@ import msgspec
 from bson import Decimal128, ObjectId
 
 from app.lib import cache
+from app.lib.schemas import encode_json
 from app.lib.security import Principal
 
 DETAIL_CACHE = "asset_detail"
@@ -91,7 +92,7 @@ def static_detail(doc: dict[str, Any]) -> bytes:
         "createdAt": doc.get("createdAt"),
         "version": doc.get("version", 0),
     }
-    return msgspec.json.encode(body)
+    return encode_json(body)
 
 
 def _admin_view(body: dict[str, Any], doc: dict[str, Any]) -> None:

@@ -28,3 +28,16 @@ def documented(**json_schema: Any) -> msgspec.Meta:
 
 # A date-time in a request body: msgspec decodes RFC 3339, which its own schema leaves unsaid.
 Timestamp = Annotated[datetime, documented(format="date-time")]
+
+
+def as_builtin(value: Any) -> Any:
+    """An `enc_hook` for values read from MongoDB: PyMongo returns 64-bit integers as `Int64`, an int
+    subclass msgspec does not encode (a token id past 2^31 would fail its render)."""
+    if isinstance(value, int):
+        return int(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON bytes of a body built from stored documents."""
+    return msgspec.json.encode(value, enc_hook=as_builtin)

@@ -25,6 +25,7 @@ from app.config import Settings
 from app.lib import cache
 from app.lib.money import wei_string
 from app.lib.params import bounded_query
+from app.lib.schemas import encode_json
 from app.lib.timeutil import utcnow
 from app.market import repository, schemas
 
@@ -92,7 +93,7 @@ async def compute_stats(settings: Settings) -> bytes:
         priceByType=by_type,
         volume=_volume(sales),
     )
-    return msgspec.json.encode(body)
+    return encode_json(body)
 
 
 class _CachedStats(msgspec.Struct, frozen=True):
