@@ -10,7 +10,7 @@ from app.assets import schemas
 from app.assets.documents import AssetMetadata
 from app.lib.errors import BadRequest
 
-MAX_ATTRIBUTE_DEPTH = 5
+MAX_ATTRIBUTE_DEPTH = schemas.MAX_ATTRIBUTE_DEPTH
 MAX_ATTRIBUTE_BYTES = 16_384
 METADATA_FIELDS = frozenset(field.name for field in msgspec.structs.fields(schemas.MetadataIn))
 _LISTS = ("materials", "provenance", "certificates")

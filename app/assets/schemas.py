@@ -29,8 +29,29 @@ PRICE_SOURCES = ("ai-oracle", "user-listing", "sale", "appraisal", "offer")
 INTERVALS = ("raw", "1h", "1d", "1w")
 MAX_NAME_CHARS, MAX_DESCRIPTION_CHARS = 200, 10_000
 # Free-form attributes are stored as given: a key is 1 to 100 characters, with no '.', no NUL, and no
-# leading '$' (app/assets/metadata.py checks them, at every depth).
-Attributes = Annotated[dict[str, Any], documented(propertyNames={"pattern": r"^(?!\$)[^.\u0000]{1,100}$"})]
+# leading '$', at every depth, and objects and arrays nest 5 deep at most (app/assets/metadata.py).
+ATTRIBUTE_KEY = {"pattern": r"^(?!\$)[^.\u0000]{1,100}$"}
+MAX_ATTRIBUTE_DEPTH = 5
+
+
+def _attribute_value(depth: int) -> dict[str, Any]:
+    scalar: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+    if depth == 0:
+        return scalar
+    inner = _attribute_value(depth - 1)
+    return {
+        "anyOf": [
+            scalar,
+            {"type": "array", "items": inner},
+            {"type": "object", "propertyNames": ATTRIBUTE_KEY, "additionalProperties": inner},
+        ]
+    }
+
+
+Attributes = Annotated[
+    dict[str, Any],
+    documented(propertyNames=ATTRIBUTE_KEY, additionalProperties=_attribute_value(MAX_ATTRIBUTE_DEPTH - 1)),
+]
 
 
 class AssetQuery(msgspec.Struct, kw_only=True, frozen=True):

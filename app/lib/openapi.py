@@ -212,6 +212,7 @@ def finish(app: Litestar) -> OpenAPI:
         op.security = _security(handler, path)
         _add_text_content(handler, op)
         _add_form(handler, op)
+        _body_optional(handler, op)
         _add_errors(handler, path, op)
         _add_links(handler, op, ids, components.schemas)
         for status, response in (op.responses or {}).items():
@@ -294,6 +295,13 @@ def _security(handler: HTTPRouteHandler, path: str) -> list[dict[str, list[str]]
             schemes = [scheme for scheme in schemes if scheme in accepted]
     requirements = [{scheme: []} for scheme in schemes]
     return [{}, *requirements] if opt.get("anonymous") else requirements
+
+
+def _body_optional(handler: HTTPRouteHandler, op: Operation) -> None:
+    """A body the handler defaults (`data: ... = None`) is optional in the document too."""
+    parameter = handler.parsed_fn_signature.parameters.get("data")
+    if op.request_body is not None and parameter is not None and parameter.has_default:
+        op.request_body.required = False
 
 
 def _add_form(handler: HTTPRouteHandler, op: Operation) -> None:
