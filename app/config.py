@@ -129,6 +129,9 @@ class OracleSettings(BaseModel):
     fetch_history: int = Field(default=20, ge=1, le=200)
     # Sources the refresh cron queues per run, the most overdue first.
     refresh_batch: int = Field(default=50, ge=1, le=1000)
+    # Rows (accepted and rejected) one fetch reads; past it the fetch stops as `too_many_rows`, keeping
+    # the rows it wrote, so one source cannot hold a worker or the database for long.
+    max_rows_per_fetch: int = Field(default=200_000, ge=1, le=10_000_000)
 
     @field_validator("secrets_key", mode="after")
     @classmethod

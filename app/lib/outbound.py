@@ -3,15 +3,18 @@
 A URL given to the platform must not become a way into the platform's own network, so every request:
 - takes http or https only, and no credentials in the URL;
 - resolves the host once and refuses it when any address it resolves to is private, loopback,
-  link-local, multicast, reserved, unspecified or a cloud metadata address, IPv4 or IPv6, looking
-  inside IPv4-mapped, 6to4 and NAT64 IPv6 addresses at the IPv4 they carry;
+  site-local, link-local, multicast, reserved, unspecified or a cloud metadata address, IPv4 or IPv6,
+  looking inside IPv4-mapped, 6to4 and NAT64 IPv6 addresses at the IPv4 they carry; a name that does
+  not resolve is refused in the same words, so answers cannot tell an internal name from an unknown one;
 - connects to the very address it checked: the URL is rewritten to that IP, with the `Host` header
   and TLS SNI (and so certificate verification) set to the hostname, so no second DNS answer (DNS
   rebinding) can move the connection elsewhere; proxies from the environment are ignored for the
   same reason;
 - follows redirects itself, up to a cap, checking each hop as the first, and sends the caller's
   credentials only to the origin they were meant for;
-- stops at a connect timeout and an overall deadline, and reads the body as a stream up to a size cap.
+- stops at a connect timeout and an overall deadline, and reads the body as a stream up to a size cap,
+  counted on the bytes as they arrive and, for a gzip or deflate body, on the bytes it inflates to
+  (inflated a chunk at a time, never past the cap), so a small compressed body cannot expand in memory.
 
 `OUTBOUND_ALLOW_PRIVATE` (development and tests, which serve sources on 127.0.0.1) lifts the refusal of
 private and loopback addresses, and `OUTBOUND_ALLOWED_NETWORKS` lifts it for named networks only;
@@ -24,9 +27,11 @@ import asyncio
 import ipaddress
 import socket
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,10 +46,22 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Cloud metadata services: refused whatever the settings say (most are link-local anyway).
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack...
+        "169.254.170.2",  # AWS ECS task credentials
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure WireServer: public, but answers the VMs of the platform's own tenant
+        "fd00:ec2::254",  # AWS over IPv6
+    )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, yet still routed inside some networks
+# The one answer for a host the platform does not reach, whether it does not resolve or resolves to a
+# refused address: telling them apart would let a caller map internal names. Logs keep the detail.
+UNREACHABLE = "the source's host is not one the platform reaches"
+MAX_PORT = 65535
 # The platform sets these itself: connection framing and the pinned Host are not the caller's to choose.
 _RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "trailer"}
@@ -127,7 +144,7 @@ def refusal(ip: IPAddress, policy: Policy) -> str | None:
         return "metadata"
     if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
         return "reserved"
-    if ip.is_global and ip not in _SHARED:
+    if ip.is_global and ip not in _SHARED and ip not in _SITE_LOCAL:
         return None
     if policy.allow_private or any(ip in network for network in policy.allowed_networks):
         return None
@@ -210,10 +227,7 @@ class Client:
             status, response_headers, body = await self._exchange(current, sent)
             location = response_headers.get("location")
             if status in REDIRECTS and location:
-                try:
-                    current = parse_url(str(current.join(location)))
-                except httpx.InvalidURL as exc:
-                    raise OutboundError("a redirect named an invalid URL", code="url_refused") from exc
+                current = parse_url(join(current, location))
                 continue
             return Response(
                 url=str(current),
@@ -267,33 +281,38 @@ class Client:
         return status, response_headers, body
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, as sent (raw) or inflated by hand: httpx would inflate a whole chunk before the
+        cap could be checked, and a 64 KiB gzip chunk of zeros inflates to 64 MiB."""
         cap = self.policy.max_body_bytes
-        too_large = OutboundError(
-            f"the body is larger than {cap} bytes", code="body_too_large", details={"maxBytes": cap}
-        )
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise too_large
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+            raise _too_large(cap)
+        inflater = _inflater(response.headers.get("content-encoding", ""))
+        body, received = bytearray(), 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if received > cap:
+                raise _too_large(cap)
+            body += chunk if inflater is None else _inflate(inflater, chunk, cap - len(body))
+            if len(body) > cap:
+                raise _too_large(cap)
+        if inflater is not None and received and not inflater.eof:
+            raise OutboundError("the compressed body is cut short", code="fetch_failed")
+        return bytes(body)
 
     async def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
+        unresolved = {"host": host, "reason": "unresolved"}
         try:
             addresses = await self.resolver(host, port)
         except (OSError, UnicodeError) as exc:
-            raise OutboundError(f"{host} does not resolve", code="dns_failed") from exc
+            raise OutboundError(UNREACHABLE, code="address_refused", details=unresolved) from exc
         if not addresses:
-            raise OutboundError(f"{host} does not resolve", code="dns_failed")
+            raise OutboundError(UNREACHABLE, code="address_refused", details=unresolved)
         for ip in addresses:  # every answer must pass: the next resolver call could return any of them
             reason = refusal(ip, self.policy)
             if reason is not None:
                 raise OutboundError(
-                    f"{host} resolves to a {reason} address, which the platform does not reach",
+                    UNREACHABLE,
                     code="address_refused",
                     details={"host": host, "address": str(ip), "reason": reason},
                 )
@@ -313,12 +332,64 @@ class Client:
         return pool
 
 
+def _too_large(cap: int) -> OutboundError:
+    return OutboundError(
+        f"the body is larger than {cap} bytes", code="body_too_large", details={"maxBytes": cap}
+    )
+
+
+def _inflater(encoding: str) -> Any:
+    """A decompressor for the body's Content-Encoding (None: the bytes are the body), or
+    `unsupported_encoding`: the platform asks for identity, and inflates only what it can bound."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if name == "deflate":
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped, as RFC 9110 names it (or gzip)
+    raise OutboundError(
+        "the body's content encoding is not one the platform reads", code="unsupported_encoding"
+    )
+
+
+def _inflate(inflater: Any, chunk: bytes, room: int) -> bytes:
+    """At most `room + 1` inflated bytes of `chunk`: one past the room says the body is over the cap (and
+    what was not inflated then is never inflated)."""
+    try:
+        return inflater.decompress(chunk, room + 1)
+    except zlib.error as exc:
+        raise OutboundError("the compressed body is corrupt", code="fetch_failed") from exc
+
+
+def join(base: httpx.URL | str, reference: str) -> str:
+    """`reference` (a redirect's Location, a page's next URL) resolved against `base`, or `url_refused`."""
+    try:
+        return str(httpx.URL(base).join(reference))
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OutboundError("a server named an invalid URL", code="url_refused") from exc
+
+
+def origin_of(url: str) -> str:
+    """`url`'s origin as one string (`https://host:443`, the default port written out): what a source's
+    credentials are sealed to. Lexical, so it never fails: a URL that cannot be fetched has an origin too."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"invalid:{url}"
+    scheme = parts.scheme.lower()
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port or (443 if scheme == 'https' else 80)}"
+
+
 def parse_url(url: str) -> httpx.URL:
-    """`url` as an http(s) URL with a host and no userinfo, or `url_refused`."""
+    """`url` as an http(s) URL with a host, a port that exists and no userinfo, or `url_refused`."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise OutboundError("the URL is not a valid URL", code="url_refused") from exc
+    if parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
+        raise OutboundError("the URL names a port that does not exist", code="url_refused")
     if parsed.scheme not in ("http", "https"):
         raise OutboundError("only http and https URLs are fetched", code="url_refused")
     if not parsed.host:

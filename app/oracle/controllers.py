@@ -43,7 +43,7 @@ class DataSourceController(Controller):
     @post(
         "/",
         status_code=HTTP_201_CREATED,
-        opt={**raises({409: ["duplicate_name"]}), **SOURCE_LINKS},
+        opt={**raises({400: ["credentials_in_url"], 409: ["duplicate_name"]}), **SOURCE_LINKS},
     )
     async def create_data_source(
         self,
@@ -53,7 +53,8 @@ class DataSourceController(Controller):
         data: JSONBody[schemas.DataSourceCreate],
     ) -> Response[schemas.DataSourceOut]:
         """Add a `file` (CSV, JSON Lines) or `api` (JSON pages) source of `sales` or an `index`; 409 when
-        the name is taken. Its credentials are stored encrypted and never returned."""
+        the name is taken. Its credentials are stored encrypted and never returned; 400
+        `credentials_in_url` for a query parameter named like one (`token`, `api_key`, ...)."""
         body = await service.create_source(settings, data, current_principal(request), context)
         return Response(body, status_code=HTTP_201_CREATED)
 
@@ -95,6 +96,7 @@ class DataSourceController(Controller):
         opt=raises(
             {
                 **NOT_FOUND,
+                400: ["credentials_in_url"],
                 409: ["duplicate_name", "field_not_for_type", "format_not_for_type", "url_not_for_type"],
             }
         ),
@@ -107,7 +109,8 @@ class DataSourceController(Controller):
         sourceId: SourceIdPath,
         data: JSONBody[schemas.DataSourcePatch],
     ) -> schemas.DataSourceOut:
-        """Change a source (not its type or kind); `headers` and `authentication` are replaced whole."""
+        """Change a source (not its type or kind); `headers` and `authentication` are replaced whole, and
+        dropped when the URL moves to another origin unless the same change gives them again."""
         return await service.update_source(settings, sourceId, data, current_principal(request), context)
 
     @delete("/{sourceId:str}", status_code=HTTP_204_NO_CONTENT, opt=raises(NOT_FOUND))

@@ -1,33 +1,32 @@
-"""From a source's bytes to comparable sales and index points: parsing, mapping, checking, pricing in wei.
+"""From a source's rows to comparable sales and index points: mapping, checking, pricing in wei.
 
-Pure: no I/O. A body that cannot be read at all (no header, a JSON page that is not JSON) fails the
-fetch with a `SourceError`; a row that cannot be used is rejected with a reason and counted, and the
-rows around it go on. Amounts stay `Decimal` from the bytes to the wei, so nothing is rounded before the
-one rounding to whole wei.
+Pure: no I/O (`parsing` reads the bytes into rows). A row that cannot be used, or that MongoDB could not
+store as it is (a key with NUL, text that is no UTF-8, a number past a float), is rejected with a reason
+and counted, and the rows around it go on. Amounts stay `Decimal` from the bytes to the wei, so nothing
+is rounded before the one rounding to whole wei.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from app.lib.errors import AppError
 from app.lib.money import WEI_PER_ETH
-from app.lib.timeutil import EARLIEST, LATEST, as_utc
+from app.lib.timeutil import EARLIEST_YEAR, LATEST_YEAR, as_utc
 
 MAX_ATTRIBUTES = 200
 MAX_TEXT = 1000
 MAX_ID = 200
 MAX_PRICE = Decimal(10) ** 15  # ETH or USD: far above any sale, and its wei fits Decimal128's 34 digits
+MIN_EXPONENT = -30  # far below a wei; `1e-999999999` would reach Decimal128 (and text) as a billion digits
 MAX_INT64 = 2**63 - 1
+MAX_INT_DIGITS = 19  # a CSV cell of more digits is no int64: read it as a decimal, never through int()
 SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -43,110 +42,6 @@ class SourceError(AppError):
 class Row:
     number: int  # the line (CSV, JSON Lines) or the position among the rows of every page (JSON), from 1
     values: Mapping[str, Any]
-
-
-@dataclass
-class Parsed:
-    rows: list[Row] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
-
-
-# ---------------------------------------------------------------- parsing
-
-
-def parse_csv(body: bytes) -> Parsed:
-    """Rows of a CSV with a header line; a row with bad quoting or the wrong number of cells is rejected."""
-    text = body.decode("utf-8-sig", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise SourceError("the file is empty", code="empty_file") from None
-    except csv.Error as exc:
-        raise SourceError("the header line is not valid CSV", code="invalid_header") from exc
-    names = [name.strip() for name in header]
-    if not any(names) or len(set(names)) != len(names):
-        raise SourceError("the header must name every column once", code="invalid_header")
-    parsed = Parsed()
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return parsed
-        except csv.Error:
-            parsed.rejected.append((reader.line_num, "malformed_csv"))
-            continue
-        if not cells:
-            continue  # a blank line
-        if len(cells) != len(names):
-            parsed.rejected.append((reader.line_num, "wrong_column_count"))
-        elif any("\ufffd" in cell for cell in cells):
-            parsed.rejected.append((reader.line_num, "invalid_encoding"))
-        else:
-            values = {name: cell.strip() or None for name, cell in zip(names, cells, strict=True)}
-            parsed.rows.append(Row(reader.line_num, values))
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def loads(text: bytes | str) -> Any:
-    """JSON with exact decimals (floats become `Decimal`) and without NaN or Infinity."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
-
-
-def parse_jsonl(body: bytes) -> Parsed:
-    """One JSON object per line; a line that is not one is rejected."""
-    parsed = Parsed()
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
-        except UnicodeDecodeError:
-            parsed.rejected.append((number, "invalid_encoding"))
-            continue
-        except ValueError:
-            parsed.rejected.append((number, "malformed_json"))
-            continue
-        if isinstance(value, dict):
-            parsed.rows.append(Row(number, value))
-        else:
-            parsed.rejected.append((number, "not_an_object"))
-    return parsed
-
-
-def at_path(document: Any, path: str | None) -> Any:
-    """The value at a dotted path (`data.items`, `results.0`); the document itself for no path."""
-    value = document
-    for part in path.split(".") if path else ():
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
-
-
-def parse_json_page(body: bytes, rows_path: str | None, first_number: int) -> tuple[Parsed, Any]:
-    """The rows of one JSON page (at `rows_path`), numbered on from `first_number`, and the page itself."""
-    try:
-        document = loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SourceError("a page is not valid JSON", code="malformed_json") from exc
-    items = at_path(document, rows_path)
-    if not isinstance(items, list):
-        raise SourceError(f"a page has no list of rows at {rows_path or 'its top'}", code="rows_not_found")
-    parsed = Parsed()
-    for offset, item in enumerate(items):
-        number = first_number + offset
-        if isinstance(item, dict):
-            parsed.rows.append(Row(number, item))
-        else:
-            parsed.rejected.append((number, "not_an_object"))
-    return parsed, document
 
 
 # ---------------------------------------------------------------- values
@@ -182,25 +77,46 @@ def time_of(value: Any) -> datetime | None:
         seconds = decimal_of(value) if not isinstance(value, str) or len(value.strip()) >= 9 else None
         if seconds is None or abs(seconds) > 10**11:
             return None
-        when = datetime.fromtimestamp(float(seconds), tz=UTC)
+        try:
+            when = datetime.fromtimestamp(float(seconds), tz=UTC)
+        except (
+            ValueError,
+            OverflowError,
+            OSError,
+        ):  # before year 1, or past what the platform's C time holds
+            return None
     try:
         when = as_utc(when)
     except OverflowError:
         return None
-    return when if EARLIEST <= when < LATEST else None
-
-
-def attribute_name(column: Any) -> str | None:
-    """A column's name as an attribute key MongoDB stores as it is (no dots, no leading `$`)."""
-    name = str(column).strip().replace(".", "_")[:100]
-    if name.startswith("$"):
-        name = "_" + name[1:]
-    return name or None
+    return when if EARLIEST_YEAR <= when.year <= LATEST_YEAR else None
 
 
 class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+def storable(text: str) -> bool:
+    """Whether MongoDB can store `text`: UTF-8 has no lone surrogate (JSON's `"\\ud800"` makes one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def attribute_name(column: Any) -> str | None:
+    """A column's name as an attribute key MongoDB stores as it is (no dots, no leading `$`); a name with
+    NUL or no UTF-8 refuses the row, as no document may hold it."""
+    name = str(column).strip().replace(".", "_")[:100]
+    if "\x00" in name:
+        raise _Refused("invalid_column_name")
+    if not storable(name):
+        raise _Refused("invalid_encoding")
+    if name.startswith("$"):
+        name = "_" + name[1:]
+    return name or None
 
 
 def attribute_value(value: Any, *, text: bool) -> Any:
@@ -210,13 +126,22 @@ def attribute_value(value: Any, *, text: bool) -> Any:
     if isinstance(value, bool):
         return value
     if text and isinstance(value, str):
-        if _INTEGER.fullmatch(value) and abs(int(value)) <= MAX_INT64:
+        if (
+            _INTEGER.fullmatch(value)
+            and len(value.lstrip("+-")) <= MAX_INT_DIGITS
+            and abs(int(value)) <= MAX_INT64
+        ):
             return int(value)
         number = decimal_of(value)
         if number is not None:
             value = number
     if isinstance(value, int):
-        return value if abs(value) <= MAX_INT64 else float(value)
+        if abs(value) <= MAX_INT64:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Refused("invalid_number") from None
     if isinstance(value, Decimal):
         converted = float(value)
         if converted in (float("inf"), float("-inf")):
@@ -227,6 +152,8 @@ def attribute_value(value: Any, *, text: bool) -> Any:
     value = str(value)
     if len(value) > MAX_TEXT:
         raise _Refused("value_too_long")
+    if not storable(value):
+        raise _Refused("invalid_encoding")
     return value
 
 
@@ -274,8 +201,10 @@ def _present(values: Mapping[str, Any], column: str) -> Any:
 def _external_id(value: Any) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
         return None
+    if isinstance(value, Decimal) and not (value.is_finite() and abs(value.adjusted()) <= MAX_ID):
+        return None  # `1e999999999` would be written out as a billion digits first
     text = format(value, "f") if isinstance(value, Decimal) else str(value).strip()
-    return text if 0 < len(text) <= MAX_ID else None
+    return text if 0 < len(text) <= MAX_ID and storable(text) else None
 
 
 def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *, text: bool) -> Sale | str:
@@ -292,7 +221,7 @@ def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *
     if raw_price is None:
         return "missing_price"
     price = decimal_of(raw_price)
-    if price is None or not 0 < price < MAX_PRICE:
+    if price is None or not 0 < price < MAX_PRICE or price.adjusted() < MIN_EXPONENT:
         return "invalid_price"
     raw_time = _present(values, columns["soldAt"])
     if raw_time is None:
@@ -310,7 +239,7 @@ def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *
     if asset_type is None:
         return "missing_asset_type"
     asset_type = str(asset_type).strip()
-    if not 0 < len(asset_type) <= 100:
+    if not 0 < len(asset_type) <= 100 or not storable(asset_type):
         return "invalid_asset_type"
     try:
         attributes = attributes_of(values, set(columns.values()), defaults.get("attributes") or {}, text=text)
@@ -331,7 +260,7 @@ def point_of(row: Row, mapping: Mapping[str, str]) -> Point | str:
     if raw_value is None:
         return "missing_value"
     value = decimal_of(raw_value)
-    if value is None or not 0 < value < MAX_PRICE:
+    if value is None or not 0 < value < MAX_PRICE or value.adjusted() < MIN_EXPONENT:
         return "invalid_value"
     return Point(timestamp, value)
 

@@ -1,16 +1,24 @@
 """What a data source stores and shows: its document from a request (secrets sealed), the changes a patch
-makes, and the view every route answers with (secrets left out: only the header names)."""
+makes, and the view every route answers with (secrets left out: only the header names).
+
+Header values and the authentication value are sealed with the origin of the source's URL, and a patch
+that moves the URL to another origin (or between http and the bucket) drops them unless it gives them
+again: the right to edit a source is not the right to send its owner's credentials somewhere else.
+Credentials go in `authentication` or `headers`, never in the URL's query, which is stored and shown.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from app.lib import outbound
 from app.lib.crypto import SecretBox
-from app.lib.errors import Conflict
+from app.lib.errors import BadRequest, Conflict
 from app.oracle import schemas
 from app.oracle.documents import DataSource
 from app.oracle.schemas import UNSET
@@ -18,26 +26,62 @@ from app.oracle.schemas import UNSET
 API_ONLY = ("rowsPath", "nextUrlPath", "pageParam", "maxPages")
 FORMATS = {"file": schemas.FILE_FORMATS, "api": ("json",)}
 _HTTP_URL = re.compile(schemas.HTTP_URL)
+# Query parameters that carry credentials, compared lower-case with `-` read as `_`, and the endings of
+# their compound names (`client_secret`, `X-Amz-Signature`, `auth_token`).
+CREDENTIAL_PARAMS = frozenset(
+    {"token", "key", "apikey", "api_key", "secret", "password", "signature", "sig", "access_token"}
+)
+CREDENTIAL_SUFFIXES = ("_token", "_key", "_secret", "_password", "_signature", "_credential")
 
 
-def sealed_headers(headers: dict[str, str], box: SecretBox) -> dict[str, str]:
-    return {name: box.seal(value) for name, value in headers.items()}
+def credential_origin(url: str | None) -> str:
+    """The origin a source's credentials are sealed to: its URL's scheme, host and port (the bucket's
+    objects have one origin, `s3`)."""
+    if not url:
+        return ""
+    return "s3" if url.startswith("s3://") else outbound.origin_of(url)
 
 
-def sealed_authentication(auth: schemas.Authentication | None, box: SecretBox) -> dict[str, str] | None:
-    return None if auth is None else {"header": auth.header, "value": box.seal(auth.value)}
+def refuse_credentials_in_url(url: str) -> None:
+    """400 `credentials_in_url` for a query parameter named like a credential: the URL is stored, shown
+    and audited in clear, so a token there would be too."""
+    try:
+        query = urlsplit(url).query.replace(";", "&")  # some servers split on `;` too
+        names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    except ValueError:
+        names = []
+    for name in names:
+        plain = name.strip().lower().replace("-", "_")
+        if plain in CREDENTIAL_PARAMS or plain.endswith(CREDENTIAL_SUFFIXES):
+            raise BadRequest(
+                "credentials belong in `authentication` or `headers`, which are stored encrypted, "
+                "not in the URL, which is stored and shown as it is",
+                code="credentials_in_url",
+                details={"parameter": name[:64]},
+            )
+
+
+def sealed_headers(headers: dict[str, str], box: SecretBox, origin: str) -> dict[str, str]:
+    return {name: box.seal_for(value, origin) for name, value in headers.items()}
+
+
+def sealed_authentication(
+    auth: schemas.Authentication | None, box: SecretBox, origin: str
+) -> dict[str, str] | None:
+    return None if auth is None else {"header": auth.header, "value": box.seal_for(auth.value, origin)}
 
 
 def configuration(
-    config: schemas.FileConfiguration | schemas.ApiConfiguration, box: SecretBox
+    config: schemas.FileConfiguration | schemas.ApiConfiguration, box: SecretBox, origin: str
 ) -> dict[str, Any]:
-    """The stored configuration: mapping and defaults as given, header values and credential sealed."""
+    """The stored configuration: mapping and defaults as given, header values and credential sealed for
+    `origin`."""
     stored: dict[str, Any] = {
         "refreshInterval": config.refreshInterval,
         "mapping": msgspec.structs.asdict(config.mapping),
         "defaults": msgspec.to_builtins(config.defaults),
-        "headers": sealed_headers(config.headers, box),
-        "authentication": sealed_authentication(config.authentication, box),
+        "headers": sealed_headers(config.headers, box, origin),
+        "authentication": sealed_authentication(config.authentication, box, origin),
         "series": config.series,
     }
     if isinstance(config, schemas.ApiConfiguration):
@@ -49,6 +93,7 @@ def new_document(
     data: schemas.DataSourceCreate, box: SecretBox, created_by: str | None, now: datetime
 ) -> dict[str, Any]:
     """The document of a new source, due for its first fetch at once when enabled."""
+    refuse_credentials_in_url(data.url)
     source = DataSource.model_validate(
         {
             "name": data.name,
@@ -57,7 +102,7 @@ def new_document(
             "url": data.url,
             "format": data.format,
             "description": data.description,
-            "configuration": configuration(data.configuration, box),
+            "configuration": configuration(data.configuration, box, credential_origin(data.url)),
             "status": {"isEnabled": data.isEnabled, "nextFetchAt": now if data.isEnabled else None},
             "aiWeighting": data.aiWeighting,
             "createdBy": created_by,
@@ -71,7 +116,8 @@ def new_document(
 def changes(
     current: dict[str, Any], patch: schemas.DataSourcePatch, box: SecretBox, now: datetime
 ) -> dict[str, Any]:
-    """The `$set` paths of a patch; 409 for a URL, format or field that the source's type does not take."""
+    """The `$set` paths of a patch; 409 for a URL, format or field that the source's type does not take.
+    A URL at another origin drops the stored headers and authentication unless the patch gives them."""
     source_type = current["type"]
     found: dict[str, Any] = {}
     for name in ("name", "description", "aiWeighting"):
@@ -84,6 +130,7 @@ def changes(
     if patch.url is not UNSET:
         if source_type == "api" and not _HTTP_URL.match(patch.url):
             raise Conflict("an api source fetches http(s) URLs only", code="url_not_for_type")
+        refuse_credentials_in_url(patch.url)
         found["url"] = patch.url
         found["status.nextFetchAt"] = now  # a new place: fetch at once
     if patch.format is not UNSET:
@@ -93,13 +140,17 @@ def changes(
                 code="format_not_for_type",
             )
         found["format"] = patch.format
+    origin = credential_origin(found.get("url", current.get("url")))
     if patch.configuration is not UNSET:
-        found.update(_configuration_changes(current, patch.configuration, box, now))
+        found.update(_configuration_changes(current, patch.configuration, box, now, origin))
+    if origin != credential_origin(current.get("url")):
+        found.setdefault("configuration.headers", {})
+        found.setdefault("configuration.authentication", None)
     return found
 
 
 def _configuration_changes(
-    current: dict[str, Any], patch: schemas.ConfigurationPatch, box: SecretBox, now: datetime
+    current: dict[str, Any], patch: schemas.ConfigurationPatch, box: SecretBox, now: datetime, origin: str
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in API_ONLY:
@@ -112,9 +163,9 @@ def _configuration_changes(
     if patch.defaults is not UNSET:
         found["configuration.defaults"] = msgspec.to_builtins(patch.defaults)
     if patch.headers is not UNSET:
-        found["configuration.headers"] = sealed_headers(patch.headers, box)
+        found["configuration.headers"] = sealed_headers(patch.headers, box, origin)
     if patch.authentication is not UNSET:
-        found["configuration.authentication"] = sealed_authentication(patch.authentication, box)
+        found["configuration.authentication"] = sealed_authentication(patch.authentication, box, origin)
     if patch.series is not UNSET:
         found["configuration.series"] = patch.series
     if patch.refreshInterval is not UNSET:

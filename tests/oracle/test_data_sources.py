@@ -74,9 +74,9 @@ async def test_secrets_are_stored_encrypted_and_never_returned(client, admin, se
     raw = await DataSource.get_pymongo_collection().find_one({})
     stored = raw["configuration"]
     assert SECRET not in str(raw) and HEADER_SECRET not in str(raw)
-    box = secret_box(settings)
-    assert box.open(stored["authentication"]["value"]) == SECRET
-    assert box.open(stored["headers"]["X-Client"]) == HEADER_SECRET
+    box = secret_box(settings)  # sealed with the origin they were given for
+    assert box.open_for(stored["authentication"]["value"], "https://example.org:443") == SECRET
+    assert box.open_for(stored["headers"]["X-Client"], "https://example.org:443") == HEADER_SECRET
 
 
 async def test_only_admins_and_keys_with_datasources_write_may_manage_sources(client, settings, admin):

@@ -1,6 +1,10 @@
 """Outbound requests cannot be turned against the platform's own network (app/lib/outbound.py)."""
 
+import gc
+import gzip
 import ipaddress
+import tracemalloc
+import zlib
 
 import pytest
 
@@ -45,6 +49,7 @@ async def refused(policy: outbound.Policy, url: str, code: str = "address_refuse
         "fe80::1",
         "fc00::1",
         "fd00:ec2::254",
+        "fec0::1",  # site-local (deprecated, still routed inside some networks)
         "ff02::1",
         "::ffff:127.0.0.1",
         "::ffff:169.254.169.254",
@@ -62,7 +67,18 @@ def test_public_addresses_are_reached(address):
     assert outbound.refusal(ipaddress.ip_address(address), CLOSED) is None
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "0.0.0.0", "224.0.0.1", "100.100.100.200"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "fe80::1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "100.100.100.200",
+        "168.63.129.16",  # Azure WireServer: a public address that answers VMs only
+        "::ffff:168.63.129.16",
+    ],
+)
 def test_allowing_private_addresses_never_allows_metadata_or_link_local_ones(address):
     assert outbound.refusal(ipaddress.ip_address(address), OPEN_PRIVATE) is not None
     assert outbound.refusal(ipaddress.ip_address("10.1.2.3"), OPEN_PRIVATE) is None
@@ -173,3 +189,57 @@ async def test_the_connection_goes_to_the_address_that_was_checked(source_server
     assert response.body == b"pinned"
     assert calls == ["data.test"]
     assert source_server.seen[0].headers["host"] == f"data.test:{source_server.port}"
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    """`inflated` zero bytes, gzipped (about a thousandth of that on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    return b"".join([*(packer.compress(block) for _ in range(inflated // len(block))), packer.flush()])
+
+
+async def test_a_gzip_bomb_is_cut_off_at_the_cap_without_being_inflated(source_server):
+    bomb = _gzip_bomb(256 * 1024 * 1024)
+    source_server.routes["/bomb"] = Reply(body=bomb, headers={"Content-Encoding": "gzip"})
+    small = outbound.Policy(allow_private=True, max_body_bytes=1024 * 1024)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        await refused(small, source_server.url("/bomb"), code="body_too_large")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak  # the cap and a chunk, never the inflated body
+
+
+async def test_compressed_bodies_are_decoded_within_the_cap_and_unknown_encodings_refused(source_server):
+    source_server.routes["/gz"] = Reply(
+        body=gzip.compress(b"a,b\n1,2\n"), headers={"Content-Encoding": "gzip"}
+    )
+    assert (await get(OPEN_PRIVATE, source_server.url("/gz"))).body == b"a,b\n1,2\n"
+    source_server.routes["/br"] = Reply(body=b"\x1b\x00", headers={"Content-Encoding": "br"})
+    await refused(OPEN_PRIVATE, source_server.url("/br"), code="unsupported_encoding")
+    source_server.routes["/bad"] = Reply(body=b"not gzip", headers={"Content-Encoding": "gzip"})
+    await refused(OPEN_PRIVATE, source_server.url("/bad"), code="fetch_failed")
+
+
+async def test_a_name_that_does_not_resolve_and_one_that_is_refused_look_alike():
+    """Telling the two apart would map the platform's internal names from outside."""
+
+    async def resolver(host: str, port: int):
+        if host == "internal.test":
+            return [ipaddress.ip_address("10.0.0.7")]
+        raise OSError("no such name")
+
+    with pytest.raises(outbound.OutboundError) as internal:
+        await get(CLOSED, "http://internal.test/x", resolver=resolver)
+    with pytest.raises(outbound.OutboundError) as unknown:
+        await get(CLOSED, "http://unknown.test/x", resolver=resolver)
+    assert (internal.value.code, internal.value.message) == (unknown.value.code, unknown.value.message)
+    assert "internal.test" not in internal.value.message
+
+
+async def test_urls_with_impossible_ports_are_refused(source_server):
+    await refused(OPEN_PRIVATE, "http://127.0.0.1:99999/x", code="url_refused")
+    source_server.routes["/jump"] = Reply(302, headers={"Location": "http://127.0.0.1:70000/x"})
+    await refused(OPEN_PRIVATE, source_server.url("/jump"), code="url_refused")

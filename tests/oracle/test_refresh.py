@@ -140,7 +140,7 @@ async def test_a_source_that_fails_then_recovers(client, clients, local_settings
     )
     failed = await refresh(client, clients, local_settings, admin, flaky["id"])
     assert (failed["success"], failed["error"]) == (False, "upstream_status")
-    assert "500" not in json.dumps(failed)  # a code, not the exception's text
+    assert "HTTP 500" not in json.dumps(failed)  # a code, not the exception's text
     down = await source(client, admin, flaky["id"])
     assert down["status"]["errorCount"] == 1 and down["status"]["lastError"] == "upstream_status"
     assert down["status"]["lastFetchAt"] is None and down["metrics"]["reliability"] == 0
