@@ -36,8 +36,8 @@ MAX_ATTRIBUTE_DEPTH = 5
 
 def _attribute_value(depth: int) -> dict[str, Any]:
     scalar: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
-    if depth == 0:
-        return scalar
+    if depth == 0:  # the deepest level: a container there can hold nothing
+        return {"anyOf": [scalar, {"type": "array", "maxItems": 0}, {"type": "object", "maxProperties": 0}]}
     inner = _attribute_value(depth - 1)
     return {
         "anyOf": [

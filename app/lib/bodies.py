@@ -1,4 +1,4 @@
-"""JSON request bodies are decoded strictly, as their schemas say.
+"""JSON request bodies are decoded strictly, as their schemas say, and refused past a sane depth.
 
 Litestar converts a handler's arguments leniently (`strict=False`), which query strings need (`"5"` is
 the int 5) but which also lets a JSON body say `"isEnabled": 0` for `false` or `"tokenId": "7"` for 7:
@@ -19,27 +19,33 @@ from litestar.exceptions import ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import BodyKwarg
 
+from app.lib.errors import BadRequest
+from app.lib.json_depth import json_depth_ok
 from app.lib.schemas import RequestBody
+
+# No body of this API nests anywhere near this deep; a parser recursing into a deeper one can exhaust
+# the stack (a RecursionError, or a crash where a library raised the recursion limit).
+MAX_BODY_DEPTH = 64
 
 
 @cache
-def _body_type(handler: HTTPRouteHandler) -> Any:
-    """The JSON body type of a handler whose body is (or holds) a RequestBody Struct, else None."""
+def _json_body(handler: HTTPRouteHandler) -> tuple[bool, Any]:
+    """Whether the handler reads a JSON body, and its type when that is (or holds) a RequestBody."""
     parameter = handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
-        return None
+        return False, None
     annotation = parameter.annotation
     if get_origin(annotation) is Annotated:
         base, *extras = get_args(annotation)
         if any(
             isinstance(extra, BodyKwarg) and extra.media_type != RequestEncodingType.JSON for extra in extras
         ):
-            return None
+            return False, None
         annotation = base
     members = get_args(annotation) or (annotation,)
     if not any(isinstance(member, type) and issubclass(member, RequestBody) for member in members):
-        return None
-    return annotation
+        return True, None
+    return True, annotation
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
@@ -55,12 +61,16 @@ def _integral_floats_as_ints(value: Any) -> Any:
 
 async def check_json_body(request: Request) -> None:
     """A Litestar `before_request` hook: refuse a JSON body that only lenient decoding would accept."""
-    body_type = _body_type(request.route_handler)
-    if body_type is None:
+    is_json, body_type = _json_body(request.route_handler)
+    if not is_json:
         return
     raw = await request.body()
     if not raw.strip():
         return  # no body: Litestar's own handling (a default, or a 400 for a required body) applies
+    if not json_depth_ok(raw, MAX_BODY_DEPTH):
+        raise BadRequest(f"the body nests deeper than {MAX_BODY_DEPTH} levels", code="json_too_deep")
+    if body_type is None:
+        return
     try:
         msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(raw)), body_type, strict=True)
     except msgspec.ValidationError as exc:

@@ -340,7 +340,7 @@ def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:
     if body is not None:
         add(413, "payload_too_large")
         if "application/json" in getattr(body, "content", {}):
-            add(400, "malformed_json")
+            add(400, "malformed_json", "json_too_deep")
     if not is_open_path(path):  # credentials are read (and verified) on every other route
         for status, codes in CREDENTIAL_ERRORS.items():
             add(status, *codes)

@@ -4,7 +4,6 @@ import hashlib
 import io
 import json
 import math
-import re
 import struct
 import warnings
 from collections.abc import Mapping
@@ -13,6 +12,8 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
+
+from app.lib.json_depth import MAX_JSON_DEPTH, json_depth_ok
 
 MB = 1024 * 1024
 SNIFF_BYTES = 512
@@ -170,26 +171,8 @@ def check_upload(purpose: UploadPurpose | str, claimed_type: str, head: bytes, s
     return sniffed
 
 
-MAX_JSON_DEPTH = 256
 MAX_JSON_BYTES = 5 * MB  # metadata is small; this bounds the time and memory one check takes
-# The closing quote is optional: an unterminated string then runs to the end in one match, where a
-# required quote made the engine retry from every later quote (quadratic on `"\"\"\"...`).
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _UTF8_BOM = b"\xef\xbb\xbf"
-
-
-def _json_depth_ok(data: bytes) -> bool:
-    """Nesting of UTF-8 JSON within MAX_JSON_DEPTH: json.loads recurses in C, and a dependency that raises
-    the recursion limit (py_ecc sets 100000) turns a deep document into a segfault, not a RecursionError."""
-    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
-        return True
-    depth = 0
-    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
-        depth += 1 if byte in b"[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return False
-    return True
 
 
 def _utf8_json_text(data: bytes) -> str:
@@ -212,7 +195,7 @@ def check_json(data: bytes) -> None:
     text = _utf8_json_text(data)
     # Valid UTF-8 never has a quote, backslash or bracket byte inside another character, so the scan of
     # its bytes sees the very brackets and strings that json.loads sees in the text.
-    if not _json_depth_ok(data):
+    if not json_depth_ok(data):
         raise MediaRejected("json_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         json.loads(text)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from app.lib.json_depth import json_depth_ok
 from app.oracle.rows import Row, SourceError
 
 
@@ -35,6 +36,8 @@ def _no_constants(name: str) -> Any:
 def loads(text: bytes | str) -> Any:
     """JSON with exact decimals (floats become `Decimal`) and without NaN or Infinity; ValueError for
     anything else, nesting too deep for the parser included."""
+    if not json_depth_ok(text):
+        raise ValueError("the JSON nests too deeply")
     try:
         return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
     except RecursionError as exc:
