@@ -43,6 +43,7 @@ from app.oracle.controllers import DataSourceController
 from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint
 from app.system.controllers import JobController, SystemController
 
+MAX_BODY_BYTES = 1024 * 1024
 # Every Beanie document, bound to MongoDB at start-up here and in the worker (workers/settings.py).
 DOCUMENTS = [
     User,
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         before_send=[add_request_id_header],
         exception_handlers=EXCEPTION_HANDLERS,
+        # No JSON body of this API comes near this; routes that take files set their own limit.
+        request_max_body_size=MAX_BODY_BYTES,
         type_encoders={Int64: int},  # PyMongo's 64-bit integers (app/lib/schemas.as_builtin)
         guards=[plain_query],
         before_request=check_json_body,

@@ -35,17 +35,12 @@ MAX_ATTRIBUTE_DEPTH = 5
 
 
 def _attribute_value(depth: int) -> dict[str, Any]:
-    scalar: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
-    if depth == 0:  # the deepest level: a container there can hold nothing
-        return {"anyOf": [scalar, {"type": "array", "maxItems": 0}, {"type": "object", "maxProperties": 0}]}
+    """Any JSON value; where it is an object or an array (the keywords below apply to those only), its
+    keys and items follow the same rules one level deeper, and at the deepest level it is empty."""
+    if depth == 0:
+        return {"maxProperties": 0, "maxItems": 0}
     inner = _attribute_value(depth - 1)
-    return {
-        "anyOf": [
-            scalar,
-            {"type": "array", "items": inner},
-            {"type": "object", "propertyNames": ATTRIBUTE_KEY, "additionalProperties": inner},
-        ]
-    }
+    return {"propertyNames": ATTRIBUTE_KEY, "additionalProperties": inner, "items": inner}
 
 
 Attributes = Annotated[

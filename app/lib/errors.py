@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from litestar import MediaType, Request, Response
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
@@ -151,7 +152,15 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 
 # A dependency that cannot be reached (down, or not answering in time): the request may be retried.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionFailure, AutoReconnect)
+UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionFailure,
+    AutoReconnect,
+    EndpointConnectionError,  # S3 (and anything else reached through botocore)
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:

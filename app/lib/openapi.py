@@ -91,7 +91,8 @@ CREDENTIALS_RULE = (
     "to anyone, and one whose requirements include an empty one takes credentials optionally (the answer "
     "depends on who asks). Credentials that are sent are always verified, on open operations too: bad, "
     "expired or revoked ones answer 401. A request carries one credential at most: `Authorization` and "
-    "`X-API-Key` together answer 400 `ambiguous_credentials`, whatever either holds."
+    "`X-API-Key` together answer 400 `ambiguous_credentials`, whatever either holds. The probes and "
+    "metrics (`/api/system/*`, `/metrics`) read no user credentials at all: only the operator token."
 )
 
 _DESCRIPTIONS = {
@@ -333,7 +334,8 @@ def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:
 
     opt = handler.opt
     body = op.request_body
-    if op.parameters or body is not None:
+    query = [p for p in op.parameters or [] if getattr(p, "param_in", None) != "path"]
+    if query or body is not None:  # a path parameter that does not parse matches no route: 404
         add(400, "validation_error")
     if "{" in path:  # a path parameter the router cannot parse (a typed one) matches no route
         add(404, "not_found")

@@ -130,9 +130,9 @@ class StorageController(Controller):
         "/multipart-uploads/complete",
         opt=raises(
             {
-                400: ["empty_upload"],
                 403: ["not_uploader"],
                 404: ["upload_not_found"],
+                409: ["empty_upload"],
                 413: ["file_too_large"],
                 503: ["query_timeout"],
             }

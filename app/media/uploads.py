@@ -208,7 +208,8 @@ async def complete_multipart(
         await storage.abort_multipart(key, upload_id)
         await processing.reject(storage, token_id, entry, "too_large" if parts else "empty_upload")
         if not parts:
-            raise BadRequest("no parts were uploaded", code="empty_upload")
+            # The request is well formed; the upload it names is in no state to complete.
+            raise Conflict("no parts were uploaded", code="empty_upload")
         raise PayloadTooLarge(
             f"{total} bytes is over the {max_bytes} allowed",
             code="file_too_large",

@@ -34,7 +34,8 @@ def as_clients_send(case: schemathesis.Case) -> None:
     its parameter): a cursor is a `nextCursor` the API signed, never made up; a mixed-case address
     carries its EIP-55 checksum; a range runs forwards (`from` before `to`, `minPrice` at most
     `maxPrice`); a key's `expiresAt` is in the future; an upload declares a content type and a size its
-    purpose takes, and the token it is for. Negative parts are left as generated. It runs on every case,
+    purpose takes, and the token it is for; a data source's URL carries no credentials in its query.
+    Negative parts are left as generated. It runs on every case,
     whatever phase made it (examples, coverage, fuzzing, stateful)."""
     meta = case.meta
     if meta is None:
@@ -54,6 +55,8 @@ def as_clients_send(case: schemathesis.Case) -> None:
             body.pop("expiresAt")
         if "purpose" in body and "contentLength" in body:
             body = as_upload_declared(case.operation.path, body)
+        if case.operation.path.startswith("/api/oracle/data-sources") and isinstance(body.get("url"), str):
+            body["url"] = body["url"].split("?", 1)[0]  # credentials go in `authentication`, not a query
         if isinstance(body.get("files"), list):  # a direct upload sends files of the kind its route takes
             sample = SAMPLE_DOCUMENT if case.operation.path.endswith("/documents") else SAMPLE_IMAGE
             body["files"] = [sample for _ in body["files"]]

@@ -5,6 +5,7 @@ from typing import Annotated
 import httpx
 import pytest
 from arq.connections import ArqRedis
+from botocore.exceptions import EndpointConnectionError
 from litestar import Litestar, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -143,3 +144,25 @@ async def test_options_lists_every_method_of_its_path(client):
         response = await client.options(path)
         assert response.status_code == 204
         assert {m.strip() for m in response.headers["allow"].split(",")} == {*methods, "OPTIONS"}
+
+
+async def test_an_unreachable_s3_is_503_not_500():
+    @post("/upload")
+    async def upload() -> None:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    app = Litestar([upload], exception_handlers=EXCEPTION_HANDLERS)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        response = await http.post("/upload")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+
+
+async def test_a_json_body_over_a_mebibyte_is_413_before_it_is_decoded(client, settings):
+    """The file routes set their own limits; no JSON body of the API comes near this one."""
+    big = b'{"walletAddress": "' + b"0" * (1024 * 1024) + b'"}'
+    response = await client.post(
+        "/api/auth/verify", content=big, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"

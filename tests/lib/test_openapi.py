@@ -137,3 +137,27 @@ def test_guards_state_the_credentials_and_refusals_of_a_new_route():
     assert set(create["responses"]["409"]["content"]["application/json"]["examples"]) == {"thing_exists"}
     assert "authentication_required" in create["responses"]["401"]["content"]["application/json"]["examples"]
     assert create["operationId"] == "createThing"
+
+
+def test_every_json_body_is_checked_strictly_before_its_handler(app):
+    """Litestar runs only the innermost before_request: a layer that set its own would drop the check."""
+    from litestar.routes import HTTPRoute
+
+    from app.lib.bodies import _json_body, check_json_body
+
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if _json_body(handler)[0]:
+                assert handler.resolve_before_request() is check_json_body, handler.handler_name
+                checked += 1
+    assert checked >= 10
+
+
+async def test_a_path_parameter_alone_is_no_validation_error(document):
+    """A path value that does not parse matches no route: 404 not_found, never 400."""
+    responses = document["paths"]["/api/assets/{tokenId}"]["get"]["responses"]
+    assert "validation_error" not in responses["400"]["content"]["application/json"]["examples"]
+    assert "not_found" in responses["404"]["content"]["application/json"]["examples"]

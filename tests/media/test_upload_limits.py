@@ -166,7 +166,7 @@ async def test_completing_a_multipart_upload_finds_it_through_an_index_within_a_
         json={"key": upload["key"], "uploadId": upload["uploadId"]},
         headers=owner.headers,
     )
-    assert done.status_code == 400 and done.json()["error"]["code"] == "empty_upload"  # no part was sent
+    assert done.status_code == 409 and done.json()["error"]["code"] == "empty_upload"  # no part was sent
     ((query, kwargs),) = [(q, k) for q, k in recording.finds if "media.files.key" in str(q)]
     assert kwargs["max_time_ms"] == settings.mongodb.max_time_ms
     assert query["tokenId"] == 7  # scoped to the token the key names
