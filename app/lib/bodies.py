@@ -34,6 +34,9 @@ def _json_body(handler: HTTPRouteHandler) -> tuple[bool, Any]:
     parameter = handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
         return False, None
+    kwarg = getattr(parameter, "kwarg_definition", None)
+    if isinstance(kwarg, BodyKwarg) and kwarg.media_type != RequestEncodingType.JSON:
+        return False, None  # a form: its files are checked by the route that reads them
     annotation = parameter.annotation
     if get_origin(annotation) is Annotated:
         base, *extras = get_args(annotation)

@@ -154,6 +154,9 @@ def test_every_json_body_is_checked_strictly_before_its_handler(app):
                 assert handler.resolve_before_request() is check_json_body, handler.handler_name
                 checked += 1
     assert checked >= 10
+    handlers = [h for r in app.routes if isinstance(r, HTTPRoute) for h in r.route_handlers]
+    forms = [h for h in handlers if any(p.endswith("/images") for p in h.paths)]
+    assert forms and not any(_json_body(handler)[0] for handler in forms)  # a form is no JSON body
 
 
 async def test_a_path_parameter_alone_is_no_validation_error(document):
