@@ -221,3 +221,11 @@ async def test_an_empty_patch_changes_nothing_but_still_needs_the_current_versio
     stale = await _patch(client, owner.headers, {"version": 3, **body})
     assert stale.status_code == 409
     assert stale.json()["error"]["details"]["currentVersion"] == 0
+
+
+async def test_an_empty_owner_is_refused_not_read_as_the_creator(client, settings):
+    admin = await factories.login(settings, roles=("user", "admin"))
+    body = {"tokenId": 9, "contractAddress": factories.CONTRACT, "name": "A", "assetType": "Art", "owner": ""}
+    response = await client.post("/api/assets", json=body, headers=admin.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_address"

@@ -133,3 +133,10 @@ async def test_transactions_written_before_parties_are_found_after_the_backfill(
     assert (await jobs.backfill_search_fields({}))["transactions"] == 1
     assert await hashes(client, f"/api/users/{CAROL}/transactions") == [2]
     assert await hashes(client, wallet=BOB) == [2, 1]
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2025-01-01", "2025-01-01T00:00:00"])
+async def test_a_time_is_an_rfc3339_date_time_not_unix_seconds_or_a_bare_date(client, value):
+    response = await client.get("/api/transactions", params={"to": value})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "validation_error"
