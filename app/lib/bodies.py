@@ -10,7 +10,7 @@ anything the schema does not allow.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any, get_args
 
 import msgspec
 from litestar import Request
@@ -34,17 +34,11 @@ def _json_body(handler: HTTPRouteHandler) -> tuple[bool, Any]:
     parameter = handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
         return False, None
-    kwarg = getattr(parameter, "kwarg_definition", None)
+    # Litestar keeps the body marker (`JSONBody`, `Body(media_type=...)`) beside the annotation.
+    kwarg = parameter.kwarg_definition
     if isinstance(kwarg, BodyKwarg) and kwarg.media_type != RequestEncodingType.JSON:
         return False, None  # a form: its files are checked by the route that reads them
     annotation = parameter.annotation
-    if get_origin(annotation) is Annotated:
-        base, *extras = get_args(annotation)
-        if any(
-            isinstance(extra, BodyKwarg) and extra.media_type != RequestEncodingType.JSON for extra in extras
-        ):
-            return False, None
-        annotation = base
     members = get_args(annotation) or (annotation,)
     if not any(isinstance(member, type) and issubclass(member, RequestBody) for member in members):
         return True, None

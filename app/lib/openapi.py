@@ -2,7 +2,7 @@
 derives from the handlers with what it cannot see.
 
 - Errors: every status an operation can answer, each with the one error schema (`Error`) and, as
-  examples keyed by code, every `code` it can carry; a 429 carries `Retry-After`.
+  examples keyed by code, every `code` it can carry (app/lib/openapi_errors.py).
 - Security: per operation, the credentials it accepts (none, optional, or required, and which).
 - Links: the calls that follow a response (an asset's reads and writes after its creation, an API key's
   revocation after its creation), for clients and for stateful tests.
@@ -28,7 +28,6 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     Components,
-    Example,
     Link,
     OpenAPI,
     OpenAPIHeader,
@@ -44,20 +43,18 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
+from app.lib.openapi_errors import ERROR_SCHEMAS, ERRORS_OPT, document_errors
 from app.lib.schemas import RequestBody
 from app.lib.security import (
     API_KEY_SCHEME,
     BEARER_SCHEME,
-    CREDENTIAL_ERRORS,
     OPERATOR_SCHEME,
     REFRESH_COOKIE_SCHEME,
     is_open_path,
 )
 
-ERRORS_OPT, LINKS_OPT, SECURITY_OPT, CONTENT_OPT = "errors", "links", "security", "content"
-FORM_OPT = "form"
+LINKS_OPT, SECURITY_OPT, CONTENT_OPT, FORM_OPT = "links", "security", "content", "form"
 OPTIONAL_AUTH_OPT = "optional_auth"  # see app.lib.params.OPTIONAL_AUTH
-NO_IO_OPT = "no_io"  # a route that reaches no dependency, so it cannot answer 503 (liveness)
 ErrorMap = Mapping[int, Iterable[str]]
 
 SECURITY_SCHEMES = {
@@ -95,65 +92,10 @@ CREDENTIALS_RULE = (
     "metrics (`/api/system/*`, `/metrics`) read no user credentials at all: only the operator token."
 )
 
-_DESCRIPTIONS = {
-    400: "The request is invalid: a parameter, the body, or a rule of the operation",
-    401: "Credentials are missing, invalid, expired or revoked",
-    403: "The credentials do not allow this",
-    404: "Nothing is there",
-    409: "The request conflicts with the current state",
-    413: "The body is too large",
-    415: "The body's media type or encoding is not accepted",
-    422: "The request is well formed but cannot be carried out",
-    429: "Too many requests: retry after `Retry-After` seconds",
-    503: "A dependency (MongoDB, Redis, S3 or the chain) is unavailable, or a query ran out of time",
-}
-
-ERROR_SCHEMAS = {
-    "Error": Schema(
-        type=OpenAPIType.OBJECT,
-        required=["error"],
-        properties={"error": Reference("#/components/schemas/ErrorBody")},
-        description="Every refusal has this shape; `error.code` is the machine-readable reason.",
-    ),
-    "ErrorBody": Schema(
-        type=OpenAPIType.OBJECT,
-        required=["code", "message", "details"],
-        properties={
-            "code": Schema(
-                type=OpenAPIType.STRING,
-                description="A stable, machine-readable reason; each response lists the codes it carries.",
-            ),
-            "message": Schema(type=OpenAPIType.STRING, description="A human-readable explanation."),
-            "details": Schema(
-                one_of=[
-                    Schema(type=OpenAPIType.ARRAY, items=Reference("#/components/schemas/FieldError")),
-                    Schema(type=OpenAPIType.OBJECT, additional_properties=True),
-                    Schema(type=OpenAPIType.NULL),
-                ],
-                description="Per-field errors for `validation_error`; facts about the refusal otherwise.",
-            ),
-        },
-    ),
-    "FieldError": Schema(
-        type=OpenAPIType.OBJECT,
-        required=["field", "message", "source"],
-        properties={
-            "field": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
-            "message": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
-            "source": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
-        },
-    ),
-}
-
 REQUEST_ID = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.STRING),
     required=True,
     description="The request's id (the caller's, when well formed): it is in every log line of the request.",
-)
-RETRY_AFTER = OpenAPIHeader(
-    schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
-    required=True,
-    description="Seconds until the limit's window lets the caller in again.",
 )
 
 
@@ -214,7 +156,7 @@ def finish(app: Litestar) -> OpenAPI:
         _add_text_content(handler, op)
         _add_form(handler, op)
         _body_optional(handler, op)
-        _add_errors(handler, path, op)
+        document_errors(handler, path, op, _guards(handler), stated_security=SECURITY_OPT in handler.opt)
         _add_links(handler, op, ids, components.schemas)
         for status, response in (op.responses or {}).items():
             if isinstance(response, OpenAPIResponse):
@@ -312,74 +254,24 @@ def _add_form(handler: HTTPRouteHandler, op: Operation) -> None:
         media.schema = declared  # type: ignore[assignment]  # a JSON Schema object, as msgspec's are
 
 
+def _response(handler: HTTPRouteHandler, op: Operation, status: int, what: str) -> OpenAPIResponse:
+    """The documented `status` answer that a handler's `what` (links, text content) is declared on."""
+    response = (op.responses or {}).get(str(status))
+    if not isinstance(response, OpenAPIResponse):
+        raise ValueError(f"{handler.handler_name}: {what} on an undocumented status {status}")
+    return response
+
+
 def _add_text_content(handler: HTTPRouteHandler, op: Operation) -> None:
     declared = handler.opt.get(CONTENT_OPT)
     if not declared:
         return
     status, media_type, description = declared
-    response = (op.responses or {}).get(str(status))
-    if not isinstance(response, OpenAPIResponse):
-        raise ValueError(f"{handler.handler_name}: text content on an undocumented status {status}")
+    response = _response(handler, op, status, "text content")
     content = {k: v for k, v in (response.content or {}).items() if v.schema != Schema()}  # drop `{}`
     text = Schema(type=OpenAPIType.STRING, description=description)
     content[media_type] = OpenAPIMediaType(schema=text)
     response.content = content
-
-
-def _add_errors(handler: HTTPRouteHandler, path: str, op: Operation) -> None:
-    errors: dict[int, set[str]] = {}
-
-    def add(status: int, *codes: str) -> None:
-        errors.setdefault(status, set()).update(codes)
-
-    opt = handler.opt
-    body = op.request_body
-    query = [p for p in op.parameters or [] if getattr(p, "param_in", None) != "path"]
-    if query or body is not None:  # a path parameter that does not parse matches no route: 404
-        add(400, "validation_error")
-    if "{" in path:  # a path parameter the router cannot parse (a typed one) matches no route
-        add(404, "not_found")
-    if body is not None:
-        add(413, "payload_too_large")
-        if "application/json" in getattr(body, "content", {}):
-            add(400, "malformed_json", "json_too_deep")
-    if not is_open_path(path):  # credentials are read (and verified) on every other route
-        for status, codes in CREDENTIAL_ERRORS.items():
-            add(status, *codes)
-        if not opt.get("anonymous") and SECURITY_OPT not in opt:
-            add(401, "authentication_required")
-    if opt.get("rate_limit", "default" if not is_open_path(path) else None) is not None:
-        add(429, "rate_limited")
-    if not opt.get(NO_IO_OPT):
-        add(503, "service_unavailable")
-    for guard in _guards(handler):
-        for status, codes in (getattr(guard, "errors", None) or {}).items():
-            add(status, *codes)
-    for status, codes in (opt.get(ERRORS_OPT) or {}).items():
-        add(status, *codes)
-
-    responses = dict(op.responses or {})
-    for status in sorted(errors):
-        codes = sorted(errors[status])
-        responses[str(status)] = OpenAPIResponse(
-            description=f"{_DESCRIPTIONS.get(status, 'Refused')}: " + ", ".join(f"`{c}`" for c in codes),
-            headers={"Retry-After": RETRY_AFTER} if status == 429 else None,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=Reference("#/components/schemas/Error"),
-                    examples={code: _example(status, code) for code in codes},
-                )
-            },
-        )
-    # Litestar's generic 400 (its own error shape) is replaced above; drop it where nothing replaced it.
-    if "400" not in {str(s) for s in errors}:
-        responses.pop("400", None)
-    op.responses = responses
-
-
-def _example(status: int, code: str) -> Example:
-    message = code.replace("_", " ")
-    return Example(summary=code, value={"error": {"code": code, "message": message, "details": None}})
 
 
 def _add_links(
@@ -389,9 +281,7 @@ def _add_links(
     if not declared:
         return
     status, targets = declared
-    response = (op.responses or {}).get(str(status))
-    if not isinstance(response, OpenAPIResponse):
-        raise ValueError(f"{handler.handler_name}: links on an undocumented status {status}")
+    response = _response(handler, op, status, "links")
     response.links = {}
     for target, parameters in targets.items():
         for expression in parameters.values():

@@ -11,8 +11,6 @@ from app.lib.errors import BadRequest
 # The year is read as written (before any offset), so the rule is the documented pattern exactly.
 EARLIEST_YEAR, LATEST_YEAR = 1900, 8999
 CLIENT_TIME_PATTERN = r"^(19[0-9]{2}|[2-8][0-9]{3})-"
-EARLIEST = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC)
-LATEST = datetime(LATEST_YEAR + 1, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:
