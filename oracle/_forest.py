@@ -1,0 +1,167 @@
+"""Few-row prediction for fitted HistGradientBoostingRegressors, without sklearn's per-call overhead.
+
+scikit-learn walks each tree in its own call (about 5 µs each) and, with categorical features, re-encodes
+the input through a ColumnTransformer first, so one row through three 300-tree models costs ~5 ms. Here
+every tree of every model is flattened into arrays and all (row, tree) pairs advance one level per numpy
+step. The walk follows sklearn's `_predict_one_from_raw_data`: numbers go left when `value <= threshold`,
+NaN takes the node's missing-value branch, and a category goes left when the split's bitset holds it,
+right when it is otherwise known, else (unseen, negative, not an integer) the missing-value branch.
+sklearn's re-encoding (categories to their rank among the seen values, categorical columns moved first)
+is folded into the node arrays, so the walk reads the caller's columns and codes directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+# Beyond this many (row, tree) pairs sklearn's compiled, threaded loop is the faster one.
+MAX_PAIRS = 200_000
+# Category codes outside 0-255 cannot be in a split's bitset; this slot of each table is "missing".
+_MISSING = 256
+
+
+class CompiledForest:
+    """Several regressors' trees as flat node arrays; leaves point to themselves, so walks may overrun."""
+
+    def __init__(self, models: Sequence[HistGradientBoostingRegressor]) -> None:
+        self.models = tuple(models)
+        self.n_features = int(models[0].n_features_in_)
+        width = self.n_features
+        column, threshold, left, right, value, table_row = [], [], [], [], [], []
+        tables = [np.zeros(_MISSING + 1, dtype=bool)]  # row 0 serves numeric nodes and leaves
+        self.categorical_columns = np.flatnonzero(_categorical_mask(models[0]))
+        slot = {int(c): position for position, c in enumerate(self.categorical_columns)}
+        category_slot = []
+        roots: list[np.ndarray] = []
+        self.baselines = np.array([float(model._baseline_prediction.ravel()[0]) for model in models])
+        offset, depth = 0, 0
+        for model in models:
+            known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+            column_of, seen = _input_layout(model)
+            model_roots = []
+            for (predictor,) in model._predictors:
+                nodes = predictor.nodes
+                count = len(nodes)
+                own = np.arange(offset, offset + count)
+                leaf = nodes["is_leaf"].astype(bool)
+                missing_left = nodes["missing_go_to_left"].astype(bool)
+                source = column_of[nodes["feature_idx"]]
+                # Columns [0, width) keep NaN, which fails every `<=` and so goes right; columns
+                # [width, 2 width) hold it as -inf, which goes left. (+inf would not do: a split that
+                # separates missing from present values has an infinite threshold.)
+                column.append(np.where(leaf, 0, source + width * missing_left).astype(np.intp))
+                threshold.append(
+                    np.where(leaf | nodes["is_categorical"].astype(bool), np.inf, nodes["num_threshold"])
+                )
+                left.append(np.where(leaf, own, nodes["left"].astype(np.intp) + offset))
+                right.append(np.where(leaf, own, nodes["right"].astype(np.intp) + offset))
+                value.append(np.where(leaf, nodes["value"], 0.0))
+                rows = np.zeros(count, dtype=np.intp)
+                slots = np.zeros(count, dtype=np.intp)
+                for node in np.flatnonzero(nodes["is_categorical"].astype(bool) & ~leaf):
+                    encoded_feature = int(nodes["feature_idx"][node])
+                    rows[node] = len(tables)
+                    slots[node] = slot[int(source[node])]
+                    tables.append(
+                        _left_table(
+                            seen[encoded_feature],
+                            predictor.raw_left_cat_bitsets[nodes["bitset_idx"][node]],
+                            known[f_idx_map[encoded_feature]],
+                            bool(missing_left[node]),
+                        )
+                    )
+                table_row.append(rows)
+                category_slot.append(slots)
+                model_roots.append(offset)
+                depth = max(depth, int(nodes["depth"].max()))
+                offset += count
+            roots.append(np.array(model_roots, dtype=np.intp))
+        self.column = np.concatenate(column)
+        self.threshold = np.concatenate(threshold)
+        self.children = np.stack([np.concatenate(right), np.concatenate(left)], axis=1).ravel()
+        self.value = np.concatenate(value)
+        self.table_row = np.concatenate(table_row)
+        self.category_slot = np.concatenate(category_slot)
+        self.is_categorical = self.table_row > 0
+        self.table_start = self.table_row * (_MISSING + 1)
+        self.tables = np.stack(tables).ravel()
+        self.roots = roots
+        self.depth = depth
+
+    def trees(self, models: Sequence[int]) -> int:
+        return sum(len(self.roots[model]) for model in models)
+
+    def predict(self, X: np.ndarray, models: Sequence[int]) -> np.ndarray:
+        """Predictions (len(models), rows) of the chosen models, as `model.predict(X)` gives them."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] * self.trees(models) > MAX_PAIRS:
+            return np.stack([self.models[model].predict(X) for model in models])
+        if X.shape[0] == 0:
+            return np.zeros((len(models), 0))
+        return self._walk(X, models)
+
+    def _walk(self, X: np.ndarray, models: Sequence[int]) -> np.ndarray:
+        missing = np.isnan(X)
+        both = np.concatenate([X, np.where(missing, -np.inf, X)], axis=1)
+        codes = _codes(X[:, self.categorical_columns])
+        has_categorical = bool(self.categorical_columns.size)
+        roots = np.concatenate([self.roots[model] for model in models])
+        node = np.broadcast_to(roots, (X.shape[0], roots.size))
+        # Flat positions into the row-major inputs: one `take` per step instead of 2-D fancy indexing.
+        row_start = np.arange(X.shape[0])[:, None] * both.shape[1]
+        both = both.ravel()
+        if has_categorical:
+            code_start = np.arange(X.shape[0])[:, None] * codes.shape[1]
+            codes = codes.ravel()
+        for _ in range(self.depth):
+            go_left = both.take(row_start + self.column.take(node)) <= self.threshold.take(node)
+            if has_categorical:
+                slot = codes.take(code_start + self.category_slot.take(node))
+                by_table = self.tables.take(self.table_start.take(node) + slot)
+                go_left = np.where(self.is_categorical.take(node), by_table, go_left)
+            node = self.children.take(2 * node + go_left)
+        sizes = [len(self.roots[model]) for model in models]
+        sums = np.add.reduceat(self.value.take(node), np.cumsum([0, *sizes[:-1]]), axis=1)
+        return sums.T + self.baselines[list(models)][:, None]
+
+
+def _categorical_mask(model: HistGradientBoostingRegressor) -> np.ndarray:
+    mask = getattr(model, "is_categorical_", None)
+    return np.zeros(model.n_features_in_, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Category codes as table indices; anything that cannot be a seen category takes the missing slot."""
+    valid = np.isfinite(values) & (values >= 0) & (values < _MISSING) & (values == np.floor(values))
+    return np.where(valid, np.nan_to_num(values), _MISSING).astype(np.intp)
+
+
+def _input_layout(model: HistGradientBoostingRegressor) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Map sklearn's internal columns back to the caller's, with each categorical column's seen values."""
+    columns = np.arange(model.n_features_in_)
+    if model._preprocessor is None:
+        return columns, {}
+    mask = _categorical_mask(model)
+    column_of = np.concatenate([columns[mask], columns[~mask]])
+    encoder = model._preprocessor.named_transformers_["encoder"]
+    seen = {
+        position: values[~np.isnan(values)]
+        for position, values in enumerate(np.asarray(c, dtype=np.float64) for c in encoder.categories_)
+    }
+    return column_of, seen
+
+
+def _left_table(
+    seen: np.ndarray, left_bitset: np.ndarray, known_bitset: np.ndarray, missing_left: bool
+) -> np.ndarray:
+    """Go-left per raw code 0-255 (and the missing slot): a seen code's encoded rank decides."""
+    table = np.full(_MISSING + 1, missing_left)
+    for encoded, raw in enumerate(seen):
+        if raw.is_integer() and 0 <= raw < _MISSING:
+            in_left = (left_bitset[encoded // 32] >> (encoded % 32)) & 1
+            known = (known_bitset[encoded // 32] >> (encoded % 32)) & 1
+            table[int(raw)] = bool(in_left) or (missing_left if not known else False)
+    return table

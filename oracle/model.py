@@ -1,0 +1,407 @@
+"""The price model of one asset type: gradient boosting on log price with a conformalized 90% interval."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from mapie.regression import ConformalizedQuantileRegressor
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.inspection import permutation_importance
+
+from oracle._forest import CompiledForest
+from oracle.features import Example, FeatureSpace
+
+# Occlusion explains a prediction through this many of the globally most important features.
+EXPLAINED_FEATURES = 10
+# Permutation importance on at most this many calibration rows: enough to rank, cheap on big types.
+IMPORTANCE_ROWS = 2000
+# Enough for the quantile models to say something; the conformal step keeps even a poor band honest.
+MIN_TRAIN_ROWS = 15
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Hyper-parameters of one type's model; stored with it so a prediction can be traced to them."""
+
+    learning_rate: float = 0.05
+    max_iter: int = 400
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 10
+    l2_regularization: float = 1.0
+    # Bounds the walk of a single-row prediction as well as overfitting.
+    max_depth: int | None = 8
+    # Share of features each split may choose from: decorrelates trees, a little like a forest.
+    max_features: float = 0.5
+    # "quantile" (the median, robust to odd sales) or "squared_error" for the point estimate.
+    point_loss: str = "quantile"
+    # Rows per type above which boosting stops once a held-out 10% stops improving.
+    early_stopping_rows: int = 10_000
+    confidence_level: float = 0.9
+    calibration_share: float = 0.2
+    min_rows: int = 40
+    random_state: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InsufficientData(ValueError):
+    """Too few priced rows for a model that could be trusted; the type gets none rather than a bad one."""
+
+    def __init__(self, asset_type: str, rows: int, needed: int) -> None:
+        super().__init__(f"{asset_type}: {rows} priced rows, {needed} needed")
+        self.asset_type = asset_type
+        self.rows = rows
+        self.needed = needed
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """How much one feature moved one prediction, and which way."""
+
+    feature: str
+    importance: float
+    direction: int
+
+
+@dataclass
+class Predictions:
+    price: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    confidence: np.ndarray
+    explanations: list[list[Attribution]]
+
+
+@contextmanager
+def quiet_mapie() -> Iterator[None]:
+    """Keep MAPIE from configuring the process's logging.
+
+    Its predict_interval calls `logging.basicConfig` to report crossed quantiles, which would add a stderr
+    handler to the root logger of whatever service imports this package. A NullHandler makes that call a
+    no-op; it is removed again afterwards.
+    """
+    root = logging.getLogger()
+    guard = logging.NullHandler() if not root.handlers else None
+    if guard is not None:
+        root.addHandler(guard)
+    try:
+        yield
+    finally:
+        if guard is not None:
+            root.removeHandler(guard)
+
+
+def confidence_score(price: Any, low: Any, high: Any) -> np.ndarray:
+    """Confidence 0-100 = 100 * low / high: scale-free; a ±5% band scores ~90, ±25% scores 60, zero width 100.
+
+    `price` is accepted so callers pass the whole prediction; the ratio of the bounds alone measures the
+    relative width of the band, whatever the price level.
+    """
+    low = np.asarray(low, dtype=np.float64)
+    high = np.asarray(high, dtype=np.float64)
+    np.broadcast(np.asarray(price, dtype=np.float64), low, high)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(high > 0, 100.0 * low / high, 0.0)
+    return np.clip(np.nan_to_num(score, nan=0.0), 0.0, 100.0)
+
+
+def calibration_rows(rows: int, confidence_level: float, share: float) -> int:
+    """Rows that conformalize a `confidence_level` band: the share, or more if MAPIE's quantile needs it."""
+    needed = math.ceil(2 / (1 - confidence_level))  # each tail's level (1 - alpha/2) needs 2/alpha scores
+    return max(math.ceil(share * rows), needed)
+
+
+def required_rows(params: ModelParams, confidence_level: float | None = None) -> int:
+    """Fewest priced rows a model can be fitted on: `min_rows`, and enough to both train and calibrate."""
+    level = params.confidence_level if confidence_level is None else confidence_level
+    calibration = math.ceil(2 / (1 - level))
+    by_share = math.ceil(MIN_TRAIN_ROWS / (1 - params.calibration_share))
+    return max(params.min_rows, calibration + MIN_TRAIN_ROWS, by_share)
+
+
+def ordered_rows(
+    examples: Sequence[Example], prices: Sequence[float] | np.ndarray
+) -> tuple[list[Example], np.ndarray]:
+    """The rows with a usable (positive) price, oldest first, and their log prices."""
+    prices = np.asarray(prices, dtype=np.float64)
+    if len(examples) != prices.size:
+        raise ValueError(f"{len(examples)} examples but {prices.size} prices")
+    usable = np.flatnonzero(np.isfinite(prices) & (prices > 0))
+    order = sorted(usable.tolist(), key=lambda row: (examples[row].at.timestamp(), row))
+    return [examples[row] for row in order], np.log(prices[order])
+
+
+def quantile_model(params: ModelParams, quantile: float | None, rows: int) -> HistGradientBoostingRegressor:
+    """A boosting regressor: squared error when `quantile` is None, else that quantile's pinball loss."""
+    loss = {"loss": "squared_error"} if quantile is None else {"loss": "quantile", "quantile": quantile}
+    return HistGradientBoostingRegressor(
+        **loss,
+        learning_rate=params.learning_rate,
+        max_iter=params.max_iter,
+        max_leaf_nodes=params.max_leaf_nodes,
+        max_depth=params.max_depth,
+        min_samples_leaf=params.min_samples_leaf,
+        l2_regularization=params.l2_regularization,
+        max_features=params.max_features,
+        early_stopping=rows >= params.early_stopping_rows,
+        random_state=params.random_state,
+    )
+
+
+class TypeModel:
+    """A fitted model of one asset type: point price, calibrated interval, confidence and explanations."""
+
+    def __init__(
+        self,
+        asset_type: str,
+        space: FeatureSpace,
+        params: ModelParams,
+        *,
+        rows: int,
+        trained_from: datetime,
+        trained_to: datetime,
+        point: HistGradientBoostingRegressor,
+        cqr: ConformalizedQuantileRegressor,
+        bounds: tuple[HistGradientBoostingRegressor, HistGradientBoostingRegressor],
+        median: HistGradientBoostingRegressor,
+        corrections: tuple[float, float],
+        global_importance: list[tuple[str, float]],
+        reference: np.ndarray,
+        forest: CompiledForest,
+    ) -> None:
+        self.asset_type = asset_type
+        self.space = space
+        self.params = params
+        self.rows = rows
+        self.trained_from = trained_from
+        self.trained_to = trained_to
+        self.global_importance = global_importance
+        self.cqr = cqr  # kept so the interval can be audited against MAPIE's own predict_interval
+        self._point = point
+        self._median = median
+        self._bounds = bounds
+        self._corrections = corrections
+        self._reference = reference
+        index = {name: column for column, name in enumerate(space.names)}
+        explained = [name for name, weight in global_importance if weight > 0][:EXPLAINED_FEATURES]
+        self._explained = np.array([index[name] for name in explained], dtype=np.intp)
+        self._forest = forest
+
+    def predict(self, examples: Sequence[Example], *, explain: int = 5) -> Predictions:
+        """Price, band, confidence and the top `explain` attributions of each example, in one batch."""
+        X = self.space.matrix(examples)
+        raw, low, high = self._predict_log(X)
+        price, low_price, high_price = np.exp(np.clip(raw, low, high)), np.exp(low), np.exp(high)
+        return Predictions(
+            price=price,
+            low=low_price,
+            high=high_price,
+            confidence=confidence_score(price, low_price, high_price),
+            explanations=self._explain(X, raw, explain) if explain > 0 else [[] for _ in examples],
+        )
+
+    def cqr_median(self) -> HistGradientBoostingRegressor:
+        """The median model the band's MAPIE regressor was given, fitted on the same earlier rows."""
+        return self._median
+
+    def predict_log(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Log price, low and high for a matrix of this model's features; the point kept inside its band."""
+        raw, low, high = self._predict_log(X)
+        return np.clip(raw, low, high), low, high
+
+    def _predict_log(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raw, lower, upper = self._forest.predict(X, (0, 1, 2))
+        low = lower - self._corrections[0]
+        high = upper + self._corrections[1]
+        # Quantile models may cross after correction; the band is the span between the two bounds.
+        return raw, np.minimum(low, high), np.maximum(low, high)
+
+    def _explain(self, X: np.ndarray, point: np.ndarray, top: int) -> list[list[Attribution]]:
+        """Occlusion: each explained feature is set to its typical value and the change in log price kept."""
+        rows, features = X.shape[0], self._explained
+        if features.size == 0 or rows == 0:
+            return [[] for _ in range(rows)]
+        reference = self._reference[features]
+        current = X[:, features]
+        # A feature already at its reference value cannot have moved the price: no need to predict it.
+        moved = ~((current == reference) | (np.isnan(current) & np.isnan(reference)))
+        row, slot = np.nonzero(moved)
+        occluded = X[row]
+        occluded[np.arange(row.size), features[slot]] = reference[slot]
+        delta = np.zeros((rows, features.size))
+        delta[row, slot] = point[row] - self._forest.predict(occluded, (0,))[0]
+        delta[np.abs(delta) < 1e-12] = 0.0
+        magnitude = np.abs(delta)
+        total = magnitude.sum(axis=1, keepdims=True)
+        share = np.divide(magnitude, total, out=np.zeros_like(magnitude), where=total > 0)
+        order = np.argsort(-share, axis=1, kind="stable")[:, :top]
+        # Plain Python values from here on: building 10,000 rows of attributions from numpy scalars is slow.
+        names = [self.space.names[feature] for feature in features.tolist()]
+        top_share = np.take_along_axis(share, order, axis=1).tolist()
+        top_sign = np.sign(np.take_along_axis(delta, order, axis=1)).astype(int).tolist()
+        return [
+            [
+                Attribution(names[j], weight, sign)
+                for j, weight, sign in zip(slots, weights, signs, strict=True)
+                if weight > 0
+            ]
+            for slots, weights, signs in zip(order.tolist(), top_share, top_sign, strict=True)
+        ]
+
+
+def fit(
+    asset_type: str,
+    examples: Sequence[Example],
+    prices: Sequence[float] | np.ndarray,
+    params: ModelParams = ModelParams(),
+) -> TypeModel:
+    """Train one asset type's model; the latest rows by time conformalize its interval."""
+    ordered, y = ordered_rows(examples, prices)
+    if len(ordered) < required_rows(params):
+        raise InsufficientData(asset_type, len(ordered), required_rows(params))
+    space = FeatureSpace.discover(asset_type, ordered)
+    return fit_matrix(asset_type, ordered, y, space, space.matrix(ordered), params)
+
+
+def fit_matrix(
+    asset_type: str,
+    ordered: Sequence[Example],
+    y: np.ndarray,
+    space: FeatureSpace,
+    X: np.ndarray,
+    params: ModelParams,
+) -> TypeModel:
+    """`fit` for callers that already hold the time-ordered rows, their log prices and feature matrix."""
+    rows = len(ordered)
+    if rows < required_rows(params):
+        raise InsufficientData(asset_type, rows, required_rows(params))
+    split = rows - calibration_rows(rows, params.confidence_level, params.calibration_share)
+    mask = np.array(space.categorical, dtype=bool)
+    categorical = mask if mask.any() else None
+
+    def model(quantile: float | None, n: int) -> HistGradientBoostingRegressor:
+        return quantile_model(params, quantile, n).set_params(categorical_features=categorical)
+
+    median = model(0.5, split).fit(X[:split], y[:split])
+    cqr, lower, upper = conformalize(params, X[:split], y[:split], X[split:], y[split:], model, median=median)
+    point_quantile = 0.5 if params.point_loss == "quantile" else None
+    point = model(point_quantile, rows).fit(X, y)
+    forest = CompiledForest([point, lower, upper])
+    return TypeModel(
+        asset_type,
+        space,
+        params,
+        rows=rows,
+        trained_from=ordered[0].at,
+        trained_to=ordered[-1].at,
+        point=point,
+        cqr=cqr,
+        bounds=(lower, upper),
+        median=median,
+        corrections=_corrections(cqr, lower, upper, X[split:][:1]),
+        global_importance=_global_importance(forest, space, X[split:], y[split:], params.random_state),
+        reference=_reference(space, X),
+        forest=forest,
+    )
+
+
+def conformalize(
+    params: ModelParams,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_calibration: np.ndarray,
+    y_calibration: np.ndarray,
+    model: Callable[[float | None, int], HistGradientBoostingRegressor],
+    *,
+    confidence_level: float | None = None,
+    median: HistGradientBoostingRegressor | None = None,
+) -> tuple[ConformalizedQuantileRegressor, HistGradientBoostingRegressor, HistGradientBoostingRegressor]:
+    """Fit the band's quantile models on the earlier rows and let MAPIE conformalize them on the later ones.
+
+    MAPIE only reads the median model for its own point output, so a fitted one may be passed in.
+    """
+    level = params.confidence_level if confidence_level is None else confidence_level
+    rows = X_train.shape[0]
+    lower = model((1 - level) / 2, rows).fit(X_train, y_train)
+    upper = model((1 + level) / 2, rows).fit(X_train, y_train)
+    median = median if median is not None else model(0.5, rows).fit(X_train, y_train)
+    cqr = ConformalizedQuantileRegressor([lower, upper, median], confidence_level=level, prefit=True)
+    cqr.conformalize(X_calibration, y_calibration)
+    return cqr, lower, upper
+
+
+def _corrections(
+    cqr: ConformalizedQuantileRegressor,
+    lower: HistGradientBoostingRegressor,
+    upper: HistGradientBoostingRegressor,
+    X: np.ndarray,
+) -> tuple[float, float]:
+    """MAPIE's constant shifts of the lower and upper quantiles, read back from its own predict_interval.
+
+    CQR's band is [lower(x) - c_low, upper(x) + c_high] with constants fixed at conformalization, so they
+    are taken once here and predictions then skip MAPIE's per-call overhead.
+    """
+    with quiet_mapie():
+        _, interval = cqr.predict_interval(X)
+    return float(lower.predict(X)[0] - interval[0, 0, 0]), float(interval[0, 1, 0] - upper.predict(X)[0])
+
+
+class _Point(RegressorMixin, BaseEstimator):
+    """The fitted point model as an sklearn estimator that predicts through the compiled forest."""
+
+    def __init__(self, forest: CompiledForest | None = None) -> None:
+        self.forest = forest
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Point:
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.forest.predict(X, (0,))[0]
+
+
+def _global_importance(
+    forest: CompiledForest,
+    space: FeatureSpace,
+    X: np.ndarray,
+    y: np.ndarray,
+    random_state: int,
+) -> list[tuple[str, float]]:
+    """Permutation importance on the calibration rows, negatives as zero, normalised to sum 1."""
+    rows = min(X.shape[0], IMPORTANCE_ROWS)
+    result = permutation_importance(
+        _Point(forest),
+        X,
+        y,
+        n_repeats=3,
+        random_state=random_state,
+        max_samples=rows,
+    )
+    weights = np.clip(np.nan_to_num(result.importances_mean), 0.0, None)
+    total = weights.sum()
+    weights = weights / total if total > 0 else np.full(weights.size, 1.0 / max(1, weights.size))
+    ranked = sorted(zip(space.names, weights.tolist(), strict=True), key=lambda item: (-item[1], item[0]))
+    return [(name, float(weight)) for name, weight in ranked]
+
+
+def _reference(space: FeatureSpace, X: np.ndarray) -> np.ndarray:
+    """A typical value per feature (median, or the most frequent code) that stands in for it in occlusion."""
+    out = np.full(X.shape[1], np.nan)
+    for column, is_categorical in enumerate(space.categorical):
+        values = X[:, column][~np.isnan(X[:, column])]
+        if values.size == 0:
+            continue
+        if is_categorical:
+            codes, counts = np.unique(values, return_counts=True)
+            out[column] = codes[np.argmax(counts)]
+        else:
+            out[column] = np.median(values)
+    return out

@@ -1,0 +1,23 @@
+"""Small synthetic data and one fitted model shared by the model tests: fits are the slow part."""
+
+import numpy as np
+import pytest
+
+from oracle.features import Example
+from oracle.model import ModelParams, TypeModel, fit
+from oracle.synthetic import make_sales
+
+# Fewer, larger boosting steps than the defaults: the same model, fitted in a fraction of the time.
+FAST = ModelParams(learning_rate=0.1, max_iter=150)
+TRAIN_ROWS = 2000
+
+
+@pytest.fixture(scope="session")
+def sales() -> tuple[list[Example], np.ndarray]:
+    return make_sales(3200, seed=3)
+
+
+@pytest.fixture(scope="session")
+def model(sales: tuple[list[Example], np.ndarray]) -> TypeModel:
+    examples, prices = sales
+    return fit("Synthetic", examples[:TRAIN_ROWS], prices[:TRAIN_ROWS], FAST)
