@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -132,6 +133,17 @@ class OracleSettings(BaseModel):
     # Rows (accepted and rejected) one fetch reads; past it the fetch stops as `too_many_rows`, keeping
     # the rows it wrote, so one source cannot hold a worker or the database for long.
     max_rows_per_fetch: int = Field(default=200_000, ge=1, le=10_000_000)
+    # Training: an asset type with fewer sales than this gets no model (and says so); at most this many
+    # of the latest sales are read; the cron trains a new version at this UTC hour each day.
+    min_training_rows: int = Field(default=40, ge=10, le=100_000)
+    max_training_rows: int = Field(default=1_000_000, ge=100, le=10_000_000)
+    train_hour: int = Field(default=3, ge=0, le=23)
+    # Appraisals read, predict and write assets this many at a time.
+    appraisal_batch: int = Field(default=2000, ge=10, le=50_000)
+    # OpenMP threads one training or prediction may use. Its threads spin while they wait for each
+    # other, so more threads than free cores makes boosting many times slower, not faster: leave a
+    # core to the worker's other jobs.
+    model_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=256)
 
     @field_validator("secrets_key", mode="after")
     @classmethod

@@ -39,8 +39,13 @@ from app.market.controllers import MarketController, TransactionController, User
 from app.market.documents import Transaction
 from app.media import service as media_service
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
-from app.oracle.controllers import DataSourceController
-from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint
+from app.oracle.controllers import (
+    AppraisalController,
+    DataSourceController,
+    ModelController,
+    PredictionController,
+)
+from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint, OracleModel
 from app.system.controllers import JobController, SystemController
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,6 +60,7 @@ DOCUMENTS = [
     DataSource,
     ComparableSale,
     IndexPoint,
+    OracleModel,
     AuditLog,
 ]
 
@@ -101,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MarketController,
             ListingController,
             DataSourceController,
+            ModelController,
+            AppraisalController,
+            PredictionController,
         ],
         lifespan=[clients_lifespan],
         on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started

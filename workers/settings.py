@@ -85,12 +85,31 @@ class WorkerSettings:
         func(market_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
         func(oracle_jobs.refresh_source, name="oracle.refresh_source", max_tries=3),
         func(oracle_jobs.refresh_due, name="oracle.refresh_due", max_tries=1),
+        func(oracle_jobs.train, name="oracle.train", max_tries=3),
+        func(oracle_jobs.train_daily, name="oracle.train_daily", max_tries=1),
+        func(oracle_jobs.appraise, name="oracle.appraise", max_tries=3),
+        func(oracle_jobs.score_ledger, name="oracle.score_ledger", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
         cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
         cron(oracle_jobs.refresh_due, name="oracle.refresh_due.cron", second=20, unique=True),
+        cron(
+            oracle_jobs.train_daily,
+            name="oracle.train_daily.cron",
+            hour=settings.oracle.train_hour,
+            minute=0,
+            second=0,
+            unique=True,
+        ),
+        cron(
+            oracle_jobs.score_ledger,
+            name="oracle.score_ledger.cron",
+            minute=set(range(0, 60, 5)),
+            second=40,
+            unique=True,
+        ),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

@@ -38,6 +38,16 @@ PUBLIC_PROVENANCE = ("owner", "period")
 PUBLIC_CERTIFICATE = ("type", "issuer", "date")
 PUBLIC_VERIFICATION = ("isVerified", "verifiedAt")
 PRICE_FIELDS = ("value", "valueWei", "valueUsd", "aiConfidenceScore", "updatedAt")
+APPRAISAL_FIELDS = (
+    "predictionId",
+    "price",
+    "priceWei",
+    "low",
+    "high",
+    "confidenceScore",
+    "modelVersion",
+    "timestamp",
+)
 LISTING_FIELDS = ("isListed", "listingPrice", "listingPriceWei", "listedAt", "listedBy")
 OWNERSHIP_FIELDS = ("currentOwner", "ownerSince")
 # Admins also see who verified an asset and what the check recorded, and provenance documentation and
@@ -118,6 +128,7 @@ def render(
     body = msgspec.json.decode(static)
     stats = live.get("stats") or {}
     body["currentPrice"] = _pick(live.get("currentPrice"), PRICE_FIELDS)
+    body["appraisal"] = _pick(live["appraisal"], APPRAISAL_FIELDS) if live.get("appraisal") else None
     body["marketStatus"] = _pick(live.get("marketStatus"), LISTING_FIELDS)
     body["marketStatus"]["isListed"] = bool(body["marketStatus"]["isListed"])
     body["ownership"] = _pick(live.get("ownership"), OWNERSHIP_FIELDS)

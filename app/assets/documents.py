@@ -80,6 +80,19 @@ class CurrentPrice(BaseModel):
     aiConfidenceScore: float | None = None
 
 
+class Appraisal(BaseModel):
+    """The latest AI oracle appraisal (aiOracleData), kept on the asset for its detail; prices in ETH."""
+
+    predictionId: PydanticObjectId
+    price: float
+    priceWei: Wei
+    low: float
+    high: float
+    confidenceScore: float
+    modelVersion: str
+    timestamp: datetime
+
+
 class MarketStatus(BaseModel):
     isListed: bool = False
     listingPrice: float | None = None
@@ -142,6 +155,7 @@ class Asset(Document):
     metadata: AssetMetadata = Field(default_factory=AssetMetadata)
     media: AssetMedia = Field(default_factory=AssetMedia)
     currentPrice: CurrentPrice = Field(default_factory=CurrentPrice)
+    appraisal: Appraisal | None = None
     marketStatus: MarketStatus = Field(default_factory=MarketStatus)
     ownership: Ownership = Field(default_factory=Ownership)
     verification: Verification = Field(default_factory=Verification)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.assets.documents import Asset, PriceHistory, fold_name
 from app.lib.pagination import Position, Sort, keyset_page
@@ -38,7 +38,16 @@ LIST_PROJECTION = {
     "updatedAt": 1,
 }
 # The live part of a detail (app/assets/detail.py): what other writers change without bumping `version`.
-LIVE_FIELDS = ("stats", "version", "media", "currentPrice", "marketStatus", "ownership", "updatedAt")
+LIVE_FIELDS = (
+    "stats",
+    "version",
+    "media",
+    "currentPrice",
+    "appraisal",
+    "marketStatus",
+    "ownership",
+    "updatedAt",
+)
 LIVE_PROJECTION = dict.fromkeys(LIVE_FIELDS, 1)
 # An admin's read takes the admin-only fields with the live part, so they are never cached.
 ADMIN_PROJECTION = {
@@ -48,6 +57,7 @@ ADMIN_PROJECTION = {
     "metadata.certificates": 1,
 }
 HISTORY_SORT = Sort("timestamp", 1)
+DUPLICATE_KEY = 11000
 
 
 def assets_collection():
@@ -303,3 +313,50 @@ async def history_buckets(query: dict[str, Any], unit: str, max_time_ms: int) ->
         {"$sort": {"_id": 1}},
     ]
     return await (await history_collection().aggregate(pipeline, maxTimeMS=max_time_ms)).to_list()
+
+
+# ---------------------------------------------------------------- the oracle's appraisals
+
+APPRAISAL_PROJECTION = {
+    "tokenId": 1,
+    "assetType": 1,
+    "metadata.assetLocation": 1,
+    "metadata.acquisitionDate": 1,
+    "metadata.dimensions": 1,
+    "metadata.materials": 1,
+    "metadata.creator": 1,
+    "metadata.creationDate": 1,
+    "metadata.condition": 1,
+    "metadata.customAttributes": 1,
+    "marketStatus.isListed": 1,
+    "marketStatus.listingPrice": 1,
+    "createdAt": 1,
+}
+
+
+async def appraisal_batch(token_ids: list[int] | None, after: int | None, limit: int) -> list[dict[str, Any]]:
+    """The next `limit` assets by tokenId (after `after`), of `token_ids` when given, with what an
+    appraisal reads of them."""
+    query: dict[str, Any] = {}
+    if token_ids is not None:
+        query["tokenId"] = {"$in": token_ids}
+    if after is not None:
+        query.setdefault("tokenId", {})["$gt"] = after
+    cursor = assets_collection().find(query, APPRAISAL_PROJECTION).sort("tokenId", 1).limit(limit)
+    return await cursor.to_list(limit)
+
+
+async def write_appraisals(asset_updates: list[UpdateOne], points: list[dict[str, Any]]) -> tuple[int, int]:
+    """Apply the appraisals to their assets and add their price points (keyed by prediction id, so a
+    retried batch adds none twice): (assets changed, points added)."""
+    changed = added = 0
+    if asset_updates:
+        changed = (await assets_collection().bulk_write(asset_updates, ordered=False)).modified_count
+    if points:
+        try:
+            added = len((await history_collection().insert_many(points, ordered=False)).inserted_ids)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
+            added = exc.details.get("nInserted", 0)
+    return changed, added

@@ -163,6 +163,20 @@ class Price(Schema):
     updatedAt: datetime | None = None
 
 
+class AppraisalView(Schema):
+    """The latest AI oracle appraisal: its prediction (`GET /api/oracle/predictions/{predictionId}`), the
+    price and its 90% interval in ETH (the exact wei beside the price), confidence 0-100."""
+
+    predictionId: str
+    price: float
+    priceWei: str
+    low: float
+    high: float
+    confidenceScore: float
+    modelVersion: str
+    timestamp: datetime
+
+
 class Listing(Schema):
     isListed: bool = False
     listingPrice: float | None = None
@@ -310,6 +324,7 @@ class AssetDetail(Schema):
     createdAt: datetime | None
     version: int
     currentPrice: Price
+    appraisal: AppraisalView | None
     marketStatus: Listing
     ownership: OwnershipView
     updatedAt: datetime | None

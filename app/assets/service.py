@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from app.assets import catalog, detail, history, media_records, metadata, repository, schemas, views
+from app.assets import catalog, detail, history, media_records, metadata, pricing, repository, schemas, views
 from app.assets.documents import Asset, Ownership
 from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
 from app.assets.documents import MediaFile as MediaFile
@@ -349,6 +349,25 @@ async def catalog_changed(redis) -> None:
 async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
     """Counts, listings, floor, mean and median prices per asset type, and distinct owners (one query)."""
     return await catalog.figures(max_time_ms)
+
+
+# ---- for the oracle domain
+
+AppraisedPrice = pricing.AppraisedPrice
+
+
+async def appraisal_batch(token_ids: list[int] | None, after: int | None, limit: int) -> list[dict[str, Any]]:
+    """The next assets by tokenId, with what an appraisal reads: type, public metadata, listing."""
+    return await repository.appraisal_batch(token_ids, after, limit)
+
+
+async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[str, int]:
+    """Set the appraisals as the assets' prices where newer, with a price point each; the market stats,
+    which read prices, are recomputed on their next read."""
+    result = await pricing.apply(items, utcnow())
+    if result["assetsChanged"]:
+        await catalog_changed(redis)
+    return result
 
 
 # ---- for the media domain

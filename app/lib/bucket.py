@@ -100,6 +100,11 @@ def _wallet(wallet: str) -> str:
     return wallet
 
 
+def oracle_model_key(version: str) -> str:
+    """A trained oracle model's artifact (admin-only; the model's record holds its sha256)."""
+    return f"oracle-models/{slug(version, 'model')}.pkl.gz"
+
+
 def original_image_key(token_id: int, label: str, stamp: str, ext: str) -> str:
     t = _token(token_id)
     return f"images/originals/{t}/{t}_{slug(label)}_{stamp}.{ext}"

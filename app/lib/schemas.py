@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from app.lib.timeutil import CLIENT_TIME_PATTERN
+
 
 class Schema(msgspec.Struct, rename="camel", kw_only=True):
     """A response body (or a part of one)."""
@@ -28,6 +30,8 @@ def documented(**json_schema: Any) -> msgspec.Meta:
 
 # A date-time in a request body: msgspec decodes RFC 3339, which its own schema leaves unsaid.
 Timestamp = Annotated[datetime, documented(format="date-time")]
+# A time the service takes only from 1900 to 8999 (app.lib.timeutil.client_time), as documented.
+ClientTimestamp = Annotated[datetime, documented(format="date-time", pattern=CLIENT_TIME_PATTERN)]
 
 
 def as_builtin(value: Any) -> Any:

@@ -81,6 +81,7 @@ KNOWN_PERMISSIONS = frozenset(
         "media:write",
         "market:read",
         "datasources:write",
+        "oracle:manage",
         "webhooks:write",
     }
 )

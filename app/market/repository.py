@@ -151,3 +151,31 @@ async def sales_totals(
     ]
     rows = await (await transactions_collection().aggregate(pipeline, maxTimeMS=max_time_ms)).to_list()
     return rows[0] if rows else {}
+
+
+# ---------------------------------------------------------------- sales, for the oracle
+
+SALE_TYPES = ("buy", "sell")
+
+
+async def sales_of(token_ids: list[int], *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The completed sales (buy and sell, priced) of these tokens, oldest first, since `since`."""
+    query: dict[str, Any] = {
+        "tokenId": {"$in": token_ids},
+        "type": {"$in": list(SALE_TYPES)},
+        "status": "completed",
+        "priceWei": {"$ne": None},
+    }
+    if since is not None:
+        query["timestamp"] = {"$gt": since}
+    projection = {"tokenId": 1, "timestamp": 1, "priceWei": 1, "blockchain.transactionHash": 1}
+    cursor = transactions_collection().find(query, projection).sort([("tokenId", 1), ("timestamp", 1)])
+    return await cursor.to_list(None)
+
+
+async def tokens_sold_since(since: datetime | None) -> list[int]:
+    """The tokens with a completed sale after `since` (every one sold when None)."""
+    query: dict[str, Any] = {"type": {"$in": list(SALE_TYPES)}, "status": "completed"}
+    if since is not None:
+        query["timestamp"] = {"$gt": since}
+    return sorted(await transactions_collection().distinct("tokenId", query))

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
 from app.lib.params import MAX_INT64, parse_limit, signed_page
-from app.lib.timeutil import client_time
+from app.lib.timeutil import as_utc, client_time
 from app.market import repository, schemas, stats
 from app.market.documents import Transaction
 
@@ -34,6 +34,22 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
     inserted = await repository.upsert(transaction)
     await invalidate_stats(redis)
     return inserted
+
+
+async def sales_of(token_ids: list[int], *, since: datetime | None = None) -> dict[int, list[tuple]]:
+    """The completed sales of these tokens, per token, oldest first: (time, price in wei, source)."""
+    sales: dict[int, list[tuple]] = {}
+    for doc in await repository.sales_of(token_ids, since=since):
+        tx_hash = (doc.get("blockchain") or {}).get("transactionHash")
+        sales.setdefault(doc["tokenId"], []).append(
+            (as_utc(doc["timestamp"]), int(doc["priceWei"].to_decimal()), f"chain:{tx_hash}")
+        )
+    return sales
+
+
+async def tokens_sold_since(since: datetime | None) -> list[int]:
+    """The tokens sold (completed buy or sell) after `since`."""
+    return await repository.tokens_sold_since(since)
 
 
 async def backfill_parties() -> int:

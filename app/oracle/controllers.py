@@ -11,9 +11,9 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.openapi import links, raises
-from app.lib.params import CursorParam, LimitParam, one_of
-from app.lib.security import current_principal, requires_permission
-from app.oracle import schemas, service
+from app.lib.params import OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, one_of
+from app.lib.security import current_principal, principal_of, requires_permission
+from app.oracle import model_schemas, schemas, service
 
 PERMISSION = "datasources:write"
 SourceIdPath = Annotated[
@@ -125,3 +125,99 @@ class DataSourceController(Controller):
         """Queue a refresh now (or answer the one queued or running); `statusUrl` reports its counts or
         its error code."""
         return await service.request_refresh(clients, settings, sourceId)
+
+
+# ---------------------------------------------------------------- models, appraisals, performance
+
+MANAGE = "oracle:manage"
+ORACLE_READS = PUBLIC
+VersionPath = Annotated[str, PathParameter(schema_extra={"pattern": model_schemas.VERSION})]
+VersionParam = Annotated[
+    str | None,
+    QueryParameter(
+        name="modelVersion",
+        description="a version (GET /api/oracle/models); the current one when absent",
+        schema_extra={"pattern": model_schemas.VERSION},
+    ),
+]
+PredictionIdPath = Annotated[str, PathParameter(schema_extra={"pattern": service.SOURCE_ID_PATTERN})]
+NO_MODEL = {409: ["no_model"]}
+
+
+class ModelController(Controller):
+    path = "/api/oracle/models"
+    tags = ["oracle"]
+
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        guards=[requires_permission(MANAGE)],
+        opt=raises({400: ["timestamp_out_of_range"]}),
+    )
+    async def train_model(
+        self,
+        request: Request,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        data: JSONBody[model_schemas.TrainRequest],
+    ) -> model_schemas.JobQueued:
+        """Train a new version now (an admin, or a key with `oracle:manage`); `statusUrl` reports its
+        version and status. With `asOf`, only the sales before it are used."""
+        principal = current_principal(request)
+        return await service.request_training(clients, settings, data.asOf, principal.wallet_address)
+
+    @get(
+        "/",
+        opt={**ORACLE_READS, **raises({400: ["invalid_cursor", "invalid_limit"], 503: ["query_timeout"]})},
+    )
+    async def list_models(
+        self, settings: SettingsDep, limit: LimitParam = None, cursor: CursorParam = None
+    ) -> model_schemas.ModelPage:
+        """The versions, newest first: data hash and counts, parameters, per-type status and backtest;
+        `isCurrent` marks the one appraisals use."""
+        return await service.list_models(settings, limit=limit, cursor=cursor)
+
+    @get("/{version:str}", opt={**ORACLE_READS, **raises({404: ["model_not_found"]})})
+    async def get_model(self, version: VersionPath) -> model_schemas.ModelOut:
+        """One version."""
+        return await service.get_model(version)
+
+
+class AppraisalController(Controller):
+    path = "/api/oracle/appraisals"
+    tags = ["oracle"]
+    guards = [requires_permission(MANAGE)]
+
+    @post("/", status_code=HTTP_202_ACCEPTED, opt=raises({**NO_MODEL, 400: ["timestamp_out_of_range"]}))
+    async def appraise_assets(
+        self, clients: ClientsDep, data: JSONBody[model_schemas.AppraisalRequest]
+    ) -> model_schemas.JobQueued:
+        """Appraise every asset, or `tokenIds`, with the current version, as of now or `asOf`; each gets an
+        `aiOracleData` prediction, and its price when nothing newer set one. 409 `no_model` when no
+        version can appraise (none ready, or none trained before `asOf`)."""
+        return await service.request_appraisal(clients, data)
+
+
+class PredictionController(Controller):
+    path = "/api/oracle"
+    tags = ["oracle"]
+
+    @get(
+        "/predictions/{predictionId:str}",
+        opt={**OPTIONAL_AUTH, **raises({404: ["prediction_not_found"]})},
+    )
+    async def get_prediction(
+        self, request: Request, predictionId: PredictionIdPath
+    ) -> model_schemas.PredictionOut:
+        """One AI oracle prediction (seed 3.1.4): price and interval, confidence, feature importance, the
+        version, and its outcome once the asset sold; `inputs` for signed-in callers only."""
+        return await service.get_prediction(predictionId, signed_in=principal_of(request) is not None)
+
+    @get("/performance", opt={**ORACLE_READS, **raises({404: ["model_not_found"]})})
+    async def get_performance(
+        self, clients: ClientsDep, modelVersion: VersionParam = None
+    ) -> model_schemas.PerformanceOut:
+        """How good a version is: its time-split backtest (MdAPE, p95 APE, MAPE, coverage of the
+        50/80/90/95% intervals and their mean width, beside the naive baselines), and the live ledger of
+        its appraisals scored against each asset's next sale."""
+        return await service.performance(clients.redis, modelVersion)

@@ -31,9 +31,34 @@ class FeatureImportance(BaseModel):
 
 
 class PerformanceMetrics(BaseModel):
+    """Filled by the live ledger when the asset next sells: 1 - APE, the APE, and 1 when the sale fell
+    inside the interval (0 when not)."""
+
     accuracy: float | None = None
     errorMargin: float | None = None
     calibration: float | None = None
+
+
+class PriceInterval(BaseModel):
+    """The calibrated interval of a prediction, in ETH and exact wei."""
+
+    low: float
+    high: float
+    lowWei: Wei
+    highWei: Wei
+    confidenceLevel: float = 0.9
+
+
+class Outcome(BaseModel):
+    """The next real sale of the asset after the prediction, which scores it (the live ledger)."""
+
+    soldAt: datetime
+    price: float  # ETH
+    priceWei: Wei
+    source: str  # "chain:<tx hash>" or "source:<data source name>"
+    ape: float  # |predicted - sold| / sold
+    covered: bool  # the sale fell inside the interval
+    scoredAt: datetime
 
 
 class AIOracleData(Document):
@@ -42,6 +67,8 @@ class AIOracleData(Document):
     timestamp: datetime = Field(default_factory=utcnow)
     predictedPrice: float
     predictedPriceWei: Wei | None = None
+    predictedPriceUsd: float | None = None
+    interval: PriceInterval | None = None
     confidenceScore: float = Field(ge=0, le=100)
     dataSourcesUsed: list[str] = Field(default_factory=list)
     modelVersion: str
@@ -50,6 +77,11 @@ class AIOracleData(Document):
     performanceMetrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
     status: Literal["pending", "submitted", "rejected", "accepted"] = "pending"
     onChainReference: ChainReference | None = None
+    assetType: str | None = None
+    asOf: datetime | None = None  # a historical appraisal: the time it is as of (then `timestamp` too)
+    jobId: str | None = None  # the appraisal run that wrote it
+    outcome: Outcome | None = None
+    createdAt: datetime = Field(default_factory=utcnow)
 
     class Settings:
         name = "aiOracleData"
@@ -61,6 +93,14 @@ class AIOracleData(Document):
                 [("assetId", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="assetId_timestamp"
             ),
             IndexModel([("status", pymongo.ASCENDING)], name="status"),
+            # The live ledger: predictions of a version not scored yet, and the scored ones.
+            IndexModel(
+                [("modelVersion", pymongo.ASCENDING), ("outcome.soldAt", pymongo.ASCENDING)],
+                name="modelVersion_outcome",
+            ),
+            IndexModel(
+                [("outcome", pymongo.ASCENDING), ("tokenId", pymongo.ASCENDING)], name="outcome_tokenId"
+            ),
         ]
 
 
@@ -184,6 +224,7 @@ class ComparableSale(Document):
     originalPrice: str  # as the source gave it, in `currency`, exactly
     usdPerEth: str | None = None  # the ETH/USD rate the conversion used, exactly
     attributes: dict[str, Any] = Field(default_factory=dict)  # every other column: numbers or categories
+    tokenId: int | None = None  # the platform asset sold, when the source names it
     createdAt: datetime = Field(default_factory=utcnow)
 
     class Settings:
@@ -198,6 +239,9 @@ class ComparableSale(Document):
                 [("assetType", pymongo.ASCENDING), ("soldAt", pymongo.ASCENDING)], name="assetType_soldAt"
             ),
             IndexModel([("soldAt", pymongo.ASCENDING)], name="soldAt"),
+            IndexModel(
+                [("tokenId", pymongo.ASCENDING), ("soldAt", pymongo.ASCENDING)], name="tokenId_soldAt"
+            ),
         ]
 
 
@@ -234,4 +278,61 @@ class IndexPoint(Document):
             IndexModel(
                 [("series", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)], name="series_timestamp"
             ),
+        ]
+
+
+class ModelArtifact(BaseModel):
+    key: str
+    sha256: str
+    bytes: int
+
+
+class TypeModelRecord(BaseModel):
+    """One asset type of a model version: ready, or why it has no model."""
+
+    assetType: str
+    status: Literal["ready", "insufficient_data", "failed"]
+    rows: int
+    needed: int | None = None  # insufficient_data: the rows a model needs
+    currency: Literal["ETH", "USD"] = "ETH"  # the unit it prices in (USD prices are converted at the time)
+    trainedFrom: datetime | None = None
+    trainedTo: datetime | None = None
+    features: dict[str, Any] = Field(default_factory=dict)
+    globalImportance: list[dict[str, Any]] = Field(default_factory=list)
+    backtest: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class OracleModel(Document):
+    """A version of the oracle's model: what it was trained on, how, and how well it backtested.
+
+    The current version is the latest `ready` one by `completedAt`: training another rolls it forward.
+    """
+
+    version: str
+    status: Literal["training", "ready", "failed"] = "training"
+    jobId: str | None = None
+    requestedBy: str | None = None
+    dataUntil: datetime | None = None  # trained only on sales before this time (None: all)
+    dataHash: str | None = None  # sha256 of the training rows, in a canonical order
+    counts: dict[str, int] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    types: list[TypeModelRecord] = Field(default_factory=list)
+    backtest: dict[str, Any] | None = None
+    dataSourcesUsed: list[str] = Field(default_factory=list)
+    artifact: ModelArtifact | None = None
+    error: str | None = None
+    createdAt: datetime = Field(default_factory=utcnow)
+    completedAt: datetime | None = None
+
+    class Settings:
+        name = "oracleModels"
+        indexes = [
+            IndexModel([("version", pymongo.ASCENDING)], unique=True, name="version_unique"),
+            IndexModel([("jobId", pymongo.ASCENDING)], name="jobId"),
+            IndexModel(
+                [("status", pymongo.ASCENDING), ("completedAt", pymongo.DESCENDING)],
+                name="status_completedAt",
+            ),
+            IndexModel([("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="createdAt_id"),
         ]

@@ -150,6 +150,7 @@ class Sink:
                 "originalPrice": format(sale.price, "f"),
                 "usdPerEth": format(price.rate, "f") if price.rate is not None else None,
                 "attributes": sale.attributes,
+                "tokenId": sale.token_id,
             }
             operations.append(repository.sale_upsert(self.doc["_id"], sale.external_id, fields, self.now))
             self._count(sale.external_id)

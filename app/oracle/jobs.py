@@ -1,4 +1,5 @@
-"""Worker jobs of the oracle domain: refreshing data sources (thin: ids in, the service does the work)."""
+"""Worker jobs of the oracle domain: refreshing data sources, training, appraising, scoring the ledger
+(thin: arguments in, the service does the work)."""
 
 from __future__ import annotations
 
@@ -41,4 +42,47 @@ async def refresh_due(ctx: dict[str, Any]) -> dict[str, int]:
         raise _retry("oracle.refresh_due", ctx, exc) from exc
     if result["queued"]:
         log.info("oracle.refresh_due", **result)
+    return result
+
+
+async def train(
+    ctx: dict[str, Any], data_until: str | None = None, requested_by: str | None = None
+) -> dict[str, Any]:
+    """Train a new model version; the result names it, with its status per asset type."""
+    try:
+        return await service.train(ctx["clients"], ctx["settings"], data_until, requested_by, ctx["job_id"])
+    except TRANSIENT as exc:
+        raise _retry("oracle.train", ctx, exc) from exc
+
+
+async def train_daily(ctx: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await service.train_daily(ctx["clients"], ctx["settings"])
+    except TRANSIENT as exc:
+        raise _retry("oracle.train_daily", ctx, exc) from exc
+
+
+async def appraise(
+    ctx: dict[str, Any],
+    token_ids: list[int] | None = None,
+    as_of: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """Appraise assets; the result counts them, and the ones skipped by reason."""
+    try:
+        return await service.appraise(
+            ctx["clients"], ctx["settings"], token_ids, as_of, version, ctx["job_id"]
+        )
+    except TRANSIENT as exc:
+        raise _retry("oracle.appraise", ctx, exc) from exc
+
+
+async def score_ledger(ctx: dict[str, Any]) -> dict[str, int]:
+    """Score the appraisals of assets sold since the last run against those sales."""
+    try:
+        result = await service.score_ledger(ctx["clients"].redis)
+    except TRANSIENT as exc:
+        raise _retry("oracle.score_ledger", ctx, exc) from exc
+    if result["scored"]:
+        log.info("oracle.score_ledger", **result)
     return result

@@ -27,7 +27,8 @@ MAX_PRICE = Decimal(10) ** 15  # ETH or USD: far above any sale, and its wei fit
 MIN_EXPONENT = -30  # far below a wei; `1e-999999999` would reach Decimal128 (and text) as a billion digits
 MAX_INT64 = 2**63 - 1
 MAX_INT_DIGITS = 19  # a CSV cell of more digits is no int64: read it as a decimal, never through int()
-SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType")
+# tokenId (optional) ties a sale to a platform asset: its repeat sales, and the live ledger's next sale.
+SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType", "tokenId")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -185,6 +186,7 @@ class Sale:
     currency: str
     price: Decimal  # in `currency`, exactly as given
     attributes: dict[str, Any]
+    token_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,11 +243,18 @@ def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *
     asset_type = str(asset_type).strip()
     if not 0 < len(asset_type) <= 100 or not storable(asset_type):
         return "invalid_asset_type"
+    token_id = None
+    raw_token = _present(values, columns["tokenId"])
+    if raw_token is not None:
+        token = decimal_of(raw_token)
+        if token is None or token != token.to_integral_value() or not 0 <= token <= MAX_INT64:
+            return "invalid_token_id"
+        token_id = int(token)
     try:
         attributes = attributes_of(values, set(columns.values()), defaults.get("attributes") or {}, text=text)
     except _Refused as refused:
         return refused.reason
-    return Sale(external_id, asset_type, sold_at, currency, price, attributes)
+    return Sale(external_id, asset_type, sold_at, currency, price, attributes, token_id)
 
 
 def point_of(row: Row, mapping: Mapping[str, str]) -> Point | str:

@@ -117,6 +117,7 @@ class Mapping(RequestBody):
     soldAt: Column = "soldAt"
     externalId: Column = "externalId"
     assetType: Column = "assetType"
+    tokenId: Column = "tokenId"  # optional: the platform asset a sale is of
     timestamp: Column = "timestamp"  # index sources
     value: Column = "value"  # index sources
 
@@ -220,6 +221,7 @@ class MappingOut(Schema):
     soldAt: str
     externalId: str
     assetType: str
+    tokenId: str
     timestamp: str
     value: str
 

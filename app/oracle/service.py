@@ -24,8 +24,19 @@ from app.lib.crypto import secret_box
 from app.lib.errors import Conflict, NotFound, require_one_of
 from app.lib.params import parse_limit, signed_page
 from app.lib.security import Principal
-from app.lib.timeutil import utcnow
-from app.oracle import refresh, repository, schemas, sources
+from app.lib.timeutil import client_time, utcnow
+from app.oracle import (
+    appraisal,
+    ledger,
+    model_repository,
+    model_schemas,
+    model_views,
+    refresh,
+    repository,
+    schemas,
+    sources,
+    training,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -167,22 +178,29 @@ async def _audit(
 # ---------------------------------------------------------------- refreshes
 
 
-async def _enqueue_refresh(clients, settings: Settings, object_id: ObjectId) -> tuple[str, bool]:
-    """Queue a refresh unless one is queued or running: (its job id, whether this call queued it).
+async def _enqueue_once(
+    clients, settings: Settings, marker: str, job: str, *args: Any, prefix: str | None = None
+) -> tuple[str, bool]:
+    """Queue `job` unless the one `marker` names is queued or running: (its job id, whether this call
+    queued it).
 
-    A marker in Redis names the pending job until that job ends, so repeated requests (and the cron)
-    share it, while a request after it ended gets a refresh of its own.
+    The marker in Redis names the pending job until that job ends, so repeated requests (and the cron)
+    share it, while a request after it ended gets a run of its own.
     """
-    marker = f"{QUEUED_PREFIX}{object_id}"
     ttl = 2 * settings.worker.job_timeout_s + 60  # waiting in the queue, then running
     while True:
-        job_id = f"{REFRESH_JOB}:{object_id}:{secrets.token_hex(6)}"
+        job_id = f"{prefix or job}:{secrets.token_hex(6)}"
         if await clients.redis.set(marker, job_id, nx=True, ex=ttl):
-            await clients.redis.enqueue_job(REFRESH_JOB, str(object_id), _job_id=job_id)
+            await clients.redis.enqueue_job(job, *args, _job_id=job_id)
             return job_id, True
         pending = await clients.redis.get(marker)
         if pending is not None:  # else it ended in between: try again
             return pending.decode() if isinstance(pending, bytes) else str(pending), False
+
+
+async def _enqueue_refresh(clients, settings: Settings, object_id: ObjectId) -> tuple[str, bool]:
+    marker, prefix = f"{QUEUED_PREFIX}{object_id}", f"{REFRESH_JOB}:{object_id}"
+    return await _enqueue_once(clients, settings, marker, REFRESH_JOB, str(object_id), prefix=prefix)
 
 
 async def request_refresh(clients, settings: Settings, source_id: str) -> schemas.RefreshQueued:
@@ -233,3 +251,132 @@ async def enqueue_due(clients, settings: Settings) -> dict[str, int]:
     for doc in due:
         queued += (await _enqueue_refresh(clients, settings, doc["_id"]))[1]
     return {"due": len(due), "queued": queued}
+
+
+# ---------------------------------------------------------------- models, appraisals, performance
+
+TRAIN_JOB = "oracle.train"
+APPRAISE_JOB = "oracle.appraise"
+TRAIN_QUEUED = "oracle:train:queued:"
+TRAIN_LOCK = "oracle:train:lock"
+
+
+def _queued(job_id: str) -> model_schemas.JobQueued:
+    return model_schemas.JobQueued(jobId=job_id, statusUrl=f"/api/jobs/{job_id}")
+
+
+async def request_training(
+    clients, settings: Settings, data_until: datetime | None, requested_by: str | None
+) -> model_schemas.JobQueued:
+    """Queue training of a new version (on the sales before `data_until` when given), or answer the run
+    of the same data already queued or running."""
+    until = client_time(data_until, "asOf") if data_until is not None else None
+    marker = TRAIN_QUEUED + (until.isoformat() if until else "latest")
+    arguments = until.isoformat() if until else None
+    job_id, _ = await _enqueue_once(clients, settings, marker, TRAIN_JOB, arguments, requested_by)
+    return _queued(job_id)
+
+
+async def train(
+    clients, settings: Settings, data_until: str | None, requested_by: str | None, job_id: str
+) -> dict[str, Any]:
+    """Train a version (the oracle.train job), one training at a time."""
+    until = datetime.fromisoformat(data_until) if data_until else None
+    lock = clients.redis.lock(TRAIN_LOCK, timeout=settings.worker.job_timeout_s + 60)
+    await lock.acquire()
+    try:
+        return await training.train(
+            clients, settings, job_id=job_id, requested_by=requested_by, data_until=until
+        )
+    finally:
+        marker = TRAIN_QUEUED + (until.isoformat() if until else "latest")
+        await _release(clients.redis, lock, marker, job_id, "training")
+
+
+async def _current_version() -> str | None:
+    current = await model_repository.current_model()
+    return current["version"] if current else None
+
+
+async def list_models(
+    settings: Settings, *, limit: int | None, cursor: str | None
+) -> model_schemas.ModelPage:
+    """The versions, newest first, keyset pages."""
+    size = parse_limit(limit)
+
+    async def fetch(after):
+        return await model_repository.model_page(
+            {}, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
+        )
+
+    secret = settings.auth.jwt_secret.get_secret_value()
+    docs, next_cursor = await signed_page(secret, "oracleModels", cursor, fetch)
+    current = await _current_version()
+    return model_schemas.ModelPage(
+        items=[model_views.model_out(d, current) for d in docs], nextCursor=next_cursor, limit=size
+    )
+
+
+async def _model(version: str | None) -> dict[str, Any]:
+    record = await model_repository.find_model(version) if version else await model_repository.current_model()
+    if record is None:
+        raise NotFound(f"no model version {version or '(none is ready)'}", code="model_not_found")
+    return record
+
+
+async def get_model(version: str) -> model_schemas.ModelOut:
+    return model_views.model_out(await _model(version), await _current_version())
+
+
+async def request_appraisal(clients, data: model_schemas.AppraisalRequest) -> model_schemas.JobQueued:
+    """Queue an appraisal; 409 `no_model` when there is no version it could use."""
+    as_of = client_time(data.asOf, "asOf") if data.asOf is not None else None
+    await appraisal.model_for(as_of, data.modelVersion)
+    job_id = f"{APPRAISE_JOB}:{secrets.token_hex(8)}"
+    await clients.redis.enqueue_job(
+        APPRAISE_JOB, data.tokenIds, as_of.isoformat() if as_of else None, data.modelVersion, _job_id=job_id
+    )
+    return _queued(job_id)
+
+
+async def appraise(
+    clients,
+    settings: Settings,
+    token_ids: list[int] | None,
+    as_of: str | None,
+    version: str | None,
+    job_id: str,
+) -> dict[str, Any]:
+    """Run an appraisal (the oracle.appraise job)."""
+    when = datetime.fromisoformat(as_of) if as_of else None
+    return await appraisal.run(
+        clients, settings, job_id=job_id, token_ids=token_ids, as_of=when, now=_now(), version=version
+    )
+
+
+async def get_prediction(prediction_id: str, signed_in: bool) -> model_schemas.PredictionOut:
+    """One prediction; its inputs for signed-in callers only."""
+    if not ObjectId.is_valid(prediction_id) or len(prediction_id) != 24:
+        raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
+    doc = await model_repository.find_prediction(ObjectId(prediction_id))
+    if doc is None:
+        raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
+    return model_views.prediction_out(doc, signed_in=signed_in)
+
+
+async def performance(redis, version: str | None) -> model_schemas.PerformanceOut:
+    """A version's backtest and live ledger (the current version by default)."""
+    record = await _model(version)
+    live = await ledger.figures(redis, record["version"])
+    return model_views.performance_out(record, await _current_version(), live)
+
+
+async def score_ledger(redis) -> dict[str, int]:
+    """Score the appraisals of the assets sold since the last run (the oracle.score_ledger cron)."""
+    return await ledger.score_recent(redis, _now())
+
+
+async def train_daily(clients, settings: Settings) -> dict[str, Any]:
+    """Queue the daily training of a new version (the oracle.train_daily cron)."""
+    job_id, queued = await _enqueue_once(clients, settings, TRAIN_QUEUED + "latest", TRAIN_JOB, None, None)
+    return {"jobId": job_id, "queued": queued}
