@@ -138,6 +138,8 @@ class OracleSettings(BaseModel):
     min_training_rows: int = Field(default=40, ge=10, le=100_000)
     max_training_rows: int = Field(default=1_000_000, ge=100, le=10_000_000)
     train_hour: int = Field(default=3, ge=0, le=23)
+    # How long one training or appraisal job may run (other jobs have WORKER_JOB_TIMEOUT_S).
+    job_timeout_s: int = Field(default=3600, ge=60, le=24 * 3600)
     # Appraisals read, predict and write assets this many at a time.
     appraisal_batch: int = Field(default=2000, ge=10, le=50_000)
     # OpenMP threads one training or prediction may use. Its threads spin while they wait for each

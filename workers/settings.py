@@ -85,9 +85,11 @@ class WorkerSettings:
         func(market_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
         func(oracle_jobs.refresh_source, name="oracle.refresh_source", max_tries=3),
         func(oracle_jobs.refresh_due, name="oracle.refresh_due", max_tries=1),
-        func(oracle_jobs.train, name="oracle.train", max_tries=3),
+        func(oracle_jobs.train, name="oracle.train", max_tries=3, timeout=settings.oracle.job_timeout_s),
         func(oracle_jobs.train_daily, name="oracle.train_daily", max_tries=1),
-        func(oracle_jobs.appraise, name="oracle.appraise", max_tries=3),
+        func(
+            oracle_jobs.appraise, name="oracle.appraise", max_tries=3, timeout=settings.oracle.job_timeout_s
+        ),
         func(oracle_jobs.score_ledger, name="oracle.score_ledger", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE

@@ -330,6 +330,7 @@ APPRAISAL_PROJECTION = {
     "metadata.customAttributes": 1,
     "marketStatus.isListed": 1,
     "marketStatus.listingPrice": 1,
+    "marketStatus.listedAt": 1,
     "createdAt": 1,
 }
 

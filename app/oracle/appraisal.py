@@ -66,11 +66,16 @@ def prediction_id(job_id: str, token_id: int, at: datetime) -> ObjectId:
 
 
 async def model_for(as_of: datetime | None, version: str | None) -> dict[str, Any]:
-    """The version to appraise with: the one named, or the current one (as of a time: the latest
-    trained only on sales before it); 409 `no_model` when there is none ready."""
-    record = (
-        await model_repository.find_model(version) if version else await model_repository.current_model(as_of)
-    )
+    """The version to appraise with: the one named, or the current one; as of a past time, only a
+    version trained on the sales before it (the latest such, unless one is named). 409 `no_model`
+    when there is none ready."""
+    if version:
+        record = await model_repository.find_model(version)
+        until = record.get("dataUntil") if record else None
+        if record is not None and as_of is not None and (until is None or as_utc(until) > as_of):
+            raise NoModel(f"model version {version} learnt from sales after asOf")
+    else:
+        record = await model_repository.current_model(as_of)
     if record is None or record.get("status") != "ready":
         raise NoModel(f"no ready model version{' ' + version if version else ''} to appraise with")
     return record
@@ -168,7 +173,9 @@ async def _appraise(clients, state: Run, batch: list[dict[str, Any]]) -> None:
 
 def _example(state: Run, asset: dict[str, Any], earlier: list, currency: str):
     market = asset.get("marketStatus") or {}
-    listing = market.get("listingPrice") if market.get("isListed") else None
+    listed_at = market.get("listedAt")
+    listed_then = listed_at is None or as_utc(listed_at) <= state.at  # as of a past time: listed by then
+    listing = market.get("listingPrice") if market.get("isListed") and listed_then else None
     previous = []
     for at, eth, _ in earlier:
         value = _in_unit(state, eth, at, currency)

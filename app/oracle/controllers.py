@@ -129,7 +129,7 @@ class DataSourceController(Controller):
 
 # ---------------------------------------------------------------- models, appraisals, performance
 
-MANAGE = "oracle:manage"
+MANAGE = service.MANAGE_PERMISSION
 ORACLE_READS = PUBLIC
 VersionPath = Annotated[str, PathParameter(schema_extra={"pattern": model_schemas.VERSION})]
 VersionParam = Annotated[
@@ -168,16 +168,18 @@ class ModelController(Controller):
 
     @get(
         "/",
-        opt={**ORACLE_READS, **raises({400: ["invalid_cursor", "invalid_limit"], 503: ["query_timeout"]})},
+        guards=[requires_permission(MANAGE)],
+        opt=raises({400: ["invalid_cursor", "invalid_limit"], 503: ["query_timeout"]}),
     )
     async def list_models(
         self, settings: SettingsDep, limit: LimitParam = None, cursor: CursorParam = None
     ) -> model_schemas.ModelPage:
-        """The versions, newest first: data hash and counts, parameters, per-type status and backtest;
-        `isCurrent` marks the one appraisals use."""
+        """The versions, newest first (for those who manage the oracle: they name the data sources and
+        features): data hash and counts, parameters, per-type status and backtest; `isCurrent` marks
+        the one appraisals use. Anyone reads a version's figures at `GET /api/oracle/performance`."""
         return await service.list_models(settings, limit=limit, cursor=cursor)
 
-    @get("/{version:str}", opt={**ORACLE_READS, **raises({404: ["model_not_found"]})})
+    @get("/{version:str}", guards=[requires_permission(MANAGE)], opt=raises({404: ["model_not_found"]}))
     async def get_model(self, version: VersionPath) -> model_schemas.ModelOut:
         """One version."""
         return await service.get_model(version)

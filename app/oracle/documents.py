@@ -101,6 +101,7 @@ class AIOracleData(Document):
             IndexModel(
                 [("outcome", pymongo.ASCENDING), ("tokenId", pymongo.ASCENDING)], name="outcome_tokenId"
             ),
+            IndexModel([("createdAt", pymongo.ASCENDING)], name="createdAt"),  # the ledger's new predictions
         ]
 
 
@@ -113,7 +114,7 @@ class DataSourceConfiguration(BaseModel):
     refreshInterval: int = 3600  # seconds
     # Column names by role (price, currency, soldAt, externalId, assetType; timestamp, value), and
     # constants for columns a source lacks (currency, assetType, attributes).
-    mapping: dict[str, str] = Field(default_factory=dict)
+    mapping: dict[str, str | None] = Field(default_factory=dict)
     defaults: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)  # name -> sealed value
     authentication: Authentication | None = None
@@ -329,7 +330,7 @@ class OracleModel(Document):
         name = "oracleModels"
         indexes = [
             IndexModel([("version", pymongo.ASCENDING)], unique=True, name="version_unique"),
-            IndexModel([("jobId", pymongo.ASCENDING)], name="jobId"),
+            IndexModel([("jobId", pymongo.ASCENDING)], unique=True, name="jobId_unique"),
             IndexModel(
                 [("status", pymongo.ASCENDING), ("completedAt", pymongo.DESCENDING)],
                 name="status_completedAt",

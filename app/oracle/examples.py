@@ -21,6 +21,7 @@ from app.lib.timeutil import as_utc
 from oracle.features import Example
 
 USD_RATE_SERIES = "ETH/USD"
+LISTING_ATTRIBUTE = "listingPrice"
 METADATA_ATTRIBUTES = (
     "assetLocation",
     "dimensions",
@@ -82,14 +83,29 @@ def in_unit(eth: float, currency: str, usd_per_eth: float | None) -> float | Non
     return eth * usd_per_eth if usd_per_eth else None
 
 
+def _asking(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value > 0 else None
+
+
 def sale_example(
-    sale: Mapping[str, Any], levels: IndexLevels, previous: tuple[tuple[datetime, float], ...] = ()
+    sale: Mapping[str, Any],
+    levels: IndexLevels,
+    previous: tuple[tuple[datetime, float], ...] = (),
+    currency: str | None = None,
 ) -> Example:
+    """A sale as an example. Its `listingPrice` attribute, when a source gives one, is the asking price
+    before the sale (in the sale's currency): the listing price feature, when that is the type's unit."""
     at = as_utc(sale["soldAt"])
+    attributes = dict(sale.get("attributes") or {})
+    asking = _asking(attributes.pop(LISTING_ATTRIBUTE, None))
+    same_unit = currency is None or (sale.get("currency") or "ETH") == currency
     return Example(
         asset_type=sale["assetType"],
         at=at,
-        attributes=sale.get("attributes") or {},
+        attributes=attributes,
+        listing_price=asking if same_unit else None,
         previous_sales=previous,
         index_levels=levels.at(at),
     )

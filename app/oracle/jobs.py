@@ -67,11 +67,12 @@ async def appraise(
     token_ids: list[int] | None = None,
     as_of: str | None = None,
     version: str | None = None,
+    requested_at: str | None = None,
 ) -> dict[str, Any]:
     """Appraise assets; the result counts them, and the ones skipped by reason."""
     try:
         return await service.appraise(
-            ctx["clients"], ctx["settings"], token_ids, as_of, version, ctx["job_id"]
+            ctx["clients"], ctx["settings"], token_ids, as_of, version, ctx["job_id"], requested_at
         )
     except TRANSIENT as exc:
         raise _retry("oracle.appraise", ctx, exc) from exc

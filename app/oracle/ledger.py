@@ -1,11 +1,12 @@
 """The live ledger: every appraisal scored against the asset's next real sale, and the figures it adds up to.
 
-A sale is the next sale of an appraisal when it is the first after the appraisal's time, on-chain (a
-completed buy or sell) or from a source (a sale tied to the token). Scoring sets the prediction's
-`outcome` (the sale, its APE, whether the interval held it) and the seed's `performanceMetrics`, once:
-the update only matches a prediction still unscored. The `oracle.score_ledger` cron scores the tokens
-sold since its last run (with an overlap, as sales can be recorded late), and the appraisal and refresh
-paths need not know of it.
+A sale is the next sale of an appraisal when it is the first after the appraisal's time (and not after
+the scoring: a sale dated in the future has not happened), on-chain (a completed buy or sell) or from a
+source that names the token (which takes the `oracle:manage` permission to set up). Scoring sets the
+prediction's `outcome` (the sale, its APE, whether the interval held it) and the seed's
+`performanceMetrics`, once: the update only matches a prediction still unscored. The
+`oracle.score_ledger` cron scores the tokens sold, and the tokens appraised, since its last run (with
+an overlap, as sales can be recorded late), and the appraisal and refresh paths need not know of it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ async def score_tokens(redis, tokens: list[int], now: datetime) -> int:
     operations = []
     for prediction in pending:
         at = as_utc(prediction["timestamp"])
-        following = next((sale for sale in sales.get(prediction["tokenId"], ()) if sale[0] > at), None)
+        found = sales.get(prediction["tokenId"], ())
+        following = next((sale for sale in found if at < sale[0] <= now), None)
         if following is not None:
             operations.append(
                 UpdateOne(
@@ -106,7 +108,9 @@ async def score_recent(redis, now: datetime) -> dict[str, int]:
     tokens = sorted(
         set(await market_service.tokens_sold_since(since))
         | set(await model_repository.tokens_sold_since(since))
+        | set(await model_repository.tokens_predicted_since(since))
     )
+
     scored = await score_tokens(redis, tokens, now)
     await redis.set(WATERMARK_KEY, now.isoformat())
     return {"tokens": len(tokens), "scored": scored}

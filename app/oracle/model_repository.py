@@ -91,8 +91,10 @@ async def find_model(version: str) -> dict[str, Any] | None:
 
 
 async def current_model(as_of: datetime | None = None) -> dict[str, Any] | None:
-    """The latest ready version; as of a time, the latest trained only on data before it."""
-    query: dict[str, Any] = {"status": "ready"}
+    """The current version: the latest ready one trained on all the data (a version trained as of a past
+    time serves appraisals as of that time, and never takes its place); as of a time, the latest
+    trained only on data before it."""
+    query: dict[str, Any] = {"status": "ready", "dataUntil": None}
     if as_of is not None:
         query["dataUntil"] = {"$ne": None, "$lte": as_of}
     return await models().find_one(query, sort=[("completedAt", -1), ("_id", -1)])
@@ -132,6 +134,15 @@ async def tokens_sold_since(since: datetime | None) -> list[int]:
     if since is not None:
         query["createdAt"] = {"$gt": since}
     return sorted(await ComparableSale.get_pymongo_collection().distinct("tokenId", query))
+
+
+async def tokens_predicted_since(since: datetime | None) -> list[int]:
+    """Tokens with a prediction written after `since` (an appraisal as of a past time may already have
+    its next sale)."""
+    query: dict[str, Any] = {"outcome": None}
+    if since is not None:
+        query["createdAt"] = {"$gt": since}
+    return sorted(await predictions().distinct("tokenId", query))
 
 
 async def pending_predictions(token_ids: list[int]) -> list[dict[str, Any]]:

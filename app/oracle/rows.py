@@ -27,8 +27,10 @@ MAX_PRICE = Decimal(10) ** 15  # ETH or USD: far above any sale, and its wei fit
 MIN_EXPONENT = -30  # far below a wei; `1e-999999999` would reach Decimal128 (and text) as a billion digits
 MAX_INT64 = 2**63 - 1
 MAX_INT_DIGITS = 19  # a CSV cell of more digits is no int64: read it as a decimal, never through int()
-# tokenId (optional) ties a sale to a platform asset: its repeat sales, and the live ledger's next sale.
-SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType", "tokenId")
+SALE_ROLES = ("price", "currency", "soldAt", "externalId", "assetType")
+# A sale of a platform asset: the column holding its tokenId, read only when the mapping names one (a
+# source that may do so moves that asset's appraisals, so naming it takes the oracle:manage permission).
+TOKEN_ROLE = "tokenId"
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -244,7 +246,10 @@ def sale_of(row: Row, mapping: Mapping[str, str], defaults: Mapping[str, Any], *
     if not 0 < len(asset_type) <= 100 or not storable(asset_type):
         return "invalid_asset_type"
     token_id = None
-    raw_token = _present(values, columns["tokenId"])
+    token_column = mapping.get(TOKEN_ROLE)
+    if token_column:
+        columns[TOKEN_ROLE] = token_column
+    raw_token = _present(values, token_column) if token_column else None
     if raw_token is not None:
         token = decimal_of(raw_token)
         if token is None or token != token.to_integral_value() or not 0 <= token <= MAX_INT64:

@@ -117,7 +117,8 @@ class Mapping(RequestBody):
     soldAt: Column = "soldAt"
     externalId: Column = "externalId"
     assetType: Column = "assetType"
-    tokenId: Column = "tokenId"  # optional: the platform asset a sale is of
+    # The platform asset a sale is of, read only when named here; naming it needs `oracle:manage`.
+    tokenId: Column | None = None
     timestamp: Column = "timestamp"  # index sources
     value: Column = "value"  # index sources
 
@@ -221,7 +222,7 @@ class MappingOut(Schema):
     soldAt: str
     externalId: str
     assetType: str
-    tokenId: str
+    tokenId: str | None
     timestamp: str
     value: str
 

@@ -15,15 +15,16 @@ from typing import Any
 
 import structlog
 from bson import ObjectId
+from msgspec import UNSET
 from redis.exceptions import LockError
 
 from app.audit import service as audit_service
 from app.config import Settings
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.crypto import secret_box
-from app.lib.errors import Conflict, NotFound, require_one_of
+from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
 from app.lib.params import parse_limit, signed_page
-from app.lib.security import Principal
+from app.lib.security import Principal, ensure_permission
 from app.lib.timeutil import client_time, utcnow
 from app.oracle import (
     appraisal,
@@ -44,6 +45,7 @@ REFRESH_JOB = "oracle.refresh_source"
 LOCK_PREFIX = "oracle:refresh:lock:"
 QUEUED_PREFIX = "oracle:refresh:queued:"
 SOURCE_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+MANAGE_PERMISSION = "oracle:manage"
 
 
 def _missing(source_id: str) -> NotFound:
@@ -84,6 +86,7 @@ async def create_source(
     context: RequestContext = SYSTEM,
 ) -> schemas.DataSourceOut:
     """Add a source; its first fetch is due at once (the cron queues it, or `refresh` does now)."""
+    _may_name_tokens(data.configuration.mapping, principal)
     document = sources.new_document(data, secret_box(settings), principal.wallet_address, _now())
     try:
         document["_id"] = await repository.insert_source(document)
@@ -91,6 +94,13 @@ async def create_source(
         raise _name_taken(data.name) from None
     await _audit("oracle.datasource.create", document, principal, context, old=None, new=document)
     return sources.view(document)
+
+
+def _may_name_tokens(mapping: schemas.Mapping, principal: Principal) -> None:
+    """A source whose sales name platform assets (`mapping.tokenId`) feeds those assets' repeat sales
+    and scores their appraisals: whoever sets one must be allowed to move appraisals (403)."""
+    if mapping.tokenId:
+        ensure_permission(principal, MANAGE_PERMISSION)
 
 
 async def list_sources(
@@ -132,6 +142,9 @@ async def update_source(
     context: RequestContext = SYSTEM,
 ) -> schemas.DataSourceOut:
     """Change a source: 409 for a name taken, or a URL, format or field its type does not take."""
+    configuration = patch.configuration
+    if configuration is not UNSET and configuration.mapping is not UNSET:
+        _may_name_tokens(configuration.mapping, principal)
     current = await _found(source_id)
     now = _now()
     changes = sources.changes(current, patch, secret_box(settings), now)
@@ -257,7 +270,7 @@ async def enqueue_due(clients, settings: Settings) -> dict[str, int]:
 
 TRAIN_JOB = "oracle.train"
 APPRAISE_JOB = "oracle.appraise"
-TRAIN_QUEUED = "oracle:train:queued:"
+TRAIN_QUEUED = "oracle:train:queued"
 TRAIN_LOCK = "oracle:train:lock"
 
 
@@ -265,15 +278,34 @@ def _queued(job_id: str) -> model_schemas.JobQueued:
     return model_schemas.JobQueued(jobId=job_id, statusUrl=f"/api/jobs/{job_id}")
 
 
+def _past(value: datetime | None, now: datetime) -> datetime | None:
+    """A client's `asOf`: 1900-8999, and not after now (a price as of the future would stand in front of
+    every later appraisal)."""
+    if value is None:
+        return None
+    when = client_time(value, "asOf")
+    if when > now:
+        raise BadRequest("asOf must not be in the future", code="as_of_in_future")
+    return when
+
+
+def _training_tag(until: datetime | None) -> str:
+    return f"{int(until.timestamp() * 1000)}" if until else "latest"
+
+
 async def request_training(
     clients, settings: Settings, data_until: datetime | None, requested_by: str | None
 ) -> model_schemas.JobQueued:
     """Queue training of a new version (on the sales before `data_until` when given), or answer the run
-    of the same data already queued or running."""
-    until = client_time(data_until, "asOf") if data_until is not None else None
-    marker = TRAIN_QUEUED + (until.isoformat() if until else "latest")
+    of the same data already queued or running; 409 `training_in_progress` while another one is."""
+    until = _past(data_until, _now())
+    prefix = f"{TRAIN_JOB}:{_training_tag(until)}"
     arguments = until.isoformat() if until else None
-    job_id, _ = await _enqueue_once(clients, settings, marker, TRAIN_JOB, arguments, requested_by)
+    job_id, _ = await _enqueue_once(
+        clients, settings, TRAIN_QUEUED, TRAIN_JOB, arguments, requested_by, prefix=prefix
+    )
+    if job_id.rsplit(":", 1)[0] != prefix:
+        raise Conflict("another training is queued or running", code="training_in_progress")
     return _queued(job_id)
 
 
@@ -282,15 +314,14 @@ async def train(
 ) -> dict[str, Any]:
     """Train a version (the oracle.train job), one training at a time."""
     until = datetime.fromisoformat(data_until) if data_until else None
-    lock = clients.redis.lock(TRAIN_LOCK, timeout=settings.worker.job_timeout_s + 60)
+    lock = clients.redis.lock(TRAIN_LOCK, timeout=settings.oracle.job_timeout_s + 60)
     await lock.acquire()
     try:
         return await training.train(
             clients, settings, job_id=job_id, requested_by=requested_by, data_until=until
         )
     finally:
-        marker = TRAIN_QUEUED + (until.isoformat() if until else "latest")
-        await _release(clients.redis, lock, marker, job_id, "training")
+        await _release(clients.redis, lock, TRAIN_QUEUED, job_id, "training")
 
 
 async def _current_version() -> str | None:
@@ -329,12 +360,15 @@ async def get_model(version: str) -> model_schemas.ModelOut:
 
 
 async def request_appraisal(clients, data: model_schemas.AppraisalRequest) -> model_schemas.JobQueued:
-    """Queue an appraisal; 409 `no_model` when there is no version it could use."""
-    as_of = client_time(data.asOf, "asOf") if data.asOf is not None else None
+    """Queue an appraisal as of now (the time of this request, whenever the job runs) or `asOf`; 409
+    `no_model` when there is no version it could use."""
+    now = _now()
+    as_of = _past(data.asOf, now)
     await appraisal.model_for(as_of, data.modelVersion)
     job_id = f"{APPRAISE_JOB}:{secrets.token_hex(8)}"
+    as_of_text = as_of.isoformat() if as_of else None
     await clients.redis.enqueue_job(
-        APPRAISE_JOB, data.tokenIds, as_of.isoformat() if as_of else None, data.modelVersion, _job_id=job_id
+        APPRAISE_JOB, data.tokenIds, as_of_text, data.modelVersion, now.isoformat(), _job_id=job_id
     )
     return _queued(job_id)
 
@@ -346,11 +380,14 @@ async def appraise(
     as_of: str | None,
     version: str | None,
     job_id: str,
+    requested_at: str | None = None,
 ) -> dict[str, Any]:
-    """Run an appraisal (the oracle.appraise job)."""
+    """Run an appraisal (the oracle.appraise job) as of the time it was requested, or `as_of`: every
+    try of the job appraises as of the same time, so writes the same predictions."""
     when = datetime.fromisoformat(as_of) if as_of else None
+    now = datetime.fromisoformat(requested_at) if requested_at else _now()
     return await appraisal.run(
-        clients, settings, job_id=job_id, token_ids=token_ids, as_of=when, now=_now(), version=version
+        clients, settings, job_id=job_id, token_ids=token_ids, as_of=when, now=now, version=version
     )
 
 
@@ -378,5 +415,8 @@ async def score_ledger(redis) -> dict[str, int]:
 
 async def train_daily(clients, settings: Settings) -> dict[str, Any]:
     """Queue the daily training of a new version (the oracle.train_daily cron)."""
-    job_id, queued = await _enqueue_once(clients, settings, TRAIN_QUEUED + "latest", TRAIN_JOB, None, None)
+    prefix = f"{TRAIN_JOB}:{_training_tag(None)}"
+    job_id, queued = await _enqueue_once(
+        clients, settings, TRAIN_QUEUED, TRAIN_JOB, None, None, prefix=prefix
+    )
     return {"jobId": job_id, "queued": queued}

@@ -55,7 +55,7 @@ def _examples_by_type(sales: list[dict[str, Any]], points) -> tuple[dict[str, tu
         token = sale.get("tokenId")
         previous = tuple(p for p in repeat.get(token, ()) if p[0] < at) if token is not None else ()
         found, prices = grouped[sale["assetType"]]
-        found.append(examples.sale_example(sale, levels, previous))
+        found.append(examples.sale_example(sale, levels, previous, currencies[sale["assetType"]]))
         prices.append(price)
     return dict(grouped), currencies, dropped
 
@@ -194,11 +194,13 @@ async def train(
         fitted = await asyncio.to_thread(
             fit_version, sales, points, params, record["version"], settings.oracle.model_threads
         )
-    except Exception:  # a fault of the data or the model, not of a store: it would fail again
+        artifact = await registry.save(clients.storage, fitted["bundle"]) if fitted["bundle"].models else None
+    except asyncio.CancelledError:  # the job's time ran out: say so, rather than "training" for ever
+        await asyncio.shield(_fail(record, "training_timeout"))
+        raise
+    except Exception:  # a fault of the data, the model or the artifact's store
         log.exception("oracle.train.failed", version=record["version"])
-        failed = {"status": "failed", "error": "training_failed", "completedAt": utcnow()}
-        await model_repository.finish_model(record["_id"], failed)
-        return summary({**record, **failed})
+        return summary({**record, **await _fail(record, "training_failed")})
     changes: dict[str, Any] = {
         "dataHash": examples.data_hash(sales, points),
         "counts": fitted["counts"],
@@ -207,8 +209,8 @@ async def train(
         "dataSourcesUsed": sorted({sale["sourceName"] for sale in sales if sale.get("sourceName")}),
         "completedAt": utcnow(),
     }
-    if fitted["bundle"].models:
-        changes["artifact"] = await registry.save(clients.storage, fitted["bundle"])
+    if artifact is not None:
+        changes["artifact"] = artifact
         changes["status"] = "ready"
     else:
         changes["status"] = "failed"
@@ -216,6 +218,12 @@ async def train(
     await model_repository.finish_model(record["_id"], changes)
     log.info("oracle.trained", version=record["version"], status=changes["status"], **fitted["counts"])
     return summary({**record, **changes})
+
+
+async def _fail(record: dict[str, Any], error: str) -> dict[str, Any]:
+    failed = {"status": "failed", "error": error, "completedAt": utcnow()}
+    await model_repository.finish_model(record["_id"], failed)
+    return failed
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:

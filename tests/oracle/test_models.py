@@ -3,6 +3,7 @@ appraisals written to predictions and assets, versions rolled forward, the live 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -97,7 +98,8 @@ async def test_a_version_is_trained_per_type_with_a_clear_status_for_too_little_
     assert trained["status"] == "ready"
     assert trained["types"] == {"Art": "insufficient_data", "Real Estate": "ready"}
 
-    page = (await client.get(MODELS)).json()  # analysts read versions without signing in
+    assert (await client.get(MODELS)).status_code == 401  # the versions name sources and features
+    page = (await client.get(MODELS, headers=admin.headers)).json()
     [version] = page["items"]
     assert version["version"] == trained["modelVersion"]
     assert version["isCurrent"] is True and version["status"] == "ready"
@@ -117,9 +119,9 @@ async def test_a_version_is_trained_per_type_with_a_clear_status_for_too_little_
 
     stored = await OracleModel.find_one(OracleModel.version == trained["modelVersion"])
     assert stored.artifact.key.startswith("oracle-models/")
-    assert (await client.get(f"{MODELS}/{trained['modelVersion']}")).json()["version"] == trained[
-        "modelVersion"
-    ]
+    assert (await client.get(f"{MODELS}/{trained['modelVersion']}", headers=admin.headers)).json()[
+        "version"
+    ] == trained["modelVersion"]
 
 
 async def test_training_and_appraising_need_the_permission(client, local_settings, admin):
@@ -176,8 +178,12 @@ async def test_an_appraisal_job_run_twice_writes_each_prediction_and_point_once(
     client, clients, local_settings, admin, trained
 ):
     await house(1, 120, "C")
-    for _ in range(2):  # a retry of the same job after a crash
-        await service.appraise(clients, local_settings, [1], None, None, "oracle.appraise:retried")
+    requested_at = datetime.now(UTC).isoformat()
+    for _ in range(2):  # a retry of the same job after a crash, in another second
+        await service.appraise(
+            clients, local_settings, [1], None, None, "oracle.appraise:retried", requested_at
+        )
+        await asyncio.sleep(1.05)
     assert await AIOracleData.find_all().count() == 1
     assert await PriceHistory.find(PriceHistory.tokenId == 1).count() == 1
 
@@ -189,7 +195,10 @@ async def test_a_new_version_rolls_forward_and_predictions_cite_it(
     await appraise(client, clients, local_settings, admin, tokenIds=[1])
     second = await train(client, clients, local_settings, admin)
     assert second["modelVersion"] != trained["modelVersion"]
-    versions = {v["version"]: v["isCurrent"] for v in (await client.get(MODELS)).json()["items"]}
+    versions = {
+        v["version"]: v["isCurrent"]
+        for v in (await client.get(MODELS, headers=admin.headers)).json()["items"]
+    }
     assert versions == {trained["modelVersion"]: False, second["modelVersion"]: True}
 
     result = await appraise(client, clients, local_settings, admin, tokenIds=[1])
@@ -237,16 +246,24 @@ async def test_the_live_ledger_scores_an_appraisal_against_the_next_sale(
     await house(1, 100, "A")
     await appraise(client, clients, local_settings, admin, tokenIds=[1])
     [prediction] = await AIOracleData.find_all().to_list()
-    sold_at = datetime.now(UTC) + timedelta(minutes=5)
     price = round(prediction.predictedPrice * 1.1, 6)
-    await market_service.record_transaction(
-        clients.redis, factories.transaction(1, token_id=1, price=price, at=sold_at)
-    )
+    later = factories.transaction(2, token_id=1, price=price, at=datetime.now(UTC) + timedelta(days=1))
+    await market_service.record_transaction(clients.redis, later)
+    assert (await service.score_ledger(clients.redis))[
+        "scored"
+    ] == 0  # a sale dated tomorrow has not happened
+    sold_at = prediction.timestamp.replace(tzinfo=UTC) + timedelta(milliseconds=5)
+    await asyncio.sleep(0.02)
+    sale = factories.transaction(1, token_id=1, price=price, at=sold_at)
+    await market_service.record_transaction(clients.redis, sale)
 
     assert (await service.score_ledger(clients.redis))["scored"] == 1
     assert (await service.score_ledger(clients.redis))["scored"] == 0  # scored once
     scored = (await client.get(f"/api/oracle/predictions/{prediction.id}")).json()
-    assert scored["outcome"]["price"] == price and scored["outcome"]["source"].startswith("chain:")
+    assert (
+        scored["outcome"]["price"] == price
+        and scored["outcome"]["source"] == f"chain:{sale.blockchain.transactionHash}"
+    )
     assert abs(scored["outcome"]["ape"] - abs(prediction.predictedPrice - price) / price) < 1e-9
     assert scored["performanceMetrics"]["errorMargin"] == scored["outcome"]["ape"]
     live = (await client.get("/api/oracle/performance")).json()["live"]
@@ -270,8 +287,123 @@ async def test_a_version_without_any_ready_type_fails_and_the_current_one_stays(
     assert failed["status"] == "failed" and failed["error"] == "insufficient_data"
     assert failed["types"] == {"Art": "insufficient_data", "Real Estate": "insufficient_data"}
     versions = {
-        v["version"]: (v["status"], v["isCurrent"]) for v in (await client.get(MODELS)).json()["items"]
+        v["version"]: (v["status"], v["isCurrent"])
+        for v in (await client.get(MODELS, headers=admin.headers)).json()["items"]
     }
     assert versions == {trained["modelVersion"]: ("ready", True), failed["modelVersion"]: ("failed", False)}
     stored = await OracleModel.find_one(OracleModel.version == failed["modelVersion"])
     assert stored.artifact is None
+
+
+async def test_appraisals_and_trainings_refuse_a_future_as_of(client, admin, trained):
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for route in (MODELS, APPRAISALS):
+        refused = await client.post(route, json={"asOf": tomorrow}, headers=admin.headers)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "as_of_in_future"
+
+
+async def test_a_named_version_cannot_appraise_as_of_a_time_before_its_data(client, admin, trained):
+    past = (START + timedelta(days=400)).isoformat()  # the version learnt from every sale, later ones too
+    body = {"asOf": past, "modelVersion": trained["modelVersion"]}
+    refused = await client.post(APPRAISALS, json=body, headers=admin.headers)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_model"
+
+
+async def test_a_historical_version_never_becomes_the_current_one(
+    client, clients, local_settings, admin, trained
+):
+    early = await train(
+        client, clients, local_settings, admin, asOf=(START + timedelta(days=600)).isoformat()
+    )
+    assert early["status"] == "ready"
+    versions = {
+        v["version"]: v["isCurrent"]
+        for v in (await client.get(MODELS, headers=admin.headers)).json()["items"]
+    }
+    assert versions == {trained["modelVersion"]: True, early["modelVersion"]: False}
+    await house(1, 100, "A")
+    assert (await appraise(client, clients, local_settings, admin))["modelVersion"] == trained["modelVersion"]
+
+
+async def test_one_training_is_queued_at_a_time(client, admin):
+    first = await client.post(MODELS, json={}, headers=admin.headers)
+    again = await client.post(MODELS, json={}, headers=admin.headers)
+    assert again.status_code == 202 and again.json()["jobId"] == first.json()["jobId"]
+    other = await client.post(MODELS, json={"asOf": START.isoformat()}, headers=admin.headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "training_in_progress"
+
+
+async def test_only_oracle_managers_may_tie_a_sources_sales_to_platform_assets(client, local_settings, admin):
+    key = await factories.api_key(local_settings, permissions=["datasources:write"])
+    body = {
+        "name": "tied",
+        "type": "file",
+        "kind": "sales",
+        "url": "https://example.org/sales.csv",
+        "format": "csv",
+        "configuration": {"mapping": {"tokenId": "token"}},
+    }
+    refused = await client.post("/api/oracle/data-sources", json=body, headers=key.headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_permission"
+    created = await client.post(
+        "/api/oracle/data-sources", json={**body, "configuration": {}}, headers=key.headers
+    )
+    assert created.status_code == 201, created.text
+    patch = {"configuration": {"mapping": {"tokenId": "token"}}}
+    source = f"/api/oracle/data-sources/{created.json()['id']}"
+    assert (await client.patch(source, json=patch, headers=key.headers)).status_code == 403
+    allowed = await client.patch(source, json=patch, headers=admin.headers)
+    assert allowed.status_code == 200 and allowed.json()["configuration"]["mapping"]["tokenId"] == "token"
+
+
+async def test_the_ledger_scores_a_historical_appraisal_whose_sale_came_before_its_last_run(
+    client, clients, local_settings, admin, source_server
+):
+    await load_sales(client, clients, local_settings, admin, source_server)
+    early = await train(
+        client, clients, local_settings, admin, asOf=(START + timedelta(days=300)).isoformat()
+    )
+    await house(1, 100, "A")
+    sale = factories.transaction(1, token_id=1, price="80", at=START + timedelta(days=320))
+    await market_service.record_transaction(clients.redis, sale)
+    assert (await service.score_ledger(clients.redis))["scored"] == 0  # nothing appraised yet
+    await appraise(client, clients, local_settings, admin, asOf=(START + timedelta(days=310)).isoformat())
+    assert (await service.score_ledger(clients.redis))["scored"] == 1  # the sale is older than the last run
+    [prediction] = await AIOracleData.find_all().to_list()
+    assert prediction.modelVersion == early["modelVersion"] and prediction.outcome.price == 80.0
+
+
+async def test_a_listing_price_counts_when_the_sales_carry_asking_prices(
+    client, clients, local_settings, admin, source_server
+):
+    source_server.routes["/rates.csv"] = Reply(body=RATES_CSV)
+    rows = ["id,price,sold_at,currency,assetType,area,listingPrice"]
+    rng = random.Random(4)
+    for i in range(200):  # the asking price tells the price; the area does not
+        price = rng.uniform(100_000, 900_000)
+        sold = START + timedelta(days=2 * i)
+        rows.append(
+            f"s{i},{price:.0f},{sold:%Y-%m-%d},USD,Real Estate,{rng.randint(60, 300)},{price * 1.02:.0f}"
+        )
+    source_server.routes["/sales.csv"] = Reply(body=("\n".join(rows) + "\n").encode())
+    rates = await factories.data_source(
+        local_settings, name="ETH/USD", kind="index", url=source_server.url("/rates.csv")
+    )
+    sales = await factories.data_source(
+        local_settings,
+        name="asking",
+        url=source_server.url("/sales.csv"),
+        configuration={"mapping": {"soldAt": "sold_at", "externalId": "id"}},
+    )
+    for source in (rates, sales):
+        await client.post(f"/api/oracle/data-sources/{source['id']}/refresh", headers=admin.headers)
+        await drain_jobs(clients, local_settings)
+    await train(client, clients, local_settings, admin)
+    await house(1, 150, "A", listed_at=str(800_000 / RATE))
+    await house(2, 150, "A", listed_at=str(150_000 / RATE))
+    await appraise(client, clients, local_settings, admin)
+    dear = await AIOracleData.find_one(AIOracleData.tokenId == 1)
+    cheap = await AIOracleData.find_one(AIOracleData.tokenId == 2)
+    assert dear.predictedPrice > 2.5 * cheap.predictedPrice
+    assert dear.inputs.marketData["listingPrice"] == 800_000
