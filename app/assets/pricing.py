@@ -2,8 +2,10 @@
 
 An appraisal is as of a time. It becomes the asset's `appraisal` and `currentPrice` (source `ai-oracle`)
 only when nothing newer is there already, so a historical appraisal (`asOf` in the past) adds its
-price point without taking the place of today's price. Every point is keyed by its prediction's id:
-a batch written twice (a job retried after a crash) adds each point once.
+price point without taking the place of today's price. The asset's own `updatedAt` is left alone: a
+price is not a change to the asset, and each indexed field an update touches costs every write. Every
+point is keyed by its prediction's id: a batch written twice (a job retried after a crash) adds each
+point once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bson import Decimal128, ObjectId
 from pymongo import UpdateOne
 
 from app.assets import repository
+from app.lib.timeutil import as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class AppraisedPrice:
     model_version: str
     price_usd: float | None = None
     factors: Sequence[tuple[str, float, float]] = field(default_factory=tuple)  # name, weight, impact
+    # What the asset held when the appraisal read it: the time of its price and of its appraisal.
+    price_set_at: datetime | None = None
+    appraised_at: datetime | None = None
 
 
 def _newer(path: str, at: datetime) -> dict[str, Any]:
@@ -43,34 +49,37 @@ def _newer(path: str, at: datetime) -> dict[str, Any]:
     return {path: {"$not": {"$gt": at}}}
 
 
-def _updates(item: AppraisedPrice, now: datetime) -> list[UpdateOne]:
-    appraisal = {
-        "predictionId": item.prediction_id,
-        "price": item.price,
-        "priceWei": Decimal128(str(item.price_wei)),
-        "low": item.low,
-        "high": item.high,
-        "confidenceScore": item.confidence,
-        "modelVersion": item.model_version,
-        "timestamp": item.at,
-    }
-    price = {
-        "value": item.price,
-        "valueWei": Decimal128(str(item.price_wei)),
-        "valueUsd": item.price_usd,
-        "updatedAt": item.at,
-        "aiConfidenceScore": item.confidence,
-    }
-    return [
-        UpdateOne(
-            {"tokenId": item.token_id, **_newer("appraisal.timestamp", item.at)},
-            {"$set": {"appraisal": appraisal, "updatedAt": now}},
-        ),
-        UpdateOne(
-            {"tokenId": item.token_id, **_newer("currentPrice.updatedAt", item.at)},
-            {"$set": {"currentPrice": price, "updatedAt": now}},
-        ),
-    ]
+def _not_after(when: datetime | None, at: datetime) -> bool:
+    return when is None or as_utc(when) <= at
+
+
+def _update(item: AppraisedPrice) -> UpdateOne | None:
+    """One update of the asset: its appraisal, and its price, each where nothing newer was there when it
+    was read; the filter holds that still, so a newer write in between wins."""
+    changes: dict[str, Any] = {}
+    query: dict[str, Any] = {"tokenId": item.token_id}
+    if _not_after(item.appraised_at, item.at):
+        query.update(_newer("appraisal.timestamp", item.at))
+        changes["appraisal"] = {
+            "predictionId": item.prediction_id,
+            "price": item.price,
+            "priceWei": Decimal128(str(item.price_wei)),
+            "low": item.low,
+            "high": item.high,
+            "confidenceScore": item.confidence,
+            "modelVersion": item.model_version,
+            "timestamp": item.at,
+        }
+    if _not_after(item.price_set_at, item.at):
+        query.update(_newer("currentPrice.updatedAt", item.at))
+        changes["currentPrice"] = {
+            "value": item.price,
+            "valueWei": Decimal128(str(item.price_wei)),
+            "valueUsd": item.price_usd,
+            "updatedAt": item.at,
+            "aiConfidenceScore": item.confidence,
+        }
+    return UpdateOne(query, {"$set": changes}) if changes else None
 
 
 def _point(item: AppraisedPrice) -> dict[str, Any]:
@@ -93,8 +102,8 @@ def _point(item: AppraisedPrice) -> dict[str, Any]:
     }
 
 
-async def apply(items: Sequence[AppraisedPrice], now: datetime) -> dict[str, int]:
+async def apply(items: Sequence[AppraisedPrice]) -> dict[str, int]:
     """Write a batch of appraisals: the assets' appraisal and price where newer, and a point each."""
-    updates = [update for item in items for update in _updates(item, now)]
+    updates = [update for update in map(_update, items) if update is not None]
     changed, added = await repository.write_appraisals(updates, [_point(item) for item in items])
     return {"assetsChanged": changed, "pointsAdded": added}

@@ -331,6 +331,8 @@ APPRAISAL_PROJECTION = {
     "marketStatus.isListed": 1,
     "marketStatus.listingPrice": 1,
     "marketStatus.listedAt": 1,
+    "currentPrice.updatedAt": 1,
+    "appraisal.timestamp": 1,
     "createdAt": 1,
 }
 

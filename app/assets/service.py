@@ -364,7 +364,7 @@ async def appraisal_batch(token_ids: list[int] | None, after: int | None, limit:
 async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[str, int]:
     """Set the appraisals as the assets' prices where newer, with a price point each; the market stats,
     which read prices, are recomputed on their next read."""
-    result = await pricing.apply(items, utcnow())
+    result = await pricing.apply(items)
     if result["assetsChanged"]:
         await catalog_changed(redis)
     return result

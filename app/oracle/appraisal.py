@@ -260,5 +260,7 @@ def _prediction(state: Run, asset, example, model, predicted, i: int, currency: 
         model_version=state.record["version"],
         price_usd=usd,
         factors=[(a.feature, a.importance, float(a.direction)) for a in attributions],
+        price_set_at=(asset.get("currentPrice") or {}).get("updatedAt"),
+        appraised_at=(asset.get("appraisal") or {}).get("timestamp"),
     )
     return document, appraised
