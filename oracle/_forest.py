@@ -13,6 +13,7 @@ is folded into the node arrays, so the walk reads the caller's columns and codes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -24,71 +25,38 @@ _MISSING = 256
 
 
 class CompiledForest:
-    """Several regressors' trees as flat node arrays; leaves point to themselves, so walks may overrun."""
+    """Several regressors' trees as flat node arrays; leaves point to themselves, so walks may overrun.
+
+    The regressors must have been fitted on the same columns (the same categorical mask).
+    """
 
     def __init__(self, models: Sequence[HistGradientBoostingRegressor]) -> None:
         self.models = tuple(models)
         self.n_features = int(models[0].n_features_in_)
-        width = self.n_features
-        column, threshold, left, right, value, table_row = [], [], [], [], [], []
-        tables = [np.zeros(_MISSING + 1, dtype=bool)]  # row 0 serves numeric nodes and leaves
         self.categorical_columns = np.flatnonzero(_categorical_mask(models[0]))
-        slot = {int(c): position for position, c in enumerate(self.categorical_columns)}
-        category_slot = []
-        roots: list[np.ndarray] = []
         self.baselines = np.array([float(model._baseline_prediction.ravel()[0]) for model in models])
+        parts: list[dict[str, np.ndarray]] = []
+        tables = [np.zeros(_MISSING + 1, dtype=bool)]  # row 0 serves numeric nodes and leaves
+        self.roots: list[np.ndarray] = []
         offset, depth = 0, 0
         for model in models:
-            known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
-            column_of, seen = _input_layout(model)
-            model_roots = []
+            layout = _Layout(model, self.categorical_columns)
+            roots = []
             for (predictor,) in model._predictors:
-                nodes = predictor.nodes
-                count = len(nodes)
-                own = np.arange(offset, offset + count)
-                leaf = nodes["is_leaf"].astype(bool)
-                missing_left = nodes["missing_go_to_left"].astype(bool)
-                source = column_of[nodes["feature_idx"]]
-                # Columns [0, width) keep NaN, which fails every `<=` and so goes right; columns
-                # [width, 2 width) hold it as -inf, which goes left. (+inf would not do: a split that
-                # separates missing from present values has an infinite threshold.)
-                column.append(np.where(leaf, 0, source + width * missing_left).astype(np.intp))
-                threshold.append(
-                    np.where(leaf | nodes["is_categorical"].astype(bool), np.inf, nodes["num_threshold"])
-                )
-                left.append(np.where(leaf, own, nodes["left"].astype(np.intp) + offset))
-                right.append(np.where(leaf, own, nodes["right"].astype(np.intp) + offset))
-                value.append(np.where(leaf, nodes["value"], 0.0))
-                rows = np.zeros(count, dtype=np.intp)
-                slots = np.zeros(count, dtype=np.intp)
-                for node in np.flatnonzero(nodes["is_categorical"].astype(bool) & ~leaf):
-                    encoded_feature = int(nodes["feature_idx"][node])
-                    rows[node] = len(tables)
-                    slots[node] = slot[int(source[node])]
-                    tables.append(
-                        _left_table(
-                            seen[encoded_feature],
-                            predictor.raw_left_cat_bitsets[nodes["bitset_idx"][node]],
-                            known[f_idx_map[encoded_feature]],
-                            bool(missing_left[node]),
-                        )
-                    )
-                table_row.append(rows)
-                category_slot.append(slots)
-                model_roots.append(offset)
-                depth = max(depth, int(nodes["depth"].max()))
-                offset += count
-            roots.append(np.array(model_roots, dtype=np.intp))
-        self.column = np.concatenate(column)
-        self.threshold = np.concatenate(threshold)
-        self.children = np.stack([np.concatenate(right), np.concatenate(left)], axis=1).ravel()
-        self.value = np.concatenate(value)
-        self.table_row = np.concatenate(table_row)
-        self.category_slot = np.concatenate(category_slot)
-        self.is_categorical = self.table_row > 0
-        self.table_start = self.table_row * (_MISSING + 1)
+                parts.append(layout.flatten(predictor, offset, tables))
+                roots.append(offset)
+                depth = max(depth, int(predictor.nodes["depth"].max()))
+                offset += len(predictor.nodes)
+            self.roots.append(np.array(roots, dtype=np.intp))
+        joined = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        self.column = joined["column"]
+        self.threshold = joined["threshold"]
+        self.children = np.stack([joined["right"], joined["left"]], axis=1).ravel()
+        self.value = joined["value"]
+        self.category_slot = joined["slot"]
+        self.is_categorical = joined["table"] > 0
+        self.table_start = joined["table"] * (_MISSING + 1)
         self.tables = np.stack(tables).ravel()
-        self.roots = roots
         self.depth = depth
 
     def trees(self, models: Sequence[int]) -> int:
@@ -139,19 +107,53 @@ def _codes(values: np.ndarray) -> np.ndarray:
     return np.where(valid, np.nan_to_num(values), _MISSING).astype(np.intp)
 
 
-def _input_layout(model: HistGradientBoostingRegressor) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Map sklearn's internal columns back to the caller's, with each categorical column's seen values."""
-    columns = np.arange(model.n_features_in_)
-    if model._preprocessor is None:
-        return columns, {}
-    mask = _categorical_mask(model)
-    column_of = np.concatenate([columns[mask], columns[~mask]])
-    encoder = model._preprocessor.named_transformers_["encoder"]
-    seen = {
-        position: values[~np.isnan(values)]
-        for position, values in enumerate(np.asarray(c, dtype=np.float64) for c in encoder.categories_)
-    }
-    return column_of, seen
+class _Layout:
+    """How one fitted model reads its input: sklearn's column order and category encoding, undone."""
+
+    def __init__(self, model: HistGradientBoostingRegressor, categorical_columns: np.ndarray) -> None:
+        self.width = int(model.n_features_in_)
+        self.known, self.f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+        columns = np.arange(self.width)
+        self.column_of = columns
+        self.seen: dict[int, np.ndarray] = {}
+        if model._preprocessor is not None:
+            mask = _categorical_mask(model)
+            self.column_of = np.concatenate([columns[mask], columns[~mask]])
+            encoder = model._preprocessor.named_transformers_["encoder"]
+            for position, values in enumerate(encoder.categories_):
+                values = np.asarray(values, dtype=np.float64)
+                self.seen[position] = values[~np.isnan(values)]
+        self.slot = {int(column): position for position, column in enumerate(categorical_columns)}
+
+    def flatten(self, predictor: Any, offset: int, tables: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """One tree's nodes as arrays indexed from `offset`; its categorical splits append to `tables`."""
+        nodes = predictor.nodes
+        own = np.arange(offset, offset + len(nodes))
+        leaf = nodes["is_leaf"].astype(bool)
+        categorical = nodes["is_categorical"].astype(bool) & ~leaf
+        missing_left = nodes["missing_go_to_left"].astype(bool)
+        source = self.column_of[nodes["feature_idx"]]
+        table = np.zeros(len(nodes), dtype=np.intp)
+        slot = np.zeros(len(nodes), dtype=np.intp)
+        for node in np.flatnonzero(categorical):
+            encoded = int(nodes["feature_idx"][node])
+            table[node] = len(tables)
+            slot[node] = self.slot[int(source[node])]
+            bitset = predictor.raw_left_cat_bitsets[nodes["bitset_idx"][node]]
+            known = self.known[self.f_idx_map[encoded]]
+            tables.append(_left_table(self.seen[encoded], bitset, known, bool(missing_left[node])))
+        return {
+            # Columns [0, width) keep NaN, which fails every `<=` and so goes right; columns
+            # [width, 2 width) hold it as -inf, which goes left. (+inf would not do: a split that
+            # separates missing from present values has an infinite threshold.)
+            "column": np.where(leaf, 0, source + self.width * missing_left).astype(np.intp),
+            "threshold": np.where(leaf | categorical, np.inf, nodes["num_threshold"]),
+            "left": np.where(leaf, own, nodes["left"].astype(np.intp) + offset),
+            "right": np.where(leaf, own, nodes["right"].astype(np.intp) + offset),
+            "value": np.where(leaf, nodes["value"], 0.0),
+            "table": table,
+            "slot": slot,
+        }
 
 
 def _left_table(
@@ -161,7 +163,8 @@ def _left_table(
     table = np.full(_MISSING + 1, missing_left)
     for encoded, raw in enumerate(seen):
         if raw.is_integer() and 0 <= raw < _MISSING:
-            in_left = (left_bitset[encoded // 32] >> (encoded % 32)) & 1
-            known = (known_bitset[encoded // 32] >> (encoded % 32)) & 1
-            table[int(raw)] = bool(in_left) or (missing_left if not known else False)
+            if (left_bitset[encoded // 32] >> (encoded % 32)) & 1:
+                table[int(raw)] = True
+            elif (known_bitset[encoded // 32] >> (encoded % 32)) & 1:
+                table[int(raw)] = False
     return table

@@ -10,17 +10,15 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from oracle.baselines import MedianPerCategory, MedianPerUnit
-from oracle.features import Example, FeatureSpace
+from oracle.conformal import calibration_rows, conformalize, mapie_interval
+from oracle.features import Example, FeatureSpace, as_utc
 from oracle.metrics import accuracy, coverage, mean_width
 from oracle.model import (
     InsufficientData,
     ModelParams,
-    calibration_rows,
-    conformalize,
+    booster,
     fit_matrix,
     ordered_rows,
-    quantile_model,
-    quiet_mapie,
     required_rows,
 )
 
@@ -47,14 +45,16 @@ def backtest(
 ) -> dict[str, Any]:
     """Fit on the earliest (1 - test_share) of rows by time and report accuracy and coverage on the rest.
 
+    Sales at the same time as the first test sale all go to the test side, so monthly data splits cleanly.
+
     With `return_rows`, the result also holds `rows`: the test rows' actual and predicted prices, each
     level's band (`low:90`, `high:90`, ...) and each baseline's prices (`baseline:medianPerUnit`, ...),
     so backtests of several types can be scored together (medians do not average).
     """
     ordered, y = ordered_rows(examples, prices)
     rows = len(ordered)
-    test_rows = math.ceil(test_share * rows)
-    train_rows = rows - test_rows
+    train_rows = _split(ordered, rows - math.ceil(test_share * rows))
+    test_rows = rows - train_rows
     train_needed = max(required_rows(params, level) for level in (params.confidence_level, *levels))
     if train_rows < train_needed or test_rows < MIN_TEST_ROWS:
         needed = max(math.ceil(train_needed / (1 - test_share)), math.ceil(MIN_TEST_ROWS / test_share))
@@ -67,7 +67,6 @@ def backtest(
     model = fit_matrix(asset_type, train, y[:train_rows], space, X_train, params)
     point, band_low, band_high = (np.exp(values) for values in model.predict_log(X_test))
     mask = np.array(space.categorical, dtype=bool)
-    median = model.cqr_median()
 
     covered: dict[str, float] = {}
     widths: dict[str, float] = {}
@@ -76,7 +75,7 @@ def backtest(
         if math.isclose(level, params.confidence_level):
             low, high = band_low, band_high
         else:
-            low, high = _interval(params, level, X_train, y[:train_rows], X_test, mask, median)
+            low, high = _interval(params, level, X_train, y[:train_rows], X_test, mask, model.band.median)
         bands[f"low:{_level_key(level)}"], bands[f"high:{_level_key(level)}"] = low, high
         covered[_level_key(level)] = coverage(actual, low, high)
         widths[_level_key(level)] = mean_width(low, high, point)
@@ -109,6 +108,16 @@ def backtest(
     return result
 
 
+def _split(ordered: Sequence[Example], at: int) -> int:
+    """The train/test boundary near row `at`, moved back so that no sale time falls on both sides."""
+    if not 0 < at < len(ordered):
+        return at
+    first_test = as_utc(ordered[at].at)
+    while at > 0 and as_utc(ordered[at - 1].at) == first_test:
+        at -= 1
+    return at
+
+
 def _interval(
     params: ModelParams,
     level: float,
@@ -122,14 +131,14 @@ def _interval(
     split = len(y) - calibration_rows(len(y), level, params.calibration_share)
     # Evenly spaced rows keep the whole period when the training part is thinned.
     keep = np.unique(np.linspace(0, split - 1, min(split, LEVEL_TRAIN_ROWS)).round().astype(int))
-    categorical = mask if mask.any() else None
-
-    def model(quantile: float | None, rows: int) -> HistGradientBoostingRegressor:
-        return quantile_model(params, quantile, rows).set_params(categorical_features=categorical)
-
-    cqr, _, _ = conformalize(
-        params, X[keep], y[keep], X[split:], y[split:], model, confidence_level=level, median=median
+    band = conformalize(
+        X[keep],
+        y[keep],
+        X[split:],
+        y[split:],
+        confidence_level=level,
+        regressor=lambda quantile: booster(params, quantile, keep.size, mask),
+        median=median,
     )
-    with quiet_mapie():
-        _, interval = cqr.predict_interval(X_test)
-    return np.exp(interval[:, 0, 0]), np.exp(interval[:, 1, 0])
+    low, high = mapie_interval(band, X_test)
+    return np.exp(low), np.exp(high)

@@ -18,7 +18,7 @@ import numpy as np
 MIN_PRESENCE = 0.05
 # The share of present values that must agree on a kind (number, date) for the attribute to take it.
 KIND_SHARE = 0.9
-# HistGradientBoosting needs category codes below max_bins (255): the rest share one "other" code.
+# HistGradientBoosting takes at most max_bins (255) categories per feature: the rarer share an "other" code.
 MAX_CATEGORIES = 250
 MAX_FEATURES = 200
 # Distinct values per present value above which a text attribute is an identifier, not a category.
@@ -36,7 +36,11 @@ _ABSENT, _NUM, _DATE, _TEXT = 0, 1, 2, 3
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One priced observation: a sale, or the asset as of an appraisal time."""
+    """One priced observation: a sale, or the asset as of an appraisal time.
+
+    Prices are in the model's unit. Of `previous_sales` only those strictly before `at` count, so a
+    record that already holds the sale being priced does not leak it.
+    """
 
     asset_type: str
     at: datetime
@@ -49,21 +53,21 @@ class Example:
 @dataclass(frozen=True, slots=True)
 class _Feature:
     name: str
-    kind: (
-        str  # numeric | categorical | age_year | age_date | time | listing | last_price | last_years | index
-    )
+    # numeric | categorical | age_year | age_date | time | listing | last_price | last_years | index
+    kind: str
     source: str = ""  # the attribute or index series it reads
     categories: Mapping[str, int] | None = None
     other_code: float = math.nan  # the code of categories outside `categories`, NaN when none were cut
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """A naive datetime is taken to be UTC already."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def decimal_year(moment: datetime) -> float:
     """The year as a number (2009.5 = early July 2009), so ages and trends are plain subtractions."""
-    moment = _utc(moment).astimezone(UTC)
+    moment = as_utc(moment).astimezone(UTC)
     start, length = _year_span(moment.year)
     return moment.year + (moment.timestamp() - start) / length
 
@@ -120,12 +124,12 @@ def _as_float(value: Any) -> float:
 
 def _as_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return _utc(value)
+        return as_utc(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str) and _ISO_DATE.match(value.strip()):
         try:
-            return _utc(datetime.fromisoformat(value.strip()))
+            return as_utc(datetime.fromisoformat(value.strip()))
         except ValueError:
             return None
     return None
@@ -140,8 +144,8 @@ def _category(value: Any) -> str | None:
 
 
 def _last_sale(example: Example) -> tuple[datetime, float] | None:
-    at = _utc(example.at)
-    earlier = [(_utc(when), price) for when, price in example.previous_sales if _utc(when) < at]
+    at = as_utc(example.at)
+    earlier = [(as_utc(when), price) for when, price in example.previous_sales if as_utc(when) < at]
     return max(earlier, key=lambda sale: sale[0]) if earlier else None
 
 
@@ -257,7 +261,7 @@ class FeatureSpace:
                 return [_log_price(sale[1]) if sale else math.nan for sale in last]
             case "last_years":
                 return [
-                    (_utc(example.at) - sale[0]).total_seconds() / SECONDS_PER_YEAR if sale else math.nan
+                    (as_utc(example.at) - sale[0]).total_seconds() / SECONDS_PER_YEAR if sale else math.nan
                     for sale, example in zip(last, examples, strict=True)
                 ]
             case _:
@@ -329,4 +333,4 @@ def _date_age(example: Example, source: str) -> float:
     moment = _as_datetime(example.attributes.get(source))
     if moment is None:
         return math.nan
-    return (_utc(example.at) - moment).total_seconds() / SECONDS_PER_YEAR
+    return (as_utc(example.at) - moment).total_seconds() / SECONDS_PER_YEAR

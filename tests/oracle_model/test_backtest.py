@@ -2,11 +2,14 @@
 
 import json
 import math
+from dataclasses import replace
+from datetime import datetime
 
 import numpy as np
 import pytest
 
 from oracle.backtest import LEVELS, backtest
+from oracle.metrics import accuracy, coverage
 from oracle.model import InsufficientData
 from oracle.synthetic import make_sales
 
@@ -33,6 +36,37 @@ def test_backtest_splits_by_time_and_reports_model_and_baselines() -> None:
     assert per_unit["unit"] == "area" and per_unit["count"] == 300
     assert per_category["category"] == "district"
     assert model["mdape"] < 0.5 * min(per_unit["mdape"], per_category["mdape"])
+
+
+def test_sales_at_the_same_time_stay_on_one_side() -> None:
+    examples, prices = make_sales(400, seed=10)
+    monthly = [
+        replace(e, at=e.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)) for e in examples
+    ]
+    report = backtest("Synthetic", monthly, prices, FAST, levels=(0.9,), return_rows=True)
+    split = datetime.fromisoformat(report["splitAt"])
+    assert report["trainRows"] == sum(e.at < split for e in monthly) < 320
+    assert report["trainRows"] + report["testRows"] == 400
+
+
+def test_backtest_can_return_its_test_rows_for_pooled_scoring() -> None:
+    examples, prices = make_sales(600, seed=9)
+    report = backtest("Synthetic", examples, prices, FAST, levels=(0.8, 0.9), return_rows=True)
+    rows = report["rows"]
+    assert set(rows) == {
+        "actual",
+        "predicted",
+        "low:80",
+        "high:80",
+        "low:90",
+        "high:90",
+        "baseline:medianPerUnit",
+        "baseline:medianPerCategory",
+    }
+    assert all(len(values) == report["testRows"] == 120 for values in rows.values())
+    np.testing.assert_allclose(np.sort(rows["actual"]), np.sort(prices[-120:]))
+    assert accuracy(rows["actual"], rows["predicted"])["mdape"] == report["model"]["mdape"]
+    assert coverage(rows["actual"], rows["low:80"], rows["high:80"]) == report["model"]["coverage"]["80"]
 
 
 def test_backtest_needs_enough_rows_on_both_sides() -> None:

@@ -19,6 +19,19 @@ def test_too_few_rows_give_no_model() -> None:
     assert (raised.value.asset_type, raised.value.rows, raised.value.needed) == ("Synthetic", 39, 40)
 
 
+def test_params_are_checked() -> None:
+    with pytest.raises(ValueError):
+        ModelParams(point_loss="mean")
+    with pytest.raises(ValueError):
+        ModelParams(confidence_level=1.0)
+    assert ModelParams().as_dict()["confidence_level"] == 0.9
+
+
+def test_no_examples_no_predictions(model: TypeModel) -> None:
+    predictions = model.predict([])
+    assert predictions.price.shape == (0,) and predictions.explanations == []
+
+
 def test_unusable_prices_do_not_count_as_rows() -> None:
     examples, prices = make_sales(45, seed=1)
     prices[:10] = [0, -1, np.nan, np.inf, 0, 0, 0, 0, 0, 0]
@@ -48,10 +61,12 @@ def test_band_is_mapies_conformalized_interval(
     model: TypeModel, sales: tuple[list[Example], np.ndarray]
 ) -> None:
     later = sales[0][TRAIN_ROWS:]
-    _, interval = model.cqr.predict_interval(model.space.matrix(later))
+    points, interval = model.cqr.predict_interval(model.space.matrix(later))
+    low, high = interval[:, 0, 0], interval[:, 1, 0]
     predictions = model.predict(later, explain=0)
-    np.testing.assert_allclose(predictions.low, np.exp(interval[:, 0, 0]), rtol=1e-9)
-    np.testing.assert_allclose(predictions.high, np.exp(interval[:, 1, 0]), rtol=1e-9)
+    np.testing.assert_allclose(predictions.low, np.exp(low), rtol=1e-9)
+    np.testing.assert_allclose(predictions.high, np.exp(high), rtol=1e-9)
+    np.testing.assert_allclose(predictions.price, np.exp(np.clip(points, low, high)), rtol=1e-9)
 
 
 def test_one_row_predicts_as_in_a_large_batch(
