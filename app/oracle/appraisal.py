@@ -103,8 +103,14 @@ async def run(
     )
     after = None
     wanted = sorted(set(token_ids)) if token_ids is not None else None
-    while True:
-        batch = await assets_service.appraisal_batch(wanted, after, settings.oracle.appraisal_batch)
+    size = settings.oracle.appraisal_batch
+    if wanted is not None:  # a chunk of the tokens asked for per query: no `$in` of them all each time
+        for start in range(0, len(wanted), size):
+            batch = await assets_service.appraisal_batch(wanted[start : start + size], None, size)
+            if batch:
+                await _appraise(clients, state, batch)
+    while wanted is None:
+        batch = await assets_service.appraisal_batch(None, after, size)
         if not batch:
             break
         after = batch[-1]["tokenId"]

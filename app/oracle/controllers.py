@@ -159,12 +159,14 @@ class ModelController(Controller):
         request: Request,
         clients: ClientsDep,
         settings: SettingsDep,
+        context: ContextDep,
         data: JSONBody[model_schemas.TrainRequest],
     ) -> model_schemas.JobQueued:
         """Train a new version now (an admin, or a key with `oracle:manage`); `statusUrl` reports its
         version and status. With `asOf`, only the sales before it are used."""
-        principal = current_principal(request)
-        return await service.request_training(clients, settings, data.asOf, principal.wallet_address)
+        return await service.request_training(
+            clients, settings, data.asOf, current_principal(request), context
+        )
 
     @get(
         "/",
@@ -192,12 +194,16 @@ class AppraisalController(Controller):
 
     @post("/", status_code=HTTP_202_ACCEPTED, opt=raises({**NO_MODEL, 400: ["timestamp_out_of_range"]}))
     async def appraise_assets(
-        self, clients: ClientsDep, data: JSONBody[model_schemas.AppraisalRequest]
+        self,
+        request: Request,
+        clients: ClientsDep,
+        context: ContextDep,
+        data: JSONBody[model_schemas.AppraisalRequest],
     ) -> model_schemas.JobQueued:
         """Appraise every asset, or `tokenIds`, with the current version, as of now or `asOf`; each gets an
         `aiOracleData` prediction, and its price when nothing newer set one. 409 `no_model` when no
         version can appraise (none ready, or none trained before `asOf`)."""
-        return await service.request_appraisal(clients, data)
+        return await service.request_appraisal(clients, data, current_principal(request), context)
 
 
 class PredictionController(Controller):

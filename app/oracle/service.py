@@ -294,18 +294,32 @@ def _training_tag(until: datetime | None) -> str:
 
 
 async def request_training(
-    clients, settings: Settings, data_until: datetime | None, requested_by: str | None
+    clients,
+    settings: Settings,
+    data_until: datetime | None,
+    principal: Principal,
+    context: RequestContext = SYSTEM,
 ) -> model_schemas.JobQueued:
     """Queue training of a new version (on the sales before `data_until` when given), or answer the run
     of the same data already queued or running; 409 `training_in_progress` while another one is."""
     until = _past(data_until, _now())
     prefix = f"{TRAIN_JOB}:{_training_tag(until)}"
     arguments = until.isoformat() if until else None
-    job_id, _ = await _enqueue_once(
+    requested_by = principal.wallet_address
+    job_id, queued = await _enqueue_once(
         clients, settings, TRAIN_QUEUED, TRAIN_JOB, arguments, requested_by, prefix=prefix
     )
     if job_id.rsplit(":", 1)[0] != prefix:
         raise Conflict("another training is queued or running", code="training_in_progress")
+    if queued:
+        await audit_service.record(
+            "oracle.model.train",
+            principal=principal,
+            context=context,
+            entity_type="oracleModel",
+            entity_id=job_id,
+            new={"asOf": arguments},
+        )
     return _queued(job_id)
 
 
@@ -359,7 +373,9 @@ async def get_model(version: str) -> model_schemas.ModelOut:
     return model_views.model_out(await _model(version), await _current_version())
 
 
-async def request_appraisal(clients, data: model_schemas.AppraisalRequest) -> model_schemas.JobQueued:
+async def request_appraisal(
+    clients, data: model_schemas.AppraisalRequest, principal: Principal, context: RequestContext = SYSTEM
+) -> model_schemas.JobQueued:
     """Queue an appraisal as of now (the time of this request, whenever the job runs) or `asOf`; 409
     `no_model` when there is no version it could use."""
     now = _now()
@@ -369,6 +385,18 @@ async def request_appraisal(clients, data: model_schemas.AppraisalRequest) -> mo
     as_of_text = as_of.isoformat() if as_of else None
     await clients.redis.enqueue_job(
         APPRAISE_JOB, data.tokenIds, as_of_text, data.modelVersion, now.isoformat(), _job_id=job_id
+    )
+    await audit_service.record(
+        "oracle.appraisal.request",
+        principal=principal,
+        context=context,
+        entity_type="appraisal",
+        entity_id=job_id,
+        new={
+            "tokenIds": len(data.tokenIds) if data.tokenIds else "all",
+            "asOf": as_of_text,
+            "modelVersion": data.modelVersion,
+        },
     )
     return _queued(job_id)
 

@@ -78,7 +78,7 @@ def _type_record(asset_type: str, model, found: list, backtested: dict | None, c
     }
 
 
-def _overall(rows: list[dict[str, np.ndarray]]) -> dict[str, Any] | None:
+def _overall(rows: list[dict[str, np.ndarray]], train_rows: int) -> dict[str, Any] | None:
     """The backtest over every type's test sales together (medians are not averages of medians)."""
     if not rows:
         return None
@@ -103,7 +103,14 @@ def _overall(rows: list[dict[str, np.ndarray]]) -> dict[str, Any] | None:
             **metrics.accuracy(actual, joined["baseline:medianPerCategory"]),
         },
     }
-    return {"trainRows": 0, "testRows": len(actual), "splitAt": None, "model": model, "baselines": baselines}
+    # Each type is split at its own time: `splitAt` is per type only.
+    return {
+        "trainRows": train_rows,
+        "testRows": len(actual),
+        "splitAt": None,
+        "model": model,
+        "baselines": baselines,
+    }
 
 
 def fit_version(
@@ -149,7 +156,12 @@ def _fit_version(sales: list[dict[str, Any]], points, params: ModelParams, versi
     return {
         "bundle": bundle,
         "types": types,
-        "backtest": {"overall": _overall(rows_for_overall), "byType": by_type} if by_type else None,
+        "backtest": {
+            "overall": _overall(rows_for_overall, sum(b["trainRows"] for b in by_type.values())),
+            "byType": by_type,
+        }
+        if by_type
+        else None,
         "counts": {
             "rows": len(sales),
             "dropped": dropped,

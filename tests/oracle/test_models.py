@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.assets.documents import Asset, AssetMetadata, PriceHistory
+from app.audit.documents import AuditLog
 from app.lib.money import wei_to_eth
 from app.market import service as market_service
 from app.oracle import service
@@ -116,6 +117,9 @@ async def test_a_version_is_trained_per_type_with_a_clear_status_for_too_little_
     assert backtest["testRows"] > 0 and set(backtest["model"]["coverage"]) == {"50", "80", "90", "95"}
     assert backtest["model"]["mdape"] < backtest["baselines"]["medianPerCategory"]["mdape"]
     assert version["backtest"]["overall"]["testRows"] == backtest["testRows"]
+    assert version["backtest"]["overall"]["trainRows"] == backtest["trainRows"]
+    [audited] = await AuditLog.find(AuditLog.action == "oracle.model.train").to_list()
+    assert audited.entityId == version["jobId"]
 
     stored = await OracleModel.find_one(OracleModel.version == trained["modelVersion"])
     assert stored.artifact.key.startswith("oracle-models/")
@@ -141,6 +145,7 @@ async def test_appraisals_write_predictions_prices_and_the_asset_detail(
     await factories.asset(3, asset_type="Vehicle")  # no sales of its type: no model
     result = await appraise(client, clients, local_settings, admin)
     assert result["appraised"] == 2 and result["skipped"] == {"no_model": 1}
+    assert await AuditLog.find(AuditLog.action == "oracle.appraisal.request").count() == 1
     assert result["modelVersion"] == trained["modelVersion"]
 
     small = await AIOracleData.find_one(AIOracleData.tokenId == 1)
