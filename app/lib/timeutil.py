@@ -27,3 +27,13 @@ def client_time(value: datetime, field: str = "timestamp") -> datetime:
     if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
         raise BadRequest(f"{field} must lie between 1900 and 8999", code="timestamp_out_of_range")
     return as_utc(value)
+
+
+def past_client_time(value: datetime | None, now: datetime, field: str) -> datetime | None:
+    """A client's time as client_time reads it, and not after `now` (400 `as_of_in_future`)."""
+    if value is None:
+        return None
+    when = client_time(value, field)
+    if when > now:
+        raise BadRequest(f"{field} must not be in the future", code="as_of_in_future")
+    return when

@@ -16,22 +16,22 @@ from typing import Any
 import structlog
 from bson import ObjectId
 from msgspec import UNSET
-from redis.exceptions import LockError
 
 from app.audit import service as audit_service
 from app.config import Settings
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.crypto import secret_box
-from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
+from app.lib.errors import Conflict, NotFound, require_one_of
 from app.lib.params import parse_limit, signed_page
-from app.lib.security import Principal, ensure_permission
-from app.lib.timeutil import client_time, utcnow
+from app.lib.security import Principal
+from app.lib.timeutil import past_client_time, utcnow
 from app.oracle import (
     appraisal,
     ledger,
     model_repository,
     model_schemas,
     model_views,
+    queueing,
     refresh,
     repository,
     schemas,
@@ -45,7 +45,7 @@ REFRESH_JOB = "oracle.refresh_source"
 LOCK_PREFIX = "oracle:refresh:lock:"
 QUEUED_PREFIX = "oracle:refresh:queued:"
 SOURCE_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
-MANAGE_PERMISSION = "oracle:manage"
+MANAGE_PERMISSION = sources.MANAGE_PERMISSION
 
 
 def _missing(source_id: str) -> NotFound:
@@ -86,7 +86,7 @@ async def create_source(
     context: RequestContext = SYSTEM,
 ) -> schemas.DataSourceOut:
     """Add a source; its first fetch is due at once (the cron queues it, or `refresh` does now)."""
-    _may_name_tokens(data.configuration.mapping, principal)
+    sources.may_name_tokens(data.configuration.mapping, principal)
     document = sources.new_document(data, secret_box(settings), principal.wallet_address, _now())
     try:
         document["_id"] = await repository.insert_source(document)
@@ -94,13 +94,6 @@ async def create_source(
         raise _name_taken(data.name) from None
     await _audit("oracle.datasource.create", document, principal, context, old=None, new=document)
     return sources.view(document)
-
-
-def _may_name_tokens(mapping: schemas.Mapping, principal: Principal) -> None:
-    """A source whose sales name platform assets (`mapping.tokenId`) feeds those assets' repeat sales
-    and scores their appraisals: whoever sets one must be allowed to move appraisals (403)."""
-    if mapping.tokenId:
-        ensure_permission(principal, MANAGE_PERMISSION)
 
 
 async def list_sources(
@@ -144,7 +137,7 @@ async def update_source(
     """Change a source: 409 for a name taken, or a URL, format or field its type does not take."""
     configuration = patch.configuration
     if configuration is not UNSET and configuration.mapping is not UNSET:
-        _may_name_tokens(configuration.mapping, principal)
+        sources.may_name_tokens(configuration.mapping, principal)
     current = await _found(source_id)
     now = _now()
     changes = sources.changes(current, patch, secret_box(settings), now)
@@ -191,29 +184,9 @@ async def _audit(
 # ---------------------------------------------------------------- refreshes
 
 
-async def _enqueue_once(
-    clients, settings: Settings, marker: str, job: str, *args: Any, prefix: str | None = None
-) -> tuple[str, bool]:
-    """Queue `job` unless the one `marker` names is queued or running: (its job id, whether this call
-    queued it).
-
-    The marker in Redis names the pending job until that job ends, so repeated requests (and the cron)
-    share it, while a request after it ended gets a run of its own.
-    """
-    ttl = 2 * settings.worker.job_timeout_s + 60  # waiting in the queue, then running
-    while True:
-        job_id = f"{prefix or job}:{secrets.token_hex(6)}"
-        if await clients.redis.set(marker, job_id, nx=True, ex=ttl):
-            await clients.redis.enqueue_job(job, *args, _job_id=job_id)
-            return job_id, True
-        pending = await clients.redis.get(marker)
-        if pending is not None:  # else it ended in between: try again
-            return pending.decode() if isinstance(pending, bytes) else str(pending), False
-
-
 async def _enqueue_refresh(clients, settings: Settings, object_id: ObjectId) -> tuple[str, bool]:
     marker, prefix = f"{QUEUED_PREFIX}{object_id}", f"{REFRESH_JOB}:{object_id}"
-    return await _enqueue_once(clients, settings, marker, REFRESH_JOB, str(object_id), prefix=prefix)
+    return await queueing.enqueue_once(clients, settings, marker, REFRESH_JOB, str(object_id), prefix=prefix)
 
 
 async def request_refresh(clients, settings: Settings, source_id: str) -> schemas.RefreshQueued:
@@ -240,21 +213,7 @@ async def refresh_source(
             raise _missing(source_id)
         return await refresh.run(clients, settings, doc)
     finally:
-        await _release(clients.redis, lock, f"{QUEUED_PREFIX}{object_id}", job_id, source_id)
-
-
-async def _release(redis, lock, marker: str, job_id: str | None, source_id: str) -> None:
-    pending = await redis.get(marker)
-    if (
-        job_id is not None
-        and pending is not None
-        and (pending.decode() if isinstance(pending, bytes) else pending) == job_id
-    ):
-        await redis.delete(marker)  # this job ended: the next request queues a new one
-    try:
-        await lock.release()
-    except LockError:  # it expired first: the next refresh may already hold a new one
-        log.warning("oracle.refresh.lock_expired", source_id=source_id)
+        await queueing.release(clients.redis, lock, f"{QUEUED_PREFIX}{object_id}", job_id, source_id)
 
 
 async def enqueue_due(clients, settings: Settings) -> dict[str, int]:
@@ -278,17 +237,6 @@ def _queued(job_id: str) -> model_schemas.JobQueued:
     return model_schemas.JobQueued(jobId=job_id, statusUrl=f"/api/jobs/{job_id}")
 
 
-def _past(value: datetime | None, now: datetime) -> datetime | None:
-    """A client's `asOf`: 1900-8999, and not after now (a price as of the future would stand in front of
-    every later appraisal)."""
-    if value is None:
-        return None
-    when = client_time(value, "asOf")
-    if when > now:
-        raise BadRequest("asOf must not be in the future", code="as_of_in_future")
-    return when
-
-
 def _training_tag(until: datetime | None) -> str:
     return f"{int(until.timestamp() * 1000)}" if until else "latest"
 
@@ -302,12 +250,19 @@ async def request_training(
 ) -> model_schemas.JobQueued:
     """Queue training of a new version (on the sales before `data_until` when given), or answer the run
     of the same data already queued or running; 409 `training_in_progress` while another one is."""
-    until = _past(data_until, _now())
+    until = past_client_time(data_until, _now(), "asOf")
     prefix = f"{TRAIN_JOB}:{_training_tag(until)}"
     arguments = until.isoformat() if until else None
     requested_by = principal.wallet_address
-    job_id, queued = await _enqueue_once(
-        clients, settings, TRAIN_QUEUED, TRAIN_JOB, arguments, requested_by, prefix=prefix
+    job_id, queued = await queueing.enqueue_once(
+        clients,
+        settings,
+        TRAIN_QUEUED,
+        TRAIN_JOB,
+        arguments,
+        requested_by,
+        prefix=prefix,
+        timeout_s=settings.oracle.job_timeout_s,
     )
     if job_id.rsplit(":", 1)[0] != prefix:
         raise Conflict("another training is queued or running", code="training_in_progress")
@@ -335,7 +290,7 @@ async def train(
             clients, settings, job_id=job_id, requested_by=requested_by, data_until=until
         )
     finally:
-        await _release(clients.redis, lock, TRAIN_QUEUED, job_id, "training")
+        await queueing.release(clients.redis, lock, TRAIN_QUEUED, job_id, "training")
 
 
 async def _current_version() -> str | None:
@@ -379,7 +334,7 @@ async def request_appraisal(
     """Queue an appraisal as of now (the time of this request, whenever the job runs) or `asOf`; 409
     `no_model` when there is no version it could use."""
     now = _now()
-    as_of = _past(data.asOf, now)
+    as_of = past_client_time(data.asOf, now, "asOf")
     await appraisal.model_for(as_of, data.modelVersion)
     job_id = f"{APPRAISE_JOB}:{secrets.token_hex(8)}"
     as_of_text = as_of.isoformat() if as_of else None
@@ -444,7 +399,14 @@ async def score_ledger(redis) -> dict[str, int]:
 async def train_daily(clients, settings: Settings) -> dict[str, Any]:
     """Queue the daily training of a new version (the oracle.train_daily cron)."""
     prefix = f"{TRAIN_JOB}:{_training_tag(None)}"
-    job_id, queued = await _enqueue_once(
-        clients, settings, TRAIN_QUEUED, TRAIN_JOB, None, None, prefix=prefix
+    job_id, queued = await queueing.enqueue_once(
+        clients,
+        settings,
+        TRAIN_QUEUED,
+        TRAIN_JOB,
+        None,
+        None,
+        prefix=prefix,
+        timeout_s=settings.oracle.job_timeout_s,
     )
     return {"jobId": job_id, "queued": queued}

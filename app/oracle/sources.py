@@ -19,6 +19,7 @@ import msgspec
 from app.lib import outbound
 from app.lib.crypto import SecretBox
 from app.lib.errors import BadRequest, Conflict
+from app.lib.security import Principal, ensure_permission
 from app.oracle import schemas
 from app.oracle.documents import DataSource
 from app.oracle.schemas import UNSET
@@ -231,3 +232,13 @@ def audited(doc: dict[str, Any]) -> dict[str, Any]:
     """What the audit trail keeps of a source: its settings as shown (no secret), not its figures."""
     shown = msgspec.to_builtins(view(doc))
     return {k: v for k, v in shown.items() if k not in ("status", "metrics", "lastFetch")}
+
+
+MANAGE_PERMISSION = "oracle:manage"
+
+
+def may_name_tokens(mapping: schemas.Mapping, principal: Principal) -> None:
+    """A source whose sales name platform assets (`mapping.tokenId`) feeds those assets' repeat sales
+    and scores their appraisals: whoever sets one must be allowed to move appraisals (403)."""
+    if mapping.tokenId:
+        ensure_permission(principal, MANAGE_PERMISSION)
