@@ -67,6 +67,7 @@ async def test_every_collection_is_registered(client):
         "dataSources",
         "comparableSales",
         "indexPoints",
+        "oracleModels",
         "auditLogs",
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.lib.errors import BadRequest
+from app.lib.errors import BadRequest, Conflict
 
 # Timestamps a client may send: wide enough for any real date, narrow enough that date arithmetic
 # (a default window before `to`, a bucket count) can never overflow datetime's range.
@@ -30,10 +30,11 @@ def client_time(value: datetime, field: str = "timestamp") -> datetime:
 
 
 def past_client_time(value: datetime | None, now: datetime, field: str) -> datetime | None:
-    """A client's time as client_time reads it, and not after `now` (400 `as_of_in_future`)."""
+    """A client's time as client_time reads it, and not after `now`: 409 `as_of_in_future` (well-formed,
+    and refused only by the time of the request)."""
     if value is None:
         return None
     when = client_time(value, field)
     if when > now:
-        raise BadRequest(f"{field} must not be in the future", code="as_of_in_future")
+        raise Conflict(f"{field} must not be in the future", code="as_of_in_future")
     return when

@@ -141,7 +141,6 @@ VersionParam = Annotated[
     ),
 ]
 PredictionIdPath = Annotated[str, PathParameter(schema_extra={"pattern": service.SOURCE_ID_PATTERN})]
-NO_MODEL = {409: ["no_model"]}
 
 
 class ModelController(Controller):
@@ -152,7 +151,7 @@ class ModelController(Controller):
         "/",
         status_code=HTTP_202_ACCEPTED,
         guards=[requires_permission(MANAGE)],
-        opt=raises({400: ["timestamp_out_of_range"]}),
+        opt=raises({400: ["timestamp_out_of_range"], 409: ["as_of_in_future", "training_in_progress"]}),
     )
     async def train_model(
         self,
@@ -192,7 +191,11 @@ class AppraisalController(Controller):
     tags = ["oracle"]
     guards = [requires_permission(MANAGE)]
 
-    @post("/", status_code=HTTP_202_ACCEPTED, opt=raises({**NO_MODEL, 400: ["timestamp_out_of_range"]}))
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        opt=raises({400: ["timestamp_out_of_range"], 409: ["as_of_in_future", "no_model"]}),
+    )
     async def appraise_assets(
         self,
         request: Request,

@@ -304,7 +304,7 @@ async def test_appraisals_and_trainings_refuse_a_future_as_of(client, admin, tra
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     for route in (MODELS, APPRAISALS):
         refused = await client.post(route, json={"asOf": tomorrow}, headers=admin.headers)
-        assert refused.status_code == 400 and refused.json()["error"]["code"] == "as_of_in_future"
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "as_of_in_future"
 
 
 async def test_a_named_version_cannot_appraise_as_of_a_time_before_its_data(client, admin, trained):
