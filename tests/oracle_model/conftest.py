@@ -10,7 +10,7 @@ from oracle.features import Example
 from oracle.model import ModelParams, TypeModel, fit
 from oracle.synthetic import make_sales
 
-# Fewer, larger boosting steps than the defaults: the same model, fitted in a fraction of the time.
+# Fewer, larger boosting steps than the defaults: a coarser model, fitted in a fraction of the time.
 FAST = ModelParams(learning_rate=0.1, max_iter=150)
 TRAIN_ROWS = 2000
 

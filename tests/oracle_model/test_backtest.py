@@ -43,7 +43,7 @@ def test_sales_at_the_same_time_stay_on_one_side() -> None:
     monthly = [
         replace(e, at=e.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)) for e in examples
     ]
-    report = backtest("Synthetic", monthly, prices, FAST, levels=(0.9,), return_rows=True)
+    report = backtest("Synthetic", monthly, prices, FAST, levels=(0.9,))
     split = datetime.fromisoformat(report["splitAt"])
     assert report["trainRows"] == sum(e.at < split for e in monthly) < 320
     assert report["trainRows"] + report["testRows"] == 400
