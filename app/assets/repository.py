@@ -14,6 +14,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.assets.documents import Asset, PriceHistory, fold_name
+from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
 
 # API sort name -> (document path, nullable); listings sort price by the asking price.
@@ -338,13 +339,15 @@ APPRAISAL_PROJECTION = {
 
 
 async def appraisal_batch(token_ids: list[int] | None, after: int | None, limit: int) -> list[dict[str, Any]]:
-    """The next `limit` assets by tokenId (after `after`), of `token_ids` when given, with what an
-    appraisal reads of them."""
-    query: dict[str, Any] = {}
+    """The next assets by tokenId after `after`, with what an appraisal reads of them: `limit` of them,
+    or of the next `limit` of `token_ids` when given (those that exist)."""
     if token_ids is not None:
-        query["tokenId"] = {"$in": token_ids}
-    if after is not None:
-        query.setdefault("tokenId", {})["$gt"] = after
+        found: list[dict[str, Any]] = []
+        for part in in_slices(sorted(t for t in token_ids if after is None or t > after)[:limit]):
+            cursor = assets_collection().find({"tokenId": {"$in": part}}, APPRAISAL_PROJECTION)
+            found += await cursor.sort("tokenId", 1).to_list(None)
+        return found
+    query = {"tokenId": {"$gt": after}} if after is not None else {}
     cursor = assets_collection().find(query, APPRAISAL_PROJECTION).sort("tokenId", 1).limit(limit)
     return await cursor.to_list(limit)
 

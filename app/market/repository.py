@@ -10,6 +10,7 @@ from bson import Decimal128
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
 from app.market.documents import Transaction
 
@@ -160,17 +161,20 @@ SALE_TYPES = ("buy", "sell")
 
 async def sales_of(token_ids: list[int], *, since: datetime | None = None) -> list[dict[str, Any]]:
     """The completed sales (buy and sell, priced) of these tokens, oldest first, since `since`."""
-    query: dict[str, Any] = {
-        "tokenId": {"$in": token_ids},
-        "type": {"$in": list(SALE_TYPES)},
-        "status": "completed",
-        "priceWei": {"$ne": None},
-    }
-    if since is not None:
-        query["timestamp"] = {"$gt": since}
     projection = {"tokenId": 1, "timestamp": 1, "priceWei": 1, "blockchain.transactionHash": 1}
-    cursor = transactions_collection().find(query, projection).sort([("tokenId", 1), ("timestamp", 1)])
-    return await cursor.to_list(None)
+    found: list[dict[str, Any]] = []
+    for part in in_slices(sorted(token_ids)):
+        query: dict[str, Any] = {
+            "tokenId": {"$in": part},
+            "type": {"$in": list(SALE_TYPES)},
+            "status": "completed",
+            "priceWei": {"$ne": None},
+        }
+        if since is not None:
+            query["timestamp"] = {"$gt": since}
+        cursor = transactions_collection().find(query, projection).sort([("tokenId", 1), ("timestamp", 1)])
+        found += await cursor.to_list(None)
+    return found
 
 
 async def tokens_sold_since(since: datetime | None) -> list[int]:

@@ -10,6 +10,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
 from app.oracle.documents import AIOracleData, ComparableSale, IndexPoint, OracleModel
 
@@ -58,12 +59,15 @@ async def index_points(until: datetime | None = None) -> list[tuple[str, datetim
 
 
 async def token_sales(token_ids: list[int], *, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Comparable sales a source tied to these platform assets, oldest first (after `since`)."""
-    query: dict[str, Any] = {"tokenId": {"$in": token_ids}}
-    if since is not None:
-        query["soldAt"] = {"$gt": since}
-    cursor = ComparableSale.get_pymongo_collection().find(query, SALE_FIELDS).sort("soldAt", 1)
-    return await cursor.to_list(None)
+    """Comparable sales a source tied to these platform assets, each token's oldest first (after `since`)."""
+    found: list[dict[str, Any]] = []
+    for part in in_slices(token_ids):
+        query: dict[str, Any] = {"tokenId": {"$in": part}}
+        if since is not None:
+            query["soldAt"] = {"$gt": since}
+        cursor = ComparableSale.get_pymongo_collection().find(query, SALE_FIELDS).sort("soldAt", 1)
+        found += await cursor.to_list(None)
+    return found
 
 
 # ---------------------------------------------------------------- models
@@ -148,8 +152,12 @@ async def tokens_predicted_since(since: datetime | None) -> list[int]:
 async def pending_predictions(token_ids: list[int]) -> list[dict[str, Any]]:
     """The predictions of these tokens that no sale has scored yet."""
     projection = {"tokenId": 1, "timestamp": 1, "predictedPrice": 1, "interval": 1, "modelVersion": 1}
-    cursor = predictions().find({"tokenId": {"$in": token_ids}, "outcome": None}, projection)
-    return await cursor.to_list(None)
+    found: list[dict[str, Any]] = []
+    for part in in_slices(token_ids):
+        found += (
+            await predictions().find({"tokenId": {"$in": part}, "outcome": None}, projection).to_list(None)
+        )
+    return found
 
 
 async def score_predictions(operations: list[UpdateOne]) -> int:
