@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test seed enqueue bench contract lint format clean
+.PHONY: run test seed enqueue bench contract contracts lint format clean
 
 run: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.run
@@ -22,6 +22,9 @@ enqueue: .venv/.synced
 
 bench: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.bench $(ARGS)
+
+contracts: .venv/.synced
+	$(PY) -m scripts.build_contracts $(ARGS)
 
 contract: .venv/.synced
 	$(PY) -m scripts.contract $(ARGS)
