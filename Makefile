@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test seed enqueue bench contract contracts lint format clean
+.PHONY: run test seed enqueue bench contract contracts deploy lint format clean
 
 run: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.run
@@ -25,6 +25,9 @@ bench: .venv/.synced node_modules/.synced
 
 contracts: .venv/.synced
 	$(PY) -m scripts.build_contracts $(ARGS)
+
+deploy: .venv/.synced
+	$(PY) -m scripts.deploy $(ARGS)
 
 contract: .venv/.synced
 	$(PY) -m scripts.contract $(ARGS)

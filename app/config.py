@@ -43,11 +43,48 @@ class S3Settings(BaseModel):
     public_policy: bool = True
 
 
+# Account 0 of anvil's and hardhat's well-known test mnemonic: the signer in development and tests only.
+DEV_SIGNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
 class ChainSettings(BaseModel):
     rpc_url: str | None = None
     chain_id: int = 31337
     confirmations: int = 2
     request_timeout_s: float = 5.0
+    # The platform signer: an eth-account encrypted keystore (JSON) and its password. Without one, outside
+    # production, the signer is the development key above.
+    keystore_path: Path | None = None
+    keystore_password: SecretStr | None = None
+    # The AssetToken's tokenURI base (at most 80 characters): the API's public metadata route, to which
+    # the token id is appended. Unset: AUTH_URI + /api/metadata/.
+    metadata_base_uri: str | None = None
+    # The Marketplace's fee (basis points, at most 1,000) and its recipient (unset: the signer).
+    fee_bps: int = Field(default=250, ge=0, le=1000)
+    fee_recipient: str | None = None
+    # How long a deployment waits for its transaction's receipt.
+    deploy_timeout_s: float = 120.0
+    # The outbox (app/chain/outbox.py): a transaction not mined within `stuck_blocks` blocks is replaced
+    # with both fees raised by at least `fee_bump_percent`; the tip is the median of the last
+    # `fee_history_blocks` blocks' and at least `min_tip_wei`.
+    stuck_blocks: int = Field(default=3, ge=1)
+    fee_bump_percent: int = Field(default=20, ge=10, le=500)
+    fee_history_blocks: int = Field(default=5, ge=1, le=1024)
+    min_tip_wei: int = Field(default=1_000_000_000, ge=0)
+    # Final at the node's `finalized` block when unset (or `confirmations` below the head on a node with
+    # no such tag); a number: that many blocks below the head.
+    finality_depth: int | None = Field(default=None, ge=0)
+    # Ceilings: the fee per gas any transaction offers (its replacements stop there), the gas one may use
+    # (an intent estimated above it fails before it takes a nonce), replacements per transaction, and
+    # refusals by the node before a transaction is cancelled to free its nonce.
+    max_fee_per_gas: int = Field(default=500 * 10**9, ge=1)
+    max_gas: int = Field(default=15_000_000, ge=21_000)
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    max_send_errors: int = Field(default=5, ge=1, le=100)
+    # The indexer (app/chain/indexer.py): blocks per `eth_getLogs`, and how many recent blocks' hashes it
+    # checks on every poll for a reorg.
+    index_range: int = Field(default=2000, ge=1, le=100_000)
+    reorg_depth: int = Field(default=12, ge=1, le=1000)
 
 
 class RateLimitRule(BaseModel):
@@ -146,6 +183,13 @@ class OracleSettings(BaseModel):
     # other, so more threads than free cores makes boosting many times slower, not faster: leave a
     # core to the worker's other jobs.
     model_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=256)
+    # Publication on the PriceOracle (app/oracle/publication.py): a token's appraisal is pushed when it
+    # moved more than `publish_deviation_bps` from the last price published, or `publish_heartbeat_s`
+    # after it; never below `publish_min_confidence`; `publish_batch` tokens per `set_prices`.
+    publish_deviation_bps: int = Field(default=100, ge=1, le=10_000)
+    publish_heartbeat_s: int = Field(default=24 * 3600, ge=60)
+    publish_min_confidence: float = Field(default=50.0, ge=0, le=100)
+    publish_batch: int = Field(default=100, ge=1, le=200)
 
     @field_validator("secrets_key", mode="after")
     @classmethod
@@ -240,6 +284,10 @@ class Settings(BaseSettings):
         ):
             if not value:
                 problems.append(f"{env_name} is not set (embedded services are for development only)")
+        if self.chain.rpc_url and not (self.chain.keystore_path and self.chain.keystore_password):
+            problems.append(
+                "CHAIN_KEYSTORE_PATH and CHAIN_KEYSTORE_PASSWORD are not set (the platform signer)"
+            )
         if self.auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
             problems.append("AUTH_JWT_SECRET has its development default")
         elif len(self.auth.jwt_secret.get_secret_value()) < 32:

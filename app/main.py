@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from bson.int64 import Int64
 from litestar import Litestar, Request
@@ -12,7 +13,12 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from app.assets.controllers import AssetController, ListingController, UserAssetsController
+from app.assets.controllers import (
+    AssetController,
+    ListingController,
+    TokenMetadataController,
+    UserAssetsController,
+)
 from app.assets.documents import Asset, PriceHistory
 from app.audit import service as audit_service
 from app.audit.documents import AuditLog
@@ -20,6 +26,9 @@ from app.auth import tokens
 from app.auth.controllers import AuthController
 from app.auth.documents import Session, User
 from app.auth.middleware import authentication_middleware
+from app.chain import service as chain_service
+from app.chain.controllers import ChainController
+from app.chain.documents import ChainBlock, ChainEvent, DeploymentLog, IndexerCursor, OutboxTransaction
 from app.config import ConfigurationError, Settings, check_settings, get_settings
 from app.lib import openapi
 from app.lib.bodies import check_json_body
@@ -62,6 +71,11 @@ DOCUMENTS = [
     IndexPoint,
     OracleModel,
     AuditLog,
+    DeploymentLog,
+    OutboxTransaction,
+    ChainEvent,
+    ChainBlock,
+    IndexerCursor,
 ]
 
 
@@ -95,13 +109,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             SystemController,
             JobController,
-            metrics_controller(settings),
+            metrics_controller(
+                settings, before_scrape=[partial(chain_service.refresh_metrics, settings=settings)]
+            ),
             AuthController,
             StorageController,
             AssetMediaController,
             UserAvatarController,
             AssetController,
             UserAssetsController,
+            TokenMetadataController,
             TransactionController,
             UserTransactionsController,
             MarketController,
@@ -110,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelController,
             AppraisalController,
             PredictionController,
+            ChainController,
         ],
         lifespan=[clients_lifespan],
         on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started

@@ -89,6 +89,11 @@ def main() -> int:
         _print_summary(settings, service_env)
         env = {**os.environ, **service_env}
         python = sys.executable
+        if env.get("CHAIN_RPC_URL"):
+            # The contracts, deployed on the first start and reused on the next ones.
+            deployed = subprocess.run([python, "-m", "scripts.deploy"], env=env, cwd=ROOT, check=False)  # noqa: S603
+            if deployed.returncode != 0:
+                print("the contracts are not deployed: the chain features will not work", file=sys.stderr)
         children = {
             "api": _spawn(
                 [

@@ -51,11 +51,24 @@ def test_production_with_real_services_and_secrets_starts():
         mongodb={"url": "mongodb://db:27017/?replicaSet=rs0"},
         redis={"url": "redis://cache:6379/0"},
         s3={"endpoint_url": None, "access_key_id": "AKIAREAL", "secret_access_key": "s" * 40},
-        chain={"rpc_url": "https://rpc.example"},
+        chain={
+            "rpc_url": "https://rpc.example",
+            "keystore_path": "/run/secrets/signer.json",
+            "keystore_password": "p",
+        },
         auth={"jwt_secret": "x" * 48, "domain": "market.example", "uri": "https://market.example"},
         oracle={"secrets_key": Fernet.generate_key().decode()},
     )
     check_settings(settings)  # AWS S3 needs no endpoint URL
+
+
+def test_production_needs_the_signers_keystore_when_the_chain_is_on():
+    settings = Settings(
+        _env_file=None,
+        app_env="production",
+        chain={"rpc_url": "https://rpc.example"},
+    )
+    assert any("CHAIN_KEYSTORE_PATH" in problem for problem in settings.production_problems())
 
 
 def test_structured_settings_come_from_json_env_values(monkeypatch):

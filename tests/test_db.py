@@ -36,6 +36,8 @@ EXPECTED_INDEXES = {
         ([("status", 1)], False),
     ],
     "auditLogs": [([("timestamp", -1)], False)],
+    "deploymentLogs": [([("contract", 1), ("chainId", 1), ("createdAt", -1)], False)],
+    "outbox": [([("key", 1)], True), ([("chainId", 1), ("sender", 1), ("nonce", 1)], True)],
 }
 
 
@@ -69,6 +71,11 @@ async def test_every_collection_is_registered(client):
         "indexPoints",
         "oracleModels",
         "auditLogs",
+        "deploymentLogs",
+        "outbox",
+        "chainEvents",
+        "chainBlocks",
+        "indexerCursors",
     }
 
 

@@ -14,6 +14,7 @@ import structlog
 from arq import cron, func
 
 from app.assets import jobs as assets_jobs
+from app.chain import jobs as chain_jobs
 from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
@@ -91,6 +92,11 @@ class WorkerSettings:
             oracle_jobs.appraise, name="oracle.appraise", max_tries=3, timeout=settings.oracle.job_timeout_s
         ),
         func(oracle_jobs.score_ledger, name="oracle.score_ledger", max_tries=1),
+        func(chain_jobs.process_outbox, name="chain.process_outbox", max_tries=1),
+        func(assets_jobs.request_mints, name="assets.request_mints", max_tries=1),
+        func(market_jobs.index_chain, name="market.index_chain", max_tries=1),
+        func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
+        func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
@@ -111,6 +117,16 @@ class WorkerSettings:
             minute=set(range(0, 60, 5)),
             second=40,
             unique=True,
+        ),
+        # The chain: what the platform sends, and what the contracts say, every few seconds.
+        cron(
+            chain_jobs.process_outbox,
+            name="chain.process_outbox.cron",
+            second=set(range(0, 60, 3)),
+            unique=True,
+        ),
+        cron(
+            market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
         ),
     ]
     on_startup = on_startup

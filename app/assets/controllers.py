@@ -1,4 +1,5 @@
-"""Asset endpoints (seed plan 4.1): browse, detail, price history, onboarding, metadata, and listings.
+"""Asset endpoints (seed plan 4.1): browse, detail, price history, onboarding, metadata, listings, and the
+token metadata an AssetToken's tokenURI points at.
 
 A detail is sent as the service renders it; `Response[schemas.AssetDetail]` documents its shape.
 """
@@ -9,11 +10,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, patch, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from app.assets import schemas, service
+from app.assets import schemas, service, token_schemas
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
 from app.lib.openapi import answers_text, links, raises
@@ -175,7 +177,7 @@ class AssetController(Controller):
                         "invalid_token_id",
                         "operator_not_allowed",
                     ],
-                    409: ["duplicate_token"],
+                    409: ["duplicate_token", "no_asset_token"],
                 }
             ),
             **ASSET_LINKS,
@@ -189,7 +191,11 @@ class AssetController(Controller):
         context: ContextDep,
         data: JSONBody[schemas.AssetCreate],
     ) -> Response[schemas.AssetDetail]:
-        """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists."""
+        """Onboard an asset (admins and `assets:write` keys); 409 when the tokenId exists.
+
+        Without `contractAddress` the asset is of the platform's AssetToken, which mints the token to
+        its owner (`chain.status`: pending, then minted and confirmed as the chain indexer reads it).
+        """
         body = await service.create_asset(clients, settings, data, current_principal(request), context)
         return Response(body, status_code=HTTP_201_CREATED)
 
@@ -354,3 +360,21 @@ class ListingController(Controller):
     ) -> schemas.AssetPage:
         """Active listings, filtered and sorted like assets (price is the asking price)."""
         return await service.list_assets(clients, settings, asked, listings=True)
+
+
+class TokenMetadataController(Controller):
+    """What an AssetToken's `tokenURI(id)` points at (its base URI ends with this path), for marketplaces."""
+
+    path = "/api/metadata"
+    tags = ["assets"]
+
+    @get(
+        "/{tokenId:int}",
+        cache_control=CacheControlHeader(public=True, max_age=60),
+        opt={**PUBLIC, **raises({404: ["asset_not_found"], 503: ["query_timeout"]})},
+    )
+    async def token_metadata(
+        self, clients: ClientsDep, settings: SettingsDep, tokenId: TokenIdPath
+    ) -> token_schemas.TokenMetadata:
+        """An asset's token metadata in OpenSea's standard, from its public detail; counts no view."""
+        return await service.asset_token_metadata(clients, settings, tokenId)

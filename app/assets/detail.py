@@ -50,6 +50,7 @@ APPRAISAL_FIELDS = (
 )
 LISTING_FIELDS = ("isListed", "listingPrice", "listingPriceWei", "listedAt", "listedBy")
 OWNERSHIP_FIELDS = ("currentOwner", "ownerSince")
+CHAIN_FIELDS = ("contractAddress", "mintTx", "block", "status")
 # Admins also see who verified an asset and what the check recorded, and provenance documentation and
 # certificate files: references to verification documents (an owner may even PATCH an originals key into
 # provenance). They come with the live part (repository.ADMIN_PROJECTION), so they are never cached.
@@ -132,6 +133,7 @@ def render(
     body["marketStatus"] = _pick(live.get("marketStatus"), LISTING_FIELDS)
     body["marketStatus"]["isListed"] = bool(body["marketStatus"]["isListed"])
     body["ownership"] = _pick(live.get("ownership"), OWNERSHIP_FIELDS)
+    body["chain"] = _pick(live["chain"], CHAIN_FIELDS) if live.get("chain") else None
     body["updatedAt"] = live.get("updatedAt")
     body["version"] = live.get("version", 0)
     body["stats"] = {
@@ -155,6 +157,11 @@ def _detail_key(token_id: int) -> str:
 def queue_cached(pipe, token_id: int) -> None:
     """Read the cached static part in a pipeline (or MULTI) that the caller executes."""
     pipe.get(cache.PREFIX + _detail_key(token_id))
+
+
+async def cached(redis, token_id: int) -> bytes | None:
+    """The cached static part on its own, or None (a Redis failure is a miss); check it with is_current."""
+    return await cache.get(redis, DETAIL_CACHE, _detail_key(token_id))
 
 
 def is_current(static: bytes, live: dict[str, Any]) -> bool:

@@ -101,6 +101,16 @@ class MarketStatus(BaseModel):
     listedBy: str | None = None
 
 
+class AssetChain(BaseModel):
+    """The asset's token on the platform's AssetToken: its mint, asked for at onboarding and confirmed by
+    the chain indexer (pending -> minted -> confirmed, or failed)."""
+
+    contractAddress: str
+    mintTx: str | None = None
+    block: int | None = None
+    status: str = "pending"
+
+
 class Ownership(BaseModel):
     currentOwner: str | None = None
     ownerSince: datetime | None = None
@@ -157,6 +167,7 @@ class Asset(Document):
     currentPrice: CurrentPrice = Field(default_factory=CurrentPrice)
     appraisal: Appraisal | None = None
     marketStatus: MarketStatus = Field(default_factory=MarketStatus)
+    chain: AssetChain | None = None
     ownership: Ownership = Field(default_factory=Ownership)
     verification: Verification = Field(default_factory=Verification)
     stats: AssetStats = Field(default_factory=AssetStats)

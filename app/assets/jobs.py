@@ -30,3 +30,8 @@ async def flush_views(ctx: dict[str, Any]) -> dict[str, int]:
     if result["tokens"]:
         log.info("assets.flush_views", **result)
     return result
+
+
+async def request_mints(ctx: dict[str, Any]) -> dict[str, int]:
+    """Ask again for the mints of assets still pending (cron): the outbox mints each once."""
+    return {"asked": await service.request_pending_mints(ctx["clients"], ctx["settings"])}

@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from app.assets.documents import Asset, PriceHistory, fold_name
 from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
+from app.lib.params import MAX_INT64
 
 # API sort name -> (document path, nullable); listings sort price by the asking price.
 ASSET_SORTS = {
@@ -47,6 +48,7 @@ LIVE_FIELDS = (
     "appraisal",
     "marketStatus",
     "ownership",
+    "chain",
     "updatedAt",
 )
 LIVE_PROJECTION = dict.fromkeys(LIVE_FIELDS, 1)
@@ -107,6 +109,8 @@ async def set_verification(
 
 async def set_if_version(token_id: int, version: int, changes: dict[str, Any], now: datetime) -> bool:
     """`$set` these paths, bumping `version`, only if the stored version is `version` (0: never written)."""
+    if not 0 <= version <= MAX_INT64:  # no stored version is one BSON cannot even hold
+        return False
     result = await assets_collection().update_one(
         {"tokenId": token_id, "version": version}
         if version
@@ -366,3 +370,46 @@ async def write_appraisals(asset_updates: list[UpdateOne], points: list[dict[str
                 raise
             added = exc.details.get("nInserted", 0)
     return changed, added
+
+
+async def write_chain_states(asset_updates: list, point_writes: list) -> int:
+    """The chain's state onto assets, and their sale points: how many assets changed."""
+    changed = 0
+    if asset_updates:
+        changed = (await assets_collection().bulk_write(asset_updates, ordered=True)).modified_count
+    if point_writes:
+        await history_collection().bulk_write(point_writes, ordered=True)
+    return changed
+
+
+async def confirm_mints(final_block: int) -> int:
+    result = await assets_collection().update_many(
+        {"chain.status": "minted", "chain.block": {"$lte": final_block}},
+        {"$set": {"chain.status": "confirmed"}},
+    )
+    return result.modified_count
+
+
+async def pending_mints(limit: int) -> list[dict[str, Any]]:
+    """Assets whose mint was asked for and is not on the chain yet."""
+    projection = {"tokenId": 1, "contractAddress": 1, "ownership.currentOwner": 1}
+    return await assets_collection().find({"chain.status": "pending"}, projection).limit(limit).to_list(limit)
+
+
+async def tokens_of_contract(token_ids: list[int], contract: str) -> set[int]:
+    """Which of these tokens are assets of `contract`."""
+    found: set[int] = set()
+    for part in in_slices(sorted(token_ids)):
+        query = {"tokenId": {"$in": part}, "contractAddress": contract}
+        found |= {doc["tokenId"] async for doc in assets_collection().find(query, {"tokenId": 1})}
+    return found
+
+
+async def minted_sample(contract: str, size: int) -> list[dict[str, Any]]:
+    """A random sample of the assets minted on `contract`, with their owner and listing."""
+    pipeline = [
+        {"$match": {"contractAddress": contract, "chain.status": {"$in": ["minted", "confirmed"]}}},
+        {"$sample": {"size": size}},
+        {"$project": {"tokenId": 1, "ownership": 1, "marketStatus": 1}},
+    ]
+    return await (await assets_collection().aggregate(pipeline)).to_list(size)

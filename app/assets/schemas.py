@@ -124,9 +124,10 @@ class AssetCreate(RequestBody):
     """Onboard an asset (an ERC-721 token) into the marketplace."""
 
     tokenId: Annotated[int, documented(minimum=0, maximum=MAX_INT64)]
-    contractAddress: Annotated[str, documented(pattern=ADDRESS)]
     name: Annotated[str, documented(minLength=1, maxLength=MAX_NAME_CHARS, pattern=r"\S")]
     assetType: Annotated[str, documented(enum=list(ASSET_TYPES))]
+    # Unset: the platform's AssetToken, which then mints the token to its owner.
+    contractAddress: Annotated[str, documented(pattern=ADDRESS)] | None = None
     description: Annotated[str, documented(maxLength=MAX_DESCRIPTION_CHARS)] = ""
     metadata: MetadataIn | None = None
     customAttributes: Attributes | None = None
@@ -175,6 +176,16 @@ class AppraisalView(Schema):
     confidenceScore: float
     modelVersion: str
     timestamp: datetime
+
+
+class ChainView(Schema):
+    """The asset's token on the platform's AssetToken, and its mint: `pending` (asked for), `minted`
+    (in a block), `confirmed` (final), or `failed`."""
+
+    contractAddress: str
+    mintTx: str | None
+    block: int | None
+    status: Annotated[str, documented(enum=["pending", "minted", "confirmed", "failed"])]
 
 
 class Listing(Schema):
@@ -327,6 +338,7 @@ class AssetDetail(Schema):
     appraisal: AppraisalView | None
     marketStatus: Listing
     ownership: OwnershipView
+    chain: ChainView | None
     updatedAt: datetime | None
     stats: StatsView
     media: MediaView

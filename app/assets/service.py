@@ -2,8 +2,9 @@
 
 It composes the capabilities of the domain: `catalog` (filtered lists), `detail` (what each role sees,
 the cached public part), `views` (views counted in Redis), `media_view` (media per caller), `metadata`
-(what a write may store) and `history` (price history); every query is in `repository`. Every write
-bumps `version` and `updatedAt` and then invalidates the cached detail, after it has committed.
+(what a write may store), `history` (price history) and `token_metadata` (what a tokenURI serves);
+every query is in `repository`. Every write bumps `version` and `updatedAt` and then invalidates the
+cached detail, after it has committed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,26 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from app.assets import catalog, detail, history, media_records, metadata, pricing, repository, schemas, views
-from app.assets.documents import Asset, Ownership
+from app.assets import (
+    catalog,
+    chain_state,
+    detail,
+    history,
+    media_records,
+    metadata,
+    onchain,
+    pricing,
+    repository,
+    schemas,
+    views,
+)
+from app.assets.documents import Asset, AssetChain, Ownership
 from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
 from app.assets.documents import MediaFile as MediaFile
 from app.assets.media_view import live_media_view
 from app.assets.schemas import TypeFigures as TypeFigures  # the market stats' rows per asset type
+from app.assets.token_metadata import token_metadata
+from app.assets.token_schemas import TokenMetadata
 from app.audit import service as audit_service
 from app.config import Settings
 from app.lib import cache
@@ -173,6 +188,12 @@ async def detail_after_write(
     return await _render(detail.static_detail(doc), doc, principal, clients, settings, counters)
 
 
+async def asset_token_metadata(clients, settings: Settings, token_id: int) -> TokenMetadata:
+    """The asset's token metadata in OpenSea's standard (what its tokenURI serves), from its public
+    detail; counts no view."""
+    return await token_metadata(clients, settings, known_token(token_id))
+
+
 # ---------------------------------------------------------------- writes
 
 
@@ -196,9 +217,11 @@ async def create_asset(
         raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
     now = utcnow()
     owner = principal.wallet_address if data.owner is None else parse_address(data.owner, "owner")
+    contract, mints = await onchain.contract_of(clients, settings, data.contractAddress)
     asset = Asset(
         tokenId=data.tokenId,
-        contractAddress=parse_address(data.contractAddress, "contractAddress"),
+        contractAddress=contract,
+        chain=AssetChain(contractAddress=contract) if mints else None,
         name=data.name.strip(),
         assetType=data.assetType,
         description=data.description,
@@ -209,6 +232,8 @@ async def create_asset(
     )
     if not await repository.insert(asset):
         raise Conflict(f"an asset with tokenId {data.tokenId} exists", code="duplicate_token")
+    if mints and owner is not None:  # a crash before this ask: `assets.request_mints` asks again
+        await onchain.request_mint(clients, settings, data.tokenId, contract, owner)
     new = asset.model_dump(mode="json", exclude={"id", "revision_id"})
     return await _written(
         clients, settings, data.tokenId, principal, context, "asset.create", None, new, added=True
@@ -330,14 +355,9 @@ async def price_history_csv(
 # ---------------------------------------------------------------- for jobs and other domains
 
 
-async def flush_views(redis) -> dict[str, int]:
-    """Move the views counted in Redis into `stats.viewCount`, exactly once (the assets.flush_views job)."""
-    return await views.flush_views(redis)
-
-
-async def backfill_name_lower() -> int:
-    """Give `nameLower` to assets written before it existed (idempotent); returns how many changed."""
-    return await repository.backfill_name_lower()
+flush_views = views.flush_views  # views counted in Redis into `stats.viewCount`, exactly once
+backfill_name_lower = repository.backfill_name_lower  # `nameLower` for assets written before it existed
+request_pending_mints = onchain.request_pending_mints  # the assets.request_mints sweep
 
 
 async def catalog_changed(redis) -> None:
@@ -346,19 +366,13 @@ async def catalog_changed(redis) -> None:
     await redis.incr(CATALOG_GENERATION_KEY)
 
 
-async def catalog_figures(max_time_ms: int) -> schemas.CatalogFigures:
-    """Counts, listings, floor, mean and median prices per asset type, and distinct owners (one query)."""
-    return await catalog.figures(max_time_ms)
+catalog_figures = catalog.figures  # counts, listings, prices per type and distinct owners (one query)
 
 
 # ---- for the oracle domain
 
 AppraisedPrice = pricing.AppraisedPrice
-
-
-async def appraisal_batch(token_ids: list[int] | None, after: int | None, limit: int) -> list[dict[str, Any]]:
-    """The next assets by tokenId, with what an appraisal reads: type, public metadata, listing."""
-    return await repository.appraisal_batch(token_ids, after, limit)
+appraisal_batch = repository.appraisal_batch  # the next assets by tokenId, with what an appraisal reads
 
 
 async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[str, int]:
@@ -368,6 +382,20 @@ async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[s
     if result["assetsChanged"]:
         await catalog_changed(redis)
     return result
+
+
+# ---- for the market domain: what the chain indexer reads of the platform's tokens
+
+ChainState, ChainListing, ChainSale = chain_state.ChainState, chain_state.ChainListing, chain_state.ChainSale
+confirm_chain_states, minted_sample = chain_state.confirm, repository.minted_sample
+
+
+async def apply_chain_states(redis, states: list[chain_state.ChainState]) -> int:
+    """Owners, listings, mints and sale points as the chain has them; the market stats follow."""
+    changed = await chain_state.apply(states)
+    if changed:
+        await catalog_changed(redis)
+    return changed
 
 
 # ---- for the media domain

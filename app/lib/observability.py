@@ -6,8 +6,11 @@ import hmac
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
@@ -92,8 +95,14 @@ def is_operator(settings: Settings, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def metrics_controller(settings: Settings) -> type[PrometheusController]:
-    """Litestar's /metrics, for the operator token only (Prometheus: `authorization: {credentials: ...}`)."""
+def metrics_controller(
+    settings: Settings, before_scrape: Sequence[Callable[[Any], Awaitable[None]]] = ()
+) -> type[PrometheusController]:
+    """Litestar's /metrics, for the operator token only (Prometheus: `authorization: {credentials: ...}`).
+
+    Each of `before_scrape` is awaited with the app's clients before the figures are rendered: gauges
+    that a scrape should see fresh (the chain's head, lag and signer balance) are set there.
+    """
 
     def operator_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if not is_operator(settings, connection.headers.get("authorization")):
@@ -107,8 +116,13 @@ def metrics_controller(settings: Settings) -> type[PrometheusController]:
     token_needed = bool(settings.metrics_token) or settings.is_production
     operator = [{OPERATOR_SCHEME: []}]
 
+    async def refresh(request: Request) -> None:
+        for hook in before_scrape:
+            await hook(request.app.state.clients)
+
     class MetricsController(PrometheusController):
         guards = [operator_only]
+        before_request = refresh
         opt = {
             "rate_limit": "system",
             "security": operator if token_needed else [{}, *operator],

@@ -19,6 +19,10 @@ TransactionStatus = Literal["pending", "completed", "failed"]
 class TransactionChain(BaseModel):
     transactionHash: str
     blockNumber: int | None = None
+    # Set by the chain indexer: the block and log it read the transaction from (a reorg that orphans the
+    # block removes the transaction).
+    blockHash: str | None = None
+    logIndex: int | None = None
     gasUsed: int | None = None
     gasPriceWei: Wei | None = None
 

@@ -27,3 +27,13 @@ async def backfill_search_fields(ctx: dict[str, Any]) -> dict[str, int]:
     }
     log.info("assets.backfill_search_fields", **result)
     return result
+
+
+async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The chain indexer's pass (cron, every few seconds): events into transactions, owners, listings."""
+    return await service.index_chain(ctx["clients"], ctx["settings"])
+
+
+async def reconcile_chain(ctx: dict[str, Any]) -> dict[str, Any]:
+    """A sample of tokens compared with the chain (cron): drift into the chain status and metrics."""
+    return await service.reconcile_chain(ctx["clients"], ctx["settings"])

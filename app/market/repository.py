@@ -49,7 +49,7 @@ async def upsert(transaction: Transaction) -> bool:
     on_insert = {key: data[key] for key in _IMMUTABLE}
     on_insert["blockchain.transactionHash"] = tx_hash
     changes = {key: data[key] for key in _MUTABLE}
-    for key in ("blockNumber", "gasUsed", "gasPriceWei"):
+    for key in ("blockNumber", "blockHash", "logIndex", "gasUsed", "gasPriceWei"):
         if chain.get(key) is not None:
             changes[f"blockchain.{key}"] = chain[key]
     for attempt in range(2):
@@ -183,3 +183,36 @@ async def tokens_sold_since(since: datetime | None) -> list[int]:
     if since is not None:
         query["timestamp"] = {"$gt": since}
     return sorted(await transactions_collection().distinct("tokenId", query))
+
+
+async def indexed_hashes(token_ids: list[int]) -> dict[str, int]:
+    """The transactions of these tokens that the chain indexer wrote: hash -> token."""
+    found: dict[str, int] = {}
+    for part in in_slices(sorted(token_ids)):
+        query = {"tokenId": {"$in": part}, "blockchain.logIndex": {"$type": ["int", "long"]}}
+        async for doc in transactions_collection().find(
+            query, {"tokenId": 1, "blockchain.transactionHash": 1}
+        ):
+            found[doc["blockchain"]["transactionHash"]] = doc["tokenId"]
+    return found
+
+
+async def delete_by_hashes(hashes: list[str]) -> int:
+    if not hashes:
+        return 0
+    return (
+        await transactions_collection().delete_many({"blockchain.transactionHash": {"$in": hashes}})
+    ).deleted_count
+
+
+async def complete_indexed(final_block: int) -> int:
+    """Indexed transactions whose block is final are `completed`."""
+    result = await transactions_collection().update_many(
+        {
+            "status": "pending",
+            "blockchain.logIndex": {"$type": ["int", "long"]},
+            "blockchain.blockNumber": {"$lte": final_block},
+        },
+        {"$set": {"status": "completed"}},
+    )
+    return result.modified_count

@@ -15,7 +15,7 @@ from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
 from app.lib.params import MAX_INT64, parse_limit, signed_page
 from app.lib.timeutil import as_utc, client_time
-from app.market import repository, schemas, stats
+from app.market import indexing, reconcile, repository, schemas, stats
 from app.market.documents import Transaction
 
 
@@ -34,6 +34,19 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
     inserted = await repository.upsert(transaction)
     await invalidate_stats(redis)
     return inserted
+
+
+async def index_chain(clients, settings: Settings) -> dict[str, Any]:
+    """Read the next range of the chain's events and apply them to transactions, owners and listings."""
+    result = await indexing.index_chain(clients, settings)
+    if result.get("transactions") or result.get("deleted") or result.get("completed"):
+        await invalidate_stats(clients.redis)
+    return result
+
+
+async def reconcile_chain(clients, settings: Settings) -> dict[str, Any]:
+    """Compare a sample of tokens on the chain with MongoDB, and keep the drift found."""
+    return await reconcile.reconcile(clients, settings)
 
 
 async def sales_of(token_ids: list[int], *, since: datetime | None = None) -> dict[int, list[tuple]]:

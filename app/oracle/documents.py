@@ -81,6 +81,9 @@ class AIOracleData(Document):
     asOf: datetime | None = None  # a historical appraisal: the time it is as of (then `timestamp` too)
     jobId: str | None = None  # the appraisal run that wrote it
     outcome: Outcome | None = None
+    # Whether it went on-chain: {decision: published|skipped|abstained|superseded, reason, roundId,
+    # outboxKey, at}. Published: `status` is `submitted` until the push is final, then `accepted`.
+    publication: dict[str, Any] | None = None
     createdAt: datetime = Field(default_factory=utcnow)
 
     class Settings:
@@ -102,6 +105,11 @@ class AIOracleData(Document):
                 [("outcome", pymongo.ASCENDING), ("tokenId", pymongo.ASCENDING)], name="outcome_tokenId"
             ),
             IndexModel([("createdAt", pymongo.ASCENDING)], name="createdAt"),  # the ledger's new predictions
+            # Publication: the appraisals not decided yet.
+            IndexModel(
+                [("publication.decision", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)],
+                name="publication_timestamp",
+            ),
         ]
 
 

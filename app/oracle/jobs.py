@@ -87,3 +87,11 @@ async def score_ledger(ctx: dict[str, Any]) -> dict[str, int]:
     if result["scored"]:
         log.info("oracle.score_ledger", **result)
     return result
+
+
+async def publish(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Push the appraisals due on the PriceOracle (deviation or heartbeat) and settle the final pushes."""
+    try:
+        return await service.publish(ctx["clients"], ctx["settings"])
+    except TRANSIENT as exc:
+        raise _retry("oracle.publish", ctx, exc) from exc

@@ -31,6 +31,7 @@ from app.oracle import (
     model_repository,
     model_schemas,
     model_views,
+    publication,
     queueing,
     refresh,
     repository,
@@ -410,3 +411,6 @@ async def train_daily(clients, settings: Settings) -> dict[str, Any]:
         timeout_s=settings.oracle.job_timeout_s,
     )
     return {"jobId": job_id, "queued": queued}
+
+
+publish = publication.publish  # the oracle.publish cron: push the due appraisals, settle the final pushes

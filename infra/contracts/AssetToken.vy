@@ -6,7 +6,11 @@
         the chain and in the API are one. `tokenURI` is the base URI (the API's public metadata
         route, OpenSea's metadata standard) followed by the token id.
         The module's own `safe_mint`, which numbers tokens by a counter, and `burn` are not exported:
-        an id is the platform's to choose, and a token outlives its trades.
+        an id is the platform's to choose, and a token outlives its trades. A mint runs no code of
+        the receiver's (no `onERC721Received`): the signer pays for it, so it must cost what a mint
+        costs, whoever the owner is.
+        `transfers(id)` counts each token's transfers: the Marketplace keeps the count a listing was
+        made at, so a token that moved since (even away and back) no longer sells at that listing.
 """
 
 from ethereum.ercs import IERC165
@@ -29,8 +33,6 @@ exports: (
     erc721.getApproved,
     erc721.setApprovalForAll,
     erc721.isApprovedForAll,
-    erc721.transferFrom,
-    erc721.safeTransferFrom,
     erc721.tokenURI,
     erc721.totalSupply,
     erc721.tokenByIndex,
@@ -63,10 +65,36 @@ def __init__(base_uri: String[80]):
     erc721.__init__(NAME, SYMBOL, base_uri, NAME, EIP712_VERSION)
 
 
+# Transfers of each token so far (its mint is none).
+transfers: public(HashMap[uint256, uint256])
+
+
 @external
 def mint(owner: address, token_id: uint256):
     """
     @notice Mint `token_id` to `owner`. Only a minter may; an id minted before is refused.
     """
     assert erc721.is_minter[msg.sender], "AssetToken: access is denied"
-    erc721._safe_mint(owner, token_id, b"")
+    erc721._mint(owner, token_id)
+
+
+@external
+@payable
+def transferFrom(owner: address, to: address, token_id: uint256):
+    """
+    @notice ERC-721 `transferFrom`, counting the transfer first.
+    """
+    assert erc721._is_approved_or_owner(msg.sender, token_id), "erc721: caller is not token owner or approved"
+    self.transfers[token_id] += 1
+    erc721._transfer(owner, to, token_id)
+
+
+@external
+@payable
+def safeTransferFrom(owner: address, to: address, token_id: uint256, data: Bytes[1_024] = b""):
+    """
+    @notice ERC-721 `safeTransferFrom`, counting the transfer before the receiver is called.
+    """
+    assert erc721._is_approved_or_owner(msg.sender, token_id), "erc721: caller is not token owner or approved"
+    self.transfers[token_id] += 1
+    erc721._safe_transfer(owner, to, token_id, data)

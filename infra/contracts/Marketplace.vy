@@ -1,16 +1,13 @@
 # pragma version ~=0.4.3
 """
 @title Marketplace
-@notice Fixed-price sales of AssetTokens in ETH. An owner who has approved the marketplace for the
-        token lists it at a price; a buyer pays exactly that price; the platform keeps a fee in basis
+@notice Fixed-price sales of AssetTokens in ETH. An owner who has approved the marketplace (for the
+        token, or for all of its tokens) lists it at a price; a buyer pays exactly that price; the platform keeps a fee in basis
         points for its fee recipient and the seller gets the rest, in the same transaction. `buy_token`
         is non-reentrant and clears the listing before it pays anyone.
-        A listing lives as long as the approval of that one token: every transfer clears it, so a
-        token given away and given back does not bring its old listing (and old price) back to life,
-        as an approval for all of an owner's tokens would.
+        A listing keeps the token's transfer count (AssetToken's `transfers`) at the time it was made:
+        a token that has moved since, even away and back, does not sell at its old listing and price.
 """
-
-from ethereum.ercs import IERC721
 
 from snekmate.auth import ownable
 initializes: ownable
@@ -18,9 +15,18 @@ initializes: ownable
 exports: (ownable.owner, ownable.transfer_ownership)
 
 
+interface AssetToken:
+    def ownerOf(tokenId: uint256) -> address: view
+    def getApproved(tokenId: uint256) -> address: view
+    def isApprovedForAll(owner: address, operator: address) -> bool: view
+    def transferFrom(owner: address, to: address, tokenId: uint256): payable
+    def transfers(tokenId: uint256) -> uint256: view
+
+
 struct Listing:
     seller: address
     price: uint256
+    transfers: uint256  # the token's transfer count when it was listed
 
 
 event Listed:
@@ -51,14 +57,14 @@ event FeeChanged:
 MAX_FEE_BPS: public(constant(uint256)) = 1_000
 BPS: constant(uint256) = 10_000
 
-token: public(immutable(IERC721))
+token: public(immutable(AssetToken))
 fee_bps: public(uint256)
 fee_recipient: public(address)
 listings: public(HashMap[uint256, Listing])
 
 
 @deploy
-def __init__(token_: IERC721, fee_bps_: uint256, fee_recipient_: address):
+def __init__(token_: AssetToken, fee_bps_: uint256, fee_recipient_: address):
     ownable.__init__()
     token = token_
     self._set_fee(fee_bps_, fee_recipient_)
@@ -68,12 +74,15 @@ def __init__(token_: IERC721, fee_bps_: uint256, fee_recipient_: address):
 def list_token(tokenId: uint256, price: uint256):
     """
     @notice List a token you own at `price` wei; listing again changes the price. The marketplace must
-            be approved for this token (`approve`; an approval for all tokens is not enough).
+            be approved for the token (or for all of the owner's tokens).
     """
     assert price > 0, "Marketplace: price is zero"
     assert staticcall token.ownerOf(tokenId) == msg.sender, "Marketplace: not the owner"
-    assert staticcall token.getApproved(tokenId) == self, "Marketplace: not approved"
-    self.listings[tokenId] = Listing(seller=msg.sender, price=price)
+    assert (
+        staticcall token.getApproved(tokenId) == self
+        or staticcall token.isApprovedForAll(msg.sender, self)
+    ), "Marketplace: not approved"
+    self.listings[tokenId] = Listing(seller=msg.sender, price=price, transfers=staticcall token.transfers(tokenId))
     log Listed(tokenId=tokenId, seller=msg.sender, price=price)
 
 
@@ -103,9 +112,9 @@ def buy_token(tokenId: uint256):
     assert listing.seller != empty(address), "Marketplace: not listed"
     assert msg.value == listing.price, "Marketplace: wrong price"
     assert msg.sender != listing.seller, "Marketplace: buyer is the seller"
-    # A seller who has since given the token away (even if it came back) no longer lists it.
+    # A token that moved since it was listed (even away and back) no longer sells at this listing.
     assert staticcall token.ownerOf(tokenId) == listing.seller, "Marketplace: listing is stale"
-    assert staticcall token.getApproved(tokenId) == self, "Marketplace: listing is stale"
+    assert staticcall token.transfers(tokenId) == listing.transfers, "Marketplace: listing is stale"
     fee: uint256 = listing.price * self.fee_bps // BPS
     self.listings[tokenId] = empty(Listing)
     extcall token.transferFrom(listing.seller, msg.sender, tokenId)

@@ -12,6 +12,7 @@ DETAIL_KEYS = {
     "description",
     "metadata",
     "verification",
+    "chain",
     "currentPrice",
     "appraisal",
     "marketStatus",
@@ -60,6 +61,7 @@ SECRETS = {
     "appraisal": {"predictionId": "p", "price": 1.0, "modelInternals": "reserve 46 ETH"},
     "marketStatus.reservePrice": "reserve 43 ETH",
     "ownership.kycStatus": "reserve 44 ETH",
+    "chain": {"contractAddress": "0x" + "c" * 40, "status": "minted", "signerKey": "reserve 47 ETH"},
     "verification.inspectorPhone": "reserve 45 ETH",
 }
 LEAKS = ("reserve 4", "nameLower", "parties", "verifiedBy", "verificationData", "viewFlushSeq", "seal-7731")

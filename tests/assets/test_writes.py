@@ -197,6 +197,14 @@ async def test_stale_version_is_409(client, settings):
     assert conflict.json()["error"]["details"]["currentVersion"] == 1
 
 
+@pytest.mark.parametrize("version", [2**63, -(2**65)])
+async def test_a_version_no_document_can_hold_is_a_conflict_not_a_crash(client, settings, version):
+    owner = await factories.login(settings)
+    await factories.asset(1, owner=owner.wallet)
+    response = await _patch(client, owner.headers, {"version": version, "metadata": {"condition": "A"}})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "version_conflict"
+
+
 async def test_a_json_body_is_read_strictly_as_its_schema_states(client, settings):
     """Lenient decoding would take 0 for false and "7" for 7: a body its schema refuses is refused."""
     admin = await factories.login(settings, roles=("user", "admin"))

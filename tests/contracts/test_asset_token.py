@@ -95,12 +95,25 @@ def test_a_new_owner_takes_over_minting(token: VyperContract, owner: str, strang
         token.set_minter(owner, True)
 
 
-def test_mint_is_a_safe_mint(token: VyperContract, market: VyperContract) -> None:
-    """A contract that does not accept ERC-721 tokens (the marketplace does not) cannot be minted to."""
-    with boa.reverts():
-        token.mint(market.address, 1)
+def test_a_mint_runs_no_code_of_the_receiver(
+    token: VyperContract, market: VyperContract, hostile_seller_deployer, seller: str
+) -> None:
+    """The signer pays for mints: a receiver contract gets its token without being called, so it can
+    neither refuse it nor make the signer pay for its code."""
+    token.mint(market.address, 1)  # the marketplace implements no onERC721Received
+    assert token.ownerOf(1) == market.address
+    hostile = hostile_seller_deployer.deploy(market.address, token.address)
+    token.mint(hostile.address, 2)
+    assert token.ownerOf(2) == hostile.address and token.transfers(2) == 0
 
-    assert token.totalSupply() == 0
+
+def test_every_transfer_is_counted(token: VyperContract, seller: str, stranger: str) -> None:
+    token.mint(seller, 1)
+    with boa.env.prank(seller):
+        token.transferFrom(seller, stranger, 1)
+    with boa.env.prank(stranger):
+        token.safeTransferFrom(stranger, seller, 1)
+    assert token.transfers(1) == 2 and token.ownerOf(1) == seller
 
 
 def test_a_mint_to_the_zero_address_is_refused(token: VyperContract) -> None:

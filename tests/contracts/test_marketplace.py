@@ -108,30 +108,36 @@ def test_listing_records_the_seller_and_price(
     assert token.ownerOf(TOKEN_ID) == seller
 
 
-def test_an_approval_for_all_is_not_enough_to_list(
-    token: VyperContract, market: VyperContract, seller: str
-) -> None:
-    """Only the one token's approval, which every transfer clears, keeps a listing alive."""
+def test_listing_with_approval_for_all(token: VyperContract, market: VyperContract, seller: str) -> None:
     token.mint(seller, TOKEN_ID)
     with boa.env.prank(seller):
         token.setApprovalForAll(market.address, True)
-    with boa.env.prank(seller), boa.reverts("Marketplace: not approved"):
         market.list_token(TOKEN_ID, PRICE)
-    assert listing(market) == (ZERO_ADDRESS, 0)
+
+    assert token.getApproved(TOKEN_ID) == ZERO_ADDRESS
+    assert listing(market) == (seller, PRICE)
 
 
 def test_a_token_given_away_and_back_does_not_revive_its_listing(
     token: VyperContract, market: VyperContract, seller: str, buyer: str, stranger: str
 ) -> None:
+    """Listed at PRICE, moved away and back, approved again to list anew: the old listing sells nothing."""
     listed(token, market, seller)
     with boa.env.prank(seller):
-        token.setApprovalForAll(market.address, True)  # even with every token approved
         token.transferFrom(seller, stranger, TOKEN_ID)
     with boa.env.prank(stranger):
         token.transferFrom(stranger, seller, TOKEN_ID)
+    with boa.env.prank(seller):
+        token.approve(market.address, TOKEN_ID)  # the first step of listing at a new price
+        token.setApprovalForAll(market.address, True)
     with boa.env.prank(buyer), boa.reverts("Marketplace: listing is stale"):
         market.buy_token(TOKEN_ID, value=PRICE)
     assert token.ownerOf(TOKEN_ID) == seller
+    with boa.env.prank(seller):
+        market.list_token(TOKEN_ID, PRICE * 10)  # listed again: the new listing sells
+    with boa.env.prank(buyer):
+        market.buy_token(TOKEN_ID, value=PRICE * 10)
+    assert token.ownerOf(TOKEN_ID) == buyer
 
 
 def test_listing_again_changes_the_price(token: VyperContract, market: VyperContract, seller: str) -> None:
@@ -309,7 +315,7 @@ def test_a_listing_whose_approval_was_revoked_cannot_be_bought(
         token.approve(ZERO_ADDRESS, TOKEN_ID)
     before = balances(seller, buyer, fee_recipient, market.address)
 
-    with boa.env.prank(buyer), boa.reverts("Marketplace: listing is stale"):
+    with boa.env.prank(buyer), boa.reverts("erc721: caller is not token owner or approved"):
         market.buy_token(TOKEN_ID, value=PRICE)
 
     assert balances(seller, buyer, fee_recipient, market.address) == before

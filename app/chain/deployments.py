@@ -1,0 +1,141 @@
+"""Deploying the contracts, or finding them deployed already.
+
+`ensure_deployed` deploys AssetToken, then Marketplace (which trades it), then PriceOracle (published
+to by the signer), each only when no earlier deployment on this chain can be reused: one of the same
+artifact and constructor arguments whose code is still at its address (a chain restarted without its
+state has none). Each try is a `deploymentLogs` document, written `pending` before its transaction
+is asked of the outbox (app/chain/outbox.py, keyed by the document's id), so a run cut short at any
+step finds its transaction again instead of deploying twice. `make run` calls it on every start and
+`scripts/deploy` on demand; the api and the workers only read the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncWeb3, Web3
+
+from app.chain import outbox, repository
+from app.chain.artifacts import Artifact, artifact
+from app.config import Settings
+
+
+class DeploymentFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Deployed:
+    contract: str
+    address: str
+    tx_hash: str | None
+    block: int | None
+    reused: bool
+
+
+def metadata_base_uri(settings: Settings) -> str:
+    """The AssetToken's tokenURI base: the API's public metadata route, ending in `/`."""
+    base = settings.chain.metadata_base_uri or f"{settings.auth.uri.rstrip('/')}/api/metadata/"
+    if len(base) > 80:
+        raise DeploymentFailed(f"the metadata base URI is over 80 characters: {base}")
+    return base
+
+
+async def ensure_deployed(web3: AsyncWeb3, settings: Settings, signer: LocalAccount) -> dict[str, Deployed]:
+    """The three contracts on this chain, deployed where none can be reused."""
+    chain_id = await web3.eth.chain_id
+    if chain_id != settings.chain.chain_id:
+        raise DeploymentFailed(
+            f"the node's chain id is {chain_id}, CHAIN_CHAIN_ID is {settings.chain.chain_id}"
+        )
+    fee_recipient = Web3.to_checksum_address(settings.chain.fee_recipient or signer.address)
+    token = await _ensure(web3, settings, signer, chain_id, "AssetToken", [metadata_base_uri(settings)])
+    market = await _ensure(
+        web3,
+        settings,
+        signer,
+        chain_id,
+        "Marketplace",
+        [token.address, settings.chain.fee_bps, fee_recipient],
+    )
+    oracle = await _ensure(web3, settings, signer, chain_id, "PriceOracle", [signer.address])
+    return {d.contract: d for d in (token, market, oracle)}
+
+
+async def _ensure(
+    web3: AsyncWeb3, settings: Settings, signer: LocalAccount, chain_id: int, name: str, args: list[Any]
+) -> Deployed:
+    built = artifact(name)
+    wanted = [str(arg) for arg in args]
+    last = await repository.latest_deployment(name, chain_id)
+    if last is not None and last["artifactHash"] == built.artifact_hash and last.get("args") == wanted:
+        if last["status"] == "pending":
+            return await _finish(web3, settings, signer, built, last["_id"])
+        if last["status"] == "deployed" and await _runs_at(web3, built, last["address"]):
+            return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
+    data = web3.eth.contract(abi=built.abi, bytecode=built.bytecode).constructor(*args).data_in_transaction
+    log_id = await repository.record_deployment(
+        {
+            "contract": name,
+            "chainId": chain_id,
+            "status": "pending",
+            "artifactHash": built.artifact_hash,
+            "args": wanted,
+            "deployer": signer.address,
+            "address": None,
+            "txHash": None,
+            "block": None,
+            "error": None,
+        }
+    )
+    await outbox.submit(
+        key=_outbox_key(log_id),
+        kind="deploy",
+        chain_id=chain_id,
+        sender=signer.address,
+        to=None,
+        data=data,
+        ref={"contract": name, "deploymentId": str(log_id)},
+    )
+    found = await _finish(web3, settings, signer, built, log_id)
+    return Deployed(found.contract, found.address, found.tx_hash, found.block, reused=False)
+
+
+def _outbox_key(log_id: ObjectId) -> str:
+    return f"deploy:{log_id}"
+
+
+async def _runs_at(web3: AsyncWeb3, built: Artifact, address: str) -> bool:
+    return built.runs_at(await web3.eth.get_code(Web3.to_checksum_address(address)))
+
+
+async def _finish(
+    web3: AsyncWeb3, settings: Settings, signer: LocalAccount, built: Artifact, log_id: ObjectId
+) -> Deployed:
+    """Wait for a deployment's transaction to be mined (a run cut short finds it again here), and
+    record where the contract is."""
+    key = _outbox_key(log_id)
+    entry = await outbox.wait_mined(web3, settings, signer, key, timeout_s=settings.chain.deploy_timeout_s)
+    receipt = entry.get("receipt")
+    if entry.get("status") == "failed" or (receipt is not None and receipt["status"] != 1):
+        error = entry.get("error") or "transaction reverted"
+        await repository.update_deployment(log_id, status="failed", error=error, txHash=entry.get("txHash"))
+        raise DeploymentFailed(f"{built.name}: {error}")
+    if receipt is None:
+        await repository.update_deployment(log_id, txHash=entry.get("txHash"))
+        raise DeploymentFailed(
+            f"{built.name}: not mined within {settings.chain.deploy_timeout_s:g} s; run again"
+        )
+    address, block, tx_hash = receipt["contractAddress"], receipt["blockNumber"], receipt["transactionHash"]
+    if not await _runs_at(web3, built, address):
+        await repository.update_deployment(
+            log_id, status="failed", error="no code at the address", txHash=tx_hash
+        )
+        raise DeploymentFailed(f"{built.name}: no code at {address} after its deployment")
+    await repository.update_deployment(
+        log_id, status="deployed", address=address, block=block, txHash=tx_hash
+    )
+    return Deployed(built.name, address, tx_hash, block, reused=True)

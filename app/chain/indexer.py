@@ -1,0 +1,204 @@
+"""The indexer: the platform's contracts' logs, read into `chainEvents` in bounded ranges, reorg-safe.
+
+Each pass reads from the block after its cursor to at most `CHAIN_INDEX_RANGE` blocks further (2,000
+by default: what most providers allow one `eth_getLogs`), only the events the platform acts on. Before
+it reads on, it checks that the block at its cursor still has the hash it recorded; when it does not,
+it walks down the blocks it recorded (the last `CHAIN_REORG_DEPTH`, 12 by default) to the highest one
+still canonical, marks every event above it `removed`, and reads again from there. A range is kept
+only if the head block it was read against is still the head's ancestor afterwards, so a reorg during
+the read is caught on the next pass. Events are keyed by block hash, transaction and log index: a
+range read twice adds nothing.
+
+What the events mean to the marketplace (transactions, owners, listings, sales) is the market
+domain's to apply (app/market/indexing.py): each pass answers the tokens it touched, and the removed
+events are there to be undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from web3 import AsyncWeb3, Web3
+from web3.exceptions import BlockNotFound
+
+from app.chain import repository
+from app.chain.artifacts import CONTRACTS, artifact
+from app.config import Settings
+from app.lib.params import MAX_INT64
+from app.lib.timeutil import utcnow
+
+log = structlog.get_logger("chain.indexer")
+
+INDEXED = {
+    "AssetToken": ("Transfer",),
+    "Marketplace": ("Listed", "Delisted", "Sold"),
+    "PriceOracle": ("PriceUpdated",),
+}
+KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
+
+
+@dataclass
+class IndexPass:
+    start: int
+    end: int
+    head: int
+    events: int = 0
+    tokens: set[int] = field(default_factory=set)
+    reorg: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    contract: Any
+    topics: dict[str, str]  # topic0 -> event name
+
+
+async def sources(web3: AsyncWeb3, chain_id: int) -> dict[str, _Source]:
+    """The deployed contracts to read, by lower-case address, and the topics of their events."""
+    found = {}
+    for name in CONTRACTS:
+        record = await repository.latest_deployment(name, chain_id, status="deployed")
+        if record is None:
+            continue
+        contract = web3.eth.contract(
+            address=Web3.to_checksum_address(record["address"]), abi=artifact(name).abi
+        )
+        topics = {}
+        for event in INDEXED[name]:
+            abi = next(e for e in artifact(name).abi if e["type"] == "event" and e["name"] == event)
+            signature = f"{event}({','.join(i['type'] for i in abi['inputs'])})"
+            topics[Web3.to_hex(Web3.keccak(text=signature))] = event
+        found[record["address"].lower()] = _Source(name, contract, topics)
+    return found
+
+
+async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
+    """One pass: check for a reorg, then read the next range. None when nothing is deployed."""
+    chain_id = settings.chain.chain_id
+    found = await sources(web3, chain_id)
+    if not found:
+        return None
+    cursor = await repository.indexer_cursor(chain_id)
+    if cursor is None:
+        first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
+        cursor = await repository.start_cursor(chain_id, first - 1)
+    reorg = await _unwind(web3, chain_id, cursor, settings.chain.reorg_depth)
+    if reorg is not None:
+        cursor = await repository.indexer_cursor(chain_id)
+    head = await web3.eth.block_number
+    start = cursor["block"] + 1
+    end = min(head, cursor["block"] + settings.chain.index_range)
+    done = IndexPass(start=start, end=end, head=head, reorg=reorg)
+    if reorg is not None:
+        done.tokens |= set(reorg["tokens"])
+    if start > end:
+        return done
+    top = await web3.eth.get_block(end)
+    topics = [topic for source in found.values() for topic in source.topics]
+    logs = await web3.eth.get_logs(
+        {
+            "fromBlock": start,
+            "toBlock": end,
+            "address": [source.contract.address for source in found.values()],
+            "topics": [topics],
+        }
+    )
+    times = await _block_times(web3, {entry["blockNumber"] for entry in logs})
+    if Web3.to_hex((await web3.eth.get_block(end))["hash"]) != Web3.to_hex(top["hash"]):
+        return done  # the range moved under the read: read it again next time
+    events = [_event(chain_id, found, entry, times) for entry in logs]
+    events = [event for event in events if event is not None]
+    await repository.save_events(events)
+    blocks = {e["blockNumber"]: e["blockHash"] for e in events}
+    blocks[end] = Web3.to_hex(top["hash"])
+    await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
+    await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]))
+    done.events = len(events)
+    done.tokens |= {e["tokenId"] for e in events if e["tokenId"] is not None}
+    return done
+
+
+async def _deploy_block(chain_id: int, name: str) -> int:
+    record = await repository.latest_deployment(name, chain_id, status="deployed")
+    return int(record["block"] or 0)
+
+
+async def _block_times(web3: AsyncWeb3, numbers: set[int]) -> dict[int, datetime]:
+    blocks = await asyncio.gather(*(web3.eth.get_block(n) for n in sorted(numbers)))
+    return {int(b["number"]): datetime.fromtimestamp(int(b["timestamp"]), UTC) for b in blocks}
+
+
+def _event(chain_id: int, found: dict[str, _Source], entry: Any, times: dict[int, datetime]) -> dict | None:
+    source = found.get(entry["address"].lower())
+    name = source.topics.get(Web3.to_hex(entry["topics"][0])) if source and entry["topics"] else None
+    if name is None:
+        return None
+    decoded = source.contract.events[name]().process_log(entry)
+    args = {key: _plain(value) for key, value in decoded["args"].items()}
+    token = decoded["args"].get("tokenId", decoded["args"].get("token_id"))
+    return {
+        "chainId": chain_id,
+        "contract": source.name,
+        "address": source.contract.address,
+        "event": name,
+        "blockNumber": int(entry["blockNumber"]),
+        "blockHash": Web3.to_hex(entry["blockHash"]),
+        "txHash": Web3.to_hex(entry["transactionHash"]),
+        "logIndex": int(entry["logIndex"]),
+        "tokenId": int(token) if token is not None and 0 <= token <= MAX_INT64 else None,
+        "args": args,
+        "blockTime": times.get(int(entry["blockNumber"])),
+        "removed": False,
+        "indexedAt": utcnow(),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """uint256 values as decimal strings (BSON holds 64 bits), addresses checksummed."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+async def _unwind(
+    web3: AsyncWeb3, chain_id: int, cursor: dict[str, Any], depth: int
+) -> dict[str, Any] | None:
+    """Roll back to the highest recorded block that is still canonical, if the cursor's block is not."""
+    if cursor.get("hash") is None:
+        return None
+    if await _canonical(web3, cursor["block"], cursor["hash"]):
+        return None
+    fork = cursor["block"] - depth  # deeper than the window: start again below it
+    for block in await repository.recent_blocks(chain_id, below=cursor["block"], limit=depth):
+        if await _canonical(web3, block["number"], block["hash"]):
+            fork = block["number"]
+            break
+    fork = max(fork, 0)
+    tokens, removed = await repository.remove_events_after(chain_id, fork)
+    await repository.drop_blocks_after(chain_id, fork)
+    kept = await repository.block_hash(chain_id, fork)
+    reorg = {
+        "at": utcnow(),
+        "fork": fork,
+        "depth": cursor["block"] - fork,
+        "removed": removed,
+        "tokens": tokens,
+    }
+    await repository.rewind_cursor(chain_id, fork, kept, {k: v for k, v in reorg.items() if k != "tokens"})
+    log.warning("chain.indexer.reorg", fork=fork, depth=reorg["depth"], removed=removed)
+    return reorg
+
+
+async def _canonical(web3: AsyncWeb3, number: int, recorded: str) -> bool:
+    try:
+        block = await web3.eth.get_block(number)
+    except BlockNotFound:  # a block the node no longer has is not canonical
+        return False
+    return Web3.to_hex(block["hash"]) == recorded

@@ -1,0 +1,253 @@
+"""Queries of the chain domain's collections."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from app.chain.documents import ChainBlock, ChainEvent, DeploymentLog, IndexerCursor, OutboxTransaction
+from app.lib.db import in_slices
+from app.lib.timeutil import utcnow
+
+
+def deployments():
+    return DeploymentLog.get_pymongo_collection()
+
+
+async def latest_deployment(
+    contract: str, chain_id: int, *, status: str | None = None
+) -> dict[str, Any] | None:
+    """The most recent deployment of a contract on a chain (of that status, when given)."""
+    query: dict[str, Any] = {"contract": contract, "chainId": chain_id}
+    if status is not None:
+        query["status"] = status
+    return await deployments().find_one(query, sort=[("createdAt", DESCENDING)])
+
+
+async def record_deployment(document: dict[str, Any]) -> ObjectId:
+    now = utcnow()
+    return (await deployments().insert_one({**document, "createdAt": now, "updatedAt": now})).inserted_id
+
+
+async def update_deployment(log_id: ObjectId, **fields: Any) -> None:
+    await deployments().update_one({"_id": log_id}, {"$set": {**fields, "updatedAt": utcnow()}})
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def outbox():
+    return OutboxTransaction.get_pymongo_collection()
+
+
+async def add_intent(document: dict[str, Any]) -> dict[str, Any]:
+    """Insert an outbox entry, or find the one with its key: asking twice asks once."""
+    now = utcnow()
+    with contextlib.suppress(DuplicateKeyError):
+        await outbox().insert_one({**document, "createdAt": now, "updatedAt": now})
+    return await outbox().find_one({"key": document["key"]})
+
+
+async def entries(status: str, chain_id: int, sender: str, limit: int) -> list[dict[str, Any]]:
+    """The oldest entries in a status (signed and later: by nonce, the order the chain takes them)."""
+    order = [("createdAt", ASCENDING)] if status == "intent" else [("nonce", ASCENDING)]
+    query = {"status": status, "chainId": chain_id, "sender": sender}
+    return await outbox().find(query).sort(order).limit(limit).to_list(limit)
+
+
+async def highest_nonce(chain_id: int, sender: str) -> int | None:
+    found = await outbox().find_one(
+        {"chainId": chain_id, "sender": sender, "nonce": {"$type": ["int", "long"]}},
+        {"nonce": 1},
+        sort=[("nonce", DESCENDING)],
+    )
+    return None if found is None else int(found["nonce"])
+
+
+async def move(entry_id: ObjectId, status: str, to: str, **fields: Any) -> bool:
+    """Move an entry from `status` to `to` (with `fields`) unless another process moved it first."""
+    result = await outbox().update_one(
+        {"_id": entry_id, "status": status}, {"$set": {**fields, "status": to, "updatedAt": utcnow()}}
+    )
+    return result.modified_count == 1
+
+
+async def take_nonce(entry_id: ObjectId, nonce: int, fields: dict[str, Any]) -> bool:
+    """Sign an intent with `nonce`: DuplicateKeyError when another entry holds it."""
+    return await move(entry_id, "intent", "signed", nonce=nonce, **fields)
+
+
+async def add_attempt(
+    entry_id: ObjectId, current_hash: str, attempt: dict[str, Any], *, status: str = "sent", **fields: Any
+) -> bool:
+    """Record a replacement, unless the entry has moved on since `current_hash` was its latest."""
+    result = await outbox().update_one(
+        {"_id": entry_id, "status": status, "txHash": current_hash},
+        {
+            "$push": {"attempts": attempt},
+            "$set": {**fields, "txHash": attempt["txHash"], "updatedAt": utcnow()},
+        },
+    )
+    return result.modified_count == 1
+
+
+async def requeue(entry_id: ObjectId, reason: str) -> bool:
+    """Back to `intent` with no nonce: its nonce went to a transaction that is not its own. Its attempts
+    are kept apart (`abandoned`), the record of what was signed."""
+    entry = await outbox().find_one({"_id": entry_id, "status": "sent"}, {"attempts": 1})
+    if entry is None:
+        return False
+    result = await outbox().update_one(
+        {"_id": entry_id, "status": "sent"},
+        {
+            "$set": {
+                "status": "intent",
+                "error": reason,
+                "attempts": [],
+                "txHash": None,
+                "updatedAt": utcnow(),
+            },
+            "$push": {"abandoned": {"$each": entry["attempts"]}},
+            "$unset": {"nonce": "", "sentBlock": ""},
+        },
+    )
+    return result.modified_count == 1
+
+
+async def mark_sent(entry_id: ObjectId, tx_hash: str, head: int) -> bool:
+    result = await outbox().update_one(
+        {"_id": entry_id, "status": "signed", "txHash": tx_hash},
+        {"$set": {"status": "sent", "sentBlock": head, "error": None, "updatedAt": utcnow()}},
+    )
+    return result.modified_count == 1
+
+
+async def send_refused(entry_id: ObjectId, error: str) -> None:
+    await outbox().update_one(
+        {"_id": entry_id}, {"$set": {"error": error, "updatedAt": utcnow()}, "$inc": {"sendErrors": 1}}
+    )
+
+
+async def find_entry(key: str) -> dict[str, Any] | None:
+    return await outbox().find_one({"key": key})
+
+
+# ---------------------------------------------------------------- indexer
+
+
+def events():
+    return ChainEvent.get_pymongo_collection()
+
+
+def blocks():
+    return ChainBlock.get_pymongo_collection()
+
+
+def cursors():
+    return IndexerCursor.get_pymongo_collection()
+
+
+async def indexer_cursor(chain_id: int) -> dict[str, Any] | None:
+    return await cursors().find_one({"chainId": chain_id})
+
+
+async def start_cursor(chain_id: int, block: int) -> dict[str, Any]:
+    with contextlib.suppress(DuplicateKeyError):
+        await cursors().insert_one(
+            {"chainId": chain_id, "block": block, "hash": None, "lastReorg": None, "updatedAt": utcnow()}
+        )
+    return await indexer_cursor(chain_id)
+
+
+async def advance_cursor(chain_id: int, block: int, block_hash: str) -> None:
+    await cursors().update_one(
+        {"chainId": chain_id}, {"$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()}}
+    )
+
+
+async def rewind_cursor(chain_id: int, block: int, block_hash: str | None, reorg: dict[str, Any]) -> None:
+    await cursors().update_one(
+        {"chainId": chain_id},
+        {"$set": {"block": block, "hash": block_hash, "lastReorg": reorg, "updatedAt": utcnow()}},
+    )
+
+
+async def save_events(found: list[dict[str, Any]]) -> None:
+    """Upsert the events by (chain, block hash, tx, log index): a range read again adds nothing."""
+    if not found:
+        return
+    operations = [
+        UpdateOne(
+            {k: e[k] for k in ("chainId", "blockHash", "txHash", "logIndex")},
+            {"$set": e},
+            upsert=True,
+        )
+        for e in found
+    ]
+    await events().bulk_write(operations, ordered=False)
+
+
+async def save_blocks(chain_id: int, hashes: dict[int, str], *, keep_from: int) -> None:
+    operations = [
+        UpdateOne({"chainId": chain_id, "number": n}, {"$set": {"hash": h}}, upsert=True)
+        for n, h in hashes.items()
+    ]
+    if operations:
+        await blocks().bulk_write(operations, ordered=False)
+    await blocks().delete_many({"chainId": chain_id, "number": {"$lt": keep_from}})
+
+
+async def recent_blocks(chain_id: int, *, below: int, limit: int) -> list[dict[str, Any]]:
+    """The recorded blocks under `below`, highest first."""
+    query = {"chainId": chain_id, "number": {"$lt": below}}
+    return await blocks().find(query).sort("number", DESCENDING).limit(limit).to_list(limit)
+
+
+async def block_hash(chain_id: int, number: int) -> str | None:
+    found = await blocks().find_one({"chainId": chain_id, "number": number})
+    return None if found is None else found["hash"]
+
+
+async def remove_events_after(chain_id: int, fork: int) -> tuple[list[int], int]:
+    """Mark the events of blocks above `fork` removed: (the tokens they named, how many)."""
+    query = {"chainId": chain_id, "blockNumber": {"$gt": fork}, "removed": False}
+    tokens = await events().distinct("tokenId", query)
+    result = await events().update_many(query, {"$set": {"removed": True, "removedAt": utcnow()}})
+    return sorted(t for t in tokens if t is not None), result.modified_count
+
+
+async def drop_blocks_after(chain_id: int, fork: int) -> None:
+    await blocks().delete_many({"chainId": chain_id, "number": {"$gt": fork}})
+
+
+async def token_events(chain_id: int, token_ids: list[int]) -> list[dict[str, Any]]:
+    """The live (not removed) events of these tokens, in chain order."""
+    found: list[dict[str, Any]] = []
+    for part in in_slices(sorted(token_ids)):
+        query = {"chainId": chain_id, "tokenId": {"$in": part}, "removed": False}
+        found += await events().find(query).to_list(None)
+    return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
+
+
+# ---------------------------------------------------------------- status
+
+
+async def open_by_status(chain_id: int, statuses: tuple[str, ...]) -> dict[str, int]:
+    pipeline = [
+        {"$match": {"chainId": chain_id, "status": {"$in": list(statuses)}}},
+        {"$group": {"_id": "$status", "count": {"$sum": 1}}},
+    ]
+    return {row["_id"]: row["count"] async for row in await outbox().aggregate(pipeline)}
+
+
+async def save_drift(chain_id: int, drift: dict[str, Any]) -> None:
+    await cursors().update_one({"chainId": chain_id}, {"$set": {"lastDrift": drift}})
+
+
+async def last_drift(chain_id: int) -> dict[str, Any] | None:
+    found = await cursors().find_one({"chainId": chain_id}, {"lastDrift": 1})
+    return (found or {}).get("lastDrift")

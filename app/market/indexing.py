@@ -1,0 +1,174 @@
+"""What the chain's events mean to the marketplace: transactions, owners, listings and sales.
+
+The chain domain's indexer reads the contracts' logs into `chainEvents` and says which tokens a pass
+touched, including those whose events a reorg removed. For each such token this rebuilds, from its
+live events alone, everything the chain decides:
+
+- its `transactions`: one per on-chain transaction, as the seed names them (`mint` for a transfer from
+  the zero address, `transfer`, `list`, `delist`, and a marketplace sale as `buy`; the transfer inside
+  a sale is the sale), `pending` until the block is final, then `completed`. A transaction whose
+  events are all removed is deleted;
+- its owner (the last transfer's receiver, since that block's time) and listing (the last `Listed`,
+  unless a `Delisted`, a sale or a transfer came after it), and its mint (`chain`);
+- its sale points in the price history, one per `Sold`, removed with it.
+
+Rebuilding from the events makes a pass idempotent and a reorg a matter of reading again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from app.assets import service as assets_service
+from app.chain import service as chain_service
+from app.config import Settings
+from app.lib.money import wei_to_eth
+from app.market import repository
+from app.market.documents import Transaction, TransactionChain
+
+SALE = "Sold"
+MARKET_EVENTS = ("Listed", "Delisted", "Sold")
+
+
+async def index_chain(clients, settings: Settings) -> dict[str, Any]:
+    """One pass of the indexer, applied to the marketplace."""
+    done = await chain_service.index_once(clients, settings)
+    if done is None:
+        return {"indexed": False}
+    final = await chain_service.final_block(clients, settings, done.head)
+    token_address = await chain_service.deployed_address(settings, "AssetToken")
+    applied = await apply_tokens(clients, settings, sorted(done.tokens), final, token_address)
+    completed = await repository.complete_indexed(final)
+    if completed:
+        await assets_service.confirm_chain_states(final)
+    result = {
+        "from": done.start,
+        "to": done.end,
+        "head": done.head,
+        "events": done.events,
+        "tokens": len(done.tokens),
+        "completed": completed,
+        **applied,
+    }
+    if done.reorg is not None:
+        result["reorg"] = {k: done.reorg[k] for k in ("fork", "depth", "removed")}
+    return result
+
+
+async def apply_tokens(
+    clients, settings: Settings, token_ids: list[int], final: int, token_address: str | None
+) -> dict[str, int]:
+    """Rebuild the transactions, owner, listing, mint and sale points of these tokens from their events."""
+    if not token_ids:
+        return {"transactions": 0, "deleted": 0}
+    by_token: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for event in await chain_service.token_events(settings, token_ids):
+        by_token[event["tokenId"]].append(event)
+    live: set[str] = set()
+    written = 0
+    states = []
+    for token_id in token_ids:
+        events = by_token.get(token_id, [])
+        for transaction in _transactions(token_id, events, final):
+            live.add(transaction.blockchain.transactionHash)
+            await repository.upsert(transaction)
+            written += 1
+        states.append(_state(token_id, events, final, token_address))
+    stale = [h for h in await repository.indexed_hashes(token_ids) if h not in live]
+    deleted = await repository.delete_by_hashes(stale)
+    await assets_service.apply_chain_states(clients.redis, states)
+    return {"transactions": written, "deleted": deleted}
+
+
+def _transactions(token_id: int, events: list[dict[str, Any]], final: int) -> list[Transaction]:
+    by_hash: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        if event["contract"] in ("AssetToken", "Marketplace"):
+            by_hash[event["txHash"]].append(event)
+    found = []
+    for tx_hash, group in by_hash.items():
+        event = next((e for e in group if e["event"] == SALE), None) or group[-1]
+        args = event["args"]
+        kind, seller, buyer, price, fee = _meaning(event, args)
+        found.append(
+            Transaction(
+                type=kind,
+                tokenId=token_id,
+                price=wei_to_eth(price) if price is not None else None,
+                priceWei=price,
+                seller=seller,
+                buyer=buyer,
+                timestamp=event["blockTime"],
+                blockchain=TransactionChain(
+                    transactionHash=tx_hash.lower(),
+                    blockNumber=event["blockNumber"],
+                    blockHash=event["blockHash"],
+                    logIndex=event["logIndex"],
+                ),
+                status="completed" if event["blockNumber"] <= final else "pending",
+                platformFee=wei_to_eth(fee) if fee is not None else None,
+                platformFeeWei=fee,
+            )
+        )
+    return found
+
+
+def _meaning(
+    event: dict[str, Any], args: dict[str, Any]
+) -> tuple[str, str | None, str | None, int | None, int | None]:
+    """(type, seller, buyer, price in wei, fee in wei) of one event."""
+    name = event["event"]
+    if name == "Sold":
+        return "buy", args["seller"], args["buyer"], int(args["price"]), int(args["fee"])
+    if name == "Listed":
+        return "list", args["seller"], None, int(args["price"]), None
+    if name == "Delisted":
+        return "delist", args["seller"], None, None, None
+    if args["sender"] == chain_service.ZERO_ADDRESS:
+        return "mint", None, args["receiver"], None, None
+    return "transfer", args["sender"], args["receiver"], None, None
+
+
+def _state(token_id: int, events: list[dict[str, Any]], final: int, token_address: str | None):
+    transfers = [e for e in events if e["event"] == "Transfer"]
+    owner = since = None
+    if transfers:
+        owner, since = transfers[-1]["args"]["receiver"], transfers[-1]["blockTime"]
+    listing = None
+    market = [e for e in events if e["event"] in MARKET_EVENTS]
+    if market and market[-1]["event"] == "Listed":
+        listed = market[-1]
+        moved_after = any(
+            (t["blockNumber"], t["logIndex"]) > (listed["blockNumber"], listed["logIndex"]) for t in transfers
+        )
+        if not moved_after:
+            listing = assets_service.ChainListing(
+                price_wei=int(listed["args"]["price"]),
+                listed_at=listed["blockTime"],
+                seller=listed["args"]["seller"],
+            )
+    mint = next((t for t in transfers if t["args"]["sender"] == chain_service.ZERO_ADDRESS), None)
+    sales = [
+        assets_service.ChainSale(
+            point_key=f"{e['txHash']}:{e['logIndex']}",
+            price_wei=int(e["args"]["price"]),
+            at=e["blockTime"],
+            tx_hash=e["txHash"],
+            block=e["blockNumber"],
+        )
+        for e in events
+        if e["event"] == SALE
+    ]
+    return assets_service.ChainState(
+        token_id=token_id,
+        contract=token_address,
+        owner=owner,
+        owner_since=since,
+        listing=listing,
+        has_market_events=bool(market),
+        mint_tx=mint["txHash"] if mint else None,
+        mint_block=mint["blockNumber"] if mint else None,
+        mint_final=bool(mint and mint["blockNumber"] <= final),
+        sales=sales,
+    )

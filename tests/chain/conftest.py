@@ -1,0 +1,77 @@
+"""The chain tests' anvil: each test starts from the chain as it was and leaves it so."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.chain import service
+from app.chain.artifacts import artifact
+from app.market import service as market_service
+from tests import factories
+
+
+@pytest.fixture
+async def web3(client, clients):
+    if clients.web3 is None:
+        pytest.skip("no anvil: install the npm packages (make test does)")
+    snapshot = await clients.web3.provider.make_request("evm_snapshot", [])
+    yield clients.web3
+    await clients.web3.provider.make_request("evm_setAutomine", [True])
+    await clients.web3.provider.make_request("evm_revert", [snapshot["result"]])
+
+
+async def rpc(web3, method: str, *params):
+    answer = await web3.provider.make_request(method, list(params))
+    assert "error" not in answer, answer
+    return answer.get("result")
+
+
+ONE_ETH = 10**18
+
+
+@pytest.fixture
+async def chain(web3, clients, settings):
+    deployed = await service.ensure_deployed(clients, settings)
+
+    def at(name):
+        return web3.eth.contract(address=deployed[name].address, abi=artifact(name).abi)
+
+    accounts = await web3.eth.accounts
+    return {
+        "token": at("AssetToken"),
+        "market": at("Marketplace"),
+        "seller": accounts[1],
+        "buyer": accounts[2],
+    }
+
+
+async def settle(clients, settings, passes: int = 3) -> dict:
+    """Let the outbox send and the indexer read, as the worker's crons do."""
+    result = {}
+    for _ in range(passes):
+        await service.process_outbox(clients, settings)
+        result = await market_service.index_chain(clients, settings)
+    return result
+
+
+async def onboard(client, settings, token_id: int, owner: str, **extra) -> dict:
+    admin = await factories.login(settings, roles=("admin",))
+    body = {"tokenId": token_id, "name": f"Asset {token_id}", "assetType": "Art", "owner": owner, **extra}
+    created = await client.post("/api/assets", json=body, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+async def transact(web3, call, sender: str, value: int = 0):
+    tx_hash = await call.transact({"from": sender, "value": value})
+    receipt = await web3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return receipt
+
+
+async def detail(client, token_id: int) -> dict:
+    return (await client.get(f"/api/assets/{token_id}")).json()
+
+
+async def transactions(client, token_id: int) -> list[dict]:
+    return (await client.get("/api/transactions", params={"tokenId": token_id})).json()["items"]

@@ -1,0 +1,168 @@
+"""Deployments on anvil: the three contracts deployed once, reused, found again after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_account import Account
+from pydantic import SecretStr
+
+from app.chain import outbox, repository, service
+from app.chain.artifacts import CONTRACTS, artifact
+from app.chain.deployments import metadata_base_uri
+from app.chain.signer import SignerUnavailable, load_signer, new_keystore
+from app.config import DEV_SIGNER_KEY
+
+
+async def logs() -> list[dict]:
+    return await repository.deployments().find({}).sort("createdAt", 1).to_list(None)
+
+
+async def test_the_three_contracts_are_deployed_and_wired(web3, clients, settings):
+    deployed = await service.ensure_deployed(clients, settings)
+    assert list(deployed) == list(CONTRACTS) and not any(d.reused for d in deployed.values())
+    records = await logs()
+    assert [(r["contract"], r["status"], r["chainId"]) for r in records] == [
+        (name, "deployed", settings.chain.chain_id) for name in CONTRACTS
+    ]
+    signer = load_signer(settings)
+    for record in records:
+        built = artifact(record["contract"])
+        assert record["artifactHash"] == built.artifact_hash and record["deployer"] == signer.address
+        assert record["block"] > 0 and record["txHash"].startswith("0x") and record["error"] is None
+        assert built.runs_at(await web3.eth.get_code(record["address"]))
+        receipt = await web3.eth.get_transaction_receipt(record["txHash"])
+        assert receipt["contractAddress"] == record["address"]
+
+    def at(name):
+        return web3.eth.contract(address=deployed[name].address, abi=artifact(name).abi)
+
+    assert await at("Marketplace").functions.token().call() == deployed["AssetToken"].address
+    assert await at("Marketplace").functions.fee_bps().call() == settings.chain.fee_bps
+    assert await at("Marketplace").functions.fee_recipient().call() == signer.address
+    assert await at("PriceOracle").functions.publisher().call() == signer.address
+    token = at("AssetToken")
+    assert await token.functions.is_minter(signer.address).call()
+    # The signer mints, and tokenURI is the API's metadata route for the id.
+    owner = (await web3.eth.accounts)[3]
+    tx = await token.functions.mint(owner, 42).build_transaction(
+        {"from": signer.address, "nonce": await web3.eth.get_transaction_count(signer.address)}
+    )
+    await web3.eth.wait_for_transaction_receipt(
+        await web3.eth.send_raw_transaction(signer.sign_transaction(tx).raw_transaction)
+    )
+    assert await token.functions.ownerOf(42).call() == owner
+    assert await token.functions.tokenURI(42).call() == f"{metadata_base_uri(settings)}42"
+    assert metadata_base_uri(settings).endswith("/api/metadata/")
+
+
+async def test_a_second_run_reuses_what_is_deployed(web3, clients, settings):
+    first = await service.ensure_deployed(clients, settings)
+    block = await web3.eth.block_number
+    again = await service.ensure_deployed(clients, settings)
+    assert all(d.reused for d in again.values())
+    assert {n: d.address for n, d in again.items()} == {n: d.address for n, d in first.items()}
+    assert await web3.eth.block_number == block and len(await logs()) == 3
+
+
+async def test_a_chain_that_lost_the_code_gets_the_contracts_again(web3, clients, settings):
+    before = await web3.provider.make_request("evm_snapshot", [])
+    await service.ensure_deployed(clients, settings)
+    await web3.provider.make_request("evm_revert", [before["result"]])  # the blocks are gone, as in a reorg
+    again = await service.ensure_deployed(clients, settings)
+    # The outbox sends the lost deployments again (what a reorg calls for); whatever is reused, every
+    # contract is at its address and the marketplace trades the token that is there.
+    assert not again["AssetToken"].reused
+    for name in CONTRACTS:
+        assert artifact(name).runs_at(await web3.eth.get_code(again[name].address))
+    market = web3.eth.contract(address=again["Marketplace"].address, abi=artifact("Marketplace").abi)
+    assert await market.functions.token().call() == again["AssetToken"].address
+
+
+async def test_a_deployment_cut_short_is_found_again_not_sent_twice(web3, clients, settings, monkeypatch):
+    """The run signed and sent the AssetToken's deployment, then died: the next run finishes that one."""
+    real = outbox.wait_mined
+
+    async def crash_after_one_pass(web3, settings, signer, key, *, timeout_s):
+        await outbox.process(web3, settings, signer)  # signs and sends
+        raise KeyboardInterrupt
+
+    signer = load_signer(settings)
+    nonce = await web3.eth.get_transaction_count(signer.address)
+    monkeypatch.setattr(outbox, "wait_mined", crash_after_one_pass)
+    with pytest.raises(KeyboardInterrupt):
+        await service.ensure_deployed(clients, settings)
+    assert [(r["contract"], r["status"]) for r in await logs()] == [("AssetToken", "pending")]
+    monkeypatch.setattr(outbox, "wait_mined", real)
+    deployed = await service.ensure_deployed(clients, settings)
+    sent = await repository.outbox().find({"ref.contract": "AssetToken"}).to_list(None)
+    assert len(sent) == 1 and deployed["AssetToken"].tx_hash == sent[0]["txHash"]
+    assert [(r["contract"], r["status"]) for r in await logs()] == [(name, "deployed") for name in CONTRACTS]
+    # three deployments sent in all, one each: the first was not sent again
+    assert await web3.eth.get_transaction_count(signer.address) == nonce + 3
+
+
+async def test_a_deployment_that_would_revert_is_failed_and_said(web3, clients, settings):
+    bad = settings.model_copy(
+        update={"chain": settings.chain.model_copy(update={"fee_recipient": "0x" + "0" * 40})}
+    )
+    with pytest.raises(service.DeploymentFailed, match="no fee recipient"):
+        await service.ensure_deployed(clients, bad)
+    records = await logs()
+    assert [(r["contract"], r["status"]) for r in records] == [
+        ("AssetToken", "deployed"),
+        ("Marketplace", "failed"),
+    ]
+    assert "would revert" in records[1]["error"]
+    entry = await repository.outbox().find_one({"key": f"deploy:{records[1]['_id']}"})
+    assert entry["status"] == "failed" and entry.get("nonce") is None  # no nonce held: no gap on the chain
+
+
+async def test_a_node_of_another_chain_is_refused(web3, clients, settings):
+    other = settings.model_copy(update={"chain": settings.chain.model_copy(update={"chain_id": 1})})
+    with pytest.raises(service.DeploymentFailed, match="chain id"):
+        await service.ensure_deployed(clients, other)
+    assert await logs() == []
+
+
+async def test_the_deployments_route_lists_address_and_abi(web3, client, clients, settings):
+    empty = await client.get("/api/chain/deployments")
+    assert empty.status_code == 200
+    assert empty.json() == {"chainId": settings.chain.chain_id, "deployments": []}
+    deployed = await service.ensure_deployed(clients, settings)
+    body = (await client.get("/api/chain/deployments")).json()
+    assert [d["name"] for d in body["deployments"]] == list(CONTRACTS)
+    for entry in body["deployments"]:
+        assert entry["address"] == deployed[entry["name"]].address
+        assert entry["chainId"] == settings.chain.chain_id
+        assert entry["abi"] == artifact(entry["name"]).abi
+        assert entry["artifactHash"] == artifact(entry["name"]).artifact_hash
+        assert entry["transactionHash"].startswith("0x") and entry["blockNumber"] > 0
+    # a client can call the contract from what the route gives
+    market = next(d for d in body["deployments"] if d["name"] == "Marketplace")
+    contract = web3.eth.contract(address=market["address"], abi=market["abi"])
+    assert await contract.functions.token().call() == deployed["AssetToken"].address
+
+
+def test_the_signer_opens_its_keystore_and_never_says_what_it_holds(settings, tmp_path):
+    address, keystore = new_keystore("correct horse")
+    path = tmp_path / "signer.json"
+    path.write_text(json.dumps(keystore))
+    chain = settings.chain.model_copy(
+        update={"keystore_path": path, "keystore_password": SecretStr("correct horse")}
+    )
+    assert load_signer(settings.model_copy(update={"chain": chain})).address == address
+    wrong = settings.chain.model_copy(update={"keystore_path": path, "keystore_password": SecretStr("wrong")})
+    with pytest.raises(SignerUnavailable) as refused:
+        load_signer(settings.model_copy(update={"chain": wrong}))
+    assert str(path) in str(refused.value) and keystore["crypto"]["ciphertext"] not in str(refused.value)
+    missing = settings.chain.model_copy(update={"keystore_path": path, "keystore_password": None})
+    with pytest.raises(SignerUnavailable, match="PASSWORD"):
+        load_signer(settings.model_copy(update={"chain": missing}))
+
+
+def test_the_development_key_is_never_the_signer_in_production(settings):
+    assert load_signer(settings).address == Account.from_key(DEV_SIGNER_KEY).address
+    with pytest.raises(SignerUnavailable, match="KEYSTORE_PATH"):
+        load_signer(settings.model_copy(update={"app_env": "production"}))

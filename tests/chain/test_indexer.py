@@ -1,0 +1,135 @@
+"""Mint, list and buy on anvil by real wallets, read back by the indexer; a reorg rolled back."""
+
+from __future__ import annotations
+
+from web3 import Web3
+
+from app.assets import service as assets_service
+from app.chain import repository
+from tests import factories
+from tests.chain.conftest import ONE_ETH, detail, onboard, rpc, settle, transact, transactions
+
+
+async def test_mint_list_and_buy_by_real_wallets_show_in_the_api(web3, client, clients, settings, chain):
+    seller, buyer = chain["seller"], chain["buyer"]
+    created = await onboard(client, settings, 101, seller)
+    assert created["contractAddress"] == chain["token"].address
+    assert created["chain"] == {
+        "contractAddress": chain["token"].address,
+        "mintTx": None,
+        "block": None,
+        "status": "pending",
+    }
+    await settle(clients, settings)
+    assert await chain["token"].functions.ownerOf(101).call() == seller
+    minted = await detail(client, 101)
+    assert minted["chain"]["status"] == "minted" and minted["chain"]["mintTx"].startswith("0x")
+    assert [(t["type"], t["buyer"], t["status"]) for t in await transactions(client, 101)] == [
+        ("mint", seller, "pending")
+    ]
+
+    # The owner lists with their own wallet, and another wallet buys.
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 101), seller)
+    await transact(web3, chain["market"].functions.list_token(101, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    listed = await detail(client, 101)
+    assert listed["marketStatus"]["isListed"] and listed["marketStatus"]["listingPriceWei"] == str(ONE_ETH)
+    assert listed["marketStatus"]["listedBy"] == seller
+    listings = (await client.get("/api/market/listings")).json()["items"]
+    assert [item["tokenId"] for item in listings] == [101]
+
+    balance = await web3.eth.get_balance(seller)
+    receipt = await transact(web3, chain["market"].functions.buy_token(101), buyer, ONE_ETH)
+    fee = ONE_ETH * settings.chain.fee_bps // 10_000
+    assert await web3.eth.get_balance(seller) == balance + ONE_ETH - fee
+    await settle(clients, settings, 1)
+    sold = await detail(client, 101)
+    assert sold["ownership"]["currentOwner"] == buyer and not sold["marketStatus"]["isListed"]
+    found = await transactions(client, 101)
+    assert [t["type"] for t in found] == ["buy", "list", "mint"]  # newest first
+    sale = found[0]
+    assert (sale["seller"], sale["buyer"], sale["priceWei"]) == (seller, buyer, str(ONE_ETH))
+    assert sale["transactionHash"] == Web3.to_hex(receipt["transactionHash"])
+    owned = (await client.get(f"/api/users/{buyer}/assets")).json()["items"]
+    assert [a["tokenId"] for a in owned] == [101]
+    points = (await client.get("/api/assets/101/price-history", params={"source": "sale"})).json()["points"]
+    assert [(p["price"], p["transactionHash"]) for p in points] == [(1.0, sale["transactionHash"])]
+
+    # Final 64 blocks on (anvil's `finalized`): completed, and the mint confirmed.
+    await rpc(web3, "anvil_mine", hex(70))
+    await settle(clients, settings, 1)
+    assert {t["status"] for t in await transactions(client, 101)} == {"completed"}
+    assert (await detail(client, 101))["chain"]["status"] == "confirmed"
+
+
+async def test_a_reorg_of_depth_three_is_rolled_back(web3, client, clients, settings, chain):
+    seller, buyer = chain["seller"], chain["buyer"]
+    await onboard(client, settings, 102, seller)
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 102), seller)
+    await transact(web3, chain["market"].functions.list_token(102, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    fork = await rpc(web3, "evm_snapshot")
+    fork_block = await web3.eth.block_number
+    await transact(web3, chain["market"].functions.buy_token(102), buyer, ONE_ETH)
+    await rpc(web3, "anvil_mine", hex(2))  # the sale is 3 blocks deep
+    await settle(clients, settings, 1)
+    assert (await detail(client, 102))["ownership"]["currentOwner"] == buyer
+    assert [t["type"] for t in await transactions(client, 102)] == ["buy", "list", "mint"]
+
+    await rpc(web3, "evm_revert", fork)  # those 3 blocks are orphaned...
+    await rpc(web3, "anvil_mine", hex(5))  # ...and another branch grows past them
+    result = await settle(clients, settings, 1)
+    assert (
+        result["reorg"]["fork"] == fork_block and result["reorg"]["removed"] >= 2
+    )  # the sale and its transfer
+    rolled = await detail(client, 102)
+    assert rolled["ownership"]["currentOwner"] == seller
+    assert rolled["marketStatus"]["isListed"] and rolled["marketStatus"]["listingPriceWei"] == str(ONE_ETH)
+    assert [t["type"] for t in await transactions(client, 102)] == ["list", "mint"]
+    assert (await client.get("/api/assets/102/price-history", params={"source": "sale"})).json()[
+        "points"
+    ] == []
+    cursor = await repository.indexer_cursor(settings.chain.chain_id)
+    assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
+
+
+async def test_reading_a_range_again_adds_nothing(web3, client, clients, settings, chain):
+    await onboard(client, settings, 103, chain["seller"])
+    await settle(clients, settings)
+    events = await repository.events().count_documents({})
+    deployed_at = min(r["block"] for r in await repository.deployments().find({}).to_list(None))
+    await repository.rewind_cursor(settings.chain.chain_id, deployed_at, None, {})
+    await settle(clients, settings, 1)
+    assert await repository.events().count_documents({}) == events
+    assert [t["type"] for t in await transactions(client, 103)] == ["mint"]
+
+
+async def test_an_asset_of_another_contract_is_recorded_without_a_mint(
+    web3, client, clients, settings, chain
+):
+    other = "0x" + "ab" * 20
+    created = await onboard(
+        client, settings, 104, chain["seller"], contractAddress=Web3.to_checksum_address(other)
+    )
+    assert created["chain"] is None
+    assert await repository.outbox().count_documents({"kind": "mint"}) == 0
+
+
+async def test_without_a_deployed_token_an_asset_needs_its_contract(web3, client, settings):
+    admin = await factories.login(settings, roles=("admin",))
+    body = {"tokenId": 105, "name": "No chain", "assetType": "Art"}
+    refused = await client.post("/api/assets", json=body, headers=admin.headers)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_asset_token"
+
+
+async def test_a_mint_asked_for_before_a_crash_is_asked_again_once(web3, client, clients, settings, chain):
+    await onboard(client, settings, 106, chain["seller"])
+    await repository.outbox().delete_many({})  # the process died between the insert and the ask
+    assert await assets_service.request_pending_mints(clients, settings) == 1
+    assert await assets_service.request_pending_mints(clients, settings) == 1  # asked again: still one entry
+    assert await repository.outbox().count_documents({"kind": "mint"}) == 1
+    await settle(clients, settings)
+    assert await chain["token"].functions.ownerOf(106).call() == chain["seller"]
+    assert (await detail(client, 106))["chain"]["status"] == "minted"
+    assert await assets_service.request_pending_mints(clients, settings) == 0
