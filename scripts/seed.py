@@ -422,7 +422,7 @@ async def seed_data(
             doc = _bson(encoder, tx)
             ops.append(
                 UpdateOne(
-                    {"blockchain.transactionHash": tx.blockchain.transactionHash},
+                    {"blockchain.transactionHash": tx.blockchain.transactionHash, "tokenId": tx.tokenId},
                     {"$setOnInsert": doc},
                     upsert=True,
                 )

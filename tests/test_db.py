@@ -27,7 +27,7 @@ EXPECTED_INDEXES = {
         ([("tokenId", 1)], False),
         ([("seller", 1)], False),
         ([("buyer", 1)], False),
-        ([("blockchain.transactionHash", 1)], True),
+        ([("blockchain.transactionHash", 1), ("tokenId", 1)], True),
         ([("timestamp", -1)], False),
     ],
     "aiOracleData": [
@@ -114,3 +114,14 @@ async def test_datetimes_come_back_timezone_aware(client):
     await factories.asset(3)
     loaded = await Asset.find_one(Asset.tokenId == 3)
     assert loaded.createdAt.tzinfo is not None
+
+
+async def test_an_index_an_older_version_made_is_dropped_at_start_up(client, settings, clients):
+    """The unique transaction hash of old refused the second token of a sweep: start-up drops it."""
+    from app.lib.db import init_db
+
+    transactions = clients.mongo[settings.mongodb.database]["transactions"]
+    await transactions.create_index("blockchain.transactionHash", unique=True, name="transactionHash_unique")
+    await init_db(clients.mongo, settings, DOCUMENTS)
+    names = set(await transactions.index_information())
+    assert "transactionHash_unique" not in names and "transactionHash_tokenId_unique" in names

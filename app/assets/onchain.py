@@ -8,10 +8,10 @@ between the insert and the ask) mints once. An asset of another contract is reco
 
 from __future__ import annotations
 
-from app.assets import repository
+from app.assets import chain_records as repository
 from app.chain import service as chain_service
 from app.config import Settings
-from app.lib.errors import Conflict
+from app.lib.errors import BadRequest, Conflict
 from app.lib.params import parse_address
 
 
@@ -26,29 +26,50 @@ async def asset_token(clients, settings: Settings) -> str | None:
     return await chain_service.deployed_address(settings, "AssetToken")
 
 
-async def contract_of(clients, settings: Settings, given: str | None) -> tuple[str, bool]:
-    """The asset's contract, and whether the platform mints its token: (address, mints)."""
+async def contract_of(clients, settings: Settings, given: str | None, owner: str | None) -> tuple[str, bool]:
+    """The asset's contract, and whether the platform mints its token (to `owner`): (address, mints)."""
     token = await asset_token(clients, settings)
     if given is None:
         if token is None:
             raise NoAssetToken("contractAddress is required: no AssetToken is deployed on this chain")
-        return token, True
-    address = parse_address(given, "contractAddress")
-    return address, token is not None and address.lower() == token.lower()
+        address = token
+    else:
+        address = parse_address(given, "contractAddress")
+    mints = token is not None and address.lower() == token.lower()
+    if mints:
+        check_owner(owner)
+    return address, mints
+
+
+def check_owner(owner: str | None) -> None:
+    """A token is minted to a wallet that can hold it: never to no one or to the zero address."""
+    if owner is None or int(owner, 16) == 0:
+        raise BadRequest("the asset needs an owner to mint its token to", code="invalid_address")
 
 
 async def request_mint(clients, settings: Settings, token_id: int, contract: str, owner: str) -> str:
     return await chain_service.request_mint(clients, settings, contract, token_id, owner)
 
 
-async def request_pending_mints(clients, settings: Settings, limit: int = 500) -> int:
-    """Ask again for the mints of assets still `pending` (the outbox makes each ask count once)."""
+async def request_pending_mints(clients, settings: Settings, batch: int = 500) -> int:
+    """Ask for the mints of assets still `pending` that the outbox has never heard of (a crash between
+    the insert and the ask), and mark `failed` those whose mint the outbox failed; the count asked."""
     token = await asset_token(clients, settings)
-    asked = 0
-    for asset in await repository.pending_mints(limit):
-        owner = (asset.get("ownership") or {}).get("currentOwner")
-        if token is None or owner is None or asset["contractAddress"].lower() != token.lower():
-            continue
-        await request_mint(clients, settings, asset["tokenId"], asset["contractAddress"], owner)
-        asked += 1
+    if token is None:
+        return 0
+    asked, after = 0, -1
+    while found := await repository.pending_mints(after, batch):
+        after = found[-1]["tokenId"]
+        for asset in found:
+            owner = (asset.get("ownership") or {}).get("currentOwner")
+            if owner is None or asset["contractAddress"].lower() != token.lower():
+                continue
+            entry = await chain_service.outbox_entry(
+                chain_service.mint_key(settings, token, asset["tokenId"])
+            )
+            if entry is None:
+                await request_mint(clients, settings, asset["tokenId"], asset["contractAddress"], owner)
+                asked += 1
+            elif entry["status"] == "failed":
+                await repository.fail_mint(asset["tokenId"], entry.get("error") or "failed")
     return asked

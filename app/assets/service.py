@@ -217,7 +217,7 @@ async def create_asset(
         raise BadRequest("tokenId must be an integer from 0 to 2^63-1", code="invalid_token_id")
     now = utcnow()
     owner = principal.wallet_address if data.owner is None else parse_address(data.owner, "owner")
-    contract, mints = await onchain.contract_of(clients, settings, data.contractAddress)
+    contract, mints = await onchain.contract_of(clients, settings, data.contractAddress, owner)
     asset = Asset(
         tokenId=data.tokenId,
         contractAddress=contract,
@@ -387,7 +387,7 @@ async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[s
 # ---- for the market domain: what the chain indexer reads of the platform's tokens
 
 ChainState, ChainListing, ChainSale = chain_state.ChainState, chain_state.ChainListing, chain_state.ChainSale
-confirm_chain_states, minted_sample = chain_state.confirm, repository.minted_sample
+confirm_chain_states, minted_sample = chain_state.confirm, chain_state.minted_sample
 
 
 async def apply_chain_states(redis, states: list[chain_state.ChainState]) -> int:

@@ -10,8 +10,9 @@ the read is caught on the next pass. Events are keyed by block hash, transaction
 range read twice adds nothing.
 
 What the events mean to the marketplace (transactions, owners, listings, sales) is the market
-domain's to apply (app/market/indexing.py): each pass answers the tokens it touched, and the removed
-events are there to be undone.
+domain's to apply (app/market/indexing.py). The tokens a pass touched (and those a reorg rolled back)
+join the cursor's `pending` in the same write that moves the cursor, and leave it only once applied,
+so a crash between reading and applying loses nothing.
 """
 
 from __future__ import annotations
@@ -109,15 +110,21 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
         }
     )
     times = await _block_times(web3, {entry["blockNumber"] for entry in logs})
+    # The range must hang from the block the cursor recorded, and still end where it did: a reorg
+    # during the read (or between the check above and the read) is read again on the next pass.
+    first = await web3.eth.get_block(start)
+    if cursor.get("hash") is not None and Web3.to_hex(first["parentHash"]) != cursor["hash"]:
+        return done
     if Web3.to_hex((await web3.eth.get_block(end))["hash"]) != Web3.to_hex(top["hash"]):
-        return done  # the range moved under the read: read it again next time
+        return done
     events = [_event(chain_id, found, entry, times) for entry in logs]
     events = [event for event in events if event is not None]
     await repository.save_events(events)
     blocks = {e["blockNumber"]: e["blockHash"] for e in events}
     blocks[end] = Web3.to_hex(top["hash"])
     await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
-    await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]))
+    touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None})
+    await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]), touched)
     done.events = len(events)
     done.tokens |= {e["tokenId"] for e in events if e["tokenId"] is not None}
     return done

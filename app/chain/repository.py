@@ -163,10 +163,26 @@ async def start_cursor(chain_id: int, block: int) -> dict[str, Any]:
     return await indexer_cursor(chain_id)
 
 
-async def advance_cursor(chain_id: int, block: int, block_hash: str) -> None:
+async def advance_cursor(chain_id: int, block: int, block_hash: str, tokens: list[int]) -> None:
+    """Move the cursor on, and add the tokens read to those still to apply, in one write."""
     await cursors().update_one(
-        {"chainId": chain_id}, {"$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()}}
+        {"chainId": chain_id},
+        {
+            "$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()},
+            "$addToSet": {"pending": {"$each": tokens}},
+        },
     )
+
+
+async def pending_tokens(chain_id: int) -> list[int]:
+    """The tokens read (or rolled back) and not applied yet."""
+    found = await cursors().find_one({"chainId": chain_id}, {"pending": 1})
+    return sorted((found or {}).get("pending") or [])
+
+
+async def applied(chain_id: int, tokens: list[int]) -> None:
+    if tokens:
+        await cursors().update_one({"chainId": chain_id}, {"$pullAll": {"pending": tokens}})
 
 
 async def rewind_cursor(chain_id: int, block: int, block_hash: str | None, reorg: dict[str, Any]) -> None:
@@ -213,11 +229,13 @@ async def block_hash(chain_id: int, number: int) -> str | None:
 
 
 async def remove_events_after(chain_id: int, fork: int) -> tuple[list[int], int]:
-    """Mark the events of blocks above `fork` removed: (the tokens they named, how many)."""
+    """Mark the events of blocks above `fork` removed: (the tokens they named, how many). The tokens join
+    the cursor's `pending` first, so a crash after the marking still has them applied again."""
     query = {"chainId": chain_id, "blockNumber": {"$gt": fork}, "removed": False}
-    tokens = await events().distinct("tokenId", query)
+    tokens = sorted(t for t in await events().distinct("tokenId", query) if t is not None)
+    await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
     result = await events().update_many(query, {"$set": {"removed": True, "removedAt": utcnow()}})
-    return sorted(t for t in tokens if t is not None), result.modified_count
+    return tokens, result.modified_count
 
 
 async def drop_blocks_after(chain_id: int, fork: int) -> None:

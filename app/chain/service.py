@@ -147,6 +147,15 @@ async def index_once(clients: Clients, settings: Settings) -> IndexPass | None:
     return await indexer.index_once(clients.web3, settings)
 
 
+async def pending_tokens(settings: Settings) -> list[int]:
+    """The tokens the indexer has read (or rolled back) whose state is not applied yet."""
+    return await repository.pending_tokens(settings.chain.chain_id)
+
+
+async def tokens_applied(settings: Settings, token_ids: list[int]) -> None:
+    await repository.applied(settings.chain.chain_id, token_ids)
+
+
 async def final_block(clients: Clients, settings: Settings, head: int) -> int:
     return await outbox.final_block(clients.web3, settings, head)
 

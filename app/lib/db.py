@@ -32,8 +32,19 @@ def make_client(settings: Settings) -> AsyncMongoClient:
 
 
 async def init_db(client: AsyncMongoClient, settings: Settings, documents: Sequence[type[Document]]) -> None:
-    """Bind the documents to the database and create their indexes."""
-    await init_beanie(database=client[settings.mongodb.database], document_models=list(documents))
+    """Bind the documents to the database and create their indexes; drop the indexes a document names
+    as retired (`Settings.retired_indexes`: one an older version made, which would now refuse writes)."""
+    database = client[settings.mongodb.database]
+    for document in documents:
+        retired = getattr(document.Settings, "retired_indexes", ())
+        if not retired:
+            continue
+        collection = database[document.Settings.name]
+        present = await collection.index_information()
+        for name in retired:
+            if name in present:
+                await collection.drop_index(name)
+    await init_beanie(database=database, document_models=list(documents))
 
 
 def in_slices(values: Sequence[T], size: int = IN_SLICE) -> Iterator[list[T]]:

@@ -55,14 +55,17 @@ class Transaction(Document):
 
     class Settings:
         name = "transactions"
+        # Dropped at start-up where an older version made them (app/lib/db.py).
+        retired_indexes = ["transactionHash_unique"]
         indexes = [
             IndexModel([("tokenId", pymongo.ASCENDING)], name="tokenId"),
             IndexModel([("seller", pymongo.ASCENDING)], name="seller"),
             IndexModel([("buyer", pymongo.ASCENDING)], name="buyer"),
+            # One row per token a transaction moved: a sweep buying several tokens is several sales.
             IndexModel(
-                [("blockchain.transactionHash", pymongo.ASCENDING)],
+                [("blockchain.transactionHash", pymongo.ASCENDING), ("tokenId", pymongo.ASCENDING)],
                 unique=True,
-                name="transactionHash_unique",
+                name="transactionHash_tokenId_unique",
             ),
             IndexModel([("timestamp", pymongo.DESCENDING)], name="timestamp"),
             # Keyset pagination by (timestamp, _id), overall and per token.

@@ -32,22 +32,24 @@ MARKET_EVENTS = ("Listed", "Delisted", "Sold")
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
-    """One pass of the indexer, applied to the marketplace."""
+    """One pass of the indexer, applied to the marketplace: every token still pending is rebuilt (those
+    of this pass, and any a crash left), then marked applied."""
     done = await chain_service.index_once(clients, settings)
     if done is None:
         return {"indexed": False}
     final = await chain_service.final_block(clients, settings, done.head)
     token_address = await chain_service.deployed_address(settings, "AssetToken")
-    applied = await apply_tokens(clients, settings, sorted(done.tokens), final, token_address)
+    pending = await chain_service.pending_tokens(settings)
+    applied = await apply_tokens(clients, settings, pending, final, token_address)
+    await chain_service.tokens_applied(settings, pending)
     completed = await repository.complete_indexed(final)
-    if completed:
-        await assets_service.confirm_chain_states(final)
+    await assets_service.confirm_chain_states(final)
     result = {
         "from": done.start,
         "to": done.end,
         "head": done.head,
         "events": done.events,
-        "tokens": len(done.tokens),
+        "tokens": len(pending),
         "completed": completed,
         **applied,
     }
@@ -65,18 +67,18 @@ async def apply_tokens(
     by_token: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in await chain_service.token_events(settings, token_ids):
         by_token[event["tokenId"]].append(event)
-    live: set[str] = set()
+    live: set[tuple[str, int]] = set()
     written = 0
     states = []
     for token_id in token_ids:
         events = by_token.get(token_id, [])
         for transaction in _transactions(token_id, events, final):
-            live.add(transaction.blockchain.transactionHash)
+            live.add((transaction.blockchain.transactionHash, token_id))
             await repository.upsert(transaction)
             written += 1
         states.append(_state(token_id, events, final, token_address))
-    stale = [h for h in await repository.indexed_hashes(token_ids) if h not in live]
-    deleted = await repository.delete_by_hashes(stale)
+    stale = [row for row in await repository.indexed_rows(token_ids) if row not in live]
+    deleted = await repository.delete_rows(stale)
     await assets_service.apply_chain_states(clients.redis, states)
     return {"transactions": written, "deleted": deleted}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from beanie.odm.utils.encoder import Encoder
 from bson import Decimal128
-from pymongo import UpdateOne
+from pymongo import DeleteOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from app.lib.db import in_slices
@@ -55,7 +55,7 @@ async def upsert(transaction: Transaction) -> bool:
     for attempt in range(2):
         try:
             result = await transactions_collection().update_one(
-                {"blockchain.transactionHash": tx_hash},
+                {"blockchain.transactionHash": tx_hash, "tokenId": transaction.tokenId},
                 {"$setOnInsert": on_insert, "$set": changes},
                 upsert=True,
             )
@@ -185,24 +185,24 @@ async def tokens_sold_since(since: datetime | None) -> list[int]:
     return sorted(await transactions_collection().distinct("tokenId", query))
 
 
-async def indexed_hashes(token_ids: list[int]) -> dict[str, int]:
-    """The transactions of these tokens that the chain indexer wrote: hash -> token."""
-    found: dict[str, int] = {}
+async def indexed_rows(token_ids: list[int]) -> set[tuple[str, int]]:
+    """The transactions of these tokens that the chain indexer wrote: (hash, token) pairs."""
+    found: set[tuple[str, int]] = set()
     for part in in_slices(sorted(token_ids)):
         query = {"tokenId": {"$in": part}, "blockchain.logIndex": {"$type": ["int", "long"]}}
         async for doc in transactions_collection().find(
             query, {"tokenId": 1, "blockchain.transactionHash": 1}
         ):
-            found[doc["blockchain"]["transactionHash"]] = doc["tokenId"]
+            found.add((doc["blockchain"]["transactionHash"], doc["tokenId"]))
     return found
 
 
-async def delete_by_hashes(hashes: list[str]) -> int:
-    if not hashes:
+async def delete_rows(rows: list[tuple[str, int]]) -> int:
+    """Delete these (hash, token) transactions."""
+    if not rows:
         return 0
-    return (
-        await transactions_collection().delete_many({"blockchain.transactionHash": {"$in": hashes}})
-    ).deleted_count
+    operations = [DeleteOne({"blockchain.transactionHash": h, "tokenId": t}) for h, t in rows]
+    return (await transactions_collection().bulk_write(operations, ordered=False)).deleted_count
 
 
 async def complete_indexed(final_block: int) -> int:

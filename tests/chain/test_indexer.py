@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from web3 import Web3
 
 from app.assets import service as assets_service
-from app.chain import repository
+from app.chain import repository, service
+from app.market import service as market_service
 from tests import factories
 from tests.chain.conftest import ONE_ETH, detail, onboard, rpc, settle, transact, transactions
 
@@ -127,9 +129,88 @@ async def test_a_mint_asked_for_before_a_crash_is_asked_again_once(web3, client,
     await onboard(client, settings, 106, chain["seller"])
     await repository.outbox().delete_many({})  # the process died between the insert and the ask
     assert await assets_service.request_pending_mints(clients, settings) == 1
-    assert await assets_service.request_pending_mints(clients, settings) == 1  # asked again: still one entry
+    assert await assets_service.request_pending_mints(clients, settings) == 0  # asked for already
     assert await repository.outbox().count_documents({"kind": "mint"}) == 1
     await settle(clients, settings)
     assert await chain["token"].functions.ownerOf(106).call() == chain["seller"]
     assert (await detail(client, 106))["chain"]["status"] == "minted"
     assert await assets_service.request_pending_mints(clients, settings) == 0
+
+
+async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, clients, settings):
+    """A sweep (one transaction, several tokens) is several transactions, one per token."""
+    from datetime import UTC, datetime
+
+    from app.chain import repository as chain_repository
+    from app.market import indexing
+
+    tx, block_hash = "0x" + "ab" * 32, "0x" + "cd" * 32
+    sender, receiver = "0x" + "11" * 20, "0x" + "22" * 20
+    events = [
+        {
+            "chainId": settings.chain.chain_id,
+            "contract": "AssetToken",
+            "address": "0x" + "33" * 20,
+            "event": "Transfer",
+            "blockNumber": 10,
+            "blockHash": block_hash,
+            "txHash": tx,
+            "logIndex": index,
+            "tokenId": token_id,
+            "args": {"sender": sender, "receiver": receiver, "token_id": str(token_id)},
+            "blockTime": datetime(2026, 1, 1, tzinfo=UTC),
+            "removed": False,
+        }
+        for index, token_id in enumerate((301, 302))
+    ]
+    await chain_repository.save_events(events)
+    await indexing.apply_tokens(clients, settings, [301, 302], final=5, token_address=None)
+    for token_id in (301, 302):
+        assert [(t["type"], t["transactionHash"]) for t in await transactions(client, token_id)] == [
+            ("transfer", tx)
+        ]
+
+
+async def test_a_crash_between_reading_and_applying_loses_nothing(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    from app.market import indexing
+
+    await onboard(client, settings, 107, chain["seller"])
+    for _ in range(2):
+        await service.process_outbox(clients, settings)
+    real = indexing.apply_tokens
+
+    async def died(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexing, "apply_tokens", died)
+    with pytest.raises(KeyboardInterrupt):
+        await market_service.index_chain(clients, settings)  # read the mint, died before applying it
+    monkeypatch.setattr(indexing, "apply_tokens", real)
+    result = await market_service.index_chain(clients, settings)
+    assert result["events"] == 0 and result["tokens"] == 1  # nothing new to read; the mint still applied
+    assert (await detail(client, 107))["chain"]["status"] == "minted"
+    assert [t["type"] for t in await transactions(client, 107)] == ["mint"]
+    assert await repository.pending_tokens(settings.chain.chain_id) == []
+
+
+async def test_a_mint_the_outbox_failed_shows_failed_and_is_not_asked_again(
+    web3, client, clients, settings, chain
+):
+    await onboard(client, settings, 108, chain["seller"])
+    await repository.outbox().update_one(
+        {"kind": "mint"}, {"$set": {"status": "failed", "error": "would revert: x"}}
+    )
+    assert await assets_service.request_pending_mints(clients, settings) == 0
+    failed = (await detail(client, 108))["chain"]
+    assert failed["status"] == "failed"
+    assert await assets_service.request_pending_mints(clients, settings) == 0
+
+
+async def test_a_token_is_never_minted_to_the_zero_address(web3, client, settings, chain):
+    admin = await factories.login(settings, roles=("admin",))
+    body = {"tokenId": 109, "name": "Nobody's", "assetType": "Art", "owner": "0x" + "0" * 40}
+    refused = await client.post("/api/assets", json=body, headers=admin.headers)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_address"
+    assert await repository.outbox().count_documents({"kind": "mint"}) == 0
