@@ -13,6 +13,7 @@ import sys
 
 from app.chain import service as chain_service
 from app.chain.signer import SignerUnavailable
+from app.lib.chain import without_url_secrets
 from app.lib.clients import open_clients
 from app.lib.embedded import settings_with_running_services
 from app.main import DOCUMENTS
@@ -29,7 +30,7 @@ async def _run() -> int:
         except (chain_service.DeploymentFailed, SignerUnavailable) as exc:
             print(f"deployment failed: {exc}", file=sys.stderr)
             return 1
-    print(f"contracts on chain {settings.chain.chain_id} ({settings.chain.rpc_url}):")
+    print(f"contracts on chain {settings.chain.chain_id} ({without_url_secrets(settings.chain.rpc_url)}):")
     for found in deployed.values():
         how = "reused" if found.reused else f"deployed by {found.tx_hash} in block {found.block}"
         print(f"  {found.contract:<12} {found.address}  {how}")

@@ -72,7 +72,8 @@ async def _ensure(
     wanted = [str(arg) for arg in args]
     last = await repository.latest_deployment(name, chain_id)
     if last is not None and last["artifactHash"] == built.artifact_hash and last.get("args") == wanted:
-        if last["status"] == "pending":
+        if last["status"] == "pending":  # a run cut short: the same transaction, asked for again
+            await _ask(chain_id, signer, name, last["_id"], last["data"])
             return await _finish(web3, settings, signer, built, last["_id"])
         if last["status"] == "deployed" and await _runs_at(web3, built, last["address"]):
             return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
@@ -89,8 +90,20 @@ async def _ensure(
             "txHash": None,
             "block": None,
             "error": None,
+            "data": data,  # the creation transaction's input: asked for again, it is the same one
         }
     )
+    await _ask(chain_id, signer, name, log_id, data)
+    found = await _finish(web3, settings, signer, built, log_id)
+    return Deployed(found.contract, found.address, found.tx_hash, found.block, reused=False)
+
+
+def _outbox_key(log_id: ObjectId) -> str:
+    return f"deploy:{log_id}"
+
+
+async def _ask(chain_id: int, signer: LocalAccount, name: str, log_id: ObjectId, data: str) -> None:
+    """Ask the outbox for the deployment (once per deployment log, however often asked)."""
     await outbox.submit(
         key=_outbox_key(log_id),
         kind="deploy",
@@ -100,12 +113,6 @@ async def _ensure(
         data=data,
         ref={"contract": name, "deploymentId": str(log_id)},
     )
-    found = await _finish(web3, settings, signer, built, log_id)
-    return Deployed(found.contract, found.address, found.tx_hash, found.block, reused=False)
-
-
-def _outbox_key(log_id: ObjectId) -> str:
-    return f"deploy:{log_id}"
 
 
 async def _runs_at(web3: AsyncWeb3, built: Artifact, address: str) -> bool:

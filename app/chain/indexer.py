@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 from web3 import AsyncWeb3, Web3
-from web3.exceptions import BlockNotFound
+from web3.exceptions import BlockNotFound, Web3RPCError
 
 from app.chain import repository
 from app.chain.artifacts import CONTRACTS, artifact
@@ -40,6 +40,7 @@ INDEXED = {
     "PriceOracle": ("PriceUpdated",),
 }
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
+BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
 
 
 @dataclass
@@ -99,16 +100,20 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
         done.tokens |= set(reorg["tokens"])
     if start > end:
         return done
-    top = await web3.eth.get_block(end)
     topics = [topic for source in found.values() for topic in source.topics]
-    logs = await web3.eth.get_logs(
-        {
-            "fromBlock": start,
-            "toBlock": end,
-            "address": [source.contract.address for source in found.values()],
-            "topics": [topics],
-        }
-    )
+    addresses = [source.contract.address for source in found.values()]
+    while True:  # a range whose logs the node refuses (too many, too slow) is read in halves
+        top = await web3.eth.get_block(end)
+        try:
+            logs = await web3.eth.get_logs(
+                {"fromBlock": start, "toBlock": end, "address": addresses, "topics": [topics]}
+            )
+            break
+        except (Web3RPCError, ValueError, TimeoutError, OSError):
+            if end == start:
+                raise
+            end = start + (end - start) // 2
+    done.end = end
     times = await _block_times(web3, {entry["blockNumber"] for entry in logs})
     # The range must hang from the block the cursor recorded, and still end where it did: a reorg
     # during the read (or between the check above and the read) is read again on the next pass.
@@ -136,7 +141,13 @@ async def _deploy_block(chain_id: int, name: str) -> int:
 
 
 async def _block_times(web3: AsyncWeb3, numbers: set[int]) -> dict[int, datetime]:
-    blocks = await asyncio.gather(*(web3.eth.get_block(n) for n in sorted(numbers)))
+    gate = asyncio.Semaphore(BLOCK_READS)
+
+    async def read(number: int):
+        async with gate:
+            return await web3.eth.get_block(number)
+
+    blocks = await asyncio.gather(*(read(n) for n in sorted(numbers)))
     return {int(b["number"]): datetime.fromtimestamp(int(b["timestamp"]), UTC) for b in blocks}
 
 

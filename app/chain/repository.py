@@ -242,11 +242,16 @@ async def drop_blocks_after(chain_id: int, fork: int) -> None:
     await blocks().delete_many({"chainId": chain_id, "number": {"$gt": fork}})
 
 
-async def token_events(chain_id: int, token_ids: list[int]) -> list[dict[str, Any]]:
-    """The live (not removed) events of these tokens, in chain order."""
+async def token_events(chain_id: int, token_ids: list[int], addresses: list[str]) -> list[dict[str, Any]]:
+    """The live (not removed) events of these tokens from these contracts, in chain order."""
     found: list[dict[str, Any]] = []
     for part in in_slices(sorted(token_ids)):
-        query = {"chainId": chain_id, "tokenId": {"$in": part}, "removed": False}
+        query = {
+            "chainId": chain_id,
+            "tokenId": {"$in": part},
+            "removed": False,
+            "address": {"$in": addresses},
+        }
         found += await events().find(query).to_list(None)
     return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
 

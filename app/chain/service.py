@@ -15,7 +15,7 @@ from web3.exceptions import Web3Exception
 
 from app.chain import deployments, indexer, outbox, repository, schemas, status
 from app.chain.artifacts import CONTRACTS, artifact
-from app.chain.signer import load_signer
+from app.chain.signer import SignerUnavailable, load_signer, signer_address
 from app.config import Settings
 from app.lib.clients import Clients
 from app.lib.errors import ServiceUnavailable
@@ -110,7 +110,7 @@ async def submit_call(
         key=key,
         kind=kind,
         chain_id=settings.chain.chain_id,
-        sender=signer(settings).address,
+        sender=signer_address(settings),
         to=contract.address,
         data=contract.encode_abi(function, args),
         ref=ref or {},
@@ -161,8 +161,10 @@ async def final_block(clients: Clients, settings: Settings, head: int) -> int:
 
 
 async def token_events(settings: Settings, token_ids: list[int]) -> list[dict[str, Any]]:
-    """The live events of these tokens on the configured chain, in chain order."""
-    return await repository.token_events(settings.chain.chain_id, token_ids)
+    """The live events of these tokens on the configured chain, in chain order: of the contracts deployed
+    now (a Marketplace deployed again leaves the old one's listings behind)."""
+    addresses = [address for name in CONTRACTS if (address := await deployed_address(settings, name))]
+    return await repository.token_events(settings.chain.chain_id, token_ids, addresses)
 
 
 # ---------------------------------------------------------------- status
@@ -178,8 +180,8 @@ async def chain_status(clients: Clients, settings: Settings) -> schemas.ChainSta
     if clients.web3 is None:
         raise ChainUnavailable("no chain is configured (CHAIN_RPC_URL)")
     try:
-        figures = await status.report(clients.web3, settings, signer(settings).address)
-    except (Web3Exception, OSError) as exc:
+        figures = await status.report(clients.web3, settings, signer_address(settings))
+    except (Web3Exception, OSError, SignerUnavailable) as exc:
         raise ChainUnavailable(f"the chain's node does not answer: {type(exc).__name__}") from exc
     return msgspec.convert(figures, schemas.ChainStatus)
 
@@ -189,8 +191,8 @@ async def refresh_metrics(clients: Clients, settings: Settings) -> None:
     if clients.web3 is None:
         return
     try:
-        await status.report(clients.web3, settings, signer(settings).address)
-    except (Web3Exception, OSError):
+        await status.report(clients.web3, settings, signer_address(settings))
+    except (Web3Exception, OSError, SignerUnavailable):
         return
 
 

@@ -11,12 +11,18 @@ import json
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from app.config import DEV_SIGNER_KEY, Settings
 
 
 class SignerUnavailable(RuntimeError):
     """No usable key: the chain features that sign cannot run."""
+
+
+# The chains the development key may sign on: anvil's and hardhat's. Its key is public: a contract it
+# deployed anywhere else would belong to whoever reads this.
+DEV_CHAIN_IDS = (31337, 1337)
 
 
 def load_signer(settings: Settings) -> LocalAccount:
@@ -35,7 +41,24 @@ def load_signer(settings: Settings) -> LocalAccount:
         return Account.from_key(key)
     if settings.is_production:
         raise SignerUnavailable("CHAIN_KEYSTORE_PATH is not set")
+    if chain.chain_id not in DEV_CHAIN_IDS:
+        raise SignerUnavailable(
+            f"CHAIN_KEYSTORE_PATH is not set, and the development key signs on chains {DEV_CHAIN_IDS} only"
+        )
     return Account.from_key(DEV_SIGNER_KEY)
+
+
+def signer_address(settings: Settings) -> str:
+    """The signer's address without opening its key: a keystore states it in the clear. It is what the
+    api needs (the sender of the transactions it asks for), so only the workers decrypt the key."""
+    chain = settings.chain
+    if chain.keystore_path is None:
+        return load_signer(settings).address
+    try:
+        stated = json.loads(chain.keystore_path.read_text())["address"]
+        return Web3.to_checksum_address("0x" + str(stated).removeprefix("0x"))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SignerUnavailable(f"cannot read the keystore {chain.keystore_path}") from None
 
 
 def new_keystore(password: str) -> tuple[str, dict]:

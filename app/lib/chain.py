@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -13,3 +14,12 @@ class ChainReference(BaseModel):
     transactionHash: str | None = None
     blockNumber: int | None = None
     timestamp: datetime | None = None
+
+
+_URL_PATH = re.compile(r"\b(https?|wss?)://([^/\s'\"@]*@)?([^/\s'\"]+)[^\s'\"]*")
+
+
+def without_url_secrets(text: str) -> str:
+    """`text` with every URL cut to its scheme and host: an RPC provider's URL often carries its API key
+    in the path or query (and credentials before the host), which no log or output should show."""
+    return _URL_PATH.sub(lambda m: f"{m.group(1)}://{m.group(3)}/…", text)

@@ -16,6 +16,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.lib.chain import without_url_secrets
 from app.lib.clients import Clients
 from app.lib.errors import NotFound
 from app.lib.queues import QUEUES
@@ -58,7 +59,8 @@ async def _timed(name: str, check: Callable[[], Awaitable[Any]]) -> Check:
         await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S)
     except Exception as exc:  # any failure means the dependency is down, whatever it raised
         code = _check_error(exc)
-        log.warning("system.ready.down", check=name, error=code, detail=f"{type(exc).__name__}: {exc}"[:300])
+        detail = without_url_secrets(f"{type(exc).__name__}: {exc}")[:300]
+        log.warning("system.ready.down", check=name, error=code, detail=detail)
         return Check(status="down", error=code)
     return Check(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from app.chain import outbox, repository, service
 from app.chain.artifacts import CONTRACTS, artifact
 from app.chain.deployments import metadata_base_uri
-from app.chain.signer import SignerUnavailable, load_signer, new_keystore
+from app.chain.signer import SignerUnavailable, load_signer, new_keystore, signer_address
 from app.config import DEV_SIGNER_KEY
 
 
@@ -120,7 +120,7 @@ async def test_a_deployment_that_would_revert_is_failed_and_said(web3, clients, 
 
 
 async def test_a_node_of_another_chain_is_refused(web3, clients, settings):
-    other = settings.model_copy(update={"chain": settings.chain.model_copy(update={"chain_id": 1})})
+    other = settings.model_copy(update={"chain": settings.chain.model_copy(update={"chain_id": 1337})})
     with pytest.raises(service.DeploymentFailed, match="chain id"):
         await service.ensure_deployed(clients, other)
     assert await logs() == []
@@ -166,3 +166,40 @@ def test_the_development_key_is_never_the_signer_in_production(settings):
     assert load_signer(settings).address == Account.from_key(DEV_SIGNER_KEY).address
     with pytest.raises(SignerUnavailable, match="KEYSTORE_PATH"):
         load_signer(settings.model_copy(update={"app_env": "production"}))
+
+
+def test_the_development_key_signs_on_development_chains_only(settings):
+    mainnet = settings.model_copy(update={"chain": settings.chain.model_copy(update={"chain_id": 1})})
+    with pytest.raises(SignerUnavailable, match="development key"):
+        load_signer(mainnet)
+
+
+def test_the_signers_address_is_read_without_its_password(settings, tmp_path):
+    """The api states the sender of what it asks for; only the workers open the key."""
+    address, keystore = new_keystore("correct horse")
+    path = tmp_path / "signer.json"
+    path.write_text(json.dumps(keystore))
+    chain = settings.chain.model_copy(update={"keystore_path": path, "keystore_password": None})
+    assert signer_address(settings.model_copy(update={"chain": chain})) == address
+
+
+async def test_a_deployment_recorded_but_never_asked_for_is_asked_for_on_the_next_run(
+    web3, clients, settings, monkeypatch
+):
+    """A crash between the deployment log and the outbox's intent: the next run asks, and deploys once."""
+    from app.chain import deployments
+
+    real = deployments._ask
+
+    async def died(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deployments, "_ask", died)
+    with pytest.raises(KeyboardInterrupt):
+        await service.ensure_deployed(clients, settings)
+    assert await repository.outbox().count_documents({}) == 0
+    monkeypatch.setattr(deployments, "_ask", real)
+    deployed = await service.ensure_deployed(clients, settings)
+    assert [(r["contract"], r["status"]) for r in await logs()] == [(name, "deployed") for name in CONTRACTS]
+    assert await repository.outbox().count_documents({"kind": "deploy"}) == 3
+    assert artifact("AssetToken").runs_at(await web3.eth.get_code(deployed["AssetToken"].address))

@@ -137,7 +137,7 @@ async def test_a_mint_asked_for_before_a_crash_is_asked_again_once(web3, client,
     assert await assets_service.request_pending_mints(clients, settings) == 0
 
 
-async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, clients, settings):
+async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, clients, settings, chain):
     """A sweep (one transaction, several tokens) is several transactions, one per token."""
     from datetime import UTC, datetime
 
@@ -150,7 +150,7 @@ async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, c
         {
             "chainId": settings.chain.chain_id,
             "contract": "AssetToken",
-            "address": "0x" + "33" * 20,
+            "address": chain["token"].address,
             "event": "Transfer",
             "blockNumber": 10,
             "blockHash": block_hash,
@@ -214,3 +214,27 @@ async def test_a_token_is_never_minted_to_the_zero_address(web3, client, setting
     refused = await client.post("/api/assets", json=body, headers=admin.headers)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_address"
     assert await repository.outbox().count_documents({"kind": "mint"}) == 0
+
+
+async def test_a_range_the_node_refuses_is_read_in_halves(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """A provider that refuses ranges of more than 2 blocks (too many results): the indexer still reads."""
+    from web3.exceptions import Web3RPCError
+
+    for token_id in (110, 111, 112):
+        await onboard(client, settings, token_id, chain["seller"])
+        await service.process_outbox(clients, settings)
+        await rpc(web3, "anvil_mine", hex(3))
+    real = web3.eth.get_logs
+
+    async def picky(params):
+        if params["toBlock"] - params["fromBlock"] > 2:
+            raise Web3RPCError("query returned more than 10000 results")
+        return await real(params)
+
+    monkeypatch.setattr(web3.eth, "get_logs", picky)
+    for _ in range(12):
+        await market_service.index_chain(clients, settings)
+    for token_id in (110, 111, 112):
+        assert (await detail(client, token_id))["chain"]["status"] == "minted"
