@@ -193,11 +193,15 @@ async def _unwind(
         return None
     if await _canonical(web3, cursor["block"], cursor["hash"]):
         return None
-    fork = cursor["block"] - depth  # deeper than the window: start again below it
-    for block in await repository.recent_blocks(chain_id, below=cursor["block"], limit=depth):
+    checked = await repository.recent_blocks(chain_id, below=cursor["block"], limit=depth)
+    fork = None
+    for block in checked:
         if await _canonical(web3, block["number"], block["hash"]):
             fork = block["number"]
             break
+    if fork is None:  # deeper than the window: below every block checked, and said loudly
+        fork = min([cursor["block"] - depth, *(block["number"] - 1 for block in checked)])
+        log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
     tokens, removed = await repository.remove_events_after(chain_id, fork)
     await repository.drop_blocks_after(chain_id, fork)

@@ -170,22 +170,32 @@ async def test_a_nonce_used_elsewhere_sends_the_entry_again_with_the_next(web3, 
 
 
 async def test_confirmed_at_finality_and_sent_again_after_a_reorg(web3, settings, token):
+    """Mined, then its block is orphaned (the intent stays, the chain forgets): sent again, mined in
+    another block, and confirmed once that block is final."""
     owner = (await web3.eth.accounts)[1]
-    before = await rpc(web3, "evm_snapshot")
     await ask_mint(settings, token, 5, owner)
-    await drive(web3, settings, 2)
+    await rpc(web3, "evm_setAutomine", False)
+    before = await rpc(web3, "evm_snapshot")
+    await outbox.process(web3, settings, load_signer(settings))  # signed and sent, not mined
+    await rpc(web3, "evm_mine")
+    await drive(web3, settings, 1)
     mined = await entry("test-mint:5")
     assert mined["status"] == "mined"
-    await rpc(web3, "evm_revert", before)  # its block is gone
-    await drive(web3, settings, 3)
+    await rpc(web3, "evm_revert", before)  # its block is gone, and so is the transaction from the pool
+    await rpc(web3, "anvil_dropAllTransactions")
+    await rpc(web3, "evm_increaseTime", 30)
+    await rpc(web3, "evm_mine")
+    await drive(web3, settings, 2)  # the receipt is gone or in another block: sent again if need be
+    await rpc(web3, "evm_mine")
+    await drive(web3, settings, 1)
     again = await entry("test-mint:5")
     assert again["status"] == "mined" and again["txHash"] == mined["txHash"]
-    assert (
-        again["receipt"]["blockHash"] != mined["receipt"]["blockHash"] or again["receipt"] == mined["receipt"]
-    )
+    assert again["receipt"]["blockHash"] != mined["receipt"]["blockHash"]
     assert await token.functions.ownerOf(5).call() == owner
-    final = await outbox.final_block(web3, settings, await web3.eth.block_number)
-    assert final < again["receipt"]["blockNumber"]  # anvil finalizes 64 blocks behind its head
+    assert (
+        await outbox.final_block(web3, settings, await web3.eth.block_number)
+        < again["receipt"]["blockNumber"]
+    )
     await rpc(web3, "anvil_mine", hex(80))
     await drive(web3, settings, 1)
     assert (await entry("test-mint:5"))["status"] == "confirmed"
