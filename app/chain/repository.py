@@ -7,11 +7,13 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.chain.documents import ChainBlock, ChainEvent, DeploymentLog, IndexerCursor, OutboxTransaction
 from app.lib.db import in_slices
 from app.lib.timeutil import utcnow
+
+DUPLICATE_KEY = 11000
 
 
 def deployments():
@@ -193,18 +195,26 @@ async def rewind_cursor(chain_id: int, block: int, block_hash: str | None, reorg
 
 
 async def save_events(found: list[dict[str, Any]]) -> None:
-    """Upsert the events by (chain, block hash, tx, log index): a range read again adds nothing."""
+    """Store the events, keyed by (chain, block hash, tx, log index): a range read again adds nothing, and
+    an event read again after a reorg removed it is live again. Inserted, not upserted: an upsert
+    costs a lookup per event, and all but a re-read are new."""
     if not found:
         return
-    operations = [
-        UpdateOne(
-            {k: e[k] for k in ("chainId", "blockHash", "txHash", "logIndex")},
-            {"$set": e},
-            upsert=True,
-        )
-        for e in found
-    ]
-    await events().bulk_write(operations, ordered=False)
+    try:
+        await events().insert_many(found, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        again = [found[error["index"]] for error in errors]
+        operations = [
+            UpdateOne(
+                {k: e[k] for k in ("chainId", "blockHash", "txHash", "logIndex")},
+                {"$set": {"removed": False}},
+            )
+            for e in again
+        ]
+        await events().bulk_write(operations, ordered=False)
 
 
 async def save_blocks(chain_id: int, hashes: dict[int, str], *, keep_from: int) -> None:

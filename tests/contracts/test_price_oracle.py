@@ -188,7 +188,7 @@ def test_an_empty_batch_changes_nothing(oracle: VyperContract, publisher: str) -
 
 @pytest.mark.parametrize(
     ("low", "price", "high"),
-    [(0, 0, 0), (5, 5, 5), (0, 5, 10), (5, 5, 10), (0, 10, 10), (0, 2**256 - 1, 2**256 - 1)],
+    [(0, 0, 0), (5, 5, 5), (0, 5, 10), (5, 5, 10), (0, 10, 10), (2**96 - 1, 2**96 - 1, 2**96 - 1)],
 )
 def test_a_price_inside_its_band_is_accepted(
     oracle: VyperContract, publisher: str, low: int, price: int, high: int
@@ -196,6 +196,22 @@ def test_a_price_inside_its_band_is_accepted(
     publish(oracle, publisher, [item(1, price=price, low=low, high=high)])
 
     assert oracle.latest_round(1)[1:4] == (price, low, high)
+
+
+def test_amounts_and_rounds_past_their_packed_width_are_refused(
+    oracle: VyperContract, publisher: str
+) -> None:
+    """A round is packed in two words: prices and bands of 96 bits, round ids of 64."""
+    with boa.env.prank(publisher), boa.reverts("PriceOracle: amount out of range"):
+        oracle.set_prices([item(1, price=1, low=1, high=2**96)])
+    with boa.env.prank(publisher), boa.reverts("PriceOracle: round out of range"):
+        oracle.set_prices([item(1, round_id=2**64)])
+    publish(
+        oracle,
+        publisher,
+        [item(1, round_id=2**64 - 1, price=2**96 - 1, low=0, high=2**96 - 1, confidence=10_000)],
+    )
+    assert oracle.latest_round(1)[:5] == (2**64 - 1, 2**96 - 1, 0, 2**96 - 1, 10_000)
 
 
 @pytest.mark.parametrize(("low", "price", "high"), [(6, 5, 10), (0, 11, 10), (10, 5, 0), (1, 0, 0)])

@@ -1,0 +1,169 @@
+"""Chain benchmarks: a batched price push against single-token pushes, and the indexer against a raw loop.
+
+Both run on an embedded anvil, with the platform's contracts deployed and its outbox and indexer over
+embedded SecantusDB and Redis, each against its baseline in the same run:
+
+- pushes: 100 prices in one `set_prices`, through the outbox to its receipt, against 100 pushes of one
+  price each; wall time and gas, for first prices (new storage) and for updates of them;
+- indexing: 10,000 `PriceUpdated` events read by the indexer pass by pass into MongoDB (and applied),
+  against a raw `eth_getLogs` and decode loop over the same blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from app.chain import service as chain_service
+from app.chain.artifacts import artifact
+from app.config import Settings
+from app.lib.clients import open_clients
+from app.lib.embedded import EmbeddedStack
+from app.lib.logging import configure_logging
+from app.main import DOCUMENTS
+from app.market import service as market_service
+
+ONE_ETH = 10**18
+
+
+def prices(tokens: range, round_id: int) -> list[tuple[int, int, int, int, int, int]]:
+    return [(t, round_id, ONE_ETH + t, ONE_ETH, 2 * ONE_ETH, 9000) for t in tokens]
+
+
+async def push(
+    clients, settings: Settings, oracle, batches: list[list[tuple]], tag: str
+) -> tuple[float, int]:
+    """Ask the outbox for each batch as one `set_prices`, drive it until all are mined: (seconds, gas)."""
+    started = time.perf_counter()
+    keys = []
+    for i, batch in enumerate(batches):
+        key = f"bench:{tag}:{i}"
+        keys.append(key)
+        await chain_service.submit_call(
+            settings, key=key, kind="set_prices", contract=oracle, function="set_prices", args=[batch]
+        )
+    while True:
+        await chain_service.process_outbox(clients, settings)
+        entries = [await chain_service.outbox_entry(key) for key in keys]
+        if all(e["status"] in ("mined", "confirmed", "failed") for e in entries):
+            break
+    elapsed = time.perf_counter() - started
+    assert all(e["status"] != "failed" and e["receipt"]["status"] == 1 for e in entries), entries[0].get(
+        "error"
+    )
+    return elapsed, sum(e["receipt"]["gasUsed"] for e in entries)
+
+
+async def pushes(clients, settings: Settings, oracle) -> None:
+    rows = []
+    for label, round_id in (("first prices", 1), ("updates", 2)):
+        batched_s, batched_gas = await push(
+            clients, settings, oracle, [prices(range(1, 101), round_id)], f"b{round_id}"
+        )
+        single_s, single_gas = await push(
+            clients,
+            settings,
+            oracle,
+            [prices(range(t, t + 1), round_id) for t in range(101, 201)],
+            f"s{round_id}",
+        )
+        rows.append((label, batched_s, batched_gas, single_s, single_gas))
+    print("pushing 100 prices on anvil, through the outbox to the receipts:")
+    for label, batched_s, batched_gas, single_s, single_gas in rows:
+        print(
+            f"  {label}: one set_prices of 100: {batched_s * 1000:.0f} ms, {batched_gas:,} gas; "
+            f"100 of one: {single_s * 1000:.0f} ms, {single_gas:,} gas; "
+            f"{single_s / batched_s:.1f}x less wall time (goal >= 10x), "
+            f"{single_gas / batched_gas:.2f}x less gas (goal >= 3x)"
+        )
+
+
+async def indexing(clients, settings: Settings, oracle, events: int) -> None:
+    web3 = clients.web3
+    first = await web3.eth.block_number + 1
+    per_tx = 200
+    for i in range(events // per_tx):
+        await push(clients, settings, oracle, [prices(range(1, per_tx + 1), 10 + i)], f"i{i}")
+    last = await web3.eth.block_number
+    started = time.perf_counter()
+    decoded = 0
+    for start in range(first, last + 1, settings.chain.index_range):
+        logs = await web3.eth.get_logs(
+            {
+                "fromBlock": start,
+                "toBlock": min(last, start + settings.chain.index_range - 1),
+                "address": oracle.address,
+            }
+        )
+        for entry in logs:
+            oracle.events.PriceUpdated().process_log(entry)
+            decoded += 1
+    raw_s = time.perf_counter() - started
+    started = time.perf_counter()
+    read = 0
+    while True:
+        result = await market_service.index_chain(clients, settings)
+        read += result.get("events", 0)
+        if result["to"] >= last:
+            break
+    assert read == decoded, (read, decoded)
+    platform_s = time.perf_counter() - started
+    print(
+        f"indexing {read:,} events (PriceUpdated, {events // per_tx} blocks): the indexer into MongoDB "
+        f"{read / platform_s:,.0f} events/s ({platform_s:.1f} s); a raw eth_getLogs and decode loop "
+        f"{decoded / raw_s:,.0f} events/s ({raw_s:.2f} s); ratio {raw_s / platform_s:.2f}x (goal >= 0.5x)"
+    )
+
+
+async def _bench(args, services: dict[str, str], data_dir: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        app_env="test",
+        data_dir=data_dir,
+        log_level="WARNING",
+        mongodb={"url": services["mongodb"], "database": "dynamicvault_bench_chain"},
+        redis={"url": services["redis"]},
+        s3={"endpoint_url": services["s3"], "bucket": "dynamicvault-bench-chain"},
+        chain={"rpc_url": services["chain"]},
+    )
+    configure_logging(settings.log_level, settings.log_json)
+    async with open_clients(settings, documents=DOCUMENTS) as clients:
+        deployed = await chain_service.ensure_deployed(clients, settings)
+        oracle = clients.web3.eth.contract(
+            address=deployed["PriceOracle"].address, abi=artifact("PriceOracle").abi
+        )
+        await market_service.index_chain(clients, settings)  # the indexer starts past the deployments
+        if "pushes" in args.parts:
+            await pushes(clients, settings, oracle)
+            while (await market_service.index_chain(clients, settings))[
+                "to"
+            ] < await clients.web3.eth.block_number:
+                pass
+        if "indexing" in args.parts:
+            await indexing(clients, settings, oracle, args.events)
+
+
+def main() -> None:
+    """Start embedded services and anvil, and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["pushes", "indexing"])
+    parser.add_argument("--events", type=int, default=10_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedStack(log_dir=Path(tmp) / "logs") as stack:
+        services = {
+            "mongodb": stack.start_mongodb(),
+            "redis": stack.start_redis(),
+            "s3": stack.start_s3(),
+            "chain": stack.start_chain(),
+        }
+        if services["chain"] is None:
+            print("no anvil: install the npm packages (make run or make test does)")
+            return
+        asyncio.run(_bench(args, services, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
