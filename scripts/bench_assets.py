@@ -31,9 +31,9 @@ from pymongo import ReturnDocument
 from app.assets import service as assets_service
 from app.assets import views as asset_views
 from app.assets.documents import Asset
-from app.config import Settings
 from app.lib.embedded import EmbeddedStack
 from app.main import create_app
+from scripts.benchkit import bench_settings
 
 
 def _enc_hook(value: Any) -> Any:
@@ -92,17 +92,8 @@ async def _round(
 async def _bench(args: argparse.Namespace, services: dict[str, str], data_dir: Path) -> None:
     from scripts.seed import seed_data
 
-    settings = Settings(
-        _env_file=None,
-        app_env="test",
-        data_dir=data_dir,
-        log_level="WARNING",
-        mongodb={"url": services["mongodb"], "database": "dynamicvault_bench"},
-        redis={"url": services["redis"]},
-        s3={"endpoint_url": services["s3"], "bucket": "dynamicvault-bench"},
-        # Both sides pass the same middleware; the limiter would only turn the load into 429s.
-        auth={"rate_limit_enabled": False},
-    )
+    # Both sides pass the same middleware; the limiter would only turn the load into 429s.
+    settings = bench_settings(services, data_dir, "assets", auth={"rate_limit_enabled": False})
     app = create_app(settings)
     for handler in (baseline_detail, reference_detail_inc, baseline_list):
         app.register(handler)

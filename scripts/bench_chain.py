@@ -25,6 +25,7 @@ from app.lib.embedded import EmbeddedStack
 from app.lib.logging import configure_logging
 from app.main import DOCUMENTS
 from app.market import service as market_service
+from scripts.benchkit import bench_settings
 
 ONE_ETH = 10**18
 
@@ -119,16 +120,7 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
 
 
 async def _bench(args, services: dict[str, str], data_dir: Path) -> None:
-    settings = Settings(
-        _env_file=None,
-        app_env="test",
-        data_dir=data_dir,
-        log_level="WARNING",
-        mongodb={"url": services["mongodb"], "database": "dynamicvault_bench_chain"},
-        redis={"url": services["redis"]},
-        s3={"endpoint_url": services["s3"], "bucket": "dynamicvault-bench-chain"},
-        chain={"rpc_url": services["chain"]},
-    )
+    settings = bench_settings(services, data_dir, "chain")
     configure_logging(settings.log_level, settings.log_json)
     async with open_clients(settings, documents=DOCUMENTS) as clients:
         deployed = await chain_service.ensure_deployed(clients, settings)

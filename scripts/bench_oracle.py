@@ -35,7 +35,6 @@ from pymongo import UpdateOne
 from app.assets.documents import Asset, AssetMetadata, PriceHistory
 from app.auth import sessions
 from app.auth.documents import User
-from app.config import Settings
 from app.lib.embedded import EmbeddedStack
 from app.lib.money import eth_to_wei, wei_to_eth
 from app.main import create_app
@@ -47,6 +46,7 @@ from oracle.backtest import backtest
 from oracle.baselines import MedianPerCategory, MedianPerUnit
 from oracle.model import ModelParams, fit
 from oracle.synthetic import make_sales
+from scripts.benchkit import bench_settings
 from workers.burst import drain_jobs
 
 SPLIT = datetime(2009, 7, 1, tzinfo=UTC)
@@ -388,16 +388,7 @@ def speed_of_training(rows: int) -> None:
 
 
 async def _bench(args: argparse.Namespace, services: dict[str, str], data_dir: Path) -> None:
-    settings = Settings(
-        _env_file=None,
-        app_env="test",
-        data_dir=data_dir,
-        log_level="WARNING",
-        mongodb={"url": services["mongodb"], "database": "dynamicvault_bench_oracle"},
-        redis={"url": services["redis"]},
-        s3={"endpoint_url": services["s3"], "bucket": "dynamicvault-bench-oracle"},
-        auth={"rate_limit_enabled": False},
-    )
+    settings = bench_settings(services, data_dir, "oracle", auth={"rate_limit_enabled": False})
     app = create_app(settings)
     app.state.settings = settings
     async with app.lifespan():
