@@ -42,7 +42,8 @@ log = structlog.get_logger("chain.outbox")
 GAS_MARGIN_PERCENT = 50
 GAS_MARGIN = 25_000
 SENT_ALREADY = ("already known", "nonce too low", "known transaction", "already imported")
-FEE_REFUSALS = ("fee", "underpriced", "gas price")
+# A refusal of the price, which a higher price cures ("exceeds the configured cap" is one it worsens).
+PRICE_REFUSALS = ("base fee", "underpriced", "fee too low", "gas price too low", "tip too low")
 
 
 async def submit(
@@ -88,10 +89,17 @@ async def process(
             counts[outcome] += 1
     head = await web3.eth.block_number
     for entry in await repository.entries("signed", chain_id, signer.address, limit):
-        if await _send(web3, entry, entry["attempts"][-1]["raw"], head):
+        if await web3.eth.get_transaction_count(signer.address, "latest") > entry["nonce"]:
+            # Its nonce is used (by it, sent before a crash, or by another): following it settles which.
+            await repository.mark_sent(entry["_id"], entry["txHash"], head)
+            continue
+        outcome = await _send(web3, entry, entry["attempts"][-1]["raw"], head)
+        if outcome == "sent":
             counts["sent"] += 1
-        elif (refused := await repository.find_entry(entry["key"])) and refused["status"] == "signed":
-            await _resign(web3, settings, signer, refused)
+        elif outcome == "refused":
+            refused = await repository.find_entry(entry["key"])
+            if refused is not None and refused["status"] == "signed":
+                await _resign(web3, settings, signer, refused)
     for entry in await repository.entries("sent", chain_id, signer.address, limit):
         outcome = await _follow(web3, settings, signer, entry, head)
         if outcome:
@@ -193,22 +201,29 @@ async def _sign(
     return None
 
 
-async def _send(web3: AsyncWeb3, entry: dict[str, Any], raw: str, head: int) -> bool:
+async def _send(web3: AsyncWeb3, entry: dict[str, Any], raw: str, head: int) -> str:
+    """Send one attempt: `sent`, `refused` (the node said no, and why is kept), or `unavailable`."""
     try:
         await web3.eth.send_raw_transaction(raw)
     except Web3RPCError as exc:
-        if not any(words in str(exc).lower() for words in SENT_ALREADY):
+        reason = str(exc)
+        if not any(words in reason.lower() for words in SENT_ALREADY):
             log.warning(
-                "chain.outbox.send_refused", key=entry["key"], nonce=entry.get("nonce"), error=str(exc)[:300]
+                "chain.outbox.send_refused", key=entry["key"], nonce=entry.get("nonce"), error=reason[:300]
             )
-            await repository.send_refused(entry["_id"], str(exc)[:500])
-            return False
+            await repository.send_refused(entry["_id"], reason[:500], priced=_price_refusal(reason))
+            return "refused"
     except (Web3Exception, OSError) as exc:
         log.warning("chain.outbox.send_failed", key=entry["key"], error=type(exc).__name__)
-        return False
+        return "unavailable"
     if entry["status"] == "signed":  # only the attempt read: a stale process cannot mark a newer one sent
-        return await repository.mark_sent(entry["_id"], entry["txHash"], head)
-    return True
+        return "sent" if await repository.mark_sent(entry["_id"], entry["txHash"], head) else "unavailable"
+    return "sent"
+
+
+def _price_refusal(reason: str) -> bool:
+    lowered = reason.lower()
+    return "exceeds the configured cap" not in lowered and any(words in lowered for words in PRICE_REFUSALS)
 
 
 def _replaceable(previous: fee_rules.Fees, fees: fee_rules.Fees) -> bool:
@@ -231,7 +246,7 @@ async def _resign(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, ent
     last = entry["attempts"][-1]
     previous = fee_rules.Fees(last["maxFeePerGas"], last["maxPriorityFeePerGas"])
     fresh = await suggested_fees(web3, settings)
-    error = (entry.get("error") or "").lower()
+    refusal = entry.get("refusal") or ""
     if entry.get("sendErrors", 0) >= settings.chain.max_send_errors and not last.get("cancel"):
         cancel = {
             "type": 2,
@@ -242,10 +257,11 @@ async def _resign(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, ent
             "to": signer.address,
             "data": "0x",
         }
-        attempt = {**_attempt(signer, cancel, _bumped(settings, previous, fresh)), "cancel": True}
+        fees = _bumped(settings, previous, fresh)
+        attempt = {**_attempt(signer, cancel, fees), "cancel": True}
         await repository.add_attempt(entry["_id"], entry["txHash"], attempt, status="signed", sendErrors=0)
-        log.warning("chain.outbox.cancelled", key=entry["key"], nonce=entry["nonce"], error=error[:300])
-    elif any(word in error for word in FEE_REFUSALS) and fresh.max_fee_per_gas > previous.max_fee_per_gas:
+        log.warning("chain.outbox.cancelled", key=entry["key"], nonce=entry["nonce"], error=refusal[:300])
+    elif _price_refusal(refusal) and fresh.max_fee_per_gas > previous.max_fee_per_gas:
         fees = _bumped(settings, previous, fresh)
         if not _replaceable(previous, fees):
             return
@@ -280,16 +296,16 @@ async def _follow(
         receipt = await _receipt(web3, attempt["txHash"])
         if receipt is None:
             continue
-        if attempt.get("cancel"):
+        if attempt.get("cancel"):  # final, it fails the entry (app/chain/outbox.py _confirm)
             moved = await repository.move(
                 entry["_id"],
                 "sent",
-                "failed",
+                "mined",
                 receipt=receipt,
                 txHash=receipt["transactionHash"],
-                error=f"cancelled, the node refused it: {(entry.get('error') or '')[:200]}",
+                cancelled=True,
             )
-            return "failed" if moved else None
+            return "mined" if moved else None
         moved = await repository.move(
             entry["_id"], "sent", "mined", receipt=receipt, txHash=receipt["transactionHash"]
         )
@@ -299,7 +315,7 @@ async def _follow(
         # mined any more, so it is asked for again, with a new nonce.
         log.warning("chain.outbox.nonce_taken", key=entry["key"], nonce=entry["nonce"])
         reason = f"nonce {entry['nonce']} was used by another transaction"
-        return "requeued" if await repository.requeue(entry["_id"], reason) else None
+        return "requeued" if await repository.requeue(entry, reason) else None
     if used != entry["nonce"] or head - (entry.get("sentBlock") or head) < settings.chain.stuck_blocks:
         return None  # behind an earlier nonce it waits; only the next nonce can be stuck
     if len(entry["attempts"]) >= settings.chain.max_attempts:
@@ -342,6 +358,10 @@ async def _confirm(web3: AsyncWeb3, entry: dict[str, Any], final: int) -> str | 
         return None
     if kept["blockNumber"] > final:
         return None
+    if entry.get("cancelled"):
+        reason = f"cancelled, the node refused it: {(entry.get('refusal') or '')[:200]}"
+        moved = await repository.move(entry["_id"], "mined", "failed", error=reason, confirmedAt=utcnow())
+        return "failed" if moved else None
     if kept["status"] != 1:
         moved = await repository.move(entry["_id"], "mined", "failed", error="reverted", confirmedAt=utcnow())
         return "failed" if moved else None

@@ -97,20 +97,18 @@ async def add_attempt(
     return result.modified_count == 1
 
 
-async def requeue(entry_id: ObjectId, reason: str) -> bool:
-    """Back to `intent` with no nonce: its nonce went to a transaction that is not its own. Its attempts
-    are kept apart (`abandoned`), the record of what was signed."""
-    entry = await outbox().find_one({"_id": entry_id, "status": "sent"}, {"attempts": 1})
-    if entry is None:
-        return False
+async def requeue(entry: dict[str, Any], reason: str) -> bool:
+    """Back to `intent` with no nonce: its nonce went to a transaction that is not its own. The attempts
+    read are kept apart (`abandoned`); an entry changed since it was read is left alone."""
     result = await outbox().update_one(
-        {"_id": entry_id, "status": "sent"},
+        {"_id": entry["_id"], "status": "sent", "txHash": entry["txHash"]},
         {
             "$set": {
                 "status": "intent",
                 "error": reason,
                 "attempts": [],
                 "txHash": None,
+                "sendErrors": 0,
                 "updatedAt": utcnow(),
             },
             "$push": {"abandoned": {"$each": entry["attempts"]}},
@@ -123,15 +121,26 @@ async def requeue(entry_id: ObjectId, reason: str) -> bool:
 async def mark_sent(entry_id: ObjectId, tx_hash: str, head: int) -> bool:
     result = await outbox().update_one(
         {"_id": entry_id, "status": "signed", "txHash": tx_hash},
-        {"$set": {"status": "sent", "sentBlock": head, "error": None, "updatedAt": utcnow()}},
+        {
+            "$set": {
+                "status": "sent",
+                "sentBlock": head,
+                "error": None,
+                "sendErrors": 0,
+                "updatedAt": utcnow(),
+            }
+        },
     )
     return result.modified_count == 1
 
 
-async def send_refused(entry_id: ObjectId, error: str) -> None:
-    await outbox().update_one(
-        {"_id": entry_id}, {"$set": {"error": error, "updatedAt": utcnow()}, "$inc": {"sendErrors": 1}}
-    )
+async def send_refused(entry_id: ObjectId, error: str, *, priced: bool) -> None:
+    """A send the node refused: its reason kept (`refusal`); refusals of anything but the price counted
+    towards a cancel."""
+    changes: dict[str, Any] = {"$set": {"error": error, "refusal": error, "updatedAt": utcnow()}}
+    if not priced:
+        changes["$inc"] = {"sendErrors": 1}
+    await outbox().update_one({"_id": entry_id}, changes)
 
 
 async def find_entry(key: str) -> dict[str, Any] | None:

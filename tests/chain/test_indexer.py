@@ -238,3 +238,13 @@ async def test_a_range_the_node_refuses_is_read_in_halves(
         await market_service.index_chain(clients, settings)
     for token_id in (110, 111, 112):
         assert (await detail(client, token_id))["chain"]["status"] == "minted"
+
+
+async def test_one_indexer_pass_at_a_time(web3, client, clients, settings, chain):
+    """Two overlapping passes could pull each other's pending tokens: the second one skips."""
+    await clients.redis.set(market_service.INDEX_LOCK, "another pass", px=60_000)
+    assert await market_service.index_chain(clients, settings) == {"skipped": "another pass is running"}
+    assert await clients.redis.get(market_service.INDEX_LOCK) == b"another pass"  # not ours to release
+    await clients.redis.delete(market_service.INDEX_LOCK)
+    assert "events" in await market_service.index_chain(clients, settings)
+    assert await clients.redis.get(market_service.INDEX_LOCK) is None

@@ -304,9 +304,36 @@ async def test_a_transaction_the_node_keeps_refusing_is_cancelled_and_frees_its_
     monkeypatch.setattr(web3.eth, "send_raw_transaction", refusing)
     await ask_mint(settings, token, 53, owner)
     await drive(web3, settings, settings.chain.max_send_errors + 3)
+    assert (await entry("test-mint:52")).get("cancelled")  # mined as a cancel: failed once final
+    await rpc(web3, "anvil_mine", hex(70))
+    await drive(web3, settings, 1)
     cancelled, behind = await entry("test-mint:52"), await entry("test-mint:53")
     assert cancelled["status"] == "failed" and cancelled["error"].startswith("cancelled")
     assert cancelled["attempts"][-1]["cancel"] and cancelled["nonce"] == start
-    assert behind["status"] == "mined" and behind["nonce"] == start + 1
+    assert behind["status"] == "confirmed" and behind["nonce"] == start + 1
     assert await token.functions.ownerOf(53).call() == owner
     assert await token.functions.totalSupply().call() == 1
+
+
+async def test_a_refusal_of_the_price_is_priced_again_and_never_cancels(web3, settings, token, monkeypatch):
+    """A base fee above the offer for a while: the mint waits and is priced again, and goes through."""
+    owner = (await web3.eth.accounts)[1]
+    await ask_mint(settings, token, 54, owner)
+    mint_54 = token.encode_abi("mint", [owner, 54])[2:].lower()
+    real_send = web3.eth.send_raw_transaction
+    refusing = {"on": True}
+
+    async def spiking(raw):
+        if refusing["on"] and mint_54 in str(raw).lower():
+            raise Web3RPCError("max fee per gas less than block base fee")
+        return await real_send(raw)
+
+    monkeypatch.setattr(web3.eth, "send_raw_transaction", spiking)
+    await drive(web3, settings, settings.chain.max_send_errors + 3)
+    waiting = await entry("test-mint:54")
+    assert waiting["status"] == "signed" and not any(a.get("cancel") for a in waiting["attempts"])
+    assert waiting.get("sendErrors", 0) == 0 and "base fee" in waiting["refusal"]
+    refusing["on"] = False
+    await drive(web3, settings, 2)
+    assert (await entry("test-mint:54"))["status"] == "mined"
+    assert await token.functions.ownerOf(54).call() == owner
