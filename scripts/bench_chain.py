@@ -91,6 +91,7 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
     last = await web3.eth.block_number
     started = time.perf_counter()
     decoded = 0
+    decoder = oracle.events.PriceUpdated()
     for start in range(first, last + 1, settings.chain.index_range):
         logs = await web3.eth.get_logs(
             {
@@ -100,7 +101,7 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
             }
         )
         for entry in logs:
-            oracle.events.PriceUpdated().process_log(entry)
+            decoder.process_log(entry)
             decoded += 1
     raw_s = time.perf_counter() - started
     started = time.perf_counter()

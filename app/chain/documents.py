@@ -133,6 +133,7 @@ class ChainEvent(Document):
 
     class Settings:
         name = "chainEvents"
+        retired_indexes = ["chainId_token_block_log"]
         indexes = [
             IndexModel(
                 [
@@ -147,14 +148,16 @@ class ChainEvent(Document):
             IndexModel(
                 [("chainId", pymongo.ASCENDING), ("blockNumber", pymongo.ASCENDING)], name="chainId_block"
             ),
+            # A token's events of one contract: the market reads its transfers and listings apart from
+            # the oracle's many price updates.
             IndexModel(
                 [
                     ("chainId", pymongo.ASCENDING),
+                    ("contract", pymongo.ASCENDING),
                     ("tokenId", pymongo.ASCENDING),
                     ("blockNumber", pymongo.ASCENDING),
-                    ("logIndex", pymongo.ASCENDING),
                 ],
-                name="chainId_token_block_log",
+                name="chainId_contract_token_block",
             ),
         ]
 

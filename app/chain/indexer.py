@@ -39,6 +39,7 @@ INDEXED = {
     "Marketplace": ("Listed", "Delisted", "Sold"),
     "PriceOracle": ("PriceUpdated",),
 }
+MARKET = ("AssetToken", "Marketplace")  # the contracts whose events the market applies
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
 BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
 
@@ -58,6 +59,7 @@ class _Source:
     name: str
     contract: Any
     topics: dict[str, str]  # topic0 -> event name
+    decoders: dict[str, Any]  # event name -> its decoder, made once per pass (making one is not free)
 
 
 async def sources(web3: AsyncWeb3, chain_id: int) -> dict[str, _Source]:
@@ -75,7 +77,8 @@ async def sources(web3: AsyncWeb3, chain_id: int) -> dict[str, _Source]:
             abi = next(e for e in artifact(name).abi if e["type"] == "event" and e["name"] == event)
             signature = f"{event}({','.join(i['type'] for i in abi['inputs'])})"
             topics[Web3.to_hex(Web3.keccak(text=signature))] = event
-        found[record["address"].lower()] = _Source(name, contract, topics)
+        decoders = {event: contract.events[event]() for event in INDEXED[name]}
+        found[record["address"].lower()] = _Source(name, contract, topics, decoders)
     return found
 
 
@@ -128,10 +131,11 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     blocks = {e["blockNumber"]: e["blockHash"] for e in events}
     blocks[end] = Web3.to_hex(top["hash"])
     await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
-    touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None})
+    # The market rebuilds tokens from their transfers and listings; a price update changes neither.
+    touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
     await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]), touched)
     done.events = len(events)
-    done.tokens |= {e["tokenId"] for e in events if e["tokenId"] is not None}
+    done.tokens |= set(touched)
     return done
 
 
@@ -156,7 +160,7 @@ def _event(chain_id: int, found: dict[str, _Source], entry: Any, times: dict[int
     name = source.topics.get(Web3.to_hex(entry["topics"][0])) if source and entry["topics"] else None
     if name is None:
         return None
-    decoded = source.contract.events[name]().process_log(entry)
+    decoded = source.decoders[name].process_log(entry)
     args = {key: _plain(value) for key, value in decoded["args"].items()}
     token = decoded["args"].get("tokenId", decoded["args"].get("token_id"))
     return {

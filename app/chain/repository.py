@@ -261,12 +261,16 @@ async def drop_blocks_after(chain_id: int, fork: int) -> None:
     await blocks().delete_many({"chainId": chain_id, "number": {"$gt": fork}})
 
 
-async def token_events(chain_id: int, token_ids: list[int], addresses: list[str]) -> list[dict[str, Any]]:
-    """The live (not removed) events of these tokens from these contracts, in chain order."""
+async def token_events(
+    chain_id: int, token_ids: list[int], addresses: list[str], contracts: list[str]
+) -> list[dict[str, Any]]:
+    """The live (not removed) events of these tokens from these contracts (by name, and deployed at
+    `addresses`), in chain order."""
     found: list[dict[str, Any]] = []
     for part in in_slices(sorted(token_ids)):
         query = {
             "chainId": chain_id,
+            "contract": {"$in": contracts},
             "tokenId": {"$in": part},
             "removed": False,
             "address": {"$in": addresses},

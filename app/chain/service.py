@@ -160,11 +160,13 @@ async def final_block(clients: Clients, settings: Settings, head: int) -> int:
     return await outbox.final_block(clients.web3, settings, head)
 
 
-async def token_events(settings: Settings, token_ids: list[int]) -> list[dict[str, Any]]:
+async def token_events(
+    settings: Settings, token_ids: list[int], contracts: list[str]
+) -> list[dict[str, Any]]:
     """The live events of these tokens on the configured chain, in chain order: of the contracts deployed
     now (a Marketplace deployed again leaves the old one's listings behind)."""
     addresses = [address for name in CONTRACTS if (address := await deployed_address(settings, name))]
-    return await repository.token_events(settings.chain.chain_id, token_ids, addresses)
+    return await repository.token_events(settings.chain.chain_id, token_ids, addresses, contracts)
 
 
 # ---------------------------------------------------------------- status

@@ -65,7 +65,7 @@ async def apply_tokens(
     if not token_ids:
         return {"transactions": 0, "deleted": 0}
     by_token: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for event in await chain_service.token_events(settings, token_ids):
+    for event in await chain_service.token_events(settings, token_ids, ["AssetToken", "Marketplace"]):
         by_token[event["tokenId"]].append(event)
     live: set[tuple[str, int]] = set()
     written = 0
