@@ -128,6 +128,15 @@ class WorkerSettings:
         cron(
             market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
         ),
+        cron(assets_jobs.request_mints, name="assets.request_mints.cron", second=50, unique=True),
+        cron(oracle_jobs.publish, name="oracle.publish.cron", second=30, unique=True),
+        cron(
+            market_jobs.reconcile_chain,
+            name="market.reconcile_chain.cron",
+            minute={11, 41},
+            second=5,
+            unique=True,
+        ),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

@@ -1,0 +1,25 @@
+"""The worker's schedule: every periodic job of the chain and the oracle has its cron."""
+
+from workers.settings import WorkerSettings
+
+PERIODIC = (
+    "chain.process_outbox",
+    "market.index_chain",
+    "assets.request_mints",
+    "oracle.publish",
+    "market.reconcile_chain",
+    "oracle.score_ledger",
+    "oracle.refresh_due",
+    "oracle.train_daily",
+    "assets.flush_views",
+    "media.sweep",
+)
+
+
+def test_every_periodic_job_is_a_function_and_a_cron():
+    functions = {f.name: f.coroutine for f in WorkerSettings.functions}
+    crons = {c.name: c.coroutine for c in WorkerSettings.cron_jobs}
+    for name in PERIODIC:
+        assert name in functions, f"{name} is not a worker function"
+        assert f"{name}.cron" in crons, f"{name} has no cron"
+        assert crons[f"{name}.cron"] is functions[name], f"{name}.cron runs another coroutine"
