@@ -97,6 +97,7 @@ class WorkerSettings:
         func(market_jobs.index_chain, name="market.index_chain", max_tries=1),
         func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
+        func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
@@ -130,6 +131,13 @@ class WorkerSettings:
         ),
         cron(assets_jobs.request_mints, name="assets.request_mints.cron", second=50, unique=True),
         cron(oracle_jobs.publish, name="oracle.publish.cron", second=30, unique=True),
+        cron(
+            oracle_jobs.reconcile_prices,
+            name="oracle.reconcile_prices.cron",
+            minute={26, 56},
+            second=5,
+            unique=True,
+        ),
         cron(
             market_jobs.reconcile_chain,
             name="market.reconcile_chain.cron",

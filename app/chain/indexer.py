@@ -89,7 +89,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     if not found:
         return None
     cursor = await repository.indexer_cursor(chain_id)
-    if cursor is None:
+    if cursor is None or cursor.get("block") is None:
         first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
         cursor = await repository.start_cursor(chain_id, first - 1)
     reorg = await _unwind(web3, chain_id, cursor, settings.chain.reorg_depth)

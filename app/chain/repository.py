@@ -167,9 +167,13 @@ async def indexer_cursor(chain_id: int) -> dict[str, Any] | None:
 
 
 async def start_cursor(chain_id: int, block: int) -> dict[str, Any]:
+    """Start the cursor at `block` unless it has started (the document may exist already, holding only
+    drift reports)."""
     with contextlib.suppress(DuplicateKeyError):
-        await cursors().insert_one(
-            {"chainId": chain_id, "block": block, "hash": None, "lastReorg": None, "updatedAt": utcnow()}
+        await cursors().update_one(
+            {"chainId": chain_id, "block": None},
+            {"$set": {"block": block, "hash": None, "lastReorg": None, "updatedAt": utcnow()}},
+            upsert=True,
         )
     return await indexer_cursor(chain_id)
 
@@ -290,10 +294,21 @@ async def open_by_status(chain_id: int, statuses: tuple[str, ...]) -> dict[str, 
     return {row["_id"]: row["count"] async for row in await outbox().aggregate(pipeline)}
 
 
-async def save_drift(chain_id: int, drift: dict[str, Any]) -> None:
-    await cursors().update_one({"chainId": chain_id}, {"$set": {"lastDrift": drift}})
+async def save_drift(chain_id: int, drift: dict[str, Any], kind: str) -> None:
+    """Keep one reconciliation's report (`kind`: the market's owners and listings, the oracle's prices)."""
+    await cursors().update_one({"chainId": chain_id}, {"$set": {f"drifts.{kind}": drift}}, upsert=True)
 
 
 async def last_drift(chain_id: int) -> dict[str, Any] | None:
-    found = await cursors().find_one({"chainId": chain_id}, {"lastDrift": 1})
-    return (found or {}).get("lastDrift")
+    """The latest reports of every kind as one: their counts by field and their items together."""
+    found = await cursors().find_one({"chainId": chain_id}, {"drifts": 1})
+    reports = list(((found or {}).get("drifts") or {}).values())
+    if not reports:
+        return None
+    return {
+        "at": max(report["at"] for report in reports),
+        "block": max(report["block"] for report in reports),
+        "sampled": sum(report["sampled"] for report in reports),
+        "byField": {field: n for report in reports for field, n in report["byField"].items()},
+        "items": [item for report in reports for item in report["items"]][:100],
+    }

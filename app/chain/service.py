@@ -198,10 +198,10 @@ async def refresh_metrics(clients: Clients, settings: Settings) -> None:
         return
 
 
-async def save_drift(settings: Settings, drift: dict[str, Any]) -> None:
-    await repository.save_drift(settings.chain.chain_id, drift)
+async def save_drift(settings: Settings, drift: dict[str, Any], kind: str) -> None:
+    await repository.save_drift(settings.chain.chain_id, drift, kind)
 
 
 async def indexed_block(settings: Settings) -> int | None:
     cursor = await repository.indexer_cursor(settings.chain.chain_id)
-    return None if cursor is None else cursor["block"]
+    return None if cursor is None else cursor.get("block")

@@ -53,7 +53,7 @@ async def reconcile(clients, settings: Settings, sample: int = SAMPLE) -> dict[s
         "byField": by_field,
         "items": items[:100],
     }
-    await chain_service.save_drift(settings, report)
+    await chain_service.save_drift(settings, report, "market")
     if items:
         log.warning("market.reconcile.drift", block=block, **by_field)
     return {"reconciled": True, "block": block, "sampled": len(assets), "drift": by_field}

@@ -95,3 +95,8 @@ async def publish(ctx: dict[str, Any]) -> dict[str, Any]:
         return await service.publish(ctx["clients"], ctx["settings"])
     except TRANSIENT as exc:
         raise _retry("oracle.publish", ctx, exc) from exc
+
+
+async def reconcile_prices(ctx: dict[str, Any]) -> dict[str, Any]:
+    """A sample of tokens' last accepted pushes compared with the PriceOracle: drift into the chain status."""
+    return await service.reconcile_prices(ctx["clients"], ctx["settings"])

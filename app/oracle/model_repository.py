@@ -247,3 +247,16 @@ async def published_in(key: str) -> list[dict[str, Any]]:
     """The appraisals one push carries, by its outbox key."""
     projection = {"tokenId": 1, "predictedPriceWei": 1, "interval": 1, "confidenceScore": 1, "publication": 1}
     return await predictions().find({"publication.outboxKey": key}, projection).to_list(None)
+
+
+async def accepted_sample(size: int) -> list[dict[str, Any]]:
+    """A random sample of tokens, each with its last accepted (final) push."""
+    pipeline = [
+        {"$match": {"status": "accepted", "publication.decision": "published"}},
+        {"$sort": {"tokenId": 1, "timestamp": -1}},
+        {"$group": {"_id": "$tokenId", "last": {"$first": "$$ROOT"}}},
+        {"$sample": {"size": size}},
+        {"$replaceRoot": {"newRoot": "$last"}},
+        {"$project": {"tokenId": 1, "predictedPriceWei": 1, "publication": 1}},
+    ]
+    return await (await predictions().aggregate(pipeline)).to_list(size)

@@ -169,3 +169,31 @@ def block_time(block: Any) -> datetime:
 async def publish(clients, settings: Settings) -> dict[str, Any]:
     """Decide and push the due appraisals, then settle the pushes that are final."""
     return {**await publish_due(clients, settings), **await confirm(clients, settings)}
+
+
+async def reconcile(clients, settings: Settings, sample: int = 50) -> dict[str, Any]:
+    """Compare the PriceOracle with the last accepted push of a sample of tokens: a token whose round on
+    the chain is older than the one accepted, or whose price differs at that round, is drift (`price`)."""
+    oracle = await chain_service.contract(clients, settings, "PriceOracle")
+    if oracle is None:
+        return {"reconciled": False}
+    block = await clients.web3.eth.block_number
+    items = []
+    accepted = await model_repository.accepted_sample(sample)
+    for prediction in accepted:
+        token, expected = prediction["tokenId"], prediction["publication"]["roundId"]
+        round_id, price, *_ = await oracle.functions.latest_round(token).call(block_identifier=block)
+        stored = _wei(prediction["predictedPriceWei"])
+        if round_id < expected or (round_id == expected and price != stored):
+            items.append({"tokenId": token, "field": "price", "chain": str(price), "database": str(stored)})
+    report = {
+        "at": utcnow(),
+        "block": block,
+        "sampled": len(accepted),
+        "byField": {"price": len(items)},
+        "items": items,
+    }
+    await chain_service.save_drift(settings, report, "oracle")
+    if items:
+        log.warning("oracle.publication.drift", block=block, tokens=len(items))
+    return {"reconciled": True, "block": block, "sampled": len(accepted), "drift": {"price": len(items)}}

@@ -414,3 +414,4 @@ async def train_daily(clients, settings: Settings) -> dict[str, Any]:
 
 
 publish = publication.publish  # the oracle.publish cron: push the due appraisals, settle the final pushes
+reconcile_prices = publication.reconcile  # the oracle.reconcile_prices cron: the PriceOracle against MongoDB

@@ -337,3 +337,20 @@ async def test_a_refusal_of_the_price_is_priced_again_and_never_cancels(web3, se
     await drive(web3, settings, 2)
     assert (await entry("test-mint:54"))["status"] == "mined"
     assert await token.functions.ownerOf(54).call() == owner
+
+
+async def test_finality_is_a_depth_when_configured_or_when_the_node_has_no_finalized_block(
+    web3, settings, monkeypatch
+):
+    head = await web3.eth.block_number + 100
+    deep = settings.model_copy(update={"chain": settings.chain.model_copy(update={"finality_depth": 6})})
+    assert await outbox.final_block(web3, deep, head) == head - 6
+    real = web3.eth.get_block
+
+    async def no_finalized_tag(block, *args, **kwargs):
+        if block == "finalized":
+            raise ValueError("unknown block tag")
+        return await real(block, *args, **kwargs)
+
+    monkeypatch.setattr(web3.eth, "get_block", no_finalized_tag)
+    assert await outbox.final_block(web3, settings, head) == head - settings.chain.confirmations

@@ -157,3 +157,21 @@ async def test_a_push_that_cannot_go_through_rejects_its_appraisals(web3, client
     stored = await prediction(broken)
     assert stored["status"] == "rejected" and "would revert" in stored["publication"]["error"]
     assert (await oracle.functions.latest_round(20).call())[0] == 0
+
+
+async def test_reconciliation_finds_a_price_mongodb_says_differently(web3, client, clients, settings, oracle):
+    first, second = await appraisal(30, 1.0), await appraisal(31, 2.0)
+    await settle(web3, clients, settings)
+    clean = await publication.reconcile(clients, settings)
+    assert clean["sampled"] == 2 and clean["drift"] == {"price": 0}
+    await AIOracleData.get_pymongo_collection().update_one(
+        {"_id": second}, {"$set": {"predictedPriceWei": Decimal128(str(3 * ONE_ETH))}}
+    )
+    found = await publication.reconcile(clients, settings)
+    assert found["drift"] == {"price": 1}
+    drift = (await client.get("/api/chain/status")).json()["drift"]
+    assert drift["byField"]["price"] == 1
+    assert [(i["tokenId"], i["chain"], i["database"]) for i in drift["items"]] == [
+        (31, str(2 * ONE_ETH), str(3 * ONE_ETH))
+    ]
+    assert (await prediction(first))["status"] == "accepted"

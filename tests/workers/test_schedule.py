@@ -8,6 +8,7 @@ PERIODIC = (
     "assets.request_mints",
     "oracle.publish",
     "market.reconcile_chain",
+    "oracle.reconcile_prices",
     "oracle.score_ledger",
     "oracle.refresh_due",
     "oracle.train_daily",
