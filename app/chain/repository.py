@@ -312,3 +312,18 @@ async def last_drift(chain_id: int) -> dict[str, Any] | None:
         "byField": {field: n for report in reports for field, n in report["byField"].items()},
         "items": [item for report in reports for item in report["items"]][:100],
     }
+
+
+async def price_updates(chain_id: int, block_hash: str, tx_hash: str) -> set[tuple[int, int]]:
+    """The (token, round) pairs of a transaction's live PriceUpdated events (its block leads the key)."""
+    query = {
+        "chainId": chain_id,
+        "blockHash": block_hash,
+        "txHash": tx_hash,
+        "event": "PriceUpdated",
+        "removed": False,
+    }
+    return {
+        (doc["tokenId"], int(doc["args"]["roundId"]))
+        async for doc in events().find(query, {"tokenId": 1, "args.roundId": 1})
+    }

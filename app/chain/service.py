@@ -205,3 +205,10 @@ async def save_drift(settings: Settings, drift: dict[str, Any], kind: str) -> No
 async def indexed_block(settings: Settings) -> int | None:
     cursor = await repository.indexer_cursor(settings.chain.chain_id)
     return None if cursor is None else cursor.get("block")
+
+
+async def price_updates(settings: Settings, receipt: dict[str, Any]) -> set[tuple[int, int]]:
+    """The (token, round) pairs a transaction's live PriceUpdated events set, as the indexer read them."""
+    return await repository.price_updates(
+        settings.chain.chain_id, receipt["blockHash"], receipt["transactionHash"]
+    )

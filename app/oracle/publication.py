@@ -131,14 +131,17 @@ async def _ask(clients, settings: Settings, oracle, key: str) -> None:
 
 
 async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, int]:
-    """Settle the published appraisals whose push is final (or failed); ask again for any push a crash
-    left unasked."""
+    """Settle the published appraisals whose push is final (or failed): accepted when the indexer has
+    read the contract's PriceUpdated for their round, rejected when the push failed or the chain held a
+    newer round; ask again for any push a crash left unasked."""
     keys = {p["publication"]["outboxKey"] for p in await model_repository.submitted(limit)}
     oracle = await chain_service.contract(clients, settings, "PriceOracle")
     counts = {"accepted": 0, "rejected": 0, "asked": 0}
+    indexed = await chain_service.indexed_block(settings)
     for key in keys:
         entry = await chain_service.outbox_entry(key)
-        carried = [p["_id"] for p in await model_repository.published_in(key)]
+        carried_docs = await model_repository.published_in(key)
+        carried = [p["_id"] for p in carried_docs]
         if entry is None:
             if oracle is not None:
                 await _ask(clients, settings, oracle, key)
@@ -146,14 +149,25 @@ async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, i
             continue
         if entry["status"] == "confirmed":
             receipt = entry["receipt"]
+            if indexed is None or indexed < receipt["blockNumber"]:
+                continue  # confirmed by the contract's own PriceUpdated: once the indexer has read it
+            updated = await chain_service.price_updates(settings, receipt)
             block = await clients.web3.eth.get_block(receipt["blockNumber"])
             reference = {
                 "transactionHash": receipt["transactionHash"],
                 "blockNumber": receipt["blockNumber"],
                 "timestamp": block_time(block),
             }
+            landed = [
+                p["_id"] for p in carried_docs if (p["tokenId"], p["publication"]["roundId"]) in updated
+            ]
+            skipped = [i for i in carried if i not in set(landed)]
             counts["accepted"] += await model_repository.finish_publication(
-                carried, {"status": "accepted", "onChainReference": reference}
+                landed, {"status": "accepted", "onChainReference": reference}
+            )
+            counts["rejected"] += await model_repository.finish_publication(
+                skipped,
+                {"status": "rejected", "publication.error": "no PriceUpdated: the chain held a newer round"},
             )
         elif entry["status"] == "failed":
             counts["rejected"] += await model_repository.finish_publication(

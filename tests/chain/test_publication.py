@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from bson import Decimal128, ObjectId
 from app.chain import repository as chain_repository
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
+from app.market import service as market_service
 from app.oracle import publication
 from app.oracle.documents import AIOracleData
 from tests.chain.conftest import ONE_ETH, rpc
@@ -60,6 +62,7 @@ async def settle(web3, clients, settings, *, final: bool = True) -> dict:
     if final:
         await rpc(web3, "anvil_mine", hex(70))
         await chain_service.process_outbox(clients, settings)
+    await market_service.index_chain(clients, settings)  # the contract's PriceUpdated confirms a push
     second = await publication.publish(clients, settings)
     return {key: first.get(key, 0) + second.get(key, 0) for key in {*first, *second}}
 
@@ -175,3 +178,37 @@ async def test_reconciliation_finds_a_price_mongodb_says_differently(web3, clien
         (31, str(2 * ONE_ETH), str(3 * ONE_ETH))
     ]
     assert (await prediction(first))["status"] == "accepted"
+
+
+async def test_a_round_the_chain_skipped_is_rejected_not_accepted(web3, clients, settings, oracle):
+    """The chain held a newer round for the token: the push lands, but no PriceUpdated says so for it."""
+    await chain_service.submit_call(
+        settings,
+        key="newer",
+        kind="set_prices",
+        contract=oracle,
+        function="set_prices",
+        args=[[(40, 2**60, ONE_ETH, ONE_ETH, ONE_ETH, 5000)]],
+    )
+    for _ in range(2):
+        await chain_service.process_outbox(clients, settings)
+    stale = await appraisal(40, 1.0)
+    landed = await appraisal(41, 1.0)
+    await settle(web3, clients, settings)
+    assert (await prediction(landed))["status"] == "accepted"
+    skipped = await prediction(stale)
+    assert skipped["status"] == "rejected" and "newer round" in skipped["publication"]["error"]
+    assert (await oracle.functions.latest_round(40).call())[0] == 2**60
+
+
+async def test_two_publishers_at_once_push_each_round_once(web3, clients, settings, oracle):
+    for token in (50, 51, 52):
+        await appraisal(token, 1.0)
+    await asyncio.gather(publication.publish(clients, settings), publication.publish(clients, settings))
+    await settle(web3, clients, settings)
+    assert await chain_repository.outbox().count_documents({"kind": "set_prices"}) == 1
+    for token in (50, 51, 52):
+        events = await oracle.events.PriceUpdated().get_logs(
+            from_block=0, argument_filters={"tokenId": token}
+        )
+        assert len(events) == 1
