@@ -12,6 +12,11 @@ import time
 from app.config import Settings
 from app.lib.embedded import ROOT, SERVICES_ENV, EmbeddedError, EmbeddedStack, find_anvil
 
+# The embedded chain mines a block every 2 s, and a transaction is final 3 blocks deep: what a live
+# chain does, in seconds, so mints and price pushes are seen confirmed while you watch.
+DEV_BLOCK_TIME_S = 2
+DEV_FINALITY_DEPTH = 3
+
 
 def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:
     env: dict[str, str] = {}
@@ -27,7 +32,9 @@ def _start_services(settings: Settings, stack: EmbeddedStack) -> dict[str, str]:
                 "chain: no node or anvil (install Node.js; make run then installs anvil): chain features off"
             )
         else:
-            env["CHAIN_RPC_URL"] = stack.start_chain(settings.chain.chain_id)
+            env["CHAIN_RPC_URL"] = stack.start_chain(settings.chain.chain_id, block_time=DEV_BLOCK_TIME_S)
+            if settings.chain.finality_depth is None:  # anvil finalizes 64 blocks back: two minutes here
+                env["CHAIN_FINALITY_DEPTH"] = str(DEV_FINALITY_DEPTH)
     return env
 
 

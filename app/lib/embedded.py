@@ -185,12 +185,16 @@ class EmbeddedStack:
         self.services.append(service)
         return url
 
-    def start_chain(self, chain_id: int = 31337) -> str | None:
+    def start_chain(self, chain_id: int = 31337, block_time: int | None = None) -> str | None:
+        """anvil on a free port: mining each transaction as it comes (the tests), or a block every
+        `block_time` seconds, as a live chain does (`make run`: its blocks go on, so they become final)."""
         exe = find_anvil()
         if exe is None:
             return None
         port = free_port()
         args = [exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
+        if block_time:
+            args += ["--block-time", str(block_time)]
         state = self._dir("anvil")
         if state:
             args += ["--state", str(state / "state.json"), "--state-interval", "30"]

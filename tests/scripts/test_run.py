@@ -81,6 +81,9 @@ def test_make_run_serves_stops_cleanly_and_keeps_data(tmp_path):
         "s3",
     }
     urls = read_services_env(data_dir)
+    deployed = httpx.get(f"http://127.0.0.1:{port}/api/chain/deployments").json()["deployments"]
+    if urls.get("CHAIN_RPC_URL"):  # make run deployed the contracts on its chain
+        assert [d["name"] for d in deployed] == ["AssetToken", "Marketplace", "PriceOracle"]
 
     # the worker started by make run answers a job
     job = httpx.post(f"http://127.0.0.1:{port}/api/system/worker-ping").json()
@@ -106,6 +109,8 @@ def test_make_run_serves_stops_cleanly_and_keeps_data(tmp_path):
     wait_ready(port, proc)
     urls = read_services_env(data_dir)
     try:
+        again = httpx.get(f"http://127.0.0.1:{port}/api/chain/deployments").json()["deployments"]
+        assert [(d["name"], d["address"]) for d in again] == [(d["name"], d["address"]) for d in deployed]
         with MongoClient(urls["MONGODB_URL"]) as mongo:
             assert mongo.dynamicvault.assets.find_one({"tokenId": 424242})["name"] == "kept across restarts"
         s3 = s3_client(urls["S3_ENDPOINT_URL"])
