@@ -117,7 +117,8 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
                 raise
             end = start + (end - start) // 2
     done.end = end
-    times = await _block_times(web3, {entry["blockNumber"] for entry in logs})
+    headers = await _headers(web3, {entry["blockNumber"] for entry in logs})
+    times = {n: datetime.fromtimestamp(int(b["timestamp"]), UTC) for n, b in headers.items()}
     # The range must hang from the block the cursor recorded, and still end where it did: a reorg
     # during the read (or between the check above and the read) is read again on the next pass.
     first = await web3.eth.get_block(start)
@@ -128,8 +129,10 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     events = [_event(chain_id, found, entry, times) for entry in logs]
     events = [event for event in events if event is not None]
     await repository.save_events(events)
-    blocks = {e["blockNumber"]: e["blockHash"] for e in events}
-    blocks[end] = Web3.to_hex(top["hash"])
+    # Number, hash and parent hash of each block read (those with events, and the range's last).
+    blocks = {
+        n: (Web3.to_hex(b["hash"]), Web3.to_hex(b["parentHash"])) for n, b in {**headers, end: top}.items()
+    }
     await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
@@ -144,7 +147,8 @@ async def _deploy_block(chain_id: int, name: str) -> int:
     return int(record["block"] or 0)
 
 
-async def _block_times(web3: AsyncWeb3, numbers: set[int]) -> dict[int, datetime]:
+async def _headers(web3: AsyncWeb3, numbers: set[int]) -> dict[int, Any]:
+    """The blocks the events are in (their times, hashes and parents), BLOCK_READS at a time."""
     gate = asyncio.Semaphore(BLOCK_READS)
 
     async def read(number: int):
@@ -152,7 +156,7 @@ async def _block_times(web3: AsyncWeb3, numbers: set[int]) -> dict[int, datetime
             return await web3.eth.get_block(number)
 
     blocks = await asyncio.gather(*(read(n) for n in sorted(numbers)))
-    return {int(b["number"]): datetime.fromtimestamp(int(b["timestamp"]), UTC) for b in blocks}
+    return {int(b["number"]): b for b in blocks}
 
 
 def _event(chain_id: int, found: dict[str, _Source], entry: Any, times: dict[int, datetime]) -> dict | None:

@@ -230,10 +230,11 @@ async def save_events(found: list[dict[str, Any]]) -> None:
         await events().bulk_write(operations, ordered=False)
 
 
-async def save_blocks(chain_id: int, hashes: dict[int, str], *, keep_from: int) -> None:
+async def save_blocks(chain_id: int, read: dict[int, tuple[str, str]], *, keep_from: int) -> None:
+    """Record each block read, number -> (hash, parent hash), and forget those below `keep_from`."""
     operations = [
-        UpdateOne({"chainId": chain_id, "number": n}, {"$set": {"hash": h}}, upsert=True)
-        for n, h in hashes.items()
+        UpdateOne({"chainId": chain_id, "number": n}, {"$set": {"hash": h, "parentHash": p}}, upsert=True)
+        for n, (h, p) in read.items()
     ]
     if operations:
         await blocks().bulk_write(operations, ordered=False)

@@ -248,3 +248,14 @@ async def test_one_indexer_pass_at_a_time(web3, client, clients, settings, chain
     await clients.redis.delete(market_service.INDEX_LOCK)
     assert "events" in await market_service.index_chain(clients, settings)
     assert await clients.redis.get(market_service.INDEX_LOCK) is None
+
+
+async def test_the_blocks_read_are_kept_with_their_hash_and_parent(web3, client, clients, settings, chain):
+    await onboard(client, settings, 113, chain["seller"])
+    await settle(clients, settings)
+    kept = await repository.blocks().find({"chainId": settings.chain.chain_id}).to_list(None)
+    assert kept
+    for block in kept:
+        header = await web3.eth.get_block(block["number"])
+        assert block["hash"] == Web3.to_hex(header["hash"])
+        assert block["parentHash"] == Web3.to_hex(header["parentHash"])
