@@ -21,7 +21,6 @@ from pymongo import DeleteMany, UpdateOne
 from app.assets import chain_records as repository
 from app.lib.money import wei_to_eth
 
-MINT_STATUSES = ("pending", "minted", "confirmed", "failed")
 minted_sample = repository.minted_sample  # for the reconciliation of MongoDB with the chain
 
 

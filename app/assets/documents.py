@@ -101,6 +101,9 @@ class MarketStatus(BaseModel):
     listedBy: str | None = None
 
 
+MINT_STATUSES = ("pending", "minted", "confirmed", "failed")
+
+
 class AssetChain(BaseModel):
     """The asset's token on the platform's AssetToken: its mint, asked for at onboarding and confirmed by
     the chain indexer (pending -> minted -> confirmed, or failed)."""

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from app.assets.documents import MINT_STATUSES
 from app.lib.params import ADDRESS, MAX_INT64
 from app.lib.schemas import RequestBody, Schema, Timestamp, documented
 
@@ -185,7 +186,7 @@ class ChainView(Schema):
     contractAddress: str
     mintTx: str | None
     block: int | None
-    status: Annotated[str, documented(enum=["pending", "minted", "confirmed", "failed"])]
+    status: Annotated[str, documented(enum=list(MINT_STATUSES))]
 
 
 class Listing(Schema):

@@ -18,7 +18,7 @@ so a crash between reading and applying loses nothing.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +50,6 @@ class IndexPass:
     end: int
     head: int
     events: int = 0
-    tokens: set[int] = field(default_factory=set)
     reorg: dict[str, Any] | None = None
 
 
@@ -99,8 +98,6 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     start = cursor["block"] + 1
     end = min(head, cursor["block"] + settings.chain.index_range)
     done = IndexPass(start=start, end=end, head=head, reorg=reorg)
-    if reorg is not None:
-        done.tokens |= set(reorg["tokens"])
     if start > end:
         return done
     topics = [topic for source in found.values() for topic in source.topics]
@@ -138,7 +135,6 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
     await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]), touched)
     done.events = len(events)
-    done.tokens |= set(touched)
     return done
 
 
@@ -211,7 +207,7 @@ async def _unwind(
         fork = min([cursor["block"] - depth, *(block["number"] - 1 for block in checked)])
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
-    tokens, removed = await repository.remove_events_after(chain_id, fork)
+    removed = await repository.remove_events_after(chain_id, fork)  # their tokens are pending now
     await repository.drop_blocks_after(chain_id, fork)
     kept = await repository.block_hash(chain_id, fork)
     reorg = {
@@ -219,9 +215,8 @@ async def _unwind(
         "fork": fork,
         "depth": cursor["block"] - fork,
         "removed": removed,
-        "tokens": tokens,
     }
-    await repository.rewind_cursor(chain_id, fork, kept, {k: v for k, v in reorg.items() if k != "tokens"})
+    await repository.rewind_cursor(chain_id, fork, kept, reorg)
     log.warning("chain.indexer.reorg", fork=fork, depth=reorg["depth"], removed=removed)
     return reorg
 

@@ -252,14 +252,14 @@ async def block_hash(chain_id: int, number: int) -> str | None:
     return None if found is None else found["hash"]
 
 
-async def remove_events_after(chain_id: int, fork: int) -> tuple[list[int], int]:
-    """Mark the events of blocks above `fork` removed: (the tokens they named, how many). The tokens join
-    the cursor's `pending` first, so a crash after the marking still has them applied again."""
+async def remove_events_after(chain_id: int, fork: int) -> int:
+    """Mark the events of blocks above `fork` removed; how many. The tokens they name join the cursor's
+    `pending` first, so a crash after the marking still has them applied again."""
     query = {"chainId": chain_id, "blockNumber": {"$gt": fork}, "removed": False}
     tokens = sorted(t for t in await events().distinct("tokenId", query) if t is not None)
     await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
     result = await events().update_many(query, {"$set": {"removed": True, "removedAt": utcnow()}})
-    return tokens, result.modified_count
+    return result.modified_count
 
 
 async def drop_blocks_after(chain_id: int, fork: int) -> None:
