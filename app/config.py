@@ -159,6 +159,32 @@ def _is_fernet_key(key: str) -> bool:
         return False
 
 
+class TypeRule(BaseModel):
+    """How one asset type is priced on-chain: plausible bounds (ETH), and the move (basis points) or the
+    time (seconds) after which a new price is due. A field left out takes the built-in default."""
+
+    min_eth: float | None = Field(default=None, gt=0)
+    max_eth: float | None = Field(default=None, gt=0)
+    deviation_bps: int | None = Field(default=None, ge=1, le=10_000)
+    heartbeat_s: int | None = Field(default=None, ge=60)
+
+
+# Built-in rules: slow markets (real estate, wine) move little and are published at least weekly; the
+# bounds only refuse what no such asset costs (at any plausible ETH price).
+TYPE_RULES: dict[str, TypeRule] = {
+    "Real Estate": TypeRule(min_eth=1, max_eth=1e6, deviation_bps=200, heartbeat_s=7 * 86400),
+    "Art": TypeRule(min_eth=1e-3, max_eth=1e6, deviation_bps=500, heartbeat_s=7 * 86400),
+    "Collectible": TypeRule(min_eth=1e-4, max_eth=1e5, deviation_bps=300, heartbeat_s=3 * 86400),
+    "Jewelry": TypeRule(min_eth=1e-3, max_eth=1e5, deviation_bps=300, heartbeat_s=7 * 86400),
+    "Watch": TypeRule(min_eth=1e-2, max_eth=1e4, deviation_bps=200, heartbeat_s=3 * 86400),
+    "Wine": TypeRule(min_eth=1e-3, max_eth=1e4, deviation_bps=300, heartbeat_s=7 * 86400),
+    "Vehicle": TypeRule(min_eth=1e-2, max_eth=1e5, deviation_bps=200, heartbeat_s=3 * 86400),
+    "Memorabilia": TypeRule(min_eth=1e-4, max_eth=1e5, deviation_bps=500, heartbeat_s=7 * 86400),
+    "Luxury Goods": TypeRule(min_eth=1e-3, max_eth=1e5, deviation_bps=300, heartbeat_s=7 * 86400),
+}
+DEFAULT_MIN_ETH, DEFAULT_MAX_ETH = 1e-9, 1e9
+
+
 class OracleSettings(BaseModel):
     # Fernet keys that encrypt data sources' credentials at rest, comma-separated: the first encrypts,
     # every one decrypts (a rotation adds the new key in front, then drops the old one once re-saved).
@@ -190,6 +216,33 @@ class OracleSettings(BaseModel):
     publish_heartbeat_s: int = Field(default=24 * 3600, ge=60)
     publish_min_confidence: float = Field(default=50.0, ge=0, le=100)
     publish_batch: int = Field(default=100, ge=1, le=200)
+    # Per asset type, over TYPE_RULES (a type in neither takes publish_deviation_bps and
+    # publish_heartbeat_s), as JSON: ORACLE_TYPE_RULES='{"Art": {"deviation_bps": 300}}'.
+    type_rules: dict[str, TypeRule] = Field(default_factory=dict)
+    # Rounds (app/oracle/rounds.py): a token's round collects the operators' submissions and the
+    # platform's appraisal for `round_window_s`; its answer needs `round_quorum` accepted participants.
+    # The platform's latest appraisal joins a round it has no appraisal in when younger than
+    # `carry_max_age_s`.
+    round_window_s: int = Field(default=300, ge=1, le=24 * 3600)
+    round_quorum: int = Field(default=1, ge=1, le=100)
+    carry_max_age_s: int = Field(default=26 * 3600, ge=60)
+    # An observer's weight is 1 / max(MdAPE, 1%) over its last `weight_window` predictions scored by the
+    # live ledger, once it has `weight_min_scored` of them; `new_operator_weight` until then.
+    new_operator_weight: float = Field(default=1.0, gt=0, le=100)
+    weight_min_scored: int = Field(default=5, ge=1)
+    weight_window: int = Field(default=200, ge=1, le=10_000)
+    # Gates before a round's answer may be published: its jump from the last published price, in that
+    # price's sigma (from its 90% band); its confidence; the age of its newest observation; the share
+    # of its weight resting on unhealthy sources. A source is unhealthy after `source_max_errors`
+    # failed fetches in a row, or when its last success is older than `source_stale_intervals` refresh
+    # intervals; an observation using one has its confidence multiplied by `unhealthy_source_penalty`.
+    gate_jump_sigmas: float = Field(default=8.0, gt=0)
+    gate_min_confidence: float = Field(default=10.0, ge=0, le=100)
+    gate_max_age_s: int = Field(default=3600, ge=1)
+    gate_max_unhealthy_share: float = Field(default=0.5, ge=0, le=1)
+    source_max_errors: int = Field(default=3, ge=1)
+    source_stale_intervals: float = Field(default=3.0, gt=0)
+    unhealthy_source_penalty: float = Field(default=0.5, ge=0, le=1)
 
     @field_validator("secrets_key", mode="after")
     @classmethod
@@ -203,6 +256,19 @@ class OracleSettings(BaseModel):
 
     def secrets_keys(self) -> list[str]:
         return [k.strip() for k in self.secrets_key.get_secret_value().split(",") if k.strip()]
+
+    def rule(self, asset_type: str | None) -> TypeRule:
+        """The rule of an asset type: its settings over the built-in one, over the global defaults."""
+        found = {
+            "min_eth": DEFAULT_MIN_ETH,
+            "max_eth": DEFAULT_MAX_ETH,
+            "deviation_bps": self.publish_deviation_bps,
+            "heartbeat_s": self.publish_heartbeat_s,
+        }
+        for layer in (TYPE_RULES.get(asset_type or ""), self.type_rules.get(asset_type or "")):
+            if layer is not None:
+                found.update(layer.model_dump(exclude_none=True))
+        return TypeRule(**found)
 
 
 class OutboundSettings(BaseModel):

@@ -48,6 +48,7 @@ from app.market.controllers import MarketController, TransactionController, User
 from app.market.documents import Transaction
 from app.media import service as media_service
 from app.media.controllers import AssetMediaController, StorageController, UserAvatarController
+from app.oracle import prediction_service
 from app.oracle.controllers import (
     AppraisalController,
     DataSourceController,
@@ -55,6 +56,7 @@ from app.oracle.controllers import (
     PredictionController,
 )
 from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint, OracleModel
+from app.oracle.round_documents import OracleRound
 from app.system.controllers import JobController, SystemController
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -70,6 +72,7 @@ DOCUMENTS = [
     ComparableSale,
     IndexPoint,
     OracleModel,
+    OracleRound,
     AuditLog,
     DeploymentLog,
     OutboxTransaction,
@@ -110,7 +113,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             JobController,
             metrics_controller(
-                settings, before_scrape=[partial(chain_service.refresh_metrics, settings=settings)]
+                settings,
+                before_scrape=[
+                    partial(chain_service.refresh_metrics, settings=settings),
+                    prediction_service.refresh_metrics,
+                ],
             ),
             AuthController,
             StorageController,

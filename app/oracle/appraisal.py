@@ -247,7 +247,10 @@ def _prediction(state: Run, asset, example, model, predicted, i: int, currency: 
             for a in attributions
         ],
         "performanceMetrics": {"accuracy": None, "errorMargin": None, "calibration": None},
-        "status": "accepted",
+        # a current appraisal waits for its round (app/oracle/rounds.py); a historical one joins none
+        "status": "accepted" if state.historical else "pending",
+        "operator": None,
+        "round": None,
         "onChainReference": None,
         "jobId": state.job_id,
         "outcome": None,

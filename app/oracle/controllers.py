@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.openapi import links, raises
-from app.lib.params import OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, one_of
+from app.lib.params import MAX_INT64, OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, one_of
 from app.lib.security import current_principal, principal_of, requires_permission
-from app.oracle import model_schemas, schemas, service
+from app.oracle import model_schemas, prediction_service, round_schemas, schemas, service, submissions
+from app.oracle.round_documents import ROUND_STATUSES
 
 PERMISSION = "datasources:write"
 SourceIdPath = Annotated[
@@ -130,6 +131,7 @@ class DataSourceController(Controller):
 # ---------------------------------------------------------------- models, appraisals, performance
 
 MANAGE = service.MANAGE_PERMISSION
+SUBMIT = "oracle:submit"
 ORACLE_READS = PUBLIC
 VersionPath = Annotated[str, PathParameter(schema_extra={"pattern": model_schemas.VERSION})]
 VersionParam = Annotated[
@@ -209,9 +211,102 @@ class AppraisalController(Controller):
         return await service.request_appraisal(clients, data, current_principal(request), context)
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="makes a retry safe: the same key and body answer the stored prediction again",
+        schema_extra={"maxLength": 255},
+    ),
+]
+TokenParam = Annotated[
+    int | None, QueryParameter(name="tokenId", schema_extra={"minimum": 0, "maximum": MAX_INT64})
+]
+OperatorParam = Annotated[
+    str | None,
+    QueryParameter(description="an operator's wallet address, or `platform` for the platform's appraisals"),
+]
+PredictionStatusParam = Annotated[str | None, QueryParameter(schema_extra=one_of(submissions.STATUSES))]
+RoundStatusParam = Annotated[str | None, QueryParameter(schema_extra=one_of(ROUND_STATUSES))]
+RoundIdPath = Annotated[str, PathParameter(schema_extra={"pattern": round_schemas.ROUND_ID})]
+LIST_ERRORS = {
+    400: ["invalid_cursor", "invalid_limit", "invalid_status", "invalid_token_id"],
+    503: ["query_timeout"],
+}
+SUBMIT_ERRORS = {
+    400: [
+        "ambiguous_amount",
+        "amount_out_of_range",
+        "interval_excludes_price",
+        "invalid_amount",
+        "invalid_idempotency_key",
+        "invalid_inputs",
+        "invalid_interval",
+        "price_required",
+    ],
+    404: ["asset_not_found"],
+    413: ["payload_too_large"],
+    422: ["idempotency_key_reused"],
+}
+
+
 class PredictionController(Controller):
     path = "/api/oracle"
     tags = ["oracle"]
+
+    @post(
+        "/price-prediction",
+        status_code=HTTP_201_CREATED,
+        guards=[requires_permission(SUBMIT)],
+        request_max_body_size=round_schemas.MAX_BODY_BYTES,
+        opt={
+            **raises(SUBMIT_ERRORS),
+            **links(201, get_prediction={"predictionId": "$response.body#/predictionId"}),
+        },
+    )
+    async def submit_prediction(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        data: JSONBody[round_schemas.PredictionSubmit],
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[round_schemas.PredictionCreated]:
+        """An operator's prediction of a token's price (seed 4.3), for a key with `oracle:submit` or the
+        `oracle` role. It joins the token's open round (`round`), whose answer is the accuracy-weighted
+        median of the operators and the platform; it is `pending` until the round closes, then `accepted`
+        or `rejected` with a reason. With an `Idempotency-Key`, a retry answers the stored prediction
+        again (`Idempotent-Replayed: true`); the same key with another body is 422."""
+        body, created = await prediction_service.submit_prediction(
+            settings, data, current_principal(request), idempotency_key
+        )
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(body, status_code=HTTP_201_CREATED, headers=headers)
+
+    @get(
+        "/predictions",
+        opt={**OPTIONAL_AUTH, **raises({**LIST_ERRORS, 400: [*LIST_ERRORS[400], "invalid_operator"]})},
+    )
+    async def list_predictions(
+        self,
+        request: Request,
+        settings: SettingsDep,
+        token_id: TokenParam = None,
+        operator: OperatorParam = None,
+        status: PredictionStatusParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> model_schemas.PredictionPage:
+        """Predictions newest first: the platform's appraisals and the operators' submissions, with their
+        status in rounds; keyset pages (`nextCursor`). An operator's `inputs` are shown to it alone."""
+        return await prediction_service.list_predictions(
+            settings,
+            principal_of(request),
+            token_id=token_id,
+            operator=operator,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+        )
 
     @get(
         "/predictions/{predictionId:str}",
@@ -221,14 +316,41 @@ class PredictionController(Controller):
         self, request: Request, predictionId: PredictionIdPath
     ) -> model_schemas.PredictionOut:
         """One AI oracle prediction (seed 3.1.4): price and interval, confidence, feature importance, the
-        version, and its outcome once the asset sold; `inputs` for signed-in callers only."""
-        return await service.get_prediction(predictionId, signed_in=principal_of(request) is not None)
+        version, its round and verdict, and its outcome once the asset sold; `inputs` for the operator
+        who submitted it and admins (a platform appraisal's, for signed-in callers)."""
+        return await prediction_service.get_prediction(predictionId, principal_of(request))
+
+    @get("/rounds", opt={**ORACLE_READS, **raises(LIST_ERRORS)})
+    async def list_rounds(
+        self,
+        settings: SettingsDep,
+        token_id: TokenParam = None,
+        status: RoundStatusParam = None,
+        limit: LimitParam = None,
+        cursor: CursorParam = None,
+    ) -> round_schemas.RoundPage:
+        """Rounds, latest window first, each with its participants, answer, gates and decision."""
+        return await prediction_service.list_rounds(
+            settings, token_id=token_id, status=status, limit=limit, cursor=cursor
+        )
+
+    @get("/rounds/{roundId:str}", opt={**ORACLE_READS, **raises({404: ["round_not_found"]})})
+    async def get_round(self, roundId: RoundIdPath) -> round_schemas.RoundOut:
+        """One round, for audit: every participant with its weight and verdict, the answer, each gate's
+        verdict, the publication decision with its reason, and the push to the PriceOracle."""
+        return await prediction_service.get_round(roundId)
+
+    @get("/operators", opt=ORACLE_READS)
+    async def list_operators(self, clients: ClientsDep, settings: SettingsDep) -> round_schemas.OperatorsOut:
+        """Each operator (and the platform): submissions, acceptance rate and rejections by reason, its
+        weight in rounds, and its live MdAPE, p95 APE and band coverage against later sales."""
+        return await prediction_service.list_operators(clients.redis, settings)
 
     @get("/performance", opt={**ORACLE_READS, **raises({404: ["model_not_found"]})})
     async def get_performance(
-        self, clients: ClientsDep, modelVersion: VersionParam = None
+        self, clients: ClientsDep, settings: SettingsDep, modelVersion: VersionParam = None
     ) -> model_schemas.PerformanceOut:
         """How good a version is: its time-split backtest (MdAPE, p95 APE, MAPE, coverage of the
-        50/80/90/95% intervals and their mean width, beside the naive baselines), and the live ledger of
-        its appraisals scored against each asset's next sale."""
-        return await service.performance(clients.redis, modelVersion)
+        50/80/90/95% intervals and their mean width, beside the naive baselines), the live ledger of
+        its appraisals scored against each asset's next sale, and every operator's live record."""
+        return await service.performance(clients.redis, settings, modelVersion)

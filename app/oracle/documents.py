@@ -81,9 +81,16 @@ class AIOracleData(Document):
     asOf: datetime | None = None  # a historical appraisal: the time it is as of (then `timestamp` too)
     jobId: str | None = None  # the appraisal run that wrote it
     outcome: Outcome | None = None
-    # Whether it went on-chain: {decision: published|skipped|abstained|superseded, reason, roundId,
-    # outboxKey, at}. Published: `status` is `submitted` until the push is final, then `accepted`.
-    publication: dict[str, Any] | None = None
+    # Who made it: an operator's wallet (and the key it used), or None for the platform's own appraisal.
+    operator: str | None = None
+    apiKeyId: str | None = None
+    idempotencyKey: str | None = None  # an operator's Idempotency-Key, unique per operator
+    requestHash: str | None = None  # sha256 of the request it came with, so a reused key is told apart
+    # The round it takes part in (app/oracle/round_documents.py): `pending` while the round is open, then
+    # `accepted` or `rejected` with a `rejectionReason`.
+    round: str | None = None
+    rejectionReason: str | None = None
+    rejectionCode: str | None = None  # the reason's first word: outside_band, superseded, late
     createdAt: datetime = Field(default_factory=utcnow)
 
     class Settings:
@@ -104,13 +111,25 @@ class AIOracleData(Document):
             IndexModel(
                 [("outcome", pymongo.ASCENDING), ("tokenId", pymongo.ASCENDING)], name="outcome_tokenId"
             ),
-            IndexModel([("createdAt", pymongo.ASCENDING)], name="createdAt"),  # the ledger's new predictions
-            # Publication: the appraisals not decided yet.
+            # The platform's appraisals not in a round yet, and a round's participants.
             IndexModel(
-                [("publication.decision", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)],
-                name="publication_timestamp",
+                [("round", pymongo.ASCENDING), ("timestamp", pymongo.ASCENDING)], name="round_timestamp"
             ),
+            # An operator's submissions, newest first, and the scored ones that weigh its word.
+            IndexModel(
+                [("operator", pymongo.ASCENDING), ("createdAt", pymongo.DESCENDING)],
+                name="operator_createdAt",
+            ),
+            IndexModel(
+                [("operator", pymongo.ASCENDING), ("idempotencyKey", pymongo.ASCENDING)],
+                unique=True,
+                partialFilterExpression={"idempotencyKey": {"$type": "string"}},
+                name="operator_idempotencyKey_unique",
+            ),
+            # The ledger's new predictions, and the pages of GET /api/oracle/predictions.
+            IndexModel([("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="createdAt_id"),
         ]
+        retired_indexes = ["publication_timestamp", "createdAt"]
 
 
 class Authentication(BaseModel):

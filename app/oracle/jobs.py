@@ -11,7 +11,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.oracle import service
+from app.oracle import prediction_service, service
 
 log = structlog.get_logger(__name__)
 TRANSIENT = (ConnectionFailure, ExecutionTimeout, RedisConnectionError, RedisTimeoutError)
@@ -90,13 +90,14 @@ async def score_ledger(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def publish(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Push the appraisals due on the PriceOracle (deviation or heartbeat) and settle the final pushes."""
+    """Join new appraisals to rounds, close the rounds due, push their published answers to the PriceOracle,
+    and settle the final pushes."""
     try:
-        return await service.publish(ctx["clients"], ctx["settings"])
+        return await prediction_service.publish(ctx["clients"], ctx["settings"])
     except TRANSIENT as exc:
         raise _retry("oracle.publish", ctx, exc) from exc
 
 
 async def reconcile_prices(ctx: dict[str, Any]) -> dict[str, Any]:
     """A sample of tokens' last accepted pushes compared with the PriceOracle: drift into the chain status."""
-    return await service.reconcile_prices(ctx["clients"], ctx["settings"])
+    return await prediction_service.reconcile_prices(ctx["clients"], ctx["settings"])

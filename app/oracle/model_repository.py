@@ -167,96 +167,15 @@ async def score_predictions(operations: list[UpdateOne]) -> int:
 
 
 async def scored(version: str, limit: int) -> list[dict[str, Any]]:
-    """The latest `limit` scored predictions of a version: type, APE, covered."""
+    """The latest `limit` scored appraisals of a platform version: type, APE, covered (an operator's
+    predictions are its own, whatever version it names)."""
     cursor = (
         predictions()
         .find(
-            {"modelVersion": version, "outcome": {"$ne": None}},
+            {"modelVersion": version, "operator": None, "outcome": {"$ne": None}},
             {"assetType": 1, "outcome.ape": 1, "outcome.covered": 1},
         )
         .sort("outcome.soldAt", -1)
         .limit(limit)
     )
     return await cursor.to_list(limit)
-
-
-# ---------------------------------------------------------------- publication
-
-
-async def undecided(limit: int) -> list[dict[str, Any]]:
-    """Current appraisals (not historical) whose publication is not decided yet, oldest first."""
-    query = {"publication.decision": None, "asOf": None, "status": "accepted"}
-    projection = {
-        "tokenId": 1,
-        "timestamp": 1,
-        "predictedPriceWei": 1,
-        "interval": 1,
-        "confidenceScore": 1,
-    }
-    return await predictions().find(query, projection).sort("timestamp", 1).limit(limit).to_list(limit)
-
-
-async def last_published(token_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Each token's last published appraisal: its price (wei) and time."""
-    found: dict[int, dict[str, Any]] = {}
-    for part in in_slices(sorted(token_ids)):
-        pipeline = [
-            {"$match": {"tokenId": {"$in": part}, "publication.decision": "published"}},
-            {"$sort": {"tokenId": 1, "timestamp": -1}},
-            {
-                "$group": {
-                    "_id": "$tokenId",
-                    "wei": {"$first": "$predictedPriceWei"},
-                    "at": {"$first": "$timestamp"},
-                }
-            },
-        ]
-        async for row in await predictions().aggregate(pipeline):
-            found[row["_id"]] = row
-    return found
-
-
-async def decide(decisions: list[tuple[ObjectId, dict[str, Any], str | None]]) -> int:
-    """Record each decision (and the status it brings), once: a decided appraisal keeps its decision."""
-    operations = [
-        UpdateOne(
-            {"_id": prediction_id, "publication.decision": None},
-            {"$set": {"publication": publication, **({"status": status} if status else {})}},
-        )
-        for prediction_id, publication, status in decisions
-    ]
-    if not operations:
-        return 0
-    return (await predictions().bulk_write(operations, ordered=False)).modified_count
-
-
-async def submitted(limit: int) -> list[dict[str, Any]]:
-    """Published appraisals whose push is not final yet."""
-    query = {"status": "submitted", "publication.decision": "published"}
-    return await predictions().find(query, {"publication": 1, "tokenId": 1}).limit(limit).to_list(limit)
-
-
-async def finish_publication(prediction_ids: list[ObjectId], changes: dict[str, Any]) -> int:
-    result = await predictions().update_many(
-        {"_id": {"$in": prediction_ids}, "status": "submitted"}, {"$set": changes}
-    )
-    return result.modified_count
-
-
-async def published_in(key: str) -> list[dict[str, Any]]:
-    """The appraisals one push carries, by its outbox key."""
-    projection = {"tokenId": 1, "predictedPriceWei": 1, "interval": 1, "confidenceScore": 1, "publication": 1}
-    return await predictions().find({"publication.outboxKey": key}, projection).to_list(None)
-
-
-async def accepted_sample(size: int) -> list[dict[str, Any]]:
-    """A random sample of tokens, each with its last accepted (final) push."""
-    pipeline = [
-        {"$match": {"status": "accepted", "publication.decision": "published"}},
-        {"$sort": {"tokenId": 1, "timestamp": -1}},
-        {"$group": {"_id": "$tokenId", "last": {"$first": "$$ROOT"}}},
-        {"$sample": {"size": size}},
-        {"$replaceRoot": {"newRoot": "$last"}},
-        {"$project": {"tokenId": 1, "predictedPriceWei": 1, "publication": 1}},
-    ]
-    return await (await predictions().aggregate(pipeline)).to_list(size)

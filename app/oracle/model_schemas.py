@@ -164,7 +164,9 @@ class OutcomeOut(Schema):
 
 
 class PredictionOut(Schema):
-    """One AI oracle prediction (seed 3.1.4). `inputs` is shown to signed-in callers only."""
+    """One AI oracle prediction (seed 3.1.4): the platform's appraisal or an operator's submission.
+    `inputs` is shown to the operator who submitted it and to admins (a platform appraisal's, to any
+    signed-in caller)."""
 
     id: str
     tokenId: int
@@ -181,8 +183,17 @@ class PredictionOut(Schema):
     featureImportance: list[AttributionOut]
     performanceMetrics: dict[str, float | None]
     status: str
+    operator: str | None  # the operator's wallet; None for the platform's own appraisal
+    round: str | None  # the round it took part in (GET /api/oracle/rounds/{roundId})
+    rejectionReason: str | None
     outcome: OutcomeOut | None
     inputs: dict[str, Any] | None
+
+
+class PredictionPage(Schema):
+    items: list[PredictionOut]
+    nextCursor: str | None
+    limit: int
 
 
 # ---------------------------------------------------------------- performance
@@ -203,6 +214,28 @@ class LedgerOut(Schema):
     byType: dict[str, LedgerFigures]
 
 
+class LiveFigures(Schema):
+    """Predictions scored against the asset's next real sale: APEs as fractions (0.055 is 5.5%)."""
+
+    count: int
+    mdape: float | None
+    p95Ape: float | None
+    coverage: float | None  # the share of sales inside the predicted band
+
+
+class OperatorOut(Schema):
+    operator: str  # a wallet address, or "platform"
+    submissions: int
+    accepted: int
+    rejected: int
+    pending: int
+    acceptanceRate: float | None  # accepted / (accepted + rejected)
+    rejectedByReason: dict[str, int]
+    weight: float  # its weight in the next round
+    live: LiveFigures
+    lastSubmissionAt: datetime | None
+
+
 class PerformanceOut(Schema):
     """A version's time-split backtest (MdAPE, p95 APE, MAPE, interval coverage at 50/80/90/95% with the
     mean width, and the naive baselines measured on the same split), and its live ledger."""
@@ -213,3 +246,4 @@ class PerformanceOut(Schema):
     dataUntil: datetime | None
     backtest: VersionBacktest | None
     live: LedgerOut
+    operators: list[OperatorOut]  # every operator's record beside the platform's (GET /api/oracle/operators)

@@ -1,7 +1,8 @@
 """What the model, prediction and performance routes show of the stored documents.
 
-A prediction's `inputs` (the feature values, listing and index levels it used) go to signed-in callers
-only; an artifact's key in the bucket goes to nobody.
+A prediction's `inputs` (the feature values, listing and index levels it used) go to the operator who
+submitted it and to admins, and a platform appraisal's to signed-in callers; an artifact's key in the
+bucket goes to nobody.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def model_out(record: dict[str, Any], current: str | None) -> schemas.ModelOut:
     )
 
 
-def prediction_out(doc: dict[str, Any], *, signed_in: bool) -> schemas.PredictionOut:
+def prediction_out(doc: dict[str, Any], *, show_inputs: bool) -> schemas.PredictionOut:
     interval = doc.get("interval")
     outcome = doc.get("outcome")
     return schemas.PredictionOut(
@@ -101,6 +102,9 @@ def prediction_out(doc: dict[str, Any], *, signed_in: bool) -> schemas.Predictio
         ],
         performanceMetrics=dict(doc.get("performanceMetrics") or {}),
         status=doc.get("status", "pending"),
+        operator=doc.get("operator"),
+        round=doc.get("round"),
+        rejectionReason=doc.get("rejectionReason"),
         outcome=schemas.OutcomeOut(
             soldAt=outcome["soldAt"],
             price=outcome["price"],
@@ -111,12 +115,12 @@ def prediction_out(doc: dict[str, Any], *, signed_in: bool) -> schemas.Predictio
         )
         if outcome
         else None,
-        inputs=_plain(doc.get("inputs")) if signed_in else None,
+        inputs=_plain(doc.get("inputs")) if show_inputs else None,
     )
 
 
 def performance_out(
-    record: dict[str, Any], current: str | None, live: dict[str, Any]
+    record: dict[str, Any], current: str | None, live: dict[str, Any], operators: list[dict[str, Any]]
 ) -> schemas.PerformanceOut:
     return schemas.PerformanceOut(
         modelVersion=record["version"],
@@ -125,4 +129,5 @@ def performance_out(
         dataUntil=record.get("dataUntil"),
         backtest=_convert(record["backtest"], schemas.VersionBacktest) if record.get("backtest") else None,
         live=_convert(live, schemas.LedgerOut),
+        operators=_convert(operators, list[schemas.OperatorOut]),
     )

@@ -31,7 +31,7 @@ from app.oracle import (
     model_repository,
     model_schemas,
     model_views,
-    publication,
+    operators,
     queueing,
     refresh,
     repository,
@@ -375,21 +375,12 @@ async def appraise(
     )
 
 
-async def get_prediction(prediction_id: str, signed_in: bool) -> model_schemas.PredictionOut:
-    """One prediction; its inputs for signed-in callers only."""
-    if not ObjectId.is_valid(prediction_id) or len(prediction_id) != 24:
-        raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
-    doc = await model_repository.find_prediction(ObjectId(prediction_id))
-    if doc is None:
-        raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
-    return model_views.prediction_out(doc, signed_in=signed_in)
-
-
-async def performance(redis, version: str | None) -> model_schemas.PerformanceOut:
-    """A version's backtest and live ledger (the current version by default)."""
+async def performance(redis, settings: Settings, version: str | None) -> model_schemas.PerformanceOut:
+    """A version's backtest and live ledger (the current version by default), beside the operators'."""
     record = await _model(version)
     live = await ledger.figures(redis, record["version"])
-    return model_views.performance_out(record, await _current_version(), live)
+    found = await operators.figures(redis, settings)
+    return model_views.performance_out(record, await _current_version(), live, found)
 
 
 async def score_ledger(redis) -> dict[str, int]:
@@ -411,7 +402,3 @@ async def train_daily(clients, settings: Settings) -> dict[str, Any]:
         timeout_s=settings.oracle.job_timeout_s,
     )
     return {"jobId": job_id, "queued": queued}
-
-
-publish = publication.publish  # the oracle.publish cron: push the due appraisals, settle the final pushes
-reconcile_prices = publication.reconcile  # the oracle.reconcile_prices cron: the PriceOracle against MongoDB

@@ -1,0 +1,379 @@
+"""Every query of the oracle's rounds (`oracleRounds`), and of the predictions and sources they read."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+
+from app.lib.db import in_slices
+from app.lib.pagination import Position, Sort, keyset_page
+from app.oracle.documents import AIOracleData, DataSource
+from app.oracle.round_documents import OracleRound
+
+CLOSING_LEASE = timedelta(seconds=60)  # a close a crash left half done is taken over after this
+PREDICTION_SORT = Sort("createdAt", -1)
+ROUND_SORT = Sort("closesAt", -1)
+OBSERVATION_FIELDS = {
+    "tokenId": 1,
+    "assetId": 1,
+    "assetType": 1,
+    "timestamp": 1,
+    "predictedPriceWei": 1,
+    "interval": 1,
+    "confidenceScore": 1,
+    "dataSourcesUsed": 1,
+    "operator": 1,
+    "status": 1,
+}
+
+
+def rounds():
+    return OracleRound.get_pymongo_collection()
+
+
+def predictions():
+    return AIOracleData.get_pymongo_collection()
+
+
+# ---------------------------------------------------------------- joining a round
+
+
+def _opening(key: str, token_id: int, asset: dict[str, Any], opened_at: datetime, closes_at: datetime):
+    return {
+        "$setOnInsert": {
+            "key": key,
+            "tokenId": token_id,
+            "assetId": asset.get("_id"),
+            "assetType": asset.get("assetType"),
+            "openedAt": opened_at,
+            "closesAt": closes_at,
+            "status": "open",
+            "submissions": 0,
+            "members": [],
+            "participants": [],
+            "gates": [],
+            "createdAt": opened_at,
+        }
+    }
+
+
+Entry = tuple[
+    str, int, dict[str, Any], datetime, datetime, ObjectId
+]  # key, token, asset, opens, closes, member
+
+
+async def join(entry: Entry, now: datetime, *, submission: bool) -> bool:
+    """Open the round if it is not yet, and make the member one of its participants while it is still
+    open; False when it has closed (the caller joins the next one)."""
+    key, token_id, asset, opened_at, closes_at, member = entry
+    await rounds().update_one({"key": key}, _opening(key, token_id, asset, opened_at, closes_at), upsert=True)
+    joined = await rounds().update_one(
+        {"key": key, "status": "open", "closesAt": {"$gt": now}},
+        {"$addToSet": {"members": member}, "$inc": {"submissions": int(submission)}},
+    )
+    return joined.modified_count == 1
+
+
+async def join_many(entries: list[Entry], now: datetime) -> set[ObjectId]:
+    """`join` for many at once (the platform's appraisals): the members that joined an open round."""
+    if not entries:
+        return set()
+    await rounds().bulk_write(
+        [UpdateOne({"key": e[0]}, _opening(*e[:5]), upsert=True) for e in entries], ordered=False
+    )
+    pushes = [
+        UpdateOne(
+            {"key": key, "status": "open", "closesAt": {"$gt": now}}, {"$addToSet": {"members": member}}
+        )
+        for key, *_, member in entries
+    ]
+    await rounds().bulk_write(pushes, ordered=False)
+    # which pushes landed: the members now in an open round
+    joined: set[ObjectId] = set()
+    keys = sorted({e[0] for e in entries})
+    for part in in_slices(keys):
+        async for doc in rounds().find({"key": {"$in": part}}, {"members": 1}):
+            joined.update(doc.get("members") or ())
+    return joined & {e[5] for e in entries}
+
+
+async def unassigned_appraisals(limit: int) -> list[dict[str, Any]]:
+    """The platform's current appraisals not in a round yet, oldest first."""
+    query = {"round": None, "operator": None, "asOf": None, "status": "pending"}
+    return (
+        await predictions().find(query, OBSERVATION_FIELDS).sort("timestamp", 1).limit(limit).to_list(limit)
+    )
+
+
+async def orphans(before: datetime, limit: int) -> list[dict[str, Any]]:
+    """Operators' submissions stored before `before` and in no round."""
+    query = {"round": None, "operator": {"$ne": None}, "status": "pending", "createdAt": {"$lt": before}}
+    return await predictions().find(query, OBSERVATION_FIELDS).limit(limit).to_list(limit)
+
+
+async def set_rounds(assigned: dict[ObjectId, str]) -> None:
+    operations = [
+        UpdateOne({"_id": pid, "round": None}, {"$set": {"round": key}}) for pid, key in assigned.items()
+    ]
+    if operations:
+        await predictions().bulk_write(operations, ordered=False)
+
+
+# ---------------------------------------------------------------- closing
+
+
+def _due(closed_by: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "$or": [
+            {"status": "open", "closesAt": {"$lte": closed_by}},
+            {"status": "closing", "closingAt": {"$lte": now - CLOSING_LEASE}},
+        ]
+    }
+
+
+async def due_keys(closed_by: datetime, now: datetime, limit: int) -> list[str]:
+    """Rounds whose window ended by `closed_by`, oldest first, and closes a crash left half done."""
+    found = (
+        await rounds().find(_due(closed_by, now), {"key": 1}).sort("closesAt", 1).limit(limit).to_list(limit)
+    )
+    return [r["key"] for r in found]
+
+
+async def claim(key: str, closed_by: datetime, now: datetime) -> dict[str, Any] | None:
+    """Take a due round to close it: only one closer gets it; its members are fixed from then on."""
+    return await rounds().find_one_and_update(
+        {"key": key, **_due(closed_by, now)},
+        {"$set": {"status": "closing", "closingAt": now}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def observations(ids: list[ObjectId]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for part in in_slices(ids):
+        found += await predictions().find({"_id": {"$in": part}}, OBSERVATION_FIELDS).to_list(None)
+    return found
+
+
+async def latest_appraisals(
+    token_ids: list[int], since: datetime, until: datetime
+) -> dict[int, dict[str, Any]]:
+    """Each token's latest current platform appraisal made in [since, until]."""
+    found: dict[int, dict[str, Any]] = {}
+    for part in in_slices(sorted(token_ids)):
+        query = {
+            "tokenId": {"$in": part},
+            "operator": None,
+            "asOf": None,
+            "timestamp": {"$gte": since, "$lte": until},
+        }
+        for doc in await predictions().find(query, OBSERVATION_FIELDS).sort("timestamp", 1).to_list(None):
+            found[doc["tokenId"]] = doc
+    return found
+
+
+async def scored_outcomes(operator: str | None, limit: int) -> list[tuple[float, bool]]:
+    """An observer's latest scored predictions, newest sale first: (APE, the sale inside the band) (the
+    platform's: its current appraisals)."""
+    query: dict[str, Any] = {"operator": operator, "outcome": {"$ne": None}}
+    if operator is None:
+        query["asOf"] = None
+    projection = {"outcome.ape": 1, "outcome.covered": 1}
+    cursor = predictions().find(query, projection).sort("outcome.soldAt", -1).limit(limit)
+    return [(doc["outcome"]["ape"], bool(doc["outcome"]["covered"])) for doc in await cursor.to_list(limit)]
+
+
+async def scored_apes(operator: str | None, limit: int) -> list[float]:
+    return [ape for ape, _ in await scored_outcomes(operator, limit)]
+
+
+async def operator_counts() -> list[dict[str, Any]]:
+    """Per observer (None: the platform's current appraisals), per status and rejection code: how many
+    predictions, and the latest."""
+    pipeline = [
+        {"$match": {"$or": [{"operator": {"$ne": None}}, {"asOf": None}]}},
+        {
+            "$group": {
+                "_id": {"operator": "$operator", "status": "$status", "code": "$rejectionCode"},
+                "count": {"$sum": 1},
+                "last": {"$max": "$createdAt"},
+            }
+        },
+    ]
+    return await (await predictions().aggregate(pipeline)).to_list(None)
+
+
+async def source_health() -> list[dict[str, Any]]:
+    projection = {"name": 1, "status": 1, "configuration.refreshInterval": 1}
+    return await DataSource.get_pymongo_collection().find({}, projection).to_list(None)
+
+
+async def last_published(token_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each token's last published round (its push not failed): answer and close time."""
+    found: dict[int, dict[str, Any]] = {}
+    for part in in_slices(sorted(token_ids)):
+        query = {
+            "tokenId": {"$in": part},
+            "decision.decision": "published",
+            "publication.status": {"$ne": "failed"},
+        }
+        cursor = rounds().find(query, {"tokenId": 1, "answer": 1, "closesAt": 1}).sort("closesAt", 1)
+        for doc in await cursor.to_list(None):
+            found[doc["tokenId"]] = doc
+    return found
+
+
+async def close(key: str, closing_at: datetime, changes: dict[str, Any]) -> bool:
+    """Write the outcome of a close, if this closer still holds the round."""
+    result = await rounds().update_one(
+        {"key": key, "status": "closing", "closingAt": closing_at},
+        {"$set": changes, "$unset": {"closingAt": ""}},
+    )
+    return result.modified_count == 1
+
+
+async def set_verdicts(verdicts: list[tuple[ObjectId, str, str | None, str]]) -> None:
+    """Each own member's verdict: accepted, or rejected with a reason."""
+    operations = [
+        UpdateOne(
+            {"_id": pid, "status": "pending"},
+            {
+                "$set": {
+                    "status": status,
+                    "rejectionReason": reason,
+                    "rejectionCode": reason.split(":", 1)[0] if reason else None,
+                    "round": key,
+                }
+            },
+        )
+        for pid, status, reason, key in verdicts
+    ]
+    if operations:
+        await predictions().bulk_write(operations, ordered=False)
+
+
+async def stragglers(before: datetime, limit: int) -> list[dict[str, Any]]:
+    """Predictions in a round still pending since before `before`: their round may have closed without
+    them (a late join), or a crash came between a close and its verdicts."""
+    query = {"status": "pending", "round": {"$ne": None}, "createdAt": {"$lt": before}}
+    return await predictions().find(query, {"round": 1}).limit(limit).to_list(limit)
+
+
+async def final_rounds(keys: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for part in in_slices(sorted(keys)):
+        query = {"key": {"$in": part}, "status": {"$nin": ["open", "closing"]}}
+        async for doc in rounds().find(query, {"key": 1, "participants": 1}):
+            found[doc["key"]] = doc
+    return found
+
+
+async def refusals_since(since: datetime) -> dict[str, int]:
+    """Rounds closed since `since` without an answer to publish, by what refused them (a gate, or quorum)."""
+    pipeline = [
+        {"$match": {"closedAt": {"$gte": since}, "status": {"$in": ["rejected", "no_quorum"]}}},
+        {"$group": {"_id": "$rejectedBy", "count": {"$sum": 1}}},
+    ]
+    return {row["_id"]: row["count"] async for row in await rounds().aggregate(pipeline)}
+
+
+# ---------------------------------------------------------------- publication
+
+
+async def undecided_publications(limit: int) -> list[dict[str, Any]]:
+    """Rounds decided `published` whose push is not asked for yet, oldest first."""
+    query = {"decision.decision": "published", "publication": None}
+    projection = {"key": 1, "tokenId": 1, "answer": 1, "closesAt": 1}
+    return await rounds().find(query, projection).sort("closesAt", 1).limit(limit).to_list(limit)
+
+
+async def start_publication(pushes: list[tuple[str, dict[str, Any]]]) -> int:
+    """Record the push of these rounds, once: a round keeps the push it was first given."""
+    operations = [
+        UpdateOne({"key": key, "publication": None}, {"$set": {"publication": p}}) for key, p in pushes
+    ]
+    if not operations:
+        return 0
+    return (await rounds().bulk_write(operations, ordered=False)).modified_count
+
+
+async def submitted(limit: int) -> list[dict[str, Any]]:
+    query = {"publication.status": "submitted"}
+    return await rounds().find(query, {"publication": 1, "tokenId": 1}).limit(limit).to_list(limit)
+
+
+async def published_in(outbox_key: str) -> list[dict[str, Any]]:
+    """The rounds one push carries, by its outbox key."""
+    projection = {"key": 1, "tokenId": 1, "answer": 1, "publication": 1}
+    return await rounds().find({"publication.outboxKey": outbox_key}, projection).to_list(None)
+
+
+async def finish_publication(keys: list[str], changes: dict[str, Any]) -> int:
+    """Settle these rounds' push; the accepted ones' own participants carry its on-chain reference."""
+    if not keys:
+        return 0
+    result = await rounds().update_many(
+        {"key": {"$in": keys}, "publication.status": "submitted"},
+        {"$set": {f"publication.{name}": value for name, value in changes.items()}},
+    )
+    reference = changes.get("onChainReference")
+    if reference is not None:
+        await predictions().update_many(
+            {"round": {"$in": keys}, "status": "accepted"}, {"$set": {"onChainReference": reference}}
+        )
+    return result.modified_count
+
+
+async def accepted_sample(size: int) -> list[dict[str, Any]]:
+    """A random sample of tokens, each with its last accepted (final) push."""
+    pipeline = [
+        {"$match": {"publication.status": "accepted"}},
+        {"$sort": {"tokenId": 1, "closesAt": -1}},
+        {"$group": {"_id": "$tokenId", "last": {"$first": "$$ROOT"}}},
+        {"$sample": {"size": size}},
+        {"$replaceRoot": {"newRoot": "$last"}},
+        {"$project": {"tokenId": 1, "answer": 1, "publication": 1}},
+    ]
+    return await (await rounds().aggregate(pipeline)).to_list(size)
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def find_round(key: str) -> dict[str, Any] | None:
+    return await rounds().find_one({"key": key})
+
+
+async def prediction_page(
+    query: dict[str, Any], *, limit: int, after: Position | None, max_time_ms: int
+) -> tuple[list[dict[str, Any]], Position | None]:
+    """One keyset page of predictions, newest first."""
+    return await keyset_page(
+        predictions(),
+        query,
+        PREDICTION_SORT,
+        limit=limit,
+        after=after,
+        projection=None,
+        max_time_ms=max_time_ms,
+    )
+
+
+async def round_page(
+    query: dict[str, Any], *, limit: int, after: Position | None, max_time_ms: int
+) -> tuple[list[dict[str, Any]], Position | None]:
+    """One keyset page of rounds, latest window first."""
+    return await keyset_page(
+        rounds(), query, ROUND_SORT, limit=limit, after=after, projection=None, max_time_ms=max_time_ms
+    )
+
+
+async def find_by_idempotency_key(operator: str, key: str) -> dict[str, Any] | None:
+    return await predictions().find_one({"operator": operator, "idempotencyKey": key})
+
+
+async def insert_prediction(document: dict[str, Any]) -> None:
+    await predictions().insert_one(document)

@@ -1,0 +1,367 @@
+"""Rounds: per token and window of ORACLE_ROUND_WINDOW_S, the operators' submissions and the platform's
+appraisal, combined into one answer, gated, and decided for publication (the arithmetic is `oracle.rounds`).
+
+- **Joining.** A submission joins the open round of its token (the window it arrived in); the platform's
+  new appraisals join theirs on the `oracle.publish` cron. Joining is one atomic update that succeeds only
+  while the round is open, so a round's members are fixed the moment it closes; one that missed it joins
+  the next window.
+- **Closing.** After its window (and ROUND_GRACE, for requests in flight) one closer claims the round
+  (`closing`, a lease another takes over after a crash), reads its members, keeps each operator's latest
+  submission, and brings in the platform's latest appraisal if the round has none (younger than
+  ORACLE_CARRY_MAX_AGE_S). Each observer is weighed by its live ledger; an outlier is rejected; below the
+  quorum the round is `no_quorum`; a failed gate makes it `rejected` with a `rejectionReason`, a warning
+  (`oracle.round.rejected`) and the `dynamicvault_oracle_rounds_refused` gauge; otherwise it is `closed`
+  with its decision (published, skipped, abstained, or superseded by a later round of the token closed in
+  the same pass). Every member's prediction gets its verdict.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from bson import Decimal128, ObjectId
+from prometheus_client import Gauge
+
+from app.config import Settings
+from app.lib.money import eth_to_wei, wei_string, wei_to_eth
+from app.lib.timeutil import as_utc
+from app.oracle import round_repository
+from app.oracle.round_documents import PLATFORM
+from oracle import rounds as arithmetic
+
+log = structlog.get_logger("oracle.rounds")
+REFUSED = Gauge(
+    "dynamicvault_oracle_rounds_refused",
+    "Rounds closed in the last 24 hours with nothing to publish, by the gate (or quorum) that refused them",
+    ["gate"],
+)
+REFUSERS = ("bounds", "jump", "sources", "confidence", "age", "quorum")
+ROUND_GRACE = timedelta(seconds=5)
+CLOSE_PER_PASS = 5000
+ASSIGN_PER_PASS = 5000
+ORPHANED_AFTER = timedelta(seconds=60)  # a submission's request has long finished joining by then
+
+
+def window(token_id: int, at: datetime, window_s: int, ahead: int = 0) -> tuple[str, datetime, datetime]:
+    """The round of a token that `at` falls in (or `ahead` windows later): key, opening and close."""
+    number = int(at.timestamp()) // window_s + ahead
+    return (
+        f"{token_id}-{number}",
+        datetime.fromtimestamp(number * window_s, UTC),
+        datetime.fromtimestamp((number + 1) * window_s, UTC),
+    )
+
+
+def round_view(key: str, closes_at: datetime) -> dict[str, Any]:
+    return {"id": key, "closesAt": closes_at, "status": "open"}
+
+
+async def join_submission(
+    settings: Settings, prediction_id: ObjectId, asset: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Join a submission to its token's open round (the next window's, if this one closed meanwhile)."""
+    token = asset["tokenId"]
+    for ahead in range(3):
+        key, opens, closes = window(token, now, settings.oracle.round_window_s, ahead)
+        entry = (key, token, asset, max(opens, now) if ahead else opens, closes, prediction_id)
+        if await round_repository.join(entry, now, submission=True):
+            await round_repository.set_rounds({prediction_id: key})
+            return round_view(key, closes)
+    raise RuntimeError(f"token {token}: no open round in three windows")
+
+
+async def rejoin_orphans(settings: Settings, now: datetime) -> int:
+    """Submissions stored but never joined to a round (a crash came between): they join the open one."""
+    found = await round_repository.orphans(now - ORPHANED_AFTER, ASSIGN_PER_PASS)
+    for doc in found:
+        await join_submission(settings, doc["_id"], doc, now)
+    return len(found)
+
+
+async def assign_appraisals(settings: Settings, now: datetime) -> dict[str, int]:
+    """Join the platform's new appraisals to their tokens' open rounds: a token's latest joins, the earlier
+    ones are `rejected` as superseded."""
+    found = await round_repository.unassigned_appraisals(ASSIGN_PER_PASS)
+    latest: dict[int, dict[str, Any]] = {}
+    for doc in found:  # oldest first
+        latest[doc["tokenId"]] = doc
+    superseded = [
+        (doc["_id"], "rejected", "superseded: a later appraisal of the token", None)
+        for doc in found
+        if latest[doc["tokenId"]] is not doc
+    ]
+    await round_repository.set_verdicts(superseded)
+    entries = []
+    for token, doc in latest.items():
+        key, opens, closes = window(token, now, settings.oracle.round_window_s)
+        entries.append((key, token, doc, opens, closes, doc["_id"]))
+    joined = await round_repository.join_many(entries, now)
+    await round_repository.set_rounds({e[5]: e[0] for e in entries if e[5] in joined})
+    orphans = await rejoin_orphans(settings, now)
+    return {"joined": len(joined), "superseded": len(superseded), "rejoined": orphans}
+
+
+# ---------------------------------------------------------------- closing
+
+
+class Pass:
+    """What one closing pass reads once: source health, weights, the tokens' last published prices."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.unhealthy: set[str] = set()
+        self.weights: dict[str | None, float] = {}
+        self.last: dict[int, dict[str, Any]] = {}
+        self.carried: dict[int, dict[str, Any]] = {}
+
+    async def load_health(self) -> None:
+        oracle = self.settings.oracle
+        for source in await round_repository.source_health():
+            status = source.get("status") or {}
+            interval = (source.get("configuration") or {}).get("refreshInterval") or 3600
+            fetched = status.get("lastFetchAt")
+            stale = fetched is None or (self.now - as_utc(fetched)).total_seconds() > (
+                oracle.source_stale_intervals * interval
+            )
+            if stale or (status.get("errorCount") or 0) >= oracle.source_max_errors:
+                self.unhealthy.add(source["name"])
+
+    async def weight(self, operator: str | None) -> float:
+        """1 / max(MdAPE, 1%) over the observer's latest scored predictions; a small default before."""
+        if operator not in self.weights:
+            oracle = self.settings.oracle
+            apes = await round_repository.scored_apes(operator, oracle.weight_window)
+            self.weights[operator] = arithmetic.weight(
+                apes, oracle.weight_min_scored, oracle.new_operator_weight
+            )
+        return self.weights[operator]
+
+
+def _wei(value: Any) -> int:
+    return int(wei_string(value) or 0)
+
+
+async def _observation(state: Pass, doc: dict[str, Any]) -> arithmetic.Observation:
+    price = _wei(doc["predictedPriceWei"])
+    interval = doc.get("interval")
+    low, high = (
+        (_wei(interval["lowWei"]), _wei(interval["highWei"]))
+        if interval
+        else arithmetic.band_from_confidence(price, doc["confidenceScore"])
+    )
+    unhealthy = tuple(sorted(set(doc.get("dataSourcesUsed") or ()) & state.unhealthy))
+    confidence = doc["confidenceScore"] * (
+        state.settings.oracle.unhealthy_source_penalty if unhealthy else 1.0
+    )
+    return arithmetic.Observation(
+        key=doc.get("operator") or PLATFORM,
+        price=price,
+        low=low,
+        high=high,
+        confidence=confidence,
+        weight=await state.weight(doc.get("operator")),
+        at=as_utc(doc["timestamp"]),
+        unhealthy_sources=unhealthy,
+    )
+
+
+def _amounts(prefix: str, wei: int) -> dict[str, Any]:
+    return {prefix: wei_to_eth(wei), f"{prefix}Wei": Decimal128(str(wei))}
+
+
+def _participant(
+    doc: dict[str, Any], seen: arithmetic.Observation, verdict: arithmetic.Verdict, carried: bool
+):
+    return {
+        "predictionId": doc["_id"],
+        "operator": seen.key,
+        "priceWei": Decimal128(str(seen.price)),
+        "lowWei": Decimal128(str(seen.low)),
+        "highWei": Decimal128(str(seen.high)),
+        "confidence": doc["confidenceScore"],
+        "effectiveConfidence": seen.confidence,
+        "weight": seen.weight,
+        "timestamp": seen.at,
+        "carried": carried,
+        "unhealthySources": list(seen.unhealthy_sources),
+        "status": "accepted" if verdict.accepted else "rejected",
+        "rejectionReason": verdict.reason,
+    }
+
+
+def _published(last: dict[str, Any] | None) -> arithmetic.Published | None:
+    if last is None or not last.get("answer"):
+        return None
+    answer = last["answer"]
+    return arithmetic.Published(
+        price=_wei(answer["priceWei"]),
+        low=_wei(answer["lowWei"]),
+        high=_wei(answer["highWei"]),
+        at=as_utc(last["closesAt"]),
+    )
+
+
+def _rule(settings: Settings, asset_type: str | None) -> arithmetic.TypeRule:
+    rule = settings.oracle.rule(asset_type)
+    return arithmetic.TypeRule(
+        min_wei=eth_to_wei(rule.min_eth),
+        max_wei=min(eth_to_wei(rule.max_eth), arithmetic.MAX_WEI),
+        deviation_bps=rule.deviation_bps,
+        heartbeat_s=rule.heartbeat_s,
+    )
+
+
+async def _outcome(
+    state: Pass,
+    claimed: dict[str, Any],
+    members: list[dict[str, Any]],
+    carry: dict[str, Any] | None,
+    *,
+    newest: bool,
+):
+    """The changes that close one round, and the verdicts on its own members."""
+    settings, oracle = state.settings, state.settings.oracle
+    by_observer: dict[str, dict[str, Any]] = {}
+    verdicts: list[tuple[ObjectId, str, str | None, str]] = []
+    for doc in sorted(members, key=lambda d: d["timestamp"]):
+        earlier = by_observer.get(doc.get("operator") or PLATFORM)
+        if earlier is not None:
+            verdicts.append(
+                (earlier["_id"], "rejected", "superseded: a later submission in the round", claimed["key"])
+            )
+        by_observer[doc.get("operator") or PLATFORM] = doc
+    carried = carry if PLATFORM not in by_observer else None
+    docs = [*by_observer.values(), *([carried] if carried else [])]
+    observations = [await _observation(state, doc) for doc in docs]
+    judged = arithmetic.judge(observations)
+    participants = [
+        _participant(doc, seen, verdict, doc is carried)
+        for doc, seen, verdict in zip(docs, observations, judged, strict=True)
+    ]
+    for doc, verdict in zip(docs, judged, strict=True):
+        if doc is not carried:
+            verdicts.append(
+                (doc["_id"], "accepted" if verdict.accepted else "rejected", verdict.reason, claimed["key"])
+            )
+    accepted = [seen for seen, verdict in zip(observations, judged, strict=True) if verdict.accepted]
+    changes: dict[str, Any] = {"participants": participants, "closedAt": state.now}
+    if len(accepted) < oracle.round_quorum:
+        reason = f"{len(accepted)} accepted participants of the {oracle.round_quorum} needed"
+        return {**changes, "status": "no_quorum", "rejectedBy": "quorum", "rejectionReason": reason}, verdicts
+    result = arithmetic.answer(accepted)
+    changes["answer"] = {
+        **_amounts("price", result.price),
+        **_amounts("low", result.low),
+        **_amounts("high", result.high),
+        "confidence": result.confidence,
+        "observedAt": result.observed_at,
+        "participants": result.participants,
+    }
+    last = _published(state.last.get(claimed["tokenId"]))
+    rule = _rule(settings, claimed.get("assetType"))
+    limits = arithmetic.GateLimits(
+        jump_sigmas=oracle.gate_jump_sigmas,
+        min_confidence=oracle.gate_min_confidence,
+        max_age_s=oracle.gate_max_age_s,
+        max_unhealthy_share=oracle.gate_max_unhealthy_share,
+    )
+    checks = arithmetic.gates(result, accepted, last, rule, limits, state.now)
+    changes["gates"] = [{"gate": g.gate, "passed": g.passed, "detail": g.detail} for g in checks]
+    failed = next((g for g in checks if not g.passed), None)
+    if failed is not None:
+        log.warning(
+            "oracle.round.rejected", round=claimed["key"], gate=failed.gate, detail=failed.detail, alert=True
+        )
+        reason = f"{failed.gate}: {failed.detail}"
+        return {
+            **changes,
+            "status": "rejected",
+            "rejectedBy": failed.gate,
+            "rejectionReason": reason,
+        }, verdicts
+    if newest:
+        decided = arithmetic.decide(result, last, rule, oracle.publish_min_confidence, state.now)
+        decision = {"decision": decided.decision, "reason": decided.reason, "facts": decided.facts}
+    else:
+        decision = {"decision": "superseded", "reason": "a later round of the token", "facts": {}}
+    return {**changes, "status": "closed", "decision": {**decision, "at": state.now}}, verdicts
+
+
+async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
+    """Close every round whose window has passed; counts by outcome."""
+    keys = await round_repository.due_keys(now - ROUND_GRACE, now, CLOSE_PER_PASS)
+    claimed = [doc for key in keys if (doc := await round_repository.claim(key, now - ROUND_GRACE, now))]
+    counts: dict[str, int] = defaultdict(int, settled=await settle_stragglers(settings, now))
+    if not claimed:
+        return dict(counts)
+    state = Pass(settings, now)
+    await state.load_health()
+    tokens = sorted({doc["tokenId"] for doc in claimed})
+    state.last = await round_repository.last_published(tokens)
+    oldest = min(as_utc(doc["closesAt"]) for doc in claimed)
+    state.carried = await round_repository.latest_appraisals(
+        tokens, oldest - timedelta(seconds=settings.oracle.carry_max_age_s), now
+    )
+    members = {
+        m["_id"]: m for m in await round_repository.observations([i for d in claimed for i in d["members"]])
+    }
+    newest = {}
+    for doc in sorted(claimed, key=lambda d: d["closesAt"]):
+        newest[doc["tokenId"]] = doc["key"]
+    for doc in sorted(claimed, key=lambda d: d["closesAt"]):
+        own = [members[i] for i in doc["members"] if i in members]
+        carry = state.carried.get(doc["tokenId"])
+        if carry is not None and not _carriable(settings, carry, doc):
+            carry = None
+        changes, verdicts = await _outcome(
+            state, doc, own, carry, newest=newest[doc["tokenId"]] == doc["key"]
+        )
+        if await round_repository.close(doc["key"], doc["closingAt"], changes):
+            await round_repository.set_verdicts(verdicts)
+            counts[changes["status"]] += 1
+            if changes.get("decision"):
+                counts[changes["decision"]["decision"]] += 1
+    log.info("oracle.rounds.closed", **counts)
+    return dict(counts)
+
+
+def _carriable(settings: Settings, appraisal: dict[str, Any], claimed: dict[str, Any]) -> bool:
+    """The platform's appraisal can stand in a round it made before the round closed, if young enough."""
+    made, closes = as_utc(appraisal["timestamp"]), as_utc(claimed["closesAt"])
+    return closes - timedelta(seconds=settings.oracle.carry_max_age_s) <= made <= closes
+
+
+async def refresh_metrics(now: datetime) -> dict[str, int]:
+    """Set the refusal gauges (before a scrape of /metrics): an alert can fire on rounds refused."""
+    found = await round_repository.refusals_since(now - timedelta(days=1))
+    for gate in REFUSERS:
+        REFUSED.labels(gate).set(found.get(gate, 0))
+    return found
+
+
+async def settle_stragglers(settings: Settings, now: datetime) -> int:
+    """Give the pending predictions of closed rounds their verdict: the round's, when it counted them (a
+    crash came between the close and the verdicts), else `rejected` as late (they joined as it closed)."""
+    found = await round_repository.stragglers(now - timedelta(seconds=settings.oracle.round_window_s), 1000)
+    final = await round_repository.final_rounds(sorted({doc["round"] for doc in found}))
+    verdicts = []
+    for doc in found:
+        closed = final.get(doc["round"])
+        if closed is None:
+            continue
+        counted = {p["predictionId"]: p for p in closed.get("participants") or () if not p.get("carried")}
+        participant = counted.get(doc["_id"])
+        if participant is not None:
+            verdicts.append(
+                (doc["_id"], participant["status"], participant.get("rejectionReason"), doc["round"])
+            )
+        else:
+            verdicts.append(
+                (doc["_id"], "rejected", "late: its round closed before it was counted", doc["round"])
+            )
+    await round_repository.set_verdicts(verdicts)
+    return len(verdicts)
