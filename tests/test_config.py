@@ -23,6 +23,21 @@ def test_documented_env_names_reach_their_sections(monkeypatch):
     assert str(settings.data_dir) == "/tmp/dv"
 
 
+def test_oracle_type_rules_override_the_built_in_ones_field_by_field(monkeypatch):
+    monkeypatch.setenv("ORACLE_TYPE_RULES", '{"Art": {"deviation_bps": 300, "min_eth": 0.01}}')
+    monkeypatch.setenv("ORACLE_ROUND_QUORUM", "3")
+    oracle = Settings(_env_file=None).oracle
+    assert oracle.round_quorum == 3
+    art = oracle.rule("Art")
+    assert (art.deviation_bps, art.min_eth, art.heartbeat_s) == (300, 0.01, 7 * 86400)  # the rest built in
+    assert oracle.rule("Wine").deviation_bps == 300 and oracle.rule("Real Estate").min_eth == 1
+    unknown = oracle.rule("Spaceship")
+    assert (unknown.deviation_bps, unknown.heartbeat_s) == (
+        oracle.publish_deviation_bps,
+        oracle.publish_heartbeat_s,
+    )
+
+
 def test_development_without_urls_says_make_run_provides_them():
     with pytest.raises(ConfigurationError, match="MONGODB_URL, REDIS_URL, S3_ENDPOINT_URL not set"):
         check_settings(Settings(_env_file=None))
