@@ -81,6 +81,8 @@ class OracleRound(Document):
     # open -> closing (one closer holds it, from `closingAt`) -> closed | rejected | no_quorum
     status: Literal["open", "closing", "closed", "rejected", "no_quorum"] = "open"
     closingAt: datetime | None = None
+    closer: str | None = None  # the closing pass that holds it
+    closedBy: str | None = None  # the closing pass that closed it
     submissions: int = 0  # operators' submissions received while open
     members: list[PydanticObjectId] = Field(default_factory=list)  # the predictions that joined in time
     participants: list[Participant] = Field(default_factory=list)
@@ -105,10 +107,9 @@ class OracleRound(Document):
                 [("tokenId", pymongo.ASCENDING), ("closesAt", pymongo.DESCENDING)], name="tokenId_closesAt"
             ),
             IndexModel([("closesAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)], name="closesAt_id"),
+            # The rounds decided `published` not pushed yet (status null), and the pushes not final.
             IndexModel(
-                [("decision.decision", pymongo.ASCENDING), ("publication", pymongo.ASCENDING)],
+                [("decision.decision", pymongo.ASCENDING), ("publication.status", pymongo.ASCENDING)],
                 name="decision_publication",
             ),
-            IndexModel([("publication.status", pymongo.ASCENDING)], name="publication_status"),
-            IndexModel([("publication.outboxKey", pymongo.ASCENDING)], name="publication_outboxKey"),
         ]

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 
 from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
@@ -142,13 +142,19 @@ async def due_keys(closed_by: datetime, now: datetime, limit: int) -> list[str]:
     return [r["key"] for r in found]
 
 
-async def claim(key: str, closed_by: datetime, now: datetime) -> dict[str, Any] | None:
-    """Take a due round to close it: only one closer gets it; its members are fixed from then on."""
-    return await rounds().find_one_and_update(
-        {"key": key, **_due(closed_by, now)},
-        {"$set": {"status": "closing", "closingAt": now}},
-        return_document=ReturnDocument.AFTER,
-    )
+async def claim(keys: list[str], closed_by: datetime, now: datetime, closer: str) -> list[dict[str, Any]]:
+    """Take due rounds to close them, `IN_SLICE` at a time: only one closer gets each (the `closer` id it
+    wrote), and a round's members are fixed from then on."""
+    claimed: list[dict[str, Any]] = []
+    for part in in_slices(keys):
+        await rounds().update_many(
+            {"key": {"$in": part}, **_due(closed_by, now)},
+            {"$set": {"status": "closing", "closingAt": now, "closer": closer}},
+        )
+        claimed += (
+            await rounds().find({"key": {"$in": part}, "status": "closing", "closer": closer}).to_list(None)
+        )
+    return claimed
 
 
 async def observations(ids: list[ObjectId]) -> list[dict[str, Any]]:
@@ -226,13 +232,25 @@ async def last_published(token_ids: list[int]) -> dict[int, dict[str, Any]]:
     return found
 
 
-async def close(key: str, closing_at: datetime, changes: dict[str, Any]) -> bool:
-    """Write the outcome of a close, if this closer still holds the round."""
-    result = await rounds().update_one(
-        {"key": key, "status": "closing", "closingAt": closing_at},
-        {"$set": changes, "$unset": {"closingAt": ""}},
-    )
-    return result.modified_count == 1
+async def close(outcomes: dict[str, dict[str, Any]], closer: str) -> set[str]:
+    """Write the outcome of each round this closer still holds; the keys written."""
+    if not outcomes:
+        return set()
+    operations = [
+        UpdateOne(
+            {"key": key, "status": "closing", "closer": closer},
+            {"$set": {**changes, "closedBy": closer}, "$unset": {"closingAt": "", "closer": ""}},
+        )
+        for key, changes in outcomes.items()
+    ]
+    result = await rounds().bulk_write(operations, ordered=False)
+    if result.modified_count == len(operations):
+        return set(outcomes)
+    written: set[str] = set()
+    for part in in_slices(sorted(outcomes)):
+        async for doc in rounds().find({"key": {"$in": part}, "closedBy": closer}, {"key": 1}):
+            written.add(doc["key"])
+    return written
 
 
 async def set_verdicts(verdicts: list[tuple[ObjectId, str, str | None, str]]) -> None:
@@ -285,7 +303,7 @@ async def refusals_since(since: datetime) -> dict[str, int]:
 
 async def undecided_publications(limit: int) -> list[dict[str, Any]]:
     """Rounds decided `published` whose push is not asked for yet, oldest first."""
-    query = {"decision.decision": "published", "publication": None}
+    query = {"decision.decision": "published", "publication.status": None}
     projection = {"key": 1, "tokenId": 1, "answer": 1, "closesAt": 1}
     return await rounds().find(query, projection).sort("closesAt", 1).limit(limit).to_list(limit)
 
@@ -301,14 +319,15 @@ async def start_publication(pushes: list[tuple[str, dict[str, Any]]]) -> int:
 
 
 async def submitted(limit: int) -> list[dict[str, Any]]:
-    query = {"publication.status": "submitted"}
+    query = {"decision.decision": "published", "publication.status": "submitted"}
     return await rounds().find(query, {"publication": 1, "tokenId": 1}).limit(limit).to_list(limit)
 
 
 async def published_in(outbox_key: str) -> list[dict[str, Any]]:
     """The rounds one push carries, by its outbox key."""
     projection = {"key": 1, "tokenId": 1, "answer": 1, "publication": 1}
-    return await rounds().find({"publication.outboxKey": outbox_key}, projection).to_list(None)
+    query = {"decision.decision": "published", "publication.outboxKey": outbox_key}
+    return await rounds().find(query, projection).to_list(None)
 
 
 async def finish_publication(keys: list[str], changes: dict[str, Any]) -> int:

@@ -17,6 +17,7 @@ appraisal, combined into one answer, gated, and decided for publication (the ari
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,8 +78,17 @@ async def rejoin_orphans(settings: Settings, now: datetime) -> int:
     """Submissions stored but never joined to a round (a crash came between): they join the open one."""
     found = await round_repository.orphans(now - ORPHANED_AFTER, ASSIGN_PER_PASS)
     for doc in found:
-        await join_submission(settings, doc["_id"], doc, now)
+        await join_submission(settings, doc["_id"], _asset_of(doc), now)
     return len(found)
+
+
+def _asset_of(prediction: dict[str, Any]) -> dict[str, Any]:
+    """The asset a prediction is of, as a round records it."""
+    return {
+        "_id": prediction.get("assetId"),
+        "tokenId": prediction["tokenId"],
+        "assetType": prediction.get("assetType"),
+    }
 
 
 async def assign_appraisals(settings: Settings, now: datetime) -> dict[str, int]:
@@ -97,7 +107,7 @@ async def assign_appraisals(settings: Settings, now: datetime) -> dict[str, int]
     entries = []
     for token, doc in latest.items():
         key, opens, closes = window(token, now, settings.oracle.round_window_s)
-        entries.append((key, token, doc, opens, closes, doc["_id"]))
+        entries.append((key, token, _asset_of(doc), opens, closes, doc["_id"]))
     joined = await round_repository.join_many(entries, now)
     await round_repository.set_rounds({e[5]: e[0] for e in entries if e[5] in joined})
     orphans = await rejoin_orphans(settings, now)
@@ -294,7 +304,8 @@ async def _outcome(
 async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     """Close every round whose window has passed; counts by outcome."""
     keys = await round_repository.due_keys(now - ROUND_GRACE, now, CLOSE_PER_PASS)
-    claimed = [doc for key in keys if (doc := await round_repository.claim(key, now - ROUND_GRACE, now))]
+    closer = uuid.uuid4().hex
+    claimed = await round_repository.claim(keys, now - ROUND_GRACE, now, closer)
     counts: dict[str, int] = defaultdict(int, settled=await settle_stragglers(settings, now))
     if not claimed:
         return dict(counts)
@@ -312,19 +323,22 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     newest = {}
     for doc in sorted(claimed, key=lambda d: d["closesAt"]):
         newest[doc["tokenId"]] = doc["key"]
+    outcomes, verdicts = {}, {}
     for doc in sorted(claimed, key=lambda d: d["closesAt"]):
         own = [members[i] for i in doc["members"] if i in members]
         carry = state.carried.get(doc["tokenId"])
         if carry is not None and not _carriable(settings, carry, doc):
             carry = None
-        changes, verdicts = await _outcome(
+        outcomes[doc["key"]], verdicts[doc["key"]] = await _outcome(
             state, doc, own, carry, newest=newest[doc["tokenId"]] == doc["key"]
         )
-        if await round_repository.close(doc["key"], doc["closingAt"], changes):
-            await round_repository.set_verdicts(verdicts)
-            counts[changes["status"]] += 1
-            if changes.get("decision"):
-                counts[changes["decision"]["decision"]] += 1
+    # a crash between these two writes leaves the verdicts to settle_stragglers
+    written = await round_repository.close(outcomes, closer)
+    await round_repository.set_verdicts([v for key in sorted(written) for v in verdicts[key]])
+    for key in written:
+        counts[outcomes[key]["status"]] += 1
+        if outcomes[key].get("decision"):
+            counts[outcomes[key]["decision"]["decision"]] += 1
     log.info("oracle.rounds.closed", **counts)
     return dict(counts)
 

@@ -1,8 +1,13 @@
-"""The oracle's appraisals pushed to the PriceOracle on anvil: deviation, heartbeat, abstention, once."""
+"""The oracle's rounds pushed to the PriceOracle on anvil: deviation, heartbeat, abstention, once.
+
+Rounds are keyed by time windows, so the tests drive time: the platform's appraisals join the round of
+the window they are assigned in, and the round closes once that window (and its grace) is over.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -12,10 +17,21 @@ from app.chain import repository as chain_repository
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
 from app.market import service as market_service
-from app.oracle import publication
+from app.oracle import publication, rounds
 from app.oracle.documents import AIOracleData
+from app.oracle.round_documents import OracleRound
 from tests.chain.conftest import ONE_ETH, rpc
 from tests.factories import T0
+
+WINDOW = timedelta(seconds=300)  # ORACLE_ROUND_WINDOW_S; T0 opens a window
+CLOSE = WINDOW + rounds.ROUND_GRACE  # after which a round of the window `at` opens is due
+T1 = T0 + timedelta(hours=1)
+DAY = T0 + timedelta(days=1)
+NARROW = {"low": 0.995, "high": 1.005}  # a band whose half-width is 0.5%
+
+
+class Crash(Exception):
+    pass
 
 
 @pytest.fixture
@@ -25,13 +41,18 @@ async def oracle(web3, clients, settings):
 
 
 async def appraisal(
-    token_id: int, eth: float, *, at=T0, confidence: float = 80.0, low=0.9, high=1.1
+    token_id: int, eth: float, *, at=T0, confidence=80.0, low=0.9, high=1.1, asset_type=None
 ) -> ObjectId:
+    """A platform appraisal, pending, in no round yet."""
     wei = int(eth * ONE_ETH)
     document = {
         "tokenId": token_id,
+        "assetId": ObjectId(),
+        "assetType": asset_type,
         "timestamp": at,
         "asOf": None,
+        "operator": None,
+        "round": None,
         "predictedPrice": eth,
         "predictedPriceWei": Decimal128(str(wei)),
         "interval": {
@@ -43,7 +64,7 @@ async def appraisal(
         },
         "confidenceScore": confidence,
         "modelVersion": "v-test",
-        "status": "accepted",
+        "status": "pending",
         "onChainReference": None,
         "createdAt": at,
     }
@@ -54,133 +75,199 @@ async def prediction(prediction_id: ObjectId) -> dict:
     return await AIOracleData.get_pymongo_collection().find_one({"_id": prediction_id})
 
 
-async def settle(web3, clients, settings, *, final: bool = True) -> dict:
-    """The publish cron, the outbox's passes, blocks until final, and the publish cron again."""
-    first = await publication.publish(clients, settings)
+async def round_of(token_id: int, at=T0) -> dict:
+    key = f"{token_id}-{int(at.timestamp()) // int(WINDOW.total_seconds())}"
+    return await OracleRound.get_pymongo_collection().find_one({"key": key})
+
+
+def decided(found: dict) -> tuple[str, str]:
+    return found["decision"]["decision"], found["decision"]["reason"]
+
+
+async def close(settings, at=T0) -> dict:
+    """Join the appraisals made by `at` to their rounds (the window of `at`) and close what is due."""
+    await rounds.assign_appraisals(settings, at)
+    return await rounds.close_due(settings, at + CLOSE)
+
+
+async def push(web3, clients, settings, *, final: bool = True, index: bool = True) -> dict:
+    """push_due, the outbox's passes, blocks until final, the indexer, and confirm."""
+    pushed = await publication.push_due(clients, settings)
     for _ in range(3):
         await chain_service.process_outbox(clients, settings)
     if final:
         await rpc(web3, "anvil_mine", hex(70))
         await chain_service.process_outbox(clients, settings)
-    await market_service.index_chain(clients, settings)  # the contract's PriceUpdated confirms a push
-    second = await publication.publish(clients, settings)
-    return {key: first.get(key, 0) + second.get(key, 0) for key in {*first, *second}}
+    if index:  # the contract's PriceUpdated, as the indexer read it, confirms a push
+        await market_service.index_chain(clients, settings)
+    return {**pushed, **await publication.confirm(clients, settings)}
 
 
-async def test_first_appraisals_are_published_once_final_with_their_reference(
-    web3, clients, settings, oracle
-):
-    ids = [await appraisal(token, 1.0 + token / 10) for token in (1, 2, 3)]
-    result = await settle(web3, clients, settings)
-    assert result["published"] == 3 and result["accepted"] == 3
-    for token, prediction_id in zip((1, 2, 3), ids, strict=True):
-        stored = await prediction(prediction_id)
-        assert stored["status"] == "accepted" and stored["publication"]["reason"] == "first"
-        reference = stored["onChainReference"]
+async def settle(web3, clients, settings, at=T0) -> dict:
+    await close(settings, at)
+    return await push(web3, clients, settings)
+
+
+async def batches(oracle) -> list[list[int]]:
+    """The tokens each set_prices the outbox was asked for carries."""
+    found = []
+    for entry in await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None):
+        _, args = oracle.decode_function_input(entry["data"])
+        found.append([item["tokenId"] for item in args["prices"]])
+    return found
+
+
+async def updates(oracle, token_id: int) -> list:
+    return await oracle.events.PriceUpdated().get_logs(from_block=0, argument_filters={"tokenId": token_id})
+
+
+async def test_first_prices_are_published_once_final_with_their_reference(web3, clients, settings, oracle):
+    ids = {token: await appraisal(token, 1.0 + token / 10) for token in (1, 2, 3)}
+    assert (await close(settings))["published"] == 3
+    early = await push(web3, clients, settings, final=False, index=False)
+    assert early["pushed"] == 3 and early["accepted"] == 0
+    assert (await round_of(1))["publication"]["status"] == "submitted"  # not final yet
+    assert (await prediction(ids[1]))["onChainReference"] is None
+    unread = await push(web3, clients, settings, index=False)  # final, but not indexed yet
+    assert (unread["accepted"], unread["failed"]) == (0, 0)
+    assert (await round_of(1))["publication"]["status"] == "submitted"
+    assert (await push(web3, clients, settings))["accepted"] == 3
+    for token, prediction_id in ids.items():
+        found = await round_of(token)
+        assert decided(found) == ("published", "first") and found["publication"]["status"] == "accepted"
+        reference = found["publication"]["onChainReference"]
         assert reference["transactionHash"].startswith("0x") and reference["blockNumber"] > 0
-        round_id, price, low, high, confidence, updated_at = await oracle.functions.latest_round(token).call()
+        stored = await prediction(prediction_id)
+        assert stored["status"] == "accepted" and stored["onChainReference"] == reference
         wei = int((1.0 + token / 10) * ONE_ETH)
-        assert (round_id, price, low, high, confidence) == (
-            stored["publication"]["roundId"],
+        round_id = int(found["closesAt"].timestamp() * 1000)
+        assert found["publication"]["roundId"] == round_id
+        assert await oracle.functions.latest_round(token).call() == [
+            round_id,
             wei,
             int(wei * 0.9),
             int(wei * 1.1),
             8000,
-        )
-        assert updated_at == int(reference["timestamp"].timestamp())
-    # one transaction carried the three
-    assert await chain_repository.outbox().count_documents({"kind": "set_prices"}) == 1
+            int(reference["timestamp"].timestamp()),
+        ]
+    assert await batches(oracle) == [[1, 2, 3]]  # one transaction carried the three
 
 
-async def test_deviation_heartbeat_and_abstention_decide_each_appraisal(web3, clients, settings, oracle):
-    for token in (1, 2, 3, 4):
-        await appraisal(token, 1.0)
-    await settle(web3, clients, settings)
-    later = T0 + timedelta(hours=1)
-    small = await appraisal(1, 1.005, at=later)  # 0.5%: within the 1% deviation
-    big = await appraisal(2, 1.05, at=later)  # 5%
-    unsure = await appraisal(3, 2.0, at=later, confidence=30.0)
-    old = await appraisal(4, 1.5, at=later)
-    newer = await appraisal(4, 1.6, at=later + timedelta(minutes=5))
-    await settle(web3, clients, settings)
-    decided = {
-        key: (await prediction(pid))["publication"]
-        for key, pid in [("small", small), ("big", big), ("unsure", unsure), ("old", old), ("newer", newer)]
+async def test_deviation_heartbeat_abstention_skips_and_supersession(web3, clients, settings, oracle):
+    for token in range(1, 7):
+        await appraisal(token, 1.0, asset_type="Art" if token == 6 else None)
+    assert (await settle(web3, clients, settings))["accepted"] == 6
+    earlier = await appraisal(5, 1.2, at=T1 - timedelta(minutes=10), **NARROW)
+    await appraisal(1, 1.005, at=T1)  # 0.5%: within the 1% deviation
+    await appraisal(2, 1.05, at=T1, **NARROW)  # 5%, beyond its band's half-width
+    await appraisal(3, 1.05, at=T1)  # 5%, but within its ±10% band
+    await appraisal(4, 1.2, at=T1, confidence=30.0, **NARROW)
+    await appraisal(5, 1.1, at=T1, **NARROW)
+    await appraisal(6, 1.03, at=T1, asset_type="Art", **NARROW)  # 3%: within Art's 5%
+    await rounds.assign_appraisals(settings, T1)
+    await appraisal(5, 1.3, at=T1 + WINDOW, **NARROW)  # the next window's round
+    await settle(web3, clients, settings, T1 + WINDOW)  # closes both of token 5's rounds in one pass
+    assert {token: decided(await round_of(token, T1)) for token in range(1, 7)} == {
+        1: ("skipped", "within_deviation"),
+        2: ("published", "deviation"),
+        3: ("skipped", "within_band"),
+        4: ("abstained", "low_confidence"),
+        5: ("superseded", "a later round of the token"),
+        6: ("skipped", "within_deviation"),
     }
-    assert {k: (v["decision"], v["reason"]) for k, v in decided.items()} == {
-        "small": ("skipped", "within_deviation"),
-        "big": ("published", "deviation"),
-        "unsure": ("abstained", "low_confidence"),
-        "old": ("superseded", "a later appraisal"),
-        "newer": ("published", "deviation"),
+    latest = await round_of(5, T1 + WINDOW)
+    assert decided(latest) == ("published", "deviation") and latest["publication"]["status"] == "accepted"
+    assert (await round_of(5, T1)).get("publication") is None
+    gone = await prediction(earlier)
+    assert gone["status"] == "rejected" and gone["rejectionReason"].startswith("superseded")
+    first = (await round_of(1))["publication"]["roundId"]  # T0's rounds share their close
+    assert {token: (await oracle.functions.latest_round(token).call())[:2] for token in range(1, 7)} == {
+        1: [first, ONE_ETH],  # the skipped, abstained and superseded stayed off-chain
+        2: [(await round_of(2, T1))["publication"]["roundId"], int(1.05 * ONE_ETH)],
+        3: [first, ONE_ETH],
+        4: [first, ONE_ETH],
+        5: [latest["publication"]["roundId"], int(1.3 * ONE_ETH)],
+        6: [first, ONE_ETH],
     }
-    assert (await oracle.functions.latest_round(1).call())[1] == ONE_ETH  # the small move stayed off-chain
-    assert (await oracle.functions.latest_round(3).call())[1] == ONE_ETH  # so did the unsure one
-    assert (await oracle.functions.latest_round(4).call())[1] == int(1.6 * ONE_ETH)
-    beat = await appraisal(1, 1.005, at=T0 + timedelta(seconds=settings.oracle.publish_heartbeat_s + 1))
-    await settle(web3, clients, settings)
-    assert (await prediction(beat))["publication"]["reason"] == "heartbeat"
+    await appraisal(1, 1.005, at=DAY)  # a day after its first: the default heartbeat
+    await appraisal(6, 1.005, at=DAY, asset_type="Art")  # Art's heartbeat is a week
+    assert (await settle(web3, clients, settings, DAY))["accepted"] == 1
+    assert decided(await round_of(1, DAY)) == ("published", "heartbeat")
+    assert decided(await round_of(6, DAY)) == ("skipped", "within_deviation")
     assert (await oracle.functions.latest_round(1).call())[1] == int(1.005 * ONE_ETH)
+    assert (await oracle.functions.latest_round(6).call())[1] == ONE_ETH
 
 
-async def test_a_crash_between_deciding_and_asking_pushes_each_round_once(
+async def test_a_crash_between_recording_a_push_and_asking_pushes_each_round_once(
     web3, clients, settings, oracle, monkeypatch
 ):
-    first = await appraisal(7, 1.0)
-    real_ask = publication._ask
+    await appraisal(7, 1.0)
+    await close(settings)
 
-    async def died(*args, **kwargs):
-        raise KeyboardInterrupt
+    async def crash(*args, **kwargs):
+        raise Crash
 
-    monkeypatch.setattr(publication, "_ask", died)
-    with pytest.raises(KeyboardInterrupt):
-        await publication.publish(clients, settings)
-    assert (await prediction(first))["status"] == "submitted"  # decided, never asked for
-    monkeypatch.setattr(publication, "_ask", real_ask)
-    result = await settle(web3, clients, settings)
-    assert result["asked"] == 1 and (await prediction(first))["status"] == "accepted"
-    events = await oracle.events.PriceUpdated().get_logs(from_block=0, argument_filters={"tokenId": 7})
-    assert len(events) == 1 and await chain_repository.outbox().count_documents({"kind": "set_prices"}) == 1
+    monkeypatch.setattr(publication, "_ask", crash)
+    with pytest.raises(Crash):
+        await publication.push_due(clients, settings)
+    assert (await round_of(7))["publication"]["status"] == "submitted"  # recorded, never asked for
+    assert await batches(oracle) == []
+    monkeypatch.undo()
+    assert (await publication.push_due(clients, settings))["pushed"] == 0  # recorded once
+    assert (await publication.confirm(clients, settings))["asked"] == 1
+    result = await push(web3, clients, settings)
+    assert result["accepted"] == 1 and result["asked"] == 0
+    assert (await round_of(7))["publication"]["status"] == "accepted"
+    assert len(await updates(oracle, 7)) == 1 and await batches(oracle) == [[7]]
 
 
 async def test_batches_hold_at_most_the_configured_number(web3, clients, settings, oracle):
     small = settings.model_copy(update={"oracle": settings.oracle.model_copy(update={"publish_batch": 2})})
     for token in range(10, 15):
         await appraisal(token, 1.0)
-    await settle(web3, clients, small)
+    assert (await settle(web3, clients, small))["accepted"] == 5
+    assert sorted(map(len, await batches(oracle))) == [1, 2, 2]
     entries = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
-    assert len(entries) == 3 and {e["status"] for e in entries} == {"confirmed"}
+    assert {e["status"] for e in entries} == {"confirmed"}
+    keys = Counter([(await round_of(token))["publication"]["outboxKey"] for token in range(10, 15)])
+    assert sorted(keys.values()) == [1, 2, 2] and set(keys) == {e["key"] for e in entries}
     for token in range(10, 15):
         assert (await oracle.functions.latest_round(token).call())[1] == ONE_ETH
 
 
-async def test_a_push_that_cannot_go_through_rejects_its_appraisals(web3, clients, settings, oracle):
+async def test_a_push_that_cannot_go_through_fails_its_round(web3, clients, settings, oracle):
     broken = await appraisal(20, 1.0, low=1.2, high=1.3)  # a band that does not hold its price
-    await settle(web3, clients, settings)
-    stored = await prediction(broken)
-    assert stored["status"] == "rejected" and "would revert" in stored["publication"]["error"]
+    assert (await settle(web3, clients, settings))["failed"] == 1
+    found = await round_of(20)
+    assert found["publication"]["status"] == "failed" and found["publication"].get("onChainReference") is None
+    assert "would revert" in found["publication"]["error"]
+    assert "outside its band" in found["publication"]["error"]
+    assert (await prediction(broken))["onChainReference"] is None
     assert (await oracle.functions.latest_round(20).call())[0] == 0
+    await appraisal(20, 1.0, at=T1)  # a failed push is no published price: the next is the first
+    assert (await settle(web3, clients, settings, T1))["accepted"] == 1
+    assert decided(await round_of(20, T1)) == ("published", "first")
 
 
 async def test_reconciliation_finds_a_price_mongodb_says_differently(web3, client, clients, settings, oracle):
-    first, second = await appraisal(30, 1.0), await appraisal(31, 2.0)
+    await appraisal(30, 1.0)
+    await appraisal(31, 2.0)
     await settle(web3, clients, settings)
     clean = await publication.reconcile(clients, settings)
     assert clean["sampled"] == 2 and clean["drift"] == {"price": 0}
-    await AIOracleData.get_pymongo_collection().update_one(
-        {"_id": second}, {"$set": {"predictedPriceWei": Decimal128(str(3 * ONE_ETH))}}
+    await OracleRound.get_pymongo_collection().update_one(
+        {"key": (await round_of(31))["key"]}, {"$set": {"answer.priceWei": Decimal128(str(3 * ONE_ETH))}}
     )
     found = await publication.reconcile(clients, settings)
-    assert found["drift"] == {"price": 1}
+    assert found["sampled"] == 2 and found["drift"] == {"price": 1}
     drift = (await client.get("/api/chain/status")).json()["drift"]
     assert drift["byField"]["price"] == 1
     assert [(i["tokenId"], i["chain"], i["database"]) for i in drift["items"]] == [
         (31, str(2 * ONE_ETH), str(3 * ONE_ETH))
     ]
-    assert (await prediction(first))["status"] == "accepted"
 
 
-async def test_a_round_the_chain_skipped_is_rejected_not_accepted(web3, clients, settings, oracle):
+async def test_a_round_the_chain_skipped_is_failed_not_accepted(web3, clients, settings, oracle):
     """The chain held a newer round for the token: the push lands, but no PriceUpdated says so for it."""
     await chain_service.submit_call(
         settings,
@@ -194,21 +281,36 @@ async def test_a_round_the_chain_skipped_is_rejected_not_accepted(web3, clients,
         await chain_service.process_outbox(clients, settings)
     stale = await appraisal(40, 1.0)
     landed = await appraisal(41, 1.0)
-    await settle(web3, clients, settings)
-    assert (await prediction(landed))["status"] == "accepted"
-    skipped = await prediction(stale)
-    assert skipped["status"] == "rejected" and "newer round" in skipped["publication"]["error"]
+    result = await settle(web3, clients, settings)
+    assert result["accepted"] == 1 and result["failed"] == 1
+    assert (await round_of(41))["publication"]["status"] == "accepted"
+    skipped = (await round_of(40))["publication"]
+    assert skipped["status"] == "failed" and "newer round" in skipped["error"]
+    assert skipped.get("onChainReference") is None and (await prediction(stale))["onChainReference"] is None
+    assert (await prediction(landed))["onChainReference"] is not None
     assert (await oracle.functions.latest_round(40).call())[0] == 2**60
 
 
 async def test_two_publishers_at_once_push_each_round_once(web3, clients, settings, oracle):
     for token in (50, 51, 52):
         await appraisal(token, 1.0)
-    await asyncio.gather(publication.publish(clients, settings), publication.publish(clients, settings))
-    await settle(web3, clients, settings)
-    assert await chain_repository.outbox().count_documents({"kind": "set_prices"}) == 1
+
+    async def publisher():
+        await close(settings)
+        await publication.push_due(clients, settings)
+
+    await asyncio.gather(publisher(), publisher())
+    assert (await push(web3, clients, settings))["accepted"] == 3
+    assert sorted(token for batch in await batches(oracle) for token in batch) == [50, 51, 52]
     for token in (50, 51, 52):
-        events = await oracle.events.PriceUpdated().get_logs(
-            from_block=0, argument_filters={"tokenId": token}
-        )
-        assert len(events) == 1
+        assert len(await updates(oracle, token)) == 1
+        assert (await round_of(token))["publication"]["status"] == "accepted"
+
+
+async def test_a_round_names_the_asset_of_its_appraisal(client, settings):
+    """The round a platform appraisal opens records the appraisal's asset, not the appraisal."""
+    made = await prediction(await appraisal(60, 1.0, asset_type="Art"))
+    await rounds.assign_appraisals(settings, T0)
+    found = await round_of(60)
+    assert found["assetType"] == "Art" and found["members"] == [made["_id"]]
+    assert found["assetId"] == made["assetId"]
