@@ -209,9 +209,8 @@ class OracleSettings(BaseModel):
     # other, so more threads than free cores makes boosting many times slower, not faster: leave a
     # core to the worker's other jobs.
     model_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=256)
-    # Publication on the PriceOracle (app/oracle/publication.py): a token's appraisal is pushed when it
-    # moved more than `publish_deviation_bps` from the last price published, or `publish_heartbeat_s`
-    # after it; never below `publish_min_confidence`; `publish_batch` tokens per `set_prices`.
+    # The publication rule (README "The publication rule"): the deviation and heartbeat of a type with no
+    # rule in `type_rules`; abstention below `publish_min_confidence`; rounds per `set_prices`.
     publish_deviation_bps: int = Field(default=100, ge=1, le=10_000)
     publish_heartbeat_s: int = Field(default=24 * 3600, ge=60)
     publish_min_confidence: float = Field(default=50.0, ge=0, le=100)
@@ -219,26 +218,21 @@ class OracleSettings(BaseModel):
     # Per asset type, over TYPE_RULES (a type in neither takes publish_deviation_bps and
     # publish_heartbeat_s), as JSON: ORACLE_TYPE_RULES='{"Art": {"deviation_bps": 300}}'.
     type_rules: dict[str, TypeRule] = Field(default_factory=dict)
-    # Rounds (app/oracle/rounds.py): a token's round collects the operators' submissions and the
-    # platform's appraisal for `round_window_s`; its answer needs `round_quorum` accepted participants.
-    # The platform's latest appraisal joins a round it has no appraisal in when younger than
-    # `carry_max_age_s`.
+    # Rounds (README "Rounds"): the window, the accepted participants an answer needs, an operator's
+    # submissions per token and round, the age of the platform's appraisal that stands in for it.
     round_window_s: int = Field(default=300, ge=1, le=24 * 3600)
     round_quorum: int = Field(default=1, ge=1, le=100)
     carry_max_age_s: int = Field(default=26 * 3600, ge=60)
-    # An observer's weight is 1 / max(MdAPE, 1%) over its last `weight_window` predictions scored by the
-    # live ledger, once it has `weight_min_scored` of them; `new_operator_weight` until then.
+    # Weights: 1 / max(MdAPE, 1%) of the last `weight_window` predictions of a record (README "Rounds").
     new_operator_weight: float = Field(default=1.0, gt=0, le=100)
     weight_min_scored: int = Field(default=5, ge=1)
     weight_window: int = Field(default=200, ge=1, le=10_000)
-    # Gates before a round's answer may be published: its jump from the last published price, in that
-    # price's sigma (from its 90% band); its confidence; the age of its newest observation; the share
-    # of its weight resting on unhealthy sources. A source is unhealthy after `source_max_errors`
-    # failed fetches in a row, or when its last success is older than `source_stale_intervals` refresh
-    # intervals; an observation using one has its confidence multiplied by `unhealthy_source_penalty`.
+    weight_min_lead_s: int = Field(default=3600, ge=0)
+    # Gates (README "Gates"), and when a data source is unhealthy.
     gate_jump_sigmas: float = Field(default=8.0, gt=0)
+    max_submissions_per_round: int = Field(default=5, ge=1, le=1000)  # per operator and token
     gate_min_confidence: float = Field(default=10.0, ge=0, le=100)
-    gate_max_age_s: int = Field(default=3600, ge=1)
+    gate_max_age_s: int = Field(default=26 * 3600, ge=1)
     gate_max_unhealthy_share: float = Field(default=0.5, ge=0, le=1)
     source_max_errors: int = Field(default=3, ge=1)
     source_stale_intervals: float = Field(default=3.0, gt=0)
@@ -249,6 +243,7 @@ class OracleSettings(BaseModel):
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
         keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
         if not keys or not all(_is_fernet_key(k) for k in keys):
+    gate_jump_confirmations: int = Field(default=3, ge=1, le=100)
             raise ValueError(
                 "ORACLE_SECRETS_KEY must be Fernet keys (urlsafe base64 of 32 bytes), comma-separated"
             )

@@ -1,10 +1,12 @@
 """Rounds: the predictions of one token's price combined into one answer, checked, and judged worth
 publishing or not. Pure: no I/O; amounts are exact wei.
 
-- **Aggregation** (Pyth's weighted median, Chainlink's quorum): each observation is weighed by its
-  operator's measured accuracy. One whose price lies outside the others' combined band (the medians of
-  their lows and highs) is rejected, once at least two others can say so. The answer is the
-  weighted median of the accepted prices, lows and highs, so each bound is one an observer gave.
+- **Aggregation** (Pyth's weighted median, Chainlink's 2f + 1): each observation is weighed by its
+  operator's measured accuracy. One whose price lies outside the others' combined band (their median
+  price and median widths, one vote each) is rejected, once at least three others can say so. The
+  answer is the weighted median of the accepted prices, with the weighted median widths around it;
+  below three observations, the platform's appraisal alone, which one or two operators cannot outvote.
+  Bands count at most +-50% wide, so no observer can stretch the answer's band alone.
 - **Gates** a price must pass before it can be published: bounds for its asset type, the jump from the
   last published price in units of that price's sigma, the health of the data sources behind it, a minimum
   confidence, and a maximum age.
@@ -20,10 +22,14 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
+from typing import Any
 
 Z90 = 1.6448536269514722  # a 90% two-sided normal band is ±Z90·sigma
 MAX_WEI = 2**96 - 1  # the PriceOracle stores amounts in 96 bits
 MIN_MDAPE = 0.01  # an observer's weight is at most 1 / 1%
+MAX_HALF_WIDTH = Fraction(1, 2)  # a band counts at most +-50% of its price
+MIN_PEERS = 3  # observers it takes to outvote one (2f + 1, f = 1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,10 @@ class GateLimits:
     min_confidence: float
     max_age_s: int
     max_unhealthy_share: float  # of the answer's weight resting on unhealthy sources
+    # A jump refused this many rounds in a row, each time to a price inside the new answer's band, is a
+    # real move, not an error: the gate lets it through (without this, one refused move would hold the
+    # old price forever).
+    jump_confirmations: int = 3
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,31 @@ def band_from_confidence(price: int, confidence: float) -> tuple[int, int]:
     return min(int(price * ratio), price), min(max(int(price / ratio), price), MAX_WEI)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A prediction the live ledger scored against the sale that followed it."""
+
+    made: datetime
+    sold: datetime
+    sale: str  # the sale's source (a transaction, or a data source's row)
+    ape: float
+    covered: bool
+
+
+def live_record(scored: Sequence[Scored], min_lead_s: float) -> list[Scored]:
+    """What an observer's record counts: per sale, its latest prediction made at least `min_lead_s` before
+    it. Predictions made as a sale was happening foretell nothing, and a sale predicted many times is
+    one result, not many."""
+    latest: dict[tuple[str, datetime], Scored] = {}
+    for row in scored:
+        if (row.sold - row.made).total_seconds() < min_lead_s:
+            continue
+        key = (row.sale, row.sold)
+        if key not in latest or row.made > latest[key].made:
+            latest[key] = row
+    return sorted(latest.values(), key=lambda row: row.sold, reverse=True)
+
+
 def weight(apes: Sequence[float], min_scored: int, default: float) -> float:
     """An observer's weight from its live record: 1 / max(MdAPE, 1%) once it has `min_scored` scored
     predictions (a 5% MdAPE weighs 20), `default` before (a new observer has not earned a say)."""
@@ -116,35 +151,53 @@ def weight(apes: Sequence[float], min_scored: int, default: float) -> float:
     return 1 / max(statistics.median(apes), MIN_MDAPE)
 
 
-def weighted_median(values: Sequence[tuple[float, float]]) -> float:
-    """The lower weighted median: the smallest value whose weight and all below it reach half the total."""
-    ordered = sorted(values)
+def weighted_median(values: Sequence[tuple[Any, float]]) -> Any:
+    """The weighted median: the first value the weight up to which passes half the total; where it is
+    exactly half, the midpoint with the next value (two equal observers meet halfway, neither decides).
+    Integers stay exact (the midpoint rounds down)."""
+    ordered = sorted(values, key=lambda item: item[0])
     total = sum(weight for _, weight in ordered)
     reached = 0.0
-    for value, weight in ordered:
+    for index, (value, weight) in enumerate(ordered):
         reached += weight
+        if math.isclose(reached * 2, total, rel_tol=1e-12) and index + 1 < len(ordered):
+            following = ordered[index + 1][0]
+            return (value + following) // 2 if isinstance(value, int) else (value + following) / 2
         if reached * 2 >= total:
             return value
     raise ValueError("no values")
 
 
-def _median_of(observations: Sequence[Observation], attribute: str) -> int:
-    return int(weighted_median([(getattr(o, attribute), o.weight) for o in observations]))
+def widths(observation: Observation) -> tuple[Fraction, Fraction]:
+    """An observation's band below and above its price, relative to it, at most MAX_HALF_WIDTH each: a
+    wider band says nothing more, and one observer cannot stretch the round's band with it."""
+    price = observation.price
+    return (
+        min(Fraction(price - observation.low, price), MAX_HALF_WIDTH),
+        min(Fraction(observation.high - price, price), MAX_HALF_WIDTH),
+    )
+
+
+def _band(price: int, below: Fraction, above: Fraction) -> tuple[int, int]:
+    return math.floor(price * (1 - below)), min(math.ceil(price * (1 + above)), MAX_WEI)
 
 
 def judge(observations: Sequence[Observation]) -> list[Verdict]:
-    """Each observation against the others' combined band: the medians of their lows and highs, one vote
-    each (weights make the answer, not the verdicts: one heavy observer gone wrong must not outvote every
-    honest one out of the round); fewer than two others cannot outvote it."""
+    """Each observation against the others' combined band: their median price, with their median widths
+    below and above, one vote each (weights make the answer, not the verdicts: one heavy observer gone
+    wrong must not outvote the honest ones). Fewer than MIN_PEERS others cannot outvote an observation:
+    with two, one liar would be half the vote."""
     verdicts = []
     for observation in observations:
         others = [o for o in observations if o.key != observation.key]
-        if len(others) < 2:
+        if len(others) < MIN_PEERS:
             verdicts.append(Verdict(observation.key, True))
             continue
-        band = (
-            int(weighted_median([(o.low, 1.0) for o in others])),
-            int(weighted_median([(o.high, 1.0) for o in others])),
+        spans = [widths(o) for o in others]
+        band = _band(
+            weighted_median([(o.price, 1.0) for o in others]),
+            weighted_median([(below, 1.0) for below, _ in spans]),
+            weighted_median([(above, 1.0) for _, above in spans]),
         )
         if band[0] <= observation.price <= band[1]:
             verdicts.append(Verdict(observation.key, True, band=band))
@@ -155,13 +208,31 @@ def judge(observations: Sequence[Observation]) -> list[Verdict]:
     return verdicts
 
 
+def basis(accepted: Sequence[Observation], anchor: str) -> list[Observation] | None:
+    """The observations an answer is made of: all of them from MIN_PEERS on; below that, the anchor's
+    (the platform's appraisal) alone, since one or two operators cannot outvote it; None when the anchor
+    is not there either (operators alone need MIN_PEERS)."""
+    if len(accepted) >= MIN_PEERS:
+        return list(accepted)
+    return [o for o in accepted if o.key == anchor] or None
+
+
 def answer(accepted: Sequence[Observation]) -> Answer:
-    """The weighted medians of the accepted prices, lows, highs and confidences."""
+    """The weighted medians of the prices, of the widths below and above (the band around the price) and
+    of the confidences; the confidence is at most what the band's width stands for (100 * low / high)."""
+    price = weighted_median([(o.price, o.weight) for o in accepted])
+    spans = [(widths(o), o.weight) for o in accepted]
+    low, high = _band(
+        price,
+        weighted_median([(below, weight) for (below, _), weight in spans]),
+        weighted_median([(above, weight) for (_, above), weight in spans]),
+    )
+    confidence = float(weighted_median([(o.confidence, o.weight) for o in accepted]))
     return Answer(
-        price=_median_of(accepted, "price"),
-        low=_median_of(accepted, "low"),
-        high=_median_of(accepted, "high"),
-        confidence=float(weighted_median([(o.confidence, o.weight) for o in accepted])),
+        price=price,
+        low=low,
+        high=high,
+        confidence=min(confidence, 100.0 * low / high),
         observed_at=max(o.at for o in accepted),
         participants=len(accepted),
     )
@@ -179,6 +250,7 @@ def gates(
     rule: TypeRule,
     limits: GateLimits,
     now: datetime,
+    confirmations: int = 0,
 ) -> list[Gate]:
     """Every gate with its verdict, in order; the answer may be published only when all pass."""
     bounds = f"{_eth(result.price)} ETH, within [{_eth(rule.min_wei)}, {_eth(rule.max_wei)}] ETH"
@@ -187,9 +259,11 @@ def gates(
         checks.append(Gate("jump", True, "no published price"))
     else:
         moved = abs(result.price - last.price) / sigma(last)
-        checks.append(
-            Gate("jump", moved <= limits.jump_sigmas, f"{moved:.2f} sigma, at most {limits.jump_sigmas:g}")
-        )
+        detail = f"{moved:.2f} sigma, at most {limits.jump_sigmas:g}"
+        confirmed = confirmations >= limits.jump_confirmations
+        if moved > limits.jump_sigmas and confirmed:
+            detail += f"; confirmed by {confirmations} refused rounds in a row"
+        checks.append(Gate("jump", moved <= limits.jump_sigmas or confirmed, detail))
     total = sum(o.weight for o in accepted)
     unhealthy = sum(o.weight for o in accepted if o.unhealthy_sources) / total
     names = sorted({name for o in accepted for name in o.unhealthy_sources})

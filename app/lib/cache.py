@@ -6,6 +6,11 @@ the database returns anyway, or a generation its writes bump).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
 import structlog
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -44,3 +49,36 @@ async def put(redis, key: str, value: bytes, ttl_s: int) -> None:
 async def drop(redis, *keys: str) -> None:
     if keys:
         await redis.delete(*(PREFIX + key for key in keys))
+
+
+async def computed_once(
+    redis, name: str, key: str, ttl_s: int, compute: Callable[[], Awaitable[bytes]], wait_s: float = 10.0
+) -> bytes:
+    """The cached bytes, or `compute()`'s, computed by one caller at a time (a Redis lock): the others
+    wait for its value rather than all running the same expensive query at once (a cache stampede).
+    Past `wait_s`, or without Redis, a caller computes it itself."""
+    cached = await get(redis, name, key)
+    if cached is not None:
+        hit(name)
+        return cached
+    miss(name)
+    lock = f"{PREFIX}lock:{key}"
+    try:
+        holder = await redis.set(lock, b"1", nx=True, ex=max(int(wait_s * 3), 1))
+    except (RedisError, OSError):
+        holder = True
+    if not holder:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            cached = await get(redis, name, key)
+            if cached is not None:
+                return cached
+    try:
+        value = await compute()
+        await put(redis, key, value, ttl_s)
+        return value
+    finally:
+        if holder:
+            with contextlib.suppress(RedisError, OSError):
+                await redis.delete(lock)

@@ -247,6 +247,7 @@ SUBMIT_ERRORS = {
     404: ["asset_not_found"],
     413: ["payload_too_large"],
     422: ["idempotency_key_reused"],
+    429: ["too_many_submissions"],
 }
 
 

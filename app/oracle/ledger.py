@@ -21,10 +21,11 @@ from bson import Decimal128
 from pymongo import UpdateOne
 
 from app.lib import cache
-from app.lib.money import wei_to_eth
+from app.lib.money import eth_to_wei, wei_to_eth
 from app.lib.timeutil import as_utc
 from app.market import service as market_service
 from app.oracle import model_repository
+from oracle.rounds import band_from_confidence
 
 WATERMARK_KEY = "oracle:ledger:watermark"
 FIGURES_CACHE = "oracle_ledger"
@@ -50,8 +51,15 @@ def _outcome(prediction: dict[str, Any], sale: tuple[datetime, int, str], now: d
     sold_at, wei, source = sale
     price = wei_to_eth(wei)
     ape = abs(prediction["predictedPrice"] - price) / price
-    interval = prediction.get("interval") or {}
-    covered = interval.get("low", float("inf")) <= price <= interval.get("high", float("-inf"))
+    interval = prediction.get("interval")
+    if interval:
+        low, high = interval["low"], interval["high"]
+    else:  # an operator's submission without a band: the band its confidence stands for, as rounds take it
+        band = band_from_confidence(
+            eth_to_wei(prediction["predictedPrice"]), prediction.get("confidenceScore", 0)
+        )
+        low, high = wei_to_eth(band[0]), wei_to_eth(band[1])
+    covered = low <= price <= high
     return {
         "outcome": {
             "soldAt": sold_at,
@@ -92,7 +100,8 @@ async def score_tokens(redis, tokens: list[int], now: datetime) -> int:
                 )
             )
     scored = await model_repository.score_predictions(operations)
-    versions = {p.get("modelVersion") for p in pending if p.get("modelVersion")}
+    # the platform's versions: an operator naming one does not make its figures computed again
+    versions = {p.get("modelVersion") for p in pending if p.get("modelVersion") and p.get("operator") is None}
     await cache.drop(redis, *(_figures_key(version) for version in sorted(versions)))
     return scored
 
@@ -137,12 +146,12 @@ def _figures_key(version: str) -> str:
 async def figures(redis, version: str) -> dict[str, Any]:
     """The live ledger of a version: count, MdAPE, p95 APE, MAPE and 90% coverage, overall and per type
     (cached for a minute, and dropped when a sale scores one of its predictions)."""
-    cached = await cache.get(redis, FIGURES_CACHE, _figures_key(version))
-    if cached is not None:
-        return msgspec.json.decode(cached)
-    found = await _compute(version)
-    await cache.put(redis, _figures_key(version), msgspec.json.encode(found), FIGURES_TTL_S)
-    return found
+
+    async def compute() -> bytes:
+        return msgspec.json.encode(await _compute(version))
+
+    found = await cache.computed_once(redis, FIGURES_CACHE, _figures_key(version), FIGURES_TTL_S, compute)
+    return msgspec.json.decode(found)
 
 
 async def _compute(version: str) -> dict[str, Any]:

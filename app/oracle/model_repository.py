@@ -151,7 +151,15 @@ async def tokens_predicted_since(since: datetime | None) -> list[int]:
 
 async def pending_predictions(token_ids: list[int]) -> list[dict[str, Any]]:
     """The predictions of these tokens that no sale has scored yet."""
-    projection = {"tokenId": 1, "timestamp": 1, "predictedPrice": 1, "interval": 1, "modelVersion": 1}
+    projection = {
+        "tokenId": 1,
+        "timestamp": 1,
+        "predictedPrice": 1,
+        "interval": 1,
+        "modelVersion": 1,
+        "operator": 1,
+        "confidenceScore": 1,
+    }
     found: list[dict[str, Any]] = []
     for part in in_slices(token_ids):
         found += (

@@ -12,7 +12,7 @@ import numpy as np
 
 from app.config import Settings
 from app.lib import cache
-from app.oracle import round_repository
+from app.oracle import round_repository, rounds
 from app.oracle.round_documents import PLATFORM
 from oracle import rounds as arithmetic
 
@@ -50,7 +50,7 @@ async def _compute(settings: Settings) -> list[dict[str, Any]]:
     oracle = settings.oracle
     found = []
     for operator, row in rows.items():
-        outcomes = await round_repository.scored_outcomes(operator, MAX_SCORED)
+        outcomes = [(row.ape, row.covered) for row in await rounds.record(settings, operator, MAX_SCORED)]
         decided = row["accepted"] + row["rejected"]
         found.append(
             {
@@ -70,9 +70,9 @@ async def _compute(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def figures(redis, settings: Settings) -> list[dict[str, Any]]:
-    cached = await cache.get(redis, CACHE, CACHE)
-    if cached is not None:
-        return msgspec.json.decode(cached)
-    found = await _compute(settings)
-    await cache.put(redis, CACHE, msgspec.json.encode(found), CACHE_TTL_S)
-    return found
+    """Every observer's figures, computed by one caller a minute (the others wait for them)."""
+
+    async def compute() -> bytes:
+        return msgspec.json.encode(await _compute(settings))
+
+    return msgspec.json.decode(await cache.computed_once(redis, CACHE, CACHE, CACHE_TTL_S, compute))

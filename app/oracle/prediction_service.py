@@ -7,6 +7,7 @@ decisions), `publication` (the pushes to the PriceOracle) and `operators` (accou
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from app.lib.params import parse_limit, signed_page
 from app.lib.security import Principal
 from app.lib.timeutil import utcnow
 from app.oracle import (
+    joining,
     model_repository,
     model_schemas,
     model_views,
@@ -56,6 +58,7 @@ async def submit_prediction(
     submissions.amounts(data)  # 400s before the asset is looked up
     asset = await assets_service.get_raw(data.tokenId, {"tokenId": 1, "assetType": 1})
     now = utcnow()
+    await joining.check_submission_quota(settings, operator, data.tokenId, now)
     document = submissions.new_document(data, asset, principal, key, fingerprint, now)
     try:
         await round_repository.insert_prediction(document)
@@ -66,8 +69,8 @@ async def submit_prediction(
         return submissions.replayed(
             existing, fingerprint, await submissions.round_ref(existing["round"])
         ), False
-    # stored first, then joined: a crash in between leaves it to rounds.rejoin_orphans
-    joined = await rounds.join_submission(settings, document["_id"], asset, now)
+    # stored first, then joined: a crash in between leaves it to joining.rejoin_orphans
+    joined = await joining.join_submission(settings, document["_id"], asset, now)
     document["round"] = joined["id"]
     return submissions.created(document, joined), True
 
@@ -77,7 +80,7 @@ async def get_prediction(prediction_id: str, viewer: Principal | None) -> model_
     if not ObjectId.is_valid(prediction_id) or len(prediction_id) != 24:
         raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
     doc = await model_repository.find_prediction(ObjectId(prediction_id))
-    if doc is None:
+    if doc is None or submissions.sealed(doc, viewer):
         raise NotFound(f"no prediction {prediction_id}", code="prediction_not_found")
     return model_views.prediction_out(doc, show_inputs=submissions.shows_inputs(doc, viewer))
 
@@ -93,7 +96,7 @@ async def list_predictions(
     cursor: str | None,
 ) -> model_schemas.PredictionPage:
     """Predictions newest first (the platform's appraisals and operators' submissions), keyset pages."""
-    query = submissions.list_query(token_id, operator, status)
+    query = submissions.list_query(token_id, operator, status, viewer)
     size = parse_limit(limit)
 
     async def fetch(after):
@@ -143,14 +146,26 @@ async def list_operators(redis, settings: Settings) -> round_schemas.OperatorsOu
     )
 
 
+# Deletes the lease only if it is still this pass's (one that outlived its lease leaves the next alone).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+PUBLISH_LOCK = "oracle:publish:lock"
+
+
 async def publish(clients, settings: Settings) -> dict[str, Any]:
     """The oracle.publish cron: join the platform's new appraisals to rounds, close the rounds due, push
-    the answers decided `published`, and settle the pushes that are final."""
-    now = utcnow()
-    joined = await rounds.assign_appraisals(settings, now)
-    closed = await rounds.close_due(settings, now)
-    pushed = await publication.push_due(clients, settings)
-    settled = await publication.confirm(clients, settings)
+    the answers decided `published`, and settle the pushes that are final. One pass at a time (a Redis
+    lease as long as the job may run): overlapping passes would take each other's rounds."""
+    token = secrets.token_hex(8)
+    lease_ms = settings.worker.job_timeout_s * 1000
+    if not await clients.redis.set(PUBLISH_LOCK, token, nx=True, px=lease_ms):
+        return {"skipped": "another pass is running"}
+    try:
+        joined = await joining.assign_appraisals(settings, utcnow())
+        closed = await rounds.close_due(settings, utcnow())
+        pushed = await publication.push_due(clients, settings, utcnow())
+        settled = await publication.confirm(clients, settings)
+    finally:
+        await clients.redis.eval(_RELEASE, 1, PUBLISH_LOCK, token)
     return {**joined, **closed, **pushed, **settled}
 
 

@@ -7,13 +7,14 @@ is higher) is written before the outbox is asked, and the ask is keyed by the ba
 between asks again for the same transaction; the contract skips a round not newer than the token's, so
 even a second transaction would change nothing. A push is `submitted` until final, then `accepted` with
 its `onChainReference` (transaction, block, time), which the round's accepted participants carry too,
-or `failed`.
+or `failed`. A round not pushed while the chain was away is `superseded` by the token's later one, or
+`expired` past ORACLE_GATE_MAX_AGE_S.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from app.chain import service as chain_service
 from app.config import Settings
 from app.lib.money import wei_string
 from app.lib.timeutil import as_utc, utcnow
-from app.oracle import round_repository
+from app.oracle import publication_repository
 
 log = structlog.get_logger("oracle.publication")
 DECIDED_PER_PASS = 5000
@@ -36,24 +37,37 @@ def round_id(closes_at: datetime) -> int:
     return int(as_utc(closes_at).timestamp() * 1000)
 
 
-async def push_due(clients, settings: Settings) -> dict[str, int]:
-    """Ask the outbox to push the rounds decided `published` and not pushed yet."""
+async def push_due(clients, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """Ask the outbox to push the rounds decided `published` and not pushed yet: per token the latest
+    (an earlier one waiting beside it is `superseded`), if younger than ORACLE_GATE_MAX_AGE_S (an older
+    one, left while the chain was away, is `expired`: a price that old is not published as new)."""
     oracle = await chain_service.contract(clients, settings, "PriceOracle")
     if oracle is None:
         return {"pushed": 0}
-    due = await round_repository.undecided_publications(DECIDED_PER_PASS)
+    found = await publication_repository.undecided_publications(DECIDED_PER_PASS)
+    latest = {r["tokenId"]: r for r in found}  # oldest first: the last one seen is the token's latest
+    oldest = (now or utcnow()) - timedelta(seconds=settings.oracle.gate_max_age_s)
+    due, dropped = [], []
+    for r in found:
+        if latest[r["tokenId"]] is not r:
+            dropped.append((r["key"], {"status": "superseded", "roundId": round_id(r["closesAt"])}))
+        elif as_utc(r["closesAt"]) < oldest:
+            dropped.append((r["key"], {"status": "expired", "roundId": round_id(r["closesAt"])}))
+        else:
+            due.append(r)
+    await publication_repository.start_publication(dropped)
     size = settings.oracle.publish_batch
     for start in range(0, len(due), size):
         batch = due[start : start + size]
         key = _batch_key(settings, batch)
-        await round_repository.start_publication(
+        await publication_repository.start_publication(
             [
                 (r["key"], {"status": "submitted", "roundId": round_id(r["closesAt"]), "outboxKey": key})
                 for r in batch
             ]
         )
         await _ask(clients, settings, oracle, key)
-    return {"pushed": len(due)}
+    return {"pushed": len(due), "dropped": len(dropped)}
 
 
 def _batch_key(settings: Settings, batch: list[dict[str, Any]]) -> str:
@@ -63,7 +77,7 @@ def _batch_key(settings: Settings, batch: list[dict[str, Any]]) -> str:
 
 async def _ask(clients, settings: Settings, oracle, key: str) -> None:
     """Ask the outbox for the push of the batch `key`, from what its rounds recorded."""
-    carried = await round_repository.published_in(key)
+    carried = await publication_repository.published_in(key)
     prices = [
         (
             r["tokenId"],
@@ -84,13 +98,13 @@ async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, i
     """Settle the pushes that are final (or failed): a round is accepted when the indexer has read the
     contract's PriceUpdated for it, failed when the push failed or the chain held a newer round; ask
     again for any push a crash left unasked."""
-    keys = {r["publication"]["outboxKey"] for r in await round_repository.submitted(limit)}
+    keys = {r["publication"]["outboxKey"] for r in await publication_repository.submitted(limit)}
     oracle = await chain_service.contract(clients, settings, "PriceOracle")
     counts = {"accepted": 0, "failed": 0, "asked": 0}
     indexed = await chain_service.indexed_block(settings)
     for key in keys:
         entry = await chain_service.outbox_entry(key)
-        carried = await round_repository.published_in(key)
+        carried = await publication_repository.published_in(key)
         if entry is None:
             if oracle is not None:
                 await _ask(clients, settings, oracle, key)
@@ -108,15 +122,15 @@ async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, i
                 "timestamp": block_time(block),
             }
             landed = {r["key"] for r in carried if (r["tokenId"], r["publication"]["roundId"]) in updated}
-            counts["accepted"] += await round_repository.finish_publication(
+            counts["accepted"] += await publication_repository.finish_publication(
                 sorted(landed), {"status": "accepted", "onChainReference": reference}
             )
-            counts["failed"] += await round_repository.finish_publication(
+            counts["failed"] += await publication_repository.finish_publication(
                 sorted({r["key"] for r in carried} - landed),
                 {"status": "failed", "error": "no PriceUpdated: the chain held a newer round"},
             )
         elif entry["status"] == "failed":
-            counts["failed"] += await round_repository.finish_publication(
+            counts["failed"] += await publication_repository.finish_publication(
                 sorted(r["key"] for r in carried),
                 {"status": "failed", "error": entry.get("error") or "failed"},
             )
@@ -135,7 +149,7 @@ async def reconcile(clients, settings: Settings, sample: int = 50) -> dict[str, 
         return {"reconciled": False}
     block = await clients.web3.eth.block_number
     items = []
-    accepted = await round_repository.accepted_sample(sample)
+    accepted = await publication_repository.accepted_sample(sample)
     for found in accepted:
         token, expected = found["tokenId"], found["publication"]["roundId"]
         chain_round, price, *_ = await oracle.functions.latest_round(token).call(block_identifier=block)

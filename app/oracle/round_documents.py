@@ -64,9 +64,9 @@ class RoundDecision(BaseModel):
 class RoundPublication(BaseModel):
     """The push of a published round: `submitted` until final, then `accepted` or `failed`."""
 
-    status: Literal["submitted", "accepted", "failed"]
+    status: Literal["submitted", "accepted", "failed", "superseded", "expired"]
     roundId: int  # the round id on the PriceOracle: the round's close in milliseconds
-    outboxKey: str
+    outboxKey: str | None = None
     onChainReference: ChainReference | None = None
     error: str | None = None
 
@@ -87,6 +87,8 @@ class OracleRound(Document):
     members: list[PydanticObjectId] = Field(default_factory=list)  # the predictions that joined in time
     participants: list[Participant] = Field(default_factory=list)
     answer: Answer | None = None
+    # "median" of the accepted participants (three or more), or the "platform" appraisal alone (fewer)
+    basis: Literal["median", "platform"] | None = None
     gates: list[GateResult] = Field(default_factory=list)
     rejectionReason: str | None = None  # the first gate that failed, or why no answer was reached
     rejectedBy: str | None = None  # that gate's name, or "quorum"

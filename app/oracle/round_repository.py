@@ -13,7 +13,7 @@ from app.lib.pagination import Position, Sort, keyset_page
 from app.oracle.documents import AIOracleData, DataSource
 from app.oracle.round_documents import OracleRound
 
-CLOSING_LEASE = timedelta(seconds=60)  # a close a crash left half done is taken over after this
+CLOSING_LEASE = timedelta(minutes=15)  # a close a crash left half done is taken over after this
 PREDICTION_SORT = Sort("createdAt", -1)
 ROUND_SORT = Sort("closesAt", -1)
 OBSERVATION_FIELDS = {
@@ -108,10 +108,21 @@ async def unassigned_appraisals(limit: int) -> list[dict[str, Any]]:
     )
 
 
+async def submissions_since(operator: str, token_id: int, since: datetime) -> int:
+    query = {"operator": operator, "createdAt": {"$gte": since}, "tokenId": token_id}
+    return await predictions().count_documents(query)
+
+
 async def orphans(before: datetime, limit: int) -> list[dict[str, Any]]:
     """Operators' submissions stored before `before` and in no round."""
     query = {"round": None, "operator": {"$ne": None}, "status": "pending", "createdAt": {"$lt": before}}
     return await predictions().find(query, OBSERVATION_FIELDS).limit(limit).to_list(limit)
+
+
+async def place(prediction_id: ObjectId, key: str) -> None:
+    """Name the round a submission is about to join (before it joins: a crash in between leaves it out
+    of every round, never in two)."""
+    await predictions().update_one({"_id": prediction_id, "status": "pending"}, {"$set": {"round": key}})
 
 
 async def set_rounds(assigned: dict[ObjectId, str]) -> None:
@@ -181,19 +192,21 @@ async def latest_appraisals(
     return found
 
 
-async def scored_outcomes(operator: str | None, limit: int) -> list[tuple[float, bool]]:
-    """An observer's latest scored predictions, newest sale first: (APE, the sale inside the band) (the
-    platform's: its current appraisals)."""
-    query: dict[str, Any] = {"operator": operator, "outcome": {"$ne": None}}
+async def scored(operator: str | None, limit: int) -> list[dict[str, Any]]:
+    """An observer's latest scored predictions that counted in their rounds (`accepted`), newest sale
+    first (the platform's: its current appraisals)."""
+    query: dict[str, Any] = {"operator": operator, "status": "accepted", "outcome": {"$ne": None}}
     if operator is None:
         query["asOf"] = None
-    projection = {"outcome.ape": 1, "outcome.covered": 1}
+    projection = {
+        "timestamp": 1,
+        "outcome.soldAt": 1,
+        "outcome.source": 1,
+        "outcome.ape": 1,
+        "outcome.covered": 1,
+    }
     cursor = predictions().find(query, projection).sort("outcome.soldAt", -1).limit(limit)
-    return [(doc["outcome"]["ape"], bool(doc["outcome"]["covered"])) for doc in await cursor.to_list(limit)]
-
-
-async def scored_apes(operator: str | None, limit: int) -> list[float]:
-    return [ape for ape, _ in await scored_outcomes(operator, limit)]
+    return await cursor.to_list(limit)
 
 
 async def operator_counts() -> list[dict[str, Any]]:
@@ -213,8 +226,21 @@ async def operator_counts() -> list[dict[str, Any]]:
 
 
 async def source_health() -> list[dict[str, Any]]:
+    """The enabled sources (a disabled one is switched off on purpose: what it brought stays good)."""
     projection = {"name": 1, "status": 1, "configuration.refreshInterval": 1}
-    return await DataSource.get_pymongo_collection().find({}, projection).to_list(None)
+    query = {"status.isEnabled": {"$ne": False}}
+    return await DataSource.get_pymongo_collection().find(query, projection).to_list(None)
+
+
+async def jump_refusals(token_ids: list[int], since: datetime) -> dict[int, list[dict[str, Any]]]:
+    """Each token's rounds refused by the jump gate since `since`, newest first."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for part in in_slices(sorted(token_ids)):
+        query = {"tokenId": {"$in": part}, "rejectedBy": "jump", "closedAt": {"$gte": since}}
+        cursor = rounds().find(query, {"tokenId": 1, "answer": 1, "closesAt": 1}).sort("closesAt", -1)
+        for doc in await cursor.to_list(None):
+            found.setdefault(doc["tokenId"], []).append(doc)
+    return found
 
 
 async def last_published(token_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -224,7 +250,7 @@ async def last_published(token_ids: list[int]) -> dict[int, dict[str, Any]]:
         query = {
             "tokenId": {"$in": part},
             "decision.decision": "published",
-            "publication.status": {"$ne": "failed"},
+            "publication.status": {"$nin": ["failed", "expired", "superseded"]},
         }
         cursor = rounds().find(query, {"tokenId": 1, "answer": 1, "closesAt": 1}).sort("closesAt", 1)
         for doc in await cursor.to_list(None):
@@ -296,67 +322,6 @@ async def refusals_since(since: datetime) -> dict[str, int]:
         {"$group": {"_id": "$rejectedBy", "count": {"$sum": 1}}},
     ]
     return {row["_id"]: row["count"] async for row in await rounds().aggregate(pipeline)}
-
-
-# ---------------------------------------------------------------- publication
-
-
-async def undecided_publications(limit: int) -> list[dict[str, Any]]:
-    """Rounds decided `published` whose push is not asked for yet, oldest first."""
-    query = {"decision.decision": "published", "publication.status": None}
-    projection = {"key": 1, "tokenId": 1, "answer": 1, "closesAt": 1}
-    return await rounds().find(query, projection).sort("closesAt", 1).limit(limit).to_list(limit)
-
-
-async def start_publication(pushes: list[tuple[str, dict[str, Any]]]) -> int:
-    """Record the push of these rounds, once: a round keeps the push it was first given."""
-    operations = [
-        UpdateOne({"key": key, "publication": None}, {"$set": {"publication": p}}) for key, p in pushes
-    ]
-    if not operations:
-        return 0
-    return (await rounds().bulk_write(operations, ordered=False)).modified_count
-
-
-async def submitted(limit: int) -> list[dict[str, Any]]:
-    query = {"decision.decision": "published", "publication.status": "submitted"}
-    return await rounds().find(query, {"publication": 1, "tokenId": 1}).limit(limit).to_list(limit)
-
-
-async def published_in(outbox_key: str) -> list[dict[str, Any]]:
-    """The rounds one push carries, by its outbox key."""
-    projection = {"key": 1, "tokenId": 1, "answer": 1, "publication": 1}
-    query = {"decision.decision": "published", "publication.outboxKey": outbox_key}
-    return await rounds().find(query, projection).to_list(None)
-
-
-async def finish_publication(keys: list[str], changes: dict[str, Any]) -> int:
-    """Settle these rounds' push; the accepted ones' own participants carry its on-chain reference."""
-    if not keys:
-        return 0
-    result = await rounds().update_many(
-        {"key": {"$in": keys}, "publication.status": "submitted"},
-        {"$set": {f"publication.{name}": value for name, value in changes.items()}},
-    )
-    reference = changes.get("onChainReference")
-    if reference is not None:
-        await predictions().update_many(
-            {"round": {"$in": keys}, "status": "accepted"}, {"$set": {"onChainReference": reference}}
-        )
-    return result.modified_count
-
-
-async def accepted_sample(size: int) -> list[dict[str, Any]]:
-    """A random sample of tokens, each with its last accepted (final) push."""
-    pipeline = [
-        {"$match": {"publication.status": "accepted"}},
-        {"$sort": {"tokenId": 1, "closesAt": -1}},
-        {"$group": {"_id": "$tokenId", "last": {"$first": "$$ROOT"}}},
-        {"$sample": {"size": size}},
-        {"$replaceRoot": {"newRoot": "$last"}},
-        {"$project": {"tokenId": 1, "answer": 1, "publication": 1}},
-    ]
-    return await (await rounds().aggregate(pipeline)).to_list(size)
 
 
 # ---------------------------------------------------------------- reading

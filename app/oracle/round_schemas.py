@@ -125,7 +125,7 @@ class ChainReferenceOut(Schema):
 
 
 class PublicationOut(Schema):
-    status: Literal["submitted", "accepted", "failed"]
+    status: Literal["submitted", "accepted", "failed", "superseded", "expired"]
     roundId: int
     onChainReference: ChainReferenceOut | None
     error: str | None
@@ -143,6 +143,7 @@ class RoundOut(Schema):
     submissions: int
     participants: list[ParticipantOut]
     answer: AnswerOut | None
+    basis: Literal["median", "platform"] | None  # the platform's appraisal alone below three participants
     gates: list[GateOut]
     rejectedBy: str | None
     rejectionReason: str | None

@@ -75,6 +75,7 @@ def round_out(doc: dict[str, Any]) -> schemas.RoundOut:
         submissions=doc.get("submissions", 0),
         participants=[_participant(p) for p in doc.get("participants") or []],
         answer=_answer(doc.get("answer")),
+        basis=doc.get("basis"),
         gates=[
             schemas.GateOut(gate=g["gate"], passed=g["passed"], detail=g["detail"])
             for g in doc.get("gates") or []

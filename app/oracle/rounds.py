@@ -1,25 +1,21 @@
-"""Rounds: per token and window of ORACLE_ROUND_WINDOW_S, the operators' submissions and the platform's
-appraisal, combined into one answer, gated, and decided for publication (the arithmetic is `oracle.rounds`).
+"""Closing rounds: after its window (and ROUND_GRACE, for requests in flight) one closer claims the
+round (`closing`, a lease another takes over after a crash) and combines its members (the arithmetic is
+`oracle.rounds`).
 
-- **Joining.** A submission joins the open round of its token (the window it arrived in); the platform's
-  new appraisals join theirs on the `oracle.publish` cron. Joining is one atomic update that succeeds only
-  while the round is open, so a round's members are fixed the moment it closes; one that missed it joins
-  the next window.
-- **Closing.** After its window (and ROUND_GRACE, for requests in flight) one closer claims the round
-  (`closing`, a lease another takes over after a crash), reads its members, keeps each operator's latest
-  submission, and brings in the platform's latest appraisal if the round has none (younger than
-  ORACLE_CARRY_MAX_AGE_S). Each observer is weighed by its live ledger; an outlier is rejected; below the
-  quorum the round is `no_quorum`; a failed gate makes it `rejected` with a `rejectionReason`, a warning
-  (`oracle.round.rejected`) and the `dynamicvault_oracle_rounds_refused` gauge; otherwise it is `closed`
-  with its decision (published, skipped, abstained, or superseded by a later round of the token closed in
-  the same pass). Every member's prediction gets its verdict.
+It keeps each operator's latest submission and brings in the platform's latest appraisal if the round
+has none (younger than ORACLE_CARRY_MAX_AGE_S). Each observer is weighed by its live record (`record`);
+an outlier is rejected; below the quorum the round is `no_quorum`; a failed gate makes it `rejected`
+with a `rejectionReason`, a warning (`oracle.round.rejected`) and the `dynamicvault_oracle_rounds_refused`
+gauge; otherwise it is `closed` with its decision (published, skipped, abstained, or superseded by a
+later round of the token closed in the same pass). Every member's prediction gets its verdict, and
+`settle_stragglers` gives theirs to those a crash or a late join left pending.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -41,77 +37,7 @@ REFUSED = Gauge(
 )
 REFUSERS = ("bounds", "jump", "sources", "confidence", "age", "quorum")
 ROUND_GRACE = timedelta(seconds=5)
-CLOSE_PER_PASS = 5000
-ASSIGN_PER_PASS = 5000
-ORPHANED_AFTER = timedelta(seconds=60)  # a submission's request has long finished joining by then
-
-
-def window(token_id: int, at: datetime, window_s: int, ahead: int = 0) -> tuple[str, datetime, datetime]:
-    """The round of a token that `at` falls in (or `ahead` windows later): key, opening and close."""
-    number = int(at.timestamp()) // window_s + ahead
-    return (
-        f"{token_id}-{number}",
-        datetime.fromtimestamp(number * window_s, UTC),
-        datetime.fromtimestamp((number + 1) * window_s, UTC),
-    )
-
-
-def round_view(key: str, closes_at: datetime) -> dict[str, Any]:
-    return {"id": key, "closesAt": closes_at, "status": "open"}
-
-
-async def join_submission(
-    settings: Settings, prediction_id: ObjectId, asset: dict[str, Any], now: datetime
-) -> dict[str, Any]:
-    """Join a submission to its token's open round (the next window's, if this one closed meanwhile)."""
-    token = asset["tokenId"]
-    for ahead in range(3):
-        key, opens, closes = window(token, now, settings.oracle.round_window_s, ahead)
-        entry = (key, token, asset, max(opens, now) if ahead else opens, closes, prediction_id)
-        if await round_repository.join(entry, now, submission=True):
-            await round_repository.set_rounds({prediction_id: key})
-            return round_view(key, closes)
-    raise RuntimeError(f"token {token}: no open round in three windows")
-
-
-async def rejoin_orphans(settings: Settings, now: datetime) -> int:
-    """Submissions stored but never joined to a round (a crash came between): they join the open one."""
-    found = await round_repository.orphans(now - ORPHANED_AFTER, ASSIGN_PER_PASS)
-    for doc in found:
-        await join_submission(settings, doc["_id"], _asset_of(doc), now)
-    return len(found)
-
-
-def _asset_of(prediction: dict[str, Any]) -> dict[str, Any]:
-    """The asset a prediction is of, as a round records it."""
-    return {
-        "_id": prediction.get("assetId"),
-        "tokenId": prediction["tokenId"],
-        "assetType": prediction.get("assetType"),
-    }
-
-
-async def assign_appraisals(settings: Settings, now: datetime) -> dict[str, int]:
-    """Join the platform's new appraisals to their tokens' open rounds: a token's latest joins, the earlier
-    ones are `rejected` as superseded."""
-    found = await round_repository.unassigned_appraisals(ASSIGN_PER_PASS)
-    latest: dict[int, dict[str, Any]] = {}
-    for doc in found:  # oldest first
-        latest[doc["tokenId"]] = doc
-    superseded = [
-        (doc["_id"], "rejected", "superseded: a later appraisal of the token", None)
-        for doc in found
-        if latest[doc["tokenId"]] is not doc
-    ]
-    await round_repository.set_verdicts(superseded)
-    entries = []
-    for token, doc in latest.items():
-        key, opens, closes = window(token, now, settings.oracle.round_window_s)
-        entries.append((key, token, _asset_of(doc), opens, closes, doc["_id"]))
-    joined = await round_repository.join_many(entries, now)
-    await round_repository.set_rounds({e[5]: e[0] for e in entries if e[5] in joined})
-    orphans = await rejoin_orphans(settings, now)
-    return {"joined": len(joined), "superseded": len(superseded), "rejoined": orphans}
+CLOSE_PER_PASS = 1000
 
 
 # ---------------------------------------------------------------- closing
@@ -127,6 +53,7 @@ class Pass:
         self.weights: dict[str | None, float] = {}
         self.last: dict[int, dict[str, Any]] = {}
         self.carried: dict[int, dict[str, Any]] = {}
+        self.refused: dict[int, list[dict[str, Any]]] = {}
 
     async def load_health(self) -> None:
         oracle = self.settings.oracle
@@ -144,11 +71,27 @@ class Pass:
         """1 / max(MdAPE, 1%) over the observer's latest scored predictions; a small default before."""
         if operator not in self.weights:
             oracle = self.settings.oracle
-            apes = await round_repository.scored_apes(operator, oracle.weight_window)
+            found = await record(self.settings, operator, oracle.weight_window)
             self.weights[operator] = arithmetic.weight(
-                apes, oracle.weight_min_scored, oracle.new_operator_weight
+                [row.ape for row in found], oracle.weight_min_scored, oracle.new_operator_weight
             )
         return self.weights[operator]
+
+
+async def record(settings: Settings, operator: str | None, limit: int) -> list[arithmetic.Scored]:
+    """An observer's live record: its predictions that counted, scored against later sales, one per
+    sale, made at least ORACLE_WEIGHT_MIN_LEAD_S before it (`oracle.rounds.live_record`)."""
+    rows = [
+        arithmetic.Scored(
+            made=as_utc(doc["timestamp"]),
+            sold=as_utc(doc["outcome"]["soldAt"]),
+            sale=doc["outcome"].get("source") or "",
+            ape=doc["outcome"]["ape"],
+            covered=bool(doc["outcome"]["covered"]),
+        )
+        for doc in await round_repository.scored(operator, limit)
+    ]
+    return arithmetic.live_record(rows, settings.oracle.weight_min_lead_s)
 
 
 def _wei(value: Any) -> int:
@@ -230,8 +173,6 @@ async def _outcome(
     claimed: dict[str, Any],
     members: list[dict[str, Any]],
     carry: dict[str, Any] | None,
-    *,
-    newest: bool,
 ):
     """The changes that close one round, and the verdicts on its own members."""
     settings, oracle = state.settings, state.settings.oracle
@@ -259,10 +200,16 @@ async def _outcome(
             )
     accepted = [seen for seen, verdict in zip(observations, judged, strict=True) if verdict.accepted]
     changes: dict[str, Any] = {"participants": participants, "closedAt": state.now}
-    if len(accepted) < oracle.round_quorum:
-        reason = f"{len(accepted)} accepted participants of the {oracle.round_quorum} needed"
+    chosen = arithmetic.basis(accepted, PLATFORM)
+    if len(accepted) < oracle.round_quorum or chosen is None:
+        reason = (
+            f"{len(accepted)} accepted participants of the {oracle.round_quorum} needed"
+            if len(accepted) < oracle.round_quorum
+            else f"operators alone need {arithmetic.MIN_PEERS} accepted participants, not {len(accepted)}"
+        )
         return {**changes, "status": "no_quorum", "rejectedBy": "quorum", "rejectionReason": reason}, verdicts
-    result = arithmetic.answer(accepted)
+    result = arithmetic.answer(chosen)
+    changes["basis"] = "median" if len(chosen) >= arithmetic.MIN_PEERS else "platform"
     changes["answer"] = {
         **_amounts("price", result.price),
         **_amounts("low", result.low),
@@ -278,8 +225,10 @@ async def _outcome(
         min_confidence=oracle.gate_min_confidence,
         max_age_s=oracle.gate_max_age_s,
         max_unhealthy_share=oracle.gate_max_unhealthy_share,
+        jump_confirmations=oracle.gate_jump_confirmations,
     )
-    checks = arithmetic.gates(result, accepted, last, rule, limits, state.now)
+    confirmations = _confirmations(state.refused.get(claimed["tokenId"], ()), last, result)
+    checks = arithmetic.gates(result, chosen, last, rule, limits, state.now, confirmations)
     changes["gates"] = [{"gate": g.gate, "passed": g.passed, "detail": g.detail} for g in checks]
     failed = next((g for g in checks if not g.passed), None)
     if failed is not None:
@@ -293,12 +242,40 @@ async def _outcome(
             "rejectedBy": failed.gate,
             "rejectionReason": reason,
         }, verdicts
-    if newest:
-        decided = arithmetic.decide(result, last, rule, oracle.publish_min_confidence, state.now)
-        decision = {"decision": decided.decision, "reason": decided.reason, "facts": decided.facts}
-    else:
-        decision = {"decision": "superseded", "reason": "a later round of the token", "facts": {}}
+    decided = arithmetic.decide(result, last, rule, oracle.publish_min_confidence, state.now)
+    decision = {"decision": decided.decision, "reason": decided.reason, "facts": decided.facts}
     return {**changes, "status": "closed", "decision": {**decision, "at": state.now}}, verdicts
+
+
+def _confirmations(refused, last: arithmetic.Published | None, result: arithmetic.Answer) -> int:
+    """The rounds refused by the jump gate in a row, since the last publication, to a price inside this
+    answer's band: each one the same move seen again."""
+    count = 0
+    for doc in refused:  # newest first
+        if last is not None and as_utc(doc["closesAt"]) <= last.at:
+            break
+        if not result.low <= _wei(doc["answer"]["priceWei"]) <= result.high:
+            break
+        count += 1
+    return count
+
+
+def _supersede(outcomes: dict[str, dict[str, Any]], claimed: list[dict[str, Any]]) -> None:
+    """Of a token's rounds closed in one pass with an answer that passed its gates, only the latest is
+    decided; the earlier ones are `superseded` (a later round that failed supersedes nothing)."""
+    latest: dict[int, str] = {}
+    for doc in sorted(claimed, key=lambda d: d["closesAt"]):
+        if outcomes[doc["key"]]["status"] == "closed":
+            latest[doc["tokenId"]] = doc["key"]
+    for doc in claimed:
+        changes = outcomes[doc["key"]]
+        if changes["status"] == "closed" and latest[doc["tokenId"]] != doc["key"]:
+            changes["decision"] = {
+                "decision": "superseded",
+                "reason": "a later round of the token",
+                "facts": {},
+                "at": changes["decision"]["at"],
+            }
 
 
 async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
@@ -320,18 +297,15 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     members = {
         m["_id"]: m for m in await round_repository.observations([i for d in claimed for i in d["members"]])
     }
-    newest = {}
-    for doc in sorted(claimed, key=lambda d: d["closesAt"]):
-        newest[doc["tokenId"]] = doc["key"]
+    state.refused = await round_repository.jump_refusals(tokens, now - timedelta(days=7))
     outcomes, verdicts = {}, {}
     for doc in sorted(claimed, key=lambda d: d["closesAt"]):
         own = [members[i] for i in doc["members"] if i in members]
         carry = state.carried.get(doc["tokenId"])
         if carry is not None and not _carriable(settings, carry, doc):
             carry = None
-        outcomes[doc["key"]], verdicts[doc["key"]] = await _outcome(
-            state, doc, own, carry, newest=newest[doc["tokenId"]] == doc["key"]
-        )
+        outcomes[doc["key"]], verdicts[doc["key"]] = await _outcome(state, doc, own, carry)
+    _supersede(outcomes, claimed)
     # a crash between these two writes leaves the verdicts to settle_stragglers
     written = await round_repository.close(outcomes, closer)
     await round_repository.set_verdicts([v for key in sorted(written) for v in verdicts[key]])

@@ -83,6 +83,30 @@ def request_hash(data: schemas.PredictionSubmit) -> str:
     return hashlib.sha256(msgspec.json.encode(data)).hexdigest()
 
 
+def check_inputs(inputs: dict[str, Any]) -> None:
+    """400 `invalid_inputs` for what the store cannot keep (an integer past 64 bits, a NUL in a key) or
+    should not (a key starting with `$` or holding a `.`, which update operators would read as paths)."""
+    try:
+        bson.encode(inputs)
+    except (bson.errors.InvalidDocument, OverflowError) as exc:
+        raise BadRequest(
+            "inputs hold a value the store cannot keep (an integer past 64 bits, or a NUL in a key)",
+            code="invalid_inputs",
+        ) from exc
+    pending = [inputs]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.startswith("$") or "." in key:
+                    raise BadRequest(
+                        f"inputs key {key[:40]!r} starts with $ or holds a dot", code="invalid_inputs"
+                    )
+                pending.append(item)
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def new_document(
     data: schemas.PredictionSubmit,
     asset: dict[str, Any],
@@ -93,13 +117,7 @@ def new_document(
 ) -> dict[str, Any]:
     price, band = amounts(data)
     inputs = msgspec.to_builtins(data.inputs) if data.inputs else {}
-    try:
-        bson.encode(inputs)
-    except (bson.errors.InvalidDocument, OverflowError) as exc:
-        raise BadRequest(
-            "inputs hold a value the store cannot keep (an integer past 64 bits, or a NUL in a key)",
-            code="invalid_inputs",
-        ) from exc
+    check_inputs(inputs)
     return {
         "_id": ObjectId(),
         "assetId": asset.get("_id"),
@@ -186,8 +204,23 @@ def token_filter(token_id: int | None) -> dict[str, Any]:
     return {"tokenId": token_id}
 
 
-def list_query(token_id: int | None, operator: str | None, status: str | None) -> dict[str, Any]:
+def sealed(document: dict[str, Any], viewer: Principal | None) -> bool:
+    """An operator's submission is sealed until its round closes, but to that operator and admins: no one
+    copies another's price, or moves last knowing it."""
+    if document.get("status") != "pending" or document.get("operator") is None:
+        return False
+    return viewer is None or not (viewer.is_admin or viewer.wallet_address == document["operator"])
+
+
+def list_query(
+    token_id: int | None, operator: str | None, status: str | None, viewer: Principal | None
+) -> dict[str, Any]:
     query: dict[str, Any] = token_filter(token_id)
+    if viewer is None or not viewer.is_admin:  # the sealed submissions stay out (see `sealed`)
+        visible: list[dict[str, Any]] = [{"status": {"$ne": "pending"}}, {"operator": None}]
+        if viewer is not None:
+            visible.append({"operator": viewer.wallet_address})
+        query["$or"] = visible
     if operator is not None:
         query["operator"] = (
             None if operator == "platform" else checksum_address(operator, code="invalid_operator")

@@ -17,7 +17,7 @@ from app.chain import repository as chain_repository
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
 from app.market import service as market_service
-from app.oracle import publication, rounds
+from app.oracle import joining, publication, rounds
 from app.oracle.documents import AIOracleData
 from app.oracle.round_documents import OracleRound
 from tests.chain.conftest import ONE_ETH, rpc
@@ -27,6 +27,7 @@ WINDOW = timedelta(seconds=300)  # ORACLE_ROUND_WINDOW_S; T0 opens a window
 CLOSE = WINDOW + rounds.ROUND_GRACE  # after which a round of the window `at` opens is due
 T1 = T0 + timedelta(hours=1)
 DAY = T0 + timedelta(days=1)
+PUSHED_AT = DAY + CLOSE  # after every round here: none is older than ORACLE_GATE_MAX_AGE_S then
 NARROW = {"low": 0.995, "high": 1.005}  # a band whose half-width is 0.5%
 
 
@@ -86,13 +87,13 @@ def decided(found: dict) -> tuple[str, str]:
 
 async def close(settings, at=T0) -> dict:
     """Join the appraisals made by `at` to their rounds (the window of `at`) and close what is due."""
-    await rounds.assign_appraisals(settings, at)
+    await joining.assign_appraisals(settings, at)
     return await rounds.close_due(settings, at + CLOSE)
 
 
 async def push(web3, clients, settings, *, final: bool = True, index: bool = True) -> dict:
     """push_due, the outbox's passes, blocks until final, the indexer, and confirm."""
-    pushed = await publication.push_due(clients, settings)
+    pushed = await publication.push_due(clients, settings, PUSHED_AT)
     for _ in range(3):
         await chain_service.process_outbox(clients, settings)
     if final:
@@ -164,7 +165,7 @@ async def test_deviation_heartbeat_abstention_skips_and_supersession(web3, clien
     await appraisal(4, 1.2, at=T1, confidence=30.0, **NARROW)
     await appraisal(5, 1.1, at=T1, **NARROW)
     await appraisal(6, 1.03, at=T1, asset_type="Art", **NARROW)  # 3%: within Art's 5%
-    await rounds.assign_appraisals(settings, T1)
+    await joining.assign_appraisals(settings, T1)
     await appraisal(5, 1.3, at=T1 + WINDOW, **NARROW)  # the next window's round
     await settle(web3, clients, settings, T1 + WINDOW)  # closes both of token 5's rounds in one pass
     assert {token: decided(await round_of(token, T1)) for token in range(1, 7)} == {
@@ -209,11 +210,11 @@ async def test_a_crash_between_recording_a_push_and_asking_pushes_each_round_onc
 
     monkeypatch.setattr(publication, "_ask", crash)
     with pytest.raises(Crash):
-        await publication.push_due(clients, settings)
+        await publication.push_due(clients, settings, PUSHED_AT)
     assert (await round_of(7))["publication"]["status"] == "submitted"  # recorded, never asked for
     assert await batches(oracle) == []
     monkeypatch.undo()
-    assert (await publication.push_due(clients, settings))["pushed"] == 0  # recorded once
+    assert (await publication.push_due(clients, settings, PUSHED_AT))["pushed"] == 0  # recorded once
     assert (await publication.confirm(clients, settings))["asked"] == 1
     result = await push(web3, clients, settings)
     assert result["accepted"] == 1 and result["asked"] == 0
@@ -297,7 +298,7 @@ async def test_two_publishers_at_once_push_each_round_once(web3, clients, settin
 
     async def publisher():
         await close(settings)
-        await publication.push_due(clients, settings)
+        await publication.push_due(clients, settings, PUSHED_AT)
 
     await asyncio.gather(publisher(), publisher())
     assert (await push(web3, clients, settings))["accepted"] == 3
@@ -310,7 +311,27 @@ async def test_two_publishers_at_once_push_each_round_once(web3, clients, settin
 async def test_a_round_names_the_asset_of_its_appraisal(client, settings):
     """The round a platform appraisal opens records the appraisal's asset, not the appraisal."""
     made = await prediction(await appraisal(60, 1.0, asset_type="Art"))
-    await rounds.assign_appraisals(settings, T0)
+    await joining.assign_appraisals(settings, T0)
     found = await round_of(60)
     assert found["assetType"] == "Art" and found["members"] == [made["_id"]]
     assert found["assetId"] == made["assetId"]
+
+
+async def test_rounds_decided_while_unpushed_go_out_latest_first_and_never_stale(
+    web3, clients, settings, oracle
+):
+    """Rounds decided while nothing pushed them (no contract yet, workers behind): per token only the
+    latest goes out, and none older than ORACLE_GATE_MAX_AGE_S."""
+    await appraisal(60, 1.0)
+    await appraisal(61, 1.0)
+    await close(settings)
+    await appraisal(60, 1.2, at=T1, low=0.99, high=1.01)  # a 20% move on a narrow band: published
+    await close(settings, T1)
+    assert decided(await round_of(60, T1)) == ("published", "deviation")
+    late = T0 + timedelta(seconds=settings.oracle.gate_max_age_s) + CLOSE + WINDOW
+    result = await publication.push_due(clients, settings, late)
+    assert result == {"pushed": 1, "dropped": 2}
+    assert (await round_of(60))["publication"]["status"] == "superseded"
+    assert (await round_of(61))["publication"]["status"] == "expired"
+    assert (await round_of(60, T1))["publication"]["status"] == "submitted"
+    assert await batches(oracle) == [[60]]
