@@ -268,6 +268,7 @@ class PredictionController(Controller):
     async def submit_prediction(
         self,
         request: Request,
+        clients: ClientsDep,
         settings: SettingsDep,
         data: JSONBody[round_schemas.PredictionSubmit],
         idempotency_key: IdempotencyKeyHeader = None,
@@ -278,7 +279,7 @@ class PredictionController(Controller):
         or `rejected` with a reason. With an `Idempotency-Key`, a retry answers the stored prediction
         again (`Idempotent-Replayed: true`); the same key with another body is 422."""
         body, created = await prediction_service.submit_prediction(
-            settings, data, current_principal(request), idempotency_key
+            clients.redis, settings, data, current_principal(request), idempotency_key
         )
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(body, status_code=HTTP_201_CREATED, headers=headers)

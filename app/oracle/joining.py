@@ -16,6 +16,7 @@ from app.lib.errors import AppError
 from app.oracle import round_repository
 
 ASSIGN_PER_PASS = 5000
+QUOTA_PREFIX = "oracle:quota:"
 ORPHANED_AFTER = timedelta(seconds=60)  # a submission's request has long finished joining by then
 
 
@@ -47,12 +48,20 @@ async def join_submission(
     raise RuntimeError(f"token {token}: no open round in three windows")
 
 
-async def check_submission_quota(settings: Settings, operator: str, token_id: int, now: datetime) -> None:
+async def check_submission_quota(
+    redis, settings: Settings, operator: str, token_id: int, now: datetime
+) -> None:
     """429 `too_many_submissions` past ORACLE_MAX_SUBMISSIONS_PER_ROUND of one operator for one token in
-    one window (only its latest counts anyway): a round stays small, whatever one key sends."""
-    _key, opens, closes = window(token_id, now, settings.oracle.round_window_s)
+    one window (only its latest counts anyway): a round stays small, whatever one key sends. The count
+    is one atomic Redis increment per submission, so requests sent together cannot all pass it."""
+    key, _opens, closes = window(token_id, now, settings.oracle.round_window_s)
     limit = settings.oracle.max_submissions_per_round
-    if await round_repository.submissions_since(operator, token_id, opens) >= limit:
+    counter = f"{QUOTA_PREFIX}{operator}:{key}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(counter)
+        pipe.expire(counter, settings.oracle.round_window_s + 60)
+        count, _ = await pipe.execute()
+    if count > limit:
         retry = max(1, int((closes - now).total_seconds()) + 1)
         raise AppError(
             f"at most {limit} submissions per token and round; the next round opens in {retry} s",

@@ -39,6 +39,7 @@ OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
 
 async def submit_prediction(
+    redis,
     settings: Settings,
     data: round_schemas.PredictionSubmit,
     principal: Principal,
@@ -58,7 +59,7 @@ async def submit_prediction(
     submissions.amounts(data)  # 400s before the asset is looked up
     asset = await assets_service.get_raw(data.tokenId, {"tokenId": 1, "assetType": 1})
     now = utcnow()
-    await joining.check_submission_quota(settings, operator, data.tokenId, now)
+    await joining.check_submission_quota(redis, settings, operator, data.tokenId, now)
     document = submissions.new_document(data, asset, principal, key, fingerprint, now)
     try:
         await round_repository.insert_prediction(document)

@@ -108,11 +108,6 @@ async def unassigned_appraisals(limit: int) -> list[dict[str, Any]]:
     )
 
 
-async def submissions_since(operator: str, token_id: int, since: datetime) -> int:
-    query = {"operator": operator, "createdAt": {"$gte": since}, "tokenId": token_id}
-    return await predictions().count_documents(query)
-
-
 async def orphans(before: datetime, limit: int) -> list[dict[str, Any]]:
     """Operators' submissions stored before `before` and in no round."""
     query = {"round": None, "operator": {"$ne": None}, "status": "pending", "createdAt": {"$lt": before}}

@@ -1,26 +1,35 @@
-"""The pure arithmetic of oracle rounds: medians, bands, weights, judging, gates and the publication rule."""
+"""The pure arithmetic of oracle rounds: medians, bands, weights, judging, the basis of an answer, gates,
+the publication rule and the live record an observer's weight is made of."""
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 
 from oracle.rounds import (
+    MAX_HALF_WIDTH,
     MAX_WEI,
+    MIN_PEERS,
     Z90,
     Answer,
     GateLimits,
     Observation,
     Published,
+    Scored,
     TypeRule,
     answer,
     band_from_confidence,
+    basis,
     decide,
     gates,
     judge,
+    live_record,
     sigma,
     weight,
     weighted_median,
+    widths,
 )
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -34,6 +43,10 @@ def _obs(key: str, price: int, spread_bps: int = 500, w: float = 1.0, unhealthy:
     return Observation(key, price, price - margin, price + margin, 80.0, w, NOW, unhealthy)
 
 
+def _band(key: str, price: int, low: int, high: int, w: float = 1.0, confidence: float = 80.0):
+    return Observation(key, price, low, high, confidence, w, NOW)
+
+
 def _answer(price: int, low: int | None = None, high: int | None = None, confidence=80.0, age_s=0):
     low, high = price if low is None else low, price if high is None else high
     return Answer(price, low, high, confidence, NOW - timedelta(seconds=age_s), 3)
@@ -43,23 +56,42 @@ def _passed(checks) -> dict[str, bool]:
     return {check.gate: check.passed for check in checks}
 
 
-def _brute_median(values: list[tuple[float, float]]) -> float:
+def _brute_median(values):
+    """The weighted median by its definition: the smallest value the weight up to and including which
+    reaches half the total; when that weight is exactly half, the midpoint with the next larger value
+    (rounded down for integers). Weights must be integers (as floats) so that "exactly" is exact."""
     total = sum(w for _, w in values)
-    return min(v for v, _ in values if 2 * sum(w for x, w in values if x <= v) >= total)
+    lower = min(v for v, _ in values if 2 * sum(w for x, w in values if x <= v) >= total)
+    if 2 * sum(w for x, w in values if x <= lower) == total:
+        upper = min(v for v, _ in values if v > lower)
+        return (lower + upper) // 2 if isinstance(lower, int) else (lower + upper) / 2
+    return lower
 
 
-def test_weighted_median_with_equal_weights_is_the_lower_median() -> None:
+def test_weighted_median_with_equal_weights_and_an_even_count_is_the_midpoint() -> None:
     assert weighted_median([(3, 1), (1, 1), (2, 1)]) == 2
-    assert weighted_median([(4, 1), (1, 1), (3, 1), (2, 1)]) == 2
-    assert weighted_median([(2.5, 1), (1.5, 1)]) == 1.5
+    assert weighted_median([(10, 1), (1, 1), (4, 1), (2, 1)]) == 3  # midway between 2 and 4
+    assert weighted_median([(1, 1), (2, 1)]) == 1  # integers: the midpoint rounds down
+    assert weighted_median([(2.5, 1), (1.5, 1)]) == 2.0
     assert weighted_median([(9, 0.3)]) == 9
+    # Wei stay exact past 2**53 (a float midpoint would lose the last digits)
+    big = weighted_median([(10**30 + 1, 1.0), (10**30 + 4, 1.0)])
+    assert big == 10**30 + 2 and isinstance(big, int)
+    # Fractions (the bands' widths) meet exactly halfway
+    half = weighted_median([(Fraction(1, 3), 1.0), (Fraction(1, 2), 1.0)])
+    assert half == Fraction(5, 12) and isinstance(half, Fraction)
+    # a run of equal values across the half: the midpoint with the next value that is not in the run
+    assert weighted_median([(3, 1), (3, 1), (5, 1), (7, 1)]) == 4
+    assert weighted_median([(3, 1), (5, 1), (5, 1), (7, 1)]) == 5
 
 
 def test_weighted_median_follows_a_heavy_weight_and_ignores_order_and_ties() -> None:
     values = [(1, 1.0), (2, 1.0), (100, 5.0), (3, 1.0)]
     assert weighted_median(values) == 100
     assert weighted_median([(1, 5.0), (2, 1.0), (100, 1.0)]) == 1
-    assert weighted_median([(1, 2.0), (2, 1.0), (3, 1.0)]) == 1  # exactly half is enough
+    # exactly half the weight: midway to the next value, whoever holds the half
+    assert weighted_median([(1.0, 2.0), (2.0, 1.0), (3.0, 1.0)]) == 1.5
+    assert weighted_median([(1.0, 2.0001), (2.0, 1.0), (3.0, 1.0)]) == 1.0  # past half: that value alone
     rng = random.Random(0)
     for _ in range(20):
         rng.shuffle(values)
@@ -69,11 +101,20 @@ def test_weighted_median_follows_a_heavy_weight_and_ignores_order_and_ties() -> 
         weighted_median([])
 
 
+def test_weighted_median_takes_a_half_lost_to_float_rounding_as_exactly_half() -> None:
+    # 0.2 is half of 0.2 + 0.15 + 0.05, but in floats twice 0.2 is 0.4 and the sum 0.39999999999999997
+    assert weighted_median([(1.0, 0.2), (2.0, 0.15), (3.0, 0.05)]) == 1.5
+    assert weighted_median([(3.0, 0.05), (1.0, 0.2), (2.0, 0.15)]) == 1.5
+    assert weighted_median([(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]) == 2.5
+
+
 def test_weighted_median_matches_its_definition() -> None:
     rng = random.Random(42)
     for _ in range(2000):
         values = [(rng.randint(0, 20), float(rng.randint(1, 10))) for _ in range(rng.randint(1, 12))]
         assert weighted_median(values) == _brute_median(values), values
+        exact = [(Fraction(v, 7), w) for v, w in values]
+        assert weighted_median(exact) == _brute_median(exact), exact
 
 
 def test_band_from_confidence_inverts_the_score() -> None:
@@ -110,13 +151,37 @@ def test_weight_is_the_inverse_mdape_once_scored() -> None:
     assert weight([0.0] * 5, min_scored=3, default=0.3) == pytest.approx(100)
 
 
+def test_widths_are_exact_fractions_of_the_price_clamped_at_half_of_it() -> None:
+    assert Fraction(1, 2) == MAX_HALF_WIDTH
+    below, above = widths(_band("a", 100 * ETH, 90 * ETH, 125 * ETH))
+    assert (below, above) == (Fraction(1, 10), Fraction(1, 4))
+    assert isinstance(below, Fraction) and isinstance(above, Fraction)
+    assert widths(_band("a", 3 * ETH + 1, 2 * ETH, 4 * ETH)) == (
+        Fraction(ETH + 1, 3 * ETH + 1),
+        Fraction(ETH - 1, 3 * ETH + 1),
+    )
+    assert widths(_band("a", ETH, ETH, ETH)) == (0, 0)  # a point
+    assert widths(_band("a", 100 * ETH, 50 * ETH, 150 * ETH)) == (MAX_HALF_WIDTH, MAX_HALF_WIDTH)
+    # one wei wider, or the whole range the oracle holds, counts no wider than half the price
+    assert widths(_band("a", 100 * ETH, 50 * ETH - 1, 150 * ETH + 1)) == (MAX_HALF_WIDTH, MAX_HALF_WIDTH)
+    assert widths(_band("a", 100 * ETH, 1, MAX_WEI)) == (MAX_HALF_WIDTH, MAX_HALF_WIDTH)
+    assert widths(_band("a", 100 * ETH, 99 * ETH, MAX_WEI)) == (Fraction(1, 100), MAX_HALF_WIDTH)
+
+
 def test_judge_rejects_a_high_outlier_among_three_honest_observers() -> None:
-    honest = [_obs("a", 100 * ETH), _obs("b", 101 * ETH), _obs("c", 99 * ETH)]
+    honest = [
+        _band("a", 100 * ETH, 90 * ETH, 104 * ETH),  # widths 10% below, 4% above
+        _band("b", 101 * ETH, 96 * ETH, 120 * ETH),  # 5/101 below, 19/101 above
+        _band("c", 99 * ETH, 95 * ETH, 100 * ETH),  # 4/99 below, 1/99 above
+    ]
     verdicts = {v.key: v for v in judge([*honest, _obs("x", 1000 * ETH)])}
     assert [verdicts[k].accepted for k in "abc"] == [True, True, True]
     outlier = verdicts["x"]
     assert not outlier.accepted and outlier.reason.startswith("outside_band: above")
-    assert outlier.band == (95 * ETH, 105 * ETH)  # the others' median low and median high
+    # the others' median price (100 ETH) with their median widths: 5/101 below, 4% above (the medians
+    # of their lows and highs would have been 95 and 104 ETH)
+    assert outlier.band == (100 * ETH * 96 // 101, 104 * ETH)
+    assert str(outlier.band[0]) in outlier.reason and str(outlier.band[1]) in outlier.reason
 
 
 def test_judge_rejects_a_low_outlier() -> None:
@@ -126,9 +191,70 @@ def test_judge_rejects_a_low_outlier() -> None:
     assert all(verdicts[k].accepted for k in "abc")
 
 
-def test_judge_with_two_observers_never_rejects() -> None:
-    verdicts = judge([_obs("a", 100 * ETH), _obs("x", 1000 * ETH, w=100)])
-    assert [(v.accepted, v.reason, v.band) for v in verdicts] == [(True, None, None)] * 2
+def test_judge_holds_each_against_the_others_median_price_and_widths() -> None:
+    """Not the medians of the others' lows and highs ([89, 112] ETH here), which let an observation
+    far off the others' prices in when their bands are lopsided."""
+    others = [
+        _band("a", 100 * ETH, 60 * ETH, 101 * ETH),  # 40% below, 1% above
+        _band("b", 110 * ETH, 108 * ETH, 112 * ETH),  # 2/110 each side
+        _band("c", 90 * ETH, 89 * ETH, 150 * ETH),  # 1/90 below, 2/3 above (counts 1/2)
+    ]
+    band = (100 * ETH * 108 // 110, -(-100 * ETH * 112 // 110))  # 100 ETH -+ 2/110
+    for price, accepted in (
+        (100 * ETH, True),
+        (band[0], True),
+        (band[1], True),
+        (band[0] - 1, False),
+        (band[1] + 1, False),
+        (110 * ETH, False),
+        (95 * ETH, False),
+    ):
+        (verdict,) = [v for v in judge([*others, _band("x", price, price, price)]) if v.key == "x"]
+        assert (verdict.accepted, verdict.band) == (accepted, band), price
+
+
+def test_judge_the_median_of_an_even_number_of_others_is_their_midpoint() -> None:
+    others = [_band(k, p * ETH, p * ETH, p * ETH) for k, p in zip("abcd", (98, 99, 101, 102), strict=True)]
+    for price, accepted in ((100 * ETH, True), (100 * ETH + 1, False), (100 * ETH - 1, False)):
+        (verdict,) = [v for v in judge([*others, _band("x", price, price, price)]) if v.key == "x"]
+        assert (verdict.accepted, verdict.band) == (accepted, (100 * ETH, 100 * ETH)), price
+
+
+def test_judge_needs_three_others_to_reject_anyone() -> None:
+    assert MIN_PEERS == 3
+    for observations in (
+        [_obs("a", 100 * ETH), _obs("x", 1000 * ETH, w=100)],
+        [_obs("a", 100 * ETH), _obs("b", 101 * ETH), _obs("x", 1000 * ETH)],  # two others: not enough
+    ):
+        verdicts = judge(observations)
+        assert [(v.accepted, v.reason, v.band) for v in verdicts] == [(True, None, None)] * len(observations)
+    four = {
+        v.key: v
+        for v in judge(
+            [_obs("a", 100 * ETH), _obs("b", 101 * ETH), _obs("c", 99 * ETH), _obs("x", 1000 * ETH)]
+        )
+    }
+    assert not four["x"].accepted
+
+
+def test_judge_one_cannot_widen_the_band_it_is_held_against() -> None:
+    """Bands count at most +-50%: three others claiming the whole range still hold an observation to
+    [price / 2, price * 3 / 2], and a wide band of its own does not keep an outlier in."""
+    wide = [_band(k, 100 * ETH, 1, MAX_WEI) for k in "abc"]
+    for price, accepted in (
+        (150 * ETH, True),
+        (50 * ETH, True),
+        (150 * ETH + 1, False),
+        (50 * ETH - 1, False),
+        (1000 * ETH, False),
+    ):
+        (verdict,) = [v for v in judge([*wide, _band("x", price, 1, MAX_WEI)]) if v.key == "x"]
+        assert (verdict.accepted, verdict.band) == (accepted, (50 * ETH, 150 * ETH)), price
+    # one liar with the whole range among honest narrow bands moves neither median width
+    honest = [_obs("a", 100 * ETH), _obs("b", 101 * ETH), _obs("c", 99 * ETH)]
+    verdicts = {v.key: v for v in judge([*honest, _band("x", 1000 * ETH, 1, MAX_WEI)])}
+    assert not verdicts["x"].accepted and all(verdicts[k].accepted for k in "abc")
+    assert verdicts["a"].band == (9595 * ETH // 100, 10605 * ETH // 100)  # b, c, x: 101 ETH -+ 5%
 
 
 def test_judge_a_heavy_outlier_cannot_outvote_the_honest_observers() -> None:
@@ -142,22 +268,119 @@ def test_judge_a_heavy_outlier_cannot_outvote_the_honest_observers() -> None:
         answer([])
 
 
-def test_answer_band_holds_the_price_and_is_made_of_given_values() -> None:
+def test_basis_is_everyone_from_three_on_else_the_platform_alone() -> None:
+    platform, a, b, c = (_obs(k, p * ETH) for k, p in (("platform", 100), ("a", 200), ("b", 300), ("c", 400)))
+    assert basis([a, b, c], "platform") == [a, b, c]  # operators alone, once they are three
+    assert basis([platform, a, b], "platform") == [platform, a, b]
+    assert basis([platform, a, b, c], "platform") == [platform, a, b, c]
+    assert basis([a, platform], "platform") == [platform]  # one operator cannot outvote the platform
+    assert basis([platform], "platform") == [platform]
+    assert basis([a, b], "platform") is None  # two operators alone make no answer
+    assert basis([a], "platform") is None
+    assert basis([], "platform") is None
+    assert basis([a, platform], "a") == [a]  # the anchor is whoever is named
+
+
+def test_answer_is_the_median_price_with_the_median_widths_around_it() -> None:
+    observations = [
+        _band("a", 100 * ETH, 90 * ETH, 120 * ETH, confidence=90.0),  # 10% below, 20% above
+        _band("b", 110 * ETH, 99 * ETH, 121 * ETH, confidence=80.0),  # 10%, 10%
+        _band("c", 90 * ETH, 855 * ETH // 10, 945 * ETH // 10, confidence=95.0),  # 5%, 5%
+    ]
+    result = answer(observations)
+    # 100 ETH -+ 10%: the high of 110 ETH is no observer's (the median of their highs is 120 ETH)
+    assert (result.price, result.low, result.high) == (100 * ETH, 90 * ETH, 110 * ETH)
+    assert result.high not in {o.high for o in observations}
+    # the median confidence (90) is more than the band stands for: 100 * 90 / 110
+    assert result.confidence == pytest.approx(100 * 90 / 110)
+    assert (result.participants, result.observed_at) == (3, NOW)
+
+
+def test_answer_confidence_is_the_weighted_median_within_what_the_band_stands_for() -> None:
+    narrow = [
+        _band(k, 100 * ETH, 99 * ETH, 101 * ETH, confidence=c)
+        for k, c in zip("abc", (60.0, 70.0, 95.0), strict=True)
+    ]
+    assert answer(narrow).confidence == 70.0  # below 100 * 99 / 101
+    heavy = [*narrow[:2], _band("c", 100 * ETH, 99 * ETH, 101 * ETH, w=5, confidence=99.5)]
+    assert answer(heavy).confidence == pytest.approx(100 * 99 / 101)  # 99.5 asked, 98.0 stood for
+
+
+def test_answer_weights_choose_the_price_and_the_widths() -> None:
+    heavy = _band("a", 100 * ETH, 99 * ETH, 101 * ETH, w=5)
+    light = [_band(k, 200 * ETH, 100 * ETH, 300 * ETH) for k in "bc"]
+    result = answer([heavy, *light])
+    assert (result.price, result.low, result.high) == (100 * ETH, 99 * ETH, 101 * ETH)
+    result = answer([_band("a", 100 * ETH, 99 * ETH, 101 * ETH, w=0.5), *light])
+    assert (result.price, result.low, result.high) == (200 * ETH, 100 * ETH, 300 * ETH)
+
+
+def test_answer_two_equal_observers_meet_halfway() -> None:
+    result = answer([_band("a", 100 * ETH, 95 * ETH, 105 * ETH), _band("b", 102 * ETH, 102 * ETH, 102 * ETH)])
+    # 101 ETH, with widths midway between 5% and none: 2.5% each side
+    assert (result.price, result.low, result.high) == (
+        101 * ETH,
+        101 * ETH * 975 // 1000,
+        101 * ETH * 1025 // 1000,
+    )
+    odd = answer([_band("a", 3, 3, 3), _band("b", 4, 4, 4)])
+    assert (odd.price, odd.low, odd.high) == (3, 3, 3)  # integer wei: the midpoint rounds down
+
+
+def test_answer_band_cannot_be_stretched_by_an_observer() -> None:
+    """A band counts at most +-50% of its price: one observer's claim of the whole range gives the answer
+    a band of half to one and a half the price, and the confidence that band stands for."""
+    result = answer([_band("a", 100 * ETH, 1, MAX_WEI, confidence=99.0)])
+    assert (result.price, result.low, result.high) == (100 * ETH, 50 * ETH, 150 * ETH)
+    assert result.confidence == pytest.approx(100 * 50 / 150)
+    # the heaviest observer's wide band, among narrow ones, does not widen the answer either
+    wide = _band("x", 100 * ETH, 1, MAX_WEI, w=1.5)
+    narrow = [_obs(k, 100 * ETH) for k in "abc"]
+    result = answer([wide, *narrow])
+    assert (result.low, result.high) == (95 * ETH, 105 * ETH)
+
+
+def test_answer_band_stops_at_the_largest_price_the_oracle_holds() -> None:
+    top = _band("a", MAX_WEI, MAX_WEI // 2, MAX_WEI)
+    near = _band("b", MAX_WEI - 2**90, MAX_WEI // 2, MAX_WEI)
+    result = answer([top, near])
+    assert result.price == MAX_WEI - 2**89  # midway, exact to the wei
+    assert result.high == MAX_WEI  # the band's top would be past 2**96 - 1
+    assert result.low <= result.price < result.high
+    alone = answer([top])
+    assert (alone.price, alone.high) == (MAX_WEI, MAX_WEI)
+
+
+def test_answer_band_holds_the_price_at_most_half_of_it_each_side() -> None:
     rng = random.Random(3)
     for _ in range(1000):
         observations = []
         for i in range(rng.randint(1, 8)):
-            low, price, high = sorted(rng.randrange(ETH, 200 * ETH) for _ in range(3))
+            low, price, high = sorted(rng.randrange(1, 200 * ETH) for _ in range(3))
             at = NOW - timedelta(seconds=rng.randint(0, 3600))
             observations.append(
                 Observation(str(i), price, low, high, rng.uniform(0, 100), rng.uniform(0.1, 100), at)
             )
         result = answer(observations)
         assert result.low <= result.price <= result.high
-        assert result.price in {o.price for o in observations}
-        assert result.low in {o.low for o in observations}
-        assert result.high in {o.high for o in observations}
-        assert result.confidence in {o.confidence for o in observations}
+        assert result.price in {o.price for o in observations}  # float weights: never exactly half
+        assert result.low >= result.price // 2 and result.high <= -(-3 * result.price // 2)
+        spans = [
+            (
+                min(Fraction(o.price - o.low, o.price), Fraction(1, 2)),
+                min(Fraction(o.high - o.price, o.price), Fraction(1, 2)),
+                o.weight,
+            )
+            for o in observations
+        ]
+        below = weighted_median([(b, w) for b, _, w in spans])
+        above = weighted_median([(a, w) for _, a, w in spans])
+        assert result.low == math.floor(result.price * (1 - below))
+        assert result.high == math.ceil(result.price * (1 + above))
+        stood_for = 100 * result.low / result.high
+        assert result.confidence <= stood_for * (1 + 1e-12)
+        median = weighted_median([(o.confidence, o.weight) for o in observations])
+        assert result.confidence == pytest.approx(min(median, stood_for), rel=1e-12)
         assert result.observed_at == max(o.at for o in observations)
         assert result.participants == len(observations)
 
@@ -271,3 +494,45 @@ def test_decide_publishes_on_the_heartbeat_alone() -> None:
     decision = decide(_answer(10001 * ETH // 100), _last(60), RULE, 60.0, NOW)  # 1 bps, an hour on
     assert (decision.decision, decision.reason) == ("published", "heartbeat")
     assert decision.facts["moveBps"] == 1.0 and decision.facts["sinceLastS"] == 3600
+
+
+def _scored(sale: str, sold: datetime, made: datetime, ape: float) -> Scored:
+    return Scored(made=made, sold=sold, sale=sale, ape=ape, covered=True)
+
+
+def test_live_record_keeps_per_sale_the_latest_prediction_made_in_time() -> None:
+    hour = timedelta(hours=1)
+    day = NOW - timedelta(days=1)
+    rows = [
+        _scored("tx1", NOW, NOW - 2 * hour, 0.10),
+        _scored("tx1", NOW, NOW - 1.5 * hour, 0.20),  # the latest made at least an hour before the sale
+        _scored("tx1", NOW, NOW - 0.5 * hour, 0.01),  # too close to the sale to foretell it
+        _scored("tx2", day, day - hour, 0.30),  # exactly the lead: counts
+        _scored("tx2", day, day + timedelta(minutes=10), 0.0),  # made after the sale
+        _scored("tx1", NOW - timedelta(days=2), NOW - timedelta(days=3), 0.40),  # the same source, sold again
+        _scored("tx3", NOW, NOW - timedelta(minutes=10), 0.0),  # nothing in time
+    ]
+    expected = [rows[1], rows[3], rows[5]]  # newest sale first
+    assert live_record(rows, 3600) == expected
+    rng = random.Random(5)
+    for _ in range(10):
+        rng.shuffle(rows)
+        assert live_record(rows, 3600) == expected
+    assert live_record([], 3600) == []
+
+
+def test_live_record_counts_a_sale_predicted_many_times_once() -> None:
+    sold = NOW
+    many = [_scored("tx", sold, sold - timedelta(hours=h), 0.5 / h) for h in range(1, 50)]
+    (kept,) = live_record(many, 3600)
+    assert kept.made == sold - timedelta(hours=1) and kept.ape == 0.5
+    # two sales at one instant from two sources are two results
+    assert len(live_record([*many, _scored("other", sold, sold - timedelta(hours=2), 0.1)], 3600)) == 2
+
+
+def test_live_record_without_a_lead_still_drops_what_came_after_the_sale() -> None:
+    at = _scored("tx", NOW, NOW, 0.0)
+    after = _scored("tx", NOW, NOW + timedelta(seconds=1), 0.0)
+    before = _scored("tx", NOW, NOW - timedelta(seconds=1), 0.2)
+    assert live_record([before, at, after], 0) == [at]
+    assert live_record([before, after], 0) == [before]
