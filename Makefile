@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test seed enqueue bench contract contracts deploy lint format clean
+.PHONY: run test seed enqueue backup restore bench contract contracts deploy lint format clean
 
 run: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.run
@@ -19,6 +19,12 @@ seed: .venv/.synced
 
 enqueue: .venv/.synced
 	$(PY) -m scripts.enqueue $(ARGS)
+
+backup: .venv/.synced
+	$(PY) -m scripts.backup $(ARGS)
+
+restore: .venv/.synced
+	$(PY) -m scripts.restore $(ARGS)
 
 bench: .venv/.synced node_modules/.synced
 	$(PY) -m scripts.bench $(ARGS)

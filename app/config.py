@@ -152,6 +152,18 @@ class WorkerSettings(BaseModel):
     job_completion_wait_s: int = 30
 
 
+class BackupSettings(BaseModel):
+    """The daily backup of every MongoDB collection to S3 (app/system/backups.py)."""
+
+    # Complete backups kept: older ones are deleted once a new one has its manifest.
+    keep: int = Field(default=7, ge=1, le=1000)
+    # The UTC hour of the daily `system.backup` cron.
+    hour: int = Field(default=2, ge=0, le=23)
+    # How long one backup may run; a backup without its manifest older than this was abandoned (a
+    # crash, a timeout) and is deleted by the next one that succeeds.
+    timeout_s: int = Field(default=3600, ge=60, le=24 * 3600)
+
+
 def _is_fernet_key(key: str) -> bool:
     try:
         return len(base64.urlsafe_b64decode(key.encode())) == 32
@@ -222,6 +234,7 @@ class OracleSettings(BaseModel):
     # submissions per token and round, the age of the platform's appraisal that stands in for it.
     round_window_s: int = Field(default=300, ge=1, le=24 * 3600)
     round_quorum: int = Field(default=1, ge=1, le=100)
+    max_submissions_per_round: int = Field(default=5, ge=1, le=1000)  # per operator and token
     carry_max_age_s: int = Field(default=26 * 3600, ge=60)
     # Weights: 1 / max(MdAPE, 1%) of the last `weight_window` predictions of a record (README "Rounds").
     new_operator_weight: float = Field(default=1.0, gt=0, le=100)
@@ -230,7 +243,7 @@ class OracleSettings(BaseModel):
     weight_min_lead_s: int = Field(default=3600, ge=0)
     # Gates (README "Gates"), and when a data source is unhealthy.
     gate_jump_sigmas: float = Field(default=8.0, gt=0)
-    max_submissions_per_round: int = Field(default=5, ge=1, le=1000)  # per operator and token
+    gate_jump_confirmations: int = Field(default=3, ge=1, le=100)
     gate_min_confidence: float = Field(default=10.0, ge=0, le=100)
     gate_max_age_s: int = Field(default=26 * 3600, ge=1)
     gate_max_unhealthy_share: float = Field(default=0.5, ge=0, le=1)
@@ -243,7 +256,6 @@ class OracleSettings(BaseModel):
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
         keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
         if not keys or not all(_is_fernet_key(k) for k in keys):
-    gate_jump_confirmations: int = Field(default=3, ge=1, le=100)
             raise ValueError(
                 "ORACLE_SECRETS_KEY must be Fernet keys (urlsafe base64 of 32 bytes), comma-separated"
             )
@@ -323,6 +335,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     oracle: OracleSettings = OracleSettings()
     outbound: OutboundSettings = OutboundSettings()
+    backup: BackupSettings = BackupSettings()
 
     @field_validator("admin_wallets", "cors_origins", mode="before")
     @classmethod

@@ -20,7 +20,6 @@ from app.assets.controllers import (
     UserAssetsController,
 )
 from app.assets.documents import Asset, PriceHistory
-from app.audit import service as audit_service
 from app.audit.documents import AuditLog
 from app.auth import tokens
 from app.auth.controllers import AuthController
@@ -95,7 +94,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def clients_lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_clients(settings, documents=DOCUMENTS) as clients:
             app.state.clients = clients
-            await audit_service.apply_retention(settings.audit_retention_days)
             yield
 
     def provide_clients(request: Request) -> Clients:

@@ -95,6 +95,8 @@ async def wipe(clients: Clients) -> None:
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
             await s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    async for key, upload_id, _ in clients.storage.multipart_uploads(""):  # uploads never completed
+        await clients.storage.abort_multipart(key, upload_id)
 
 
 @pytest.fixture

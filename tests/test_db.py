@@ -37,7 +37,8 @@ EXPECTED_INDEXES = {
         ([("operator", 1), ("idempotencyKey", 1)], True),
     ],
     "oracleRounds": [([("key", 1)], True), ([("tokenId", 1), ("closesAt", -1)], False)],
-    "auditLogs": [([("timestamp", -1)], False)],
+    "auditLogs": [([("timestamp", 1), ("_id", 1)], False)],  # the archive's order (no TTL)
+    "sessions": [([("expiresAt", 1)], False), ([("endedAt", 1)], False)],
     "deploymentLogs": [([("contract", 1), ("chainId", 1), ("createdAt", -1)], False)],
     "outbox": [([("key", 1)], True), ([("chainId", 1), ("sender", 1), ("nonce", 1)], True)],
 }
@@ -53,10 +54,21 @@ async def test_seed_indexes_exist(client, settings, clients, collection):
         assert (tuple(keys), unique) in present, f"{collection} lacks {keys} unique={unique}: {present}"
 
 
-async def test_sessions_expire_through_a_ttl_index(client, settings, clients):
+async def test_sessions_expire_through_ttl_indexes(client, settings, clients):
+    """Expired sessions go 30 days after their expiry, ended (logged-out, revoked) ones 7 days after."""
     info = await clients.mongo[settings.mongodb.database]["sessions"].index_information()
-    ttl = [spec for spec in info.values() if "expireAfterSeconds" in spec]
-    assert ttl and ttl[0]["key"] == [("expiresAt", 1)]
+    ttl = {
+        tuple(spec["key"]): spec["expireAfterSeconds"]
+        for spec in info.values()
+        if "expireAfterSeconds" in spec
+    }
+    assert ttl == {(("expiresAt", 1),): 30 * 86400, (("endedAt", 1),): 7 * 86400}
+
+
+async def test_no_ttl_index_deletes_audit_entries(client, settings, clients):
+    """Audit entries leave through the archive only (app/audit/retention.py)."""
+    info = await clients.mongo[settings.mongodb.database]["auditLogs"].index_information()
+    assert [name for name, spec in info.items() if "expireAfterSeconds" in spec] == []
 
 
 async def test_every_collection_is_registered(client):

@@ -14,6 +14,7 @@ import structlog
 from arq import cron, func
 
 from app.assets import jobs as assets_jobs
+from app.audit import jobs as audit_jobs
 from app.chain import jobs as chain_jobs
 from app.config import check_settings, get_settings
 from app.lib.clients import open_clients, redis_settings
@@ -81,6 +82,7 @@ async def on_job_end(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     functions = [
         func(system_jobs.ping, name="system.ping", max_tries=1),
+        func(system_jobs.backup, name="system.backup", max_tries=3, timeout=settings.backup.timeout_s),
         func(media_jobs.sweep, name="media.sweep", max_tries=3),
         func(assets_jobs.flush_views, name="assets.flush_views", max_tries=5),
         func(market_jobs.backfill_search_fields, name="assets.backfill_search_fields", max_tries=3),
@@ -98,9 +100,19 @@ class WorkerSettings:
         func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
+        func(audit_jobs.archive, name="audit.archive", max_tries=3, timeout=audit_jobs.ARCHIVE_TIMEOUT_S),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
+        # Daily at BACKUP_HOUR:30 UTC: every collection to S3, the newest BACKUP_KEEP backups kept.
+        cron(
+            system_jobs.backup,
+            name="system.backup.cron",
+            hour=settings.backup.hour,
+            minute=30,
+            second=0,
+            unique=True,
+        ),
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
         cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
         cron(oracle_jobs.refresh_due, name="oracle.refresh_due.cron", second=20, unique=True),
@@ -145,6 +157,8 @@ class WorkerSettings:
             second=5,
             unique=True,
         ),
+        # Daily, after the oracle's training hour: audit entries past their retention go to S3.
+        cron(audit_jobs.archive, name="audit.archive.cron", hour=4, minute=17, second=0, unique=True),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

@@ -30,10 +30,11 @@ class AuditLog(Document):
 
     class Settings:
         name = "auditLogs"
-        # The "timestamp" index is also the retention rule (a TTL of AUDIT_RETENTION_DAYS, a setting), so
-        # app/audit/repository.py makes it at start-up: declared here without the TTL, Beanie's create would
-        # conflict with it.
+        # Entries leave only through the archive (app/audit/retention.py), which reads a day at a time in
+        # this order. No TTL index: a TTL cannot know what was archived, so it would delete entries the
+        # moment archiving fell behind it. The TTL index of old ("timestamp") is dropped at start-up.
         indexes = [
+            IndexModel([("timestamp", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)], name="timestamp_id"),
             IndexModel(
                 [("actor", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="actor_timestamp"
             ),
@@ -49,3 +50,4 @@ class AuditLog(Document):
                 [("action", pymongo.ASCENDING), ("timestamp", pymongo.DESCENDING)], name="action_timestamp"
             ),
         ]
+        retired_indexes = ["timestamp"]

@@ -1,4 +1,4 @@
-"""The audit trail: one call records who did what to which entity, from where; and its retention."""
+"""The audit trail: one call records who did what to which entity, from where; and its archive."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from redis.exceptions import RedisError
 
 from app.audit import repository
 from app.audit.documents import AuditLog
+from app.audit.retention import archive_expired as archive_expired
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.security import Principal
+
+# The `as` import above is a public name of this module: the archive job reaches app/audit/retention.py
+# through it.
 
 log = structlog.get_logger(__name__)
 
@@ -72,13 +76,3 @@ async def record_once(redis: Redis, marker: str, window_s: int, action: str, **e
         log.warning("audit.marker_failed", action=action, reason=entry.get("reason"), exc_info=True)
         return None
     return await record(action, **entry) if first else None
-
-
-async def apply_retention(retention_days: int) -> None:
-    """Make the timestamp index a TTL of `retention_days`: MongoDB deletes older entries on its own.
-
-    An existing index gets the new TTL in place (collMod), so changing AUDIT_RETENTION_DAYS applies to
-    every entry already kept. Entries that must outlive it are to be archived before this deletes them.
-    """
-    await repository.set_retention(retention_days * 24 * 3600)
-    log.info("audit.retention", days=retention_days)

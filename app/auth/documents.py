@@ -14,6 +14,10 @@ from app.lib.timeutil import utcnow
 
 Role = Literal["user", "admin", "oracle"]
 SESSION_RETENTION_S = 30 * 24 * 3600
+# An ended session (logged out, revoked, reused, its account suspended) stays this long for the record:
+# its refresh tokens are answered `session_revoked`, and a rotated one replayed is still audited as reuse.
+# Once it is gone, its tokens are refused all the same, as unknown.
+SESSION_ENDED_RETENTION_S = 7 * 24 * 3600
 
 
 class NotificationPreferences(BaseModel):
@@ -80,6 +84,7 @@ class Session(Document):
     userAgent: str | None = None
     isValid: bool = True
     revokedReason: str | None = None
+    endedAt: datetime | None = None  # when it stopped being valid
     # Each refresh token is derived from the one before with this secret (tokens.successor_refresh_token),
     # and rotatedAt is when the current one replaced it: the grace for two refreshes at once.
     rotationKey: str | None = None
@@ -91,10 +96,15 @@ class Session(Document):
             IndexModel([("token", pymongo.ASCENDING)], name="token"),
             IndexModel([("previousTokens", pymongo.ASCENDING)], name="previousTokens"),
             IndexModel([("userId", pymongo.ASCENDING)], name="userId"),
-            # Sessions disappear 30 days after they expire.
+            # Sessions disappear 30 days after they expire, and ended ones 7 days after they ended.
             IndexModel(
                 [("expiresAt", pymongo.ASCENDING)],
                 expireAfterSeconds=SESSION_RETENTION_S,
                 name="expiresAt_ttl",
+            ),
+            IndexModel(
+                [("endedAt", pymongo.ASCENDING)],
+                expireAfterSeconds=SESSION_ENDED_RETENTION_S,
+                name="endedAt_ttl",
             ),
         ]

@@ -11,6 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app.auth.documents import ApiKey, Session, User
+from app.lib.timeutil import utcnow
 
 # ------------------------------------------------------------------------------------------ users
 
@@ -179,10 +180,15 @@ async def rotate_session_token(
     return Session.model_validate(raw) if raw is not None else None
 
 
+def _ended(reason: str) -> dict[str, Any]:
+    # endedAt starts the countdown of the sessions' TTL index for ended ones.
+    return {"$set": {"isValid": False, "revokedReason": reason, "endedAt": utcnow()}}
+
+
 async def invalidate_session(session_id: PydanticObjectId, reason: str) -> bool:
     """Mark a valid session invalid; True if it was valid."""
     result = await Session.get_pymongo_collection().update_one(
-        {"_id": session_id, "isValid": True}, {"$set": {"isValid": False, "revokedReason": reason}}
+        {"_id": session_id, "isValid": True}, _ended(reason)
     )
     return result.modified_count == 1
 
@@ -200,8 +206,5 @@ async def invalidate_user_sessions(user_id: PydanticObjectId, reason: str) -> li
     session_ids = [
         str(doc["_id"]) async for doc in sessions.find({"userId": user_id, "isValid": True}, {"_id": 1})
     ]
-    await sessions.update_many(
-        {"userId": user_id, "isValid": True},
-        {"$set": {"isValid": False, "revokedReason": reason}},
-    )
+    await sessions.update_many({"userId": user_id, "isValid": True}, _ended(reason))
     return session_ids

@@ -14,6 +14,8 @@ Bucket layout (seed plan 3.2.1) and naming (3.2.2); no other module builds a key
     user-uploads/{walletAddress}/profile/avatar.jpg                         public, re-encoded by media.avatar
     user-uploads/{walletAddress}/temp/{tokenId}_{purpose}_{timestamp}.{ext}   staged, 24 hours
     user-uploads/{walletAddress}/temp/avatar_{timestamp}.{ext}                 a staged avatar, 24 hours
+    archive/auditLogs/{YYYY}/{MM}/{DD}/{firstId}-{lastId}.jsonl.gz   audit entries past their retention
+    backups/{timestamp}/{collection}.bson.gz, backups/{timestamp}/manifest.json   private (app/system/backups)
 
 A rendition carries the timestamp of the original it was made from, so processing the same original
 again writes the same keys. A high-resolution key also carries 128 random bits, so it cannot be derived
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -43,7 +45,10 @@ PRESIGNED_POST_TTL_S = 900
 MULTIPART_THRESHOLD = 100 * 1024 * 1024
 MULTIPART_PART_SIZE = 64 * 1024 * 1024  # S3 needs >= 5 MiB per part and <= 10,000 parts
 HASH_CHUNK_BYTES = 1024 * 1024  # hashing streams an object in pieces of this size
+AUDIT_ARCHIVE_PREFIX = "archive/auditLogs/"
 LIFECYCLE_TAG = "dv-lifecycle"  # object tag the temp and cache lifecycle rules filter on
+BACKUPS_PREFIX = "backups/"
+BACKUP_PART_SIZE = 8 * 1024 * 1024  # backups upload in parts this size: little memory, up to 80 GB a file
 
 _EXTENSIONS = {
     "image/jpeg": "jpg",
@@ -64,6 +69,10 @@ _TEMP_TOKEN = re.compile(
 AVATAR_TEMP_KEY_PATTERN = r"^user-uploads/0x[0-9a-fA-F]{40}/temp/avatar_\d{8}T\d{12}Z\.(?:jpg|png|webp)$"
 _AVATAR_TEMP_KEY = re.compile(AVATAR_TEMP_KEY_PATTERN)
 _CACHE_KEY = re.compile(r"^images/processed/\d+/cache/")
+_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+_STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_BACKUP_NAME = re.compile(r"^\d{8}T\d{12}Z$")  # a timestamp_token()
+_BACKUP_KEY = re.compile(r"^backups/(\d{8}T\d{12}Z)/")
 _TRANSIENT_CODES = frozenset(
     {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 )
@@ -79,7 +88,7 @@ def extension_for(content_type: str) -> str:
 
 def timestamp_token(at: datetime) -> str:
     """The `{timestamp}` of a file name: UTC, compact, to the microsecond so names do not collide."""
-    return at.strftime("%Y%m%dT%H%M%S%fZ")
+    return at.strftime(_STAMP_FORMAT)
 
 
 def slug(text: str | None, default: str = "file") -> str:
@@ -98,6 +107,14 @@ def _wallet(wallet: str) -> str:
     if not _WALLET.match(wallet):
         raise ValueError(f"invalid wallet address {wallet!r}")
     return wallet
+
+
+def audit_archive_key(day: date, first_id: str, last_id: str) -> str:
+    """One batch of a day's archived audit entries, named by its first and last entry ids (ObjectIds)."""
+    for entry_id in (first_id, last_id):
+        if not _OBJECT_ID.match(entry_id):
+            raise ValueError(f"invalid audit entry id {entry_id!r}")
+    return f"{AUDIT_ARCHIVE_PREFIX}{day:%Y/%m/%d}/{first_id}-{last_id}.jsonl.gz"
 
 
 def oracle_model_key(version: str) -> str:
@@ -180,6 +197,26 @@ def avatar_temp_key(wallet: str, stamp: str, ext: str) -> str:
     return f"user-uploads/{_wallet(wallet)}/temp/avatar_{stamp}.{ext}"
 
 
+def is_backup_name(name: str) -> bool:
+    """Whether `name` is a backup's name: the timestamp_token() of when it started."""
+    return bool(_BACKUP_NAME.match(name))
+
+
+def backup_key(name: str, file: str) -> str:
+    """A file of the backup `name` (an archive, or its manifest)."""
+    if not is_backup_name(name):
+        raise ValueError(f"invalid backup name {name!r}")
+    if not file or "/" in file:
+        raise ValueError(f"invalid backup file {file!r}")
+    return f"{BACKUPS_PREFIX}{name}/{file}"
+
+
+def backup_name_of(key: str) -> str | None:
+    """The backup a key belongs to, or None when it is no backup's."""
+    match = _BACKUP_KEY.match(key)
+    return match.group(1) if match else None
+
+
 def temp_owner(key: str) -> str | None:
     """The wallet whose temp folder holds `key`, or None when it is not a temp key."""
     match = _TEMP_OWNER.match(key)
@@ -215,6 +252,14 @@ def final_key(
 def stamp_of(key: str) -> str:
     """The `{timestamp}` part of a key built here."""
     return key.rsplit("/", 1)[-1].rsplit(".", 1)[0].rsplit("_", 1)[-1]
+
+
+def stamped_at(key: str) -> datetime | None:
+    """When a key built here was made (its `{timestamp}`), or None when it carries none."""
+    try:
+        return datetime.strptime(stamp_of(key), _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def is_temp_key(key: str) -> bool:
@@ -259,6 +304,12 @@ def lifecycle_rules(*, with_archive: bool = True) -> list[dict[str, Any]]:
             "ID": "user-uploads-abort-multipart",
             "Status": "Enabled",
             "Filter": {"Prefix": "user-uploads/"},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        },
+        {  # parts a crashed backup left (one that fails aborts its own upload)
+            "ID": "backups-abort-multipart",
+            "Status": "Enabled",
+            "Filter": {"Prefix": BACKUPS_PREFIX},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
         },
         {

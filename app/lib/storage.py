@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -187,6 +190,41 @@ class Storage:
         """Upload from a file object (a spooled upload), in parts when large."""
         await self.client.put_object(Bucket=self.bucket, Key=key, Body=fileobj, ContentType=content_type)
 
+    async def upload_file(self, path: Path, key: str, content_type: str, *, part_size: int) -> int:
+        """Upload a file from disk, in parts of `part_size` (>= 5 MiB) when larger, one part in memory at
+        a time; an upload that fails is aborted. Returns the bytes sent."""
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size <= part_size:
+                data = await asyncio.to_thread(file.read)
+                await self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+                return size
+            upload_id = await self.create_multipart(key, content_type=content_type)
+            try:
+                parts = []
+                while data := await asyncio.to_thread(file.read, part_size):
+                    number = len(parts) + 1
+                    response = await self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                    )
+                    parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                await self.complete_multipart(key, upload_id, parts)
+            except BaseException:
+                await self.abort_multipart(key, upload_id)
+                raise
+        return size
+
+    async def download_file(self, key: str, path: Path) -> str:
+        """Write the object to `path`, HASH_CHUNK_BYTES at a time; returns the sha256 of what was written."""
+        body = (await self.client.get_object(Bucket=self.bucket, Key=key))["Body"]
+        digest = hashlib.sha256()
+        with path.open("wb") as file:
+            async with body:
+                async for chunk in body.iter_chunks(HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+                    await asyncio.to_thread(file.write, chunk)
+        return digest.hexdigest()
+
     async def head(self, key: str) -> StoredObject | None:
         """The object's size, type and age, or None when it does not exist."""
         try:
@@ -312,6 +350,13 @@ class Storage:
             UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]},
         )
+
+    async def multipart_uploads(self, prefix: str) -> AsyncIterator[tuple[str, str, datetime]]:
+        """Every multipart upload under a prefix not yet completed or aborted: (key, upload id, initiated)."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                yield upload["Key"], upload["UploadId"], upload["Initiated"]
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

@@ -308,19 +308,30 @@ async def process_asset_media(
 
 
 async def sweep_expired(storage: Storage, *, now: datetime | None = None) -> dict[str, int]:
-    """Delete temp uploads older than 24 h and cache objects older than 7 days (seed 3.2.4)."""
+    """Delete temp uploads older than 24 h (multipart ones never completed included) and cache objects
+    older than 7 days (seed 3.2.4)."""
     now = now or utcnow()
-    expired: list[str] = []
-    async for obj in storage.list("user-uploads/"):
-        if keys.is_temp_key(obj.key) and now - as_utc(obj.last_modified) > keys.TEMP_TTL:
-            expired.append(obj.key)
-    temp = len(expired)
-    async for obj in storage.list("images/processed/"):
-        if keys.is_cache_key(obj.key) and now - as_utc(obj.last_modified) > keys.CACHE_TTL:
-            expired.append(obj.key)
-    await storage.delete(expired)
+    temp = [
+        obj.key
+        async for obj in storage.list("user-uploads/")
+        if keys.is_temp_key(obj.key) and now - as_utc(obj.last_modified) > keys.TEMP_TTL
+    ]
+    cache = [
+        obj.key
+        async for obj in storage.list("images/processed/")
+        if keys.is_cache_key(obj.key) and now - as_utc(obj.last_modified) > keys.CACHE_TTL
+    ]
+    await storage.delete(temp + cache)
+    # The parts of an upload never completed are no object: listing objects never finds them. Its age
+    # counts from the later of its key's stamp and the store's word (moto answers a fixed day of 2010).
+    abandoned = 0
+    async for key, upload_id, initiated in storage.multipart_uploads("user-uploads/"):
+        started = max(as_utc(initiated), keys.stamped_at(key) or as_utc(initiated))
+        if keys.is_temp_key(key) and now - started > keys.TEMP_TTL:
+            await storage.abort_multipart(key, upload_id)
+            abandoned += 1
     # Staged records whose upload never came (or was just swept) would otherwise wait forever.
     await assets_service.drop_staged_uploads_before(now - keys.TEMP_TTL)
-    if expired:
-        log.info("media.swept", temp=temp, cache=len(expired) - temp)
-    return {"temp": temp, "cache": len(expired) - temp}
+    if temp or cache or abandoned:
+        log.info("media.swept", temp=len(temp), multipart=abandoned, cache=len(cache))
+    return {"temp": len(temp) + abandoned, "cache": len(cache)}

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the worker round trip."""
+"""Liveness, readiness, the worker round trip, and backups."""
 
 from __future__ import annotations
 
@@ -7,20 +7,25 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from arq.jobs import Job, JobStatus, SerializationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.config import BackupSettings
 from app.lib.chain import without_url_secrets
 from app.lib.clients import Clients
 from app.lib.errors import NotFound
 from app.lib.queues import QUEUES
+from app.lib.storage import Storage
 from app.lib.timeutil import utcnow
+from app.system import backups
+from app.system.archive import Manifest
 from app.system.schemas import CheckOut, JobStateOut, ReadinessOut
 
 log = structlog.get_logger(__name__)
@@ -187,3 +192,38 @@ async def job_state(clients: Clients, job_id: str) -> JobStateOut:
         error=job_error_code(info.result),
         finished_at=info.finish_time,
     )
+
+
+# ---- backups ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupDone:
+    manifest: Manifest
+    pruned: list[str]  # the backups deleted after it
+
+
+async def back_up(
+    database: AsyncDatabase, storage: Storage, settings: BackupSettings, *, now: datetime | None = None
+) -> BackupDone:
+    """Back up every collection to S3; once it is complete, delete the backups past the newest
+    BACKUP_KEEP, and those a failed run left without a manifest."""
+    async with asyncio.timeout(settings.timeout_s):  # what the worker enforces on the job, for scripts too
+        manifest = await backups.create_backup(database, storage, now=now)
+    pruned = await backups.prune_backups(
+        storage, keep=settings.keep, abandoned_after=timedelta(seconds=settings.timeout_s), now=now
+    )
+    return BackupDone(manifest=manifest, pruned=pruned)
+
+
+async def list_backups(storage: Storage) -> list[backups.BackupEntry]:
+    """Every backup in the bucket, oldest first, complete or not."""
+    return await backups.list_backups(storage)
+
+
+async def restore(
+    database: AsyncDatabase, storage: Storage, wanted: str, *, force: bool = False
+) -> backups.Restored:
+    """Restore the backup `wanted` names (its timestamp, a prefix of it, or `latest`) into `database`."""
+    entry = await backups.find_backup(storage, wanted)
+    return await backups.restore_backup(database, storage, entry.name, force=force)

@@ -1,5 +1,3 @@
-from app.audit import repository as audit_repository
-from app.audit import service as audit_service
 from app.audit.documents import AuditLog
 from app.auth import sessions
 from tests import factories
@@ -138,20 +136,3 @@ async def test_a_flood_of_refused_credentials_writes_one_audit_entry_per_ip_and_
     await clients.redis.delete(*[k async for k in clients.redis.scan_iter("auth:audit:rejected:*")])
     await client.get("/api/auth/me", headers={"Authorization": "Bearer x.y.z"})
     assert await AuditLog.find(AuditLog.action == "auth.credentials_rejected").count() == 4
-
-
-async def test_audit_logs_are_kept_for_the_retention_setting_then_expire(client, settings, clients):
-    def ttl(info) -> int | None:
-        return info[audit_repository.RETENTION_INDEX].get("expireAfterSeconds")
-
-    collection = clients.mongo[settings.mongodb.database]["auditLogs"]
-    info = await collection.index_information()
-    assert info[audit_repository.RETENTION_INDEX]["key"] == [("timestamp", -1)]
-    assert ttl(info) == settings.audit_retention_days * 86400 == 365 * 86400
-    try:
-        await audit_service.apply_retention(30)  # a changed setting applies to the existing index
-        assert ttl(await collection.index_information()) == 30 * 86400
-        await collection.drop_index(audit_repository.RETENTION_INDEX)  # a database that never had it gets it
-    finally:
-        await audit_service.apply_retention(settings.audit_retention_days)
-    assert ttl(await collection.index_information()) == 365 * 86400

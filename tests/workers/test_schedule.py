@@ -1,4 +1,4 @@
-"""The worker's schedule: every periodic job of the chain and the oracle has its cron."""
+"""The worker's schedule: every periodic job has its cron."""
 
 from workers.settings import WorkerSettings
 
@@ -14,6 +14,8 @@ PERIODIC = (
     "oracle.train_daily",
     "assets.flush_views",
     "media.sweep",
+    "system.backup",
+    "audit.archive",
 )
 
 
