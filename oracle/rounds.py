@@ -29,6 +29,7 @@ Z90 = 1.6448536269514722  # a 90% two-sided normal band is ±Z90·sigma
 MAX_WEI = 2**96 - 1  # the PriceOracle stores amounts in 96 bits
 MIN_MDAPE = 0.01  # an observer's weight is at most 1 / 1%
 MAX_HALF_WIDTH = Fraction(1, 2)  # a band counts at most +-50% of its price
+MIN_HALF_WIDTH = Fraction(1, 100)  # and at least +-1%
 MIN_PEERS = 3  # observers it takes to outvote one (2f + 1, f = 1)
 
 
@@ -169,12 +170,13 @@ def weighted_median(values: Sequence[tuple[Any, float]]) -> Any:
 
 
 def widths(observation: Observation) -> tuple[Fraction, Fraction]:
-    """An observation's band below and above its price, relative to it, at most MAX_HALF_WIDTH each: a
-    wider band says nothing more, and one observer cannot stretch the round's band with it."""
+    """An observation's band below and above its price, relative to it, from MIN_HALF_WIDTH to
+    MAX_HALF_WIDTH each: a wider band says nothing more, a narrower one claims a certainty no price has,
+    and neither lets one observer stretch or pinch the round's band."""
     price = observation.price
     return (
-        min(Fraction(price - observation.low, price), MAX_HALF_WIDTH),
-        min(Fraction(observation.high - price, price), MAX_HALF_WIDTH),
+        min(max(Fraction(price - observation.low, price), MIN_HALF_WIDTH), MAX_HALF_WIDTH),
+        min(max(Fraction(observation.high - price, price), MIN_HALF_WIDTH), MAX_HALF_WIDTH),
     )
 
 
@@ -183,28 +185,25 @@ def _band(price: int, below: Fraction, above: Fraction) -> tuple[int, int]:
 
 
 def judge(observations: Sequence[Observation]) -> list[Verdict]:
-    """Each observation against the others' combined band: their median price, with their median widths
-    below and above, one vote each (weights make the answer, not the verdicts: one heavy observer gone
-    wrong must not outvote the honest ones). Fewer than MIN_PEERS others cannot outvote an observation:
-    with two, one liar would be half the vote."""
+    """Each observation against the others' own bands (their `widths`), one vote each: rejected when more
+    than half of them leave its price out. Weights make the answer, not the verdicts, so one heavy
+    observer gone wrong cannot outvote the honest ones, and one liar's band is one vote among the rest.
+    Fewer than MIN_PEERS others cannot reject an observation: with two, one liar would be half the vote."""
     verdicts = []
     for observation in observations:
         others = [o for o in observations if o.key != observation.key]
         if len(others) < MIN_PEERS:
             verdicts.append(Verdict(observation.key, True))
             continue
-        spans = [widths(o) for o in others]
-        band = _band(
-            weighted_median([(o.price, 1.0) for o in others]),
-            weighted_median([(below, 1.0) for below, _ in spans]),
-            weighted_median([(above, 1.0) for _, above in spans]),
-        )
-        if band[0] <= observation.price <= band[1]:
-            verdicts.append(Verdict(observation.key, True, band=band))
+        bands = [_band(o.price, *widths(o)) for o in others]
+        below = sum(1 for low, _ in bands if observation.price < low)
+        above = sum(1 for _, high in bands if observation.price > high)
+        if (below + above) * 2 <= len(others):
+            verdicts.append(Verdict(observation.key, True))
         else:
-            side = "above" if observation.price > band[1] else "below"
-            reason = f"outside_band: {side} the others' combined band [{band[0]}, {band[1]}] wei"
-            verdicts.append(Verdict(observation.key, False, reason, band))
+            side = "above" if above > below else "below"
+            reason = f"outside_band: {side} the bands of {below + above} of the {len(others)} others"
+            verdicts.append(Verdict(observation.key, False, reason))
     return verdicts
 
 

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.openapi import links, raises
-from app.lib.params import MAX_INT64, OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, one_of
+from app.lib.params import ADDRESS_DOC, MAX_INT64, OPTIONAL_AUTH, PUBLIC, CursorParam, LimitParam, one_of
 from app.lib.security import current_principal, principal_of, requires_permission
 from app.oracle import model_schemas, prediction_service, round_schemas, schemas, service, submissions
 from app.oracle.round_documents import ROUND_STATUSES
@@ -216,7 +216,7 @@ IdempotencyKeyHeader = Annotated[
     HeaderParameter(
         name="Idempotency-Key",
         description="makes a retry safe: the same key and body answer the stored prediction again",
-        schema_extra={"maxLength": 255},
+        schema_extra={"pattern": r"^[\x21-\x7e]{1,255}$"},
     ),
 ]
 TokenParam = Annotated[
@@ -224,7 +224,10 @@ TokenParam = Annotated[
 ]
 OperatorParam = Annotated[
     str | None,
-    QueryParameter(description="an operator's wallet address, or `platform` for the platform's appraisals"),
+    QueryParameter(
+        description=f"an operator's wallet ({ADDRESS_DOC}), or `platform` for the platform's appraisals",
+        schema_extra={"pattern": r"^(0x[0-9a-fA-F]{40}|platform)$"},
+    ),
 ]
 PredictionStatusParam = Annotated[str | None, QueryParameter(schema_extra=one_of(submissions.STATUSES))]
 RoundStatusParam = Annotated[str | None, QueryParameter(schema_extra=one_of(ROUND_STATUSES))]

@@ -58,7 +58,7 @@ async def _compute(settings: Settings) -> list[dict[str, Any]]:
                 "submissions": decided + row["pending"],
                 **row,
                 "acceptanceRate": row["accepted"] / decided if decided else None,
-                "weight": arithmetic.weight(
+                "weight": arithmetic.weight(  # as rounds weigh it: over the last weight_window sales
                     [ape for ape, _ in outcomes[: oracle.weight_window]],
                     oracle.weight_min_scored,
                     oracle.new_operator_weight,

@@ -187,9 +187,9 @@ async def latest_appraisals(
     return found
 
 
-async def scored(operator: str | None, limit: int) -> list[dict[str, Any]]:
-    """An observer's latest scored predictions that counted in their rounds (`accepted`), newest sale
-    first (the platform's: its current appraisals)."""
+def scored(operator: str | None):
+    """A cursor over an observer's scored predictions that counted in their rounds (`accepted`), newest
+    sale first (the platform's: its current appraisals)."""
     query: dict[str, Any] = {"operator": operator, "status": "accepted", "outcome": {"$ne": None}}
     if operator is None:
         query["asOf"] = None
@@ -200,8 +200,7 @@ async def scored(operator: str | None, limit: int) -> list[dict[str, Any]]:
         "outcome.ape": 1,
         "outcome.covered": 1,
     }
-    cursor = predictions().find(query, projection).sort("outcome.soldAt", -1).limit(limit)
-    return await cursor.to_list(limit)
+    return predictions().find(query, projection).sort("outcome.soldAt", -1).batch_size(500)
 
 
 async def operator_counts() -> list[dict[str, Any]]:
@@ -227,13 +226,14 @@ async def source_health() -> list[dict[str, Any]]:
     return await DataSource.get_pymongo_collection().find(query, projection).to_list(None)
 
 
-async def jump_refusals(token_ids: list[int], since: datetime) -> dict[int, list[dict[str, Any]]]:
-    """Each token's rounds refused by the jump gate since `since`, newest first."""
+async def recent_rounds(token_ids: list[int], since: datetime) -> dict[int, list[dict[str, Any]]]:
+    """Each token's rounds closed since `since`, newest first: what the jump gate's confirmations read."""
     found: dict[int, list[dict[str, Any]]] = {}
+    projection = {"tokenId": 1, "answer": 1, "closesAt": 1, "status": 1, "rejectedBy": 1, "basis": 1}
+    projection |= {"participants.carried": 1, "participants.operator": 1}
     for part in in_slices(sorted(token_ids)):
-        query = {"tokenId": {"$in": part}, "rejectedBy": "jump", "closedAt": {"$gte": since}}
-        cursor = rounds().find(query, {"tokenId": 1, "answer": 1, "closesAt": 1}).sort("closesAt", -1)
-        for doc in await cursor.to_list(None):
+        query = {"tokenId": {"$in": part}, "closedAt": {"$gte": since}}
+        for doc in await rounds().find(query, projection).sort("closesAt", -1).to_list(None):
             found.setdefault(doc["tokenId"], []).append(doc)
     return found
 

@@ -14,10 +14,12 @@ from app.oracle.model_schemas import OperatorOut, TokenId, Version
 MAX_SOURCES, MAX_FACTORS = 20, 50
 MAX_BODY_BYTES = 64 * 1024
 ROUND_ID = r"^[0-9]{1,19}-[0-9]{1,12}$"
-# Decimal wei: up to 30 digits, so an amount past the contract's 96 bits gets its own code, not a 400 of
-# the schema's.
-WeiText = Annotated[str, Meta(pattern=r"^[0-9]{1,30}$")]
-EthAmount = Annotated[float, documented(exclusiveMinimum=0)]
+# Decimal wei, from 1 to 29 digits (2^96 - 1, the most the PriceOracle holds, has 29: a larger amount of
+# 29 digits is 400 `amount_out_of_range`).
+WeiText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,28}$")]
+# ETH: at least 1 wei, at most 2^96 - 1 wei (checked by the service: `invalid_amount`, `amount_out_of_range`).
+MAX_ETH = 79_228_162_514.26433
+EthAmount = Annotated[float, documented(minimum=1e-18, maximum=MAX_ETH)]
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 
 

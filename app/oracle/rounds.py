@@ -38,6 +38,7 @@ REFUSED = Gauge(
 REFUSERS = ("bounds", "jump", "sources", "confidence", "age", "quorum")
 ROUND_GRACE = timedelta(seconds=5)
 CLOSE_PER_PASS = 1000
+READ_PER_SALE = 100  # a record reads at most this many predictions per sale it wants
 
 
 # ---------------------------------------------------------------- closing
@@ -79,19 +80,30 @@ class Pass:
 
 
 async def record(settings: Settings, operator: str | None, limit: int) -> list[arithmetic.Scored]:
-    """An observer's live record: its predictions that counted, scored against later sales, one per
-    sale, made at least ORACLE_WEIGHT_MIN_LEAD_S before it (`oracle.rounds.live_record`)."""
-    rows = [
-        arithmetic.Scored(
-            made=as_utc(doc["timestamp"]),
-            sold=as_utc(doc["outcome"]["soldAt"]),
-            sale=doc["outcome"].get("source") or "",
-            ape=doc["outcome"]["ape"],
-            covered=bool(doc["outcome"]["covered"]),
+    """An observer's live record: its latest `limit` sales, each with its latest prediction that counted
+    and was made ORACLE_WEIGHT_MIN_LEAD_S before it (`oracle.rounds.live_record`). Read until that many
+    sales are found (an asset appraised daily has many predictions per sale), at most READ_PER_SALE
+    predictions per sale wanted."""
+    rows: list[arithmetic.Scored] = []
+    sales: set[tuple[str, Any]] = set()
+    async for doc in round_repository.scored(operator):
+        outcome = doc["outcome"]
+        sale = (outcome.get("source") or "", as_utc(outcome["soldAt"]))
+        if len(sales) >= limit and sale not in sales:
+            break
+        sales.add(sale)
+        rows.append(
+            arithmetic.Scored(
+                made=as_utc(doc["timestamp"]),
+                sold=sale[1],
+                sale=sale[0],
+                ape=outcome["ape"],
+                covered=bool(outcome["covered"]),
+            )
         )
-        for doc in await round_repository.scored(operator, limit)
-    ]
-    return arithmetic.live_record(rows, settings.oracle.weight_min_lead_s)
+        if len(rows) >= limit * READ_PER_SALE:
+            break
+    return arithmetic.live_record(rows, settings.oracle.weight_min_lead_s)[:limit]
 
 
 def _wei(value: Any) -> int:
@@ -106,6 +118,7 @@ async def _observation(state: Pass, doc: dict[str, Any]) -> arithmetic.Observati
         if interval
         else arithmetic.band_from_confidence(price, doc["confidenceScore"])
     )
+    low, high = min(low, price), max(high, price)  # a stored band that misses its price holds it
     unhealthy = tuple(sorted(set(doc.get("dataSourcesUsed") or ()) & state.unhealthy))
     confidence = doc["confidenceScore"] * (
         state.settings.oracle.unhealthy_source_penalty if unhealthy else 1.0
@@ -187,6 +200,10 @@ async def _outcome(
         by_observer[doc.get("operator") or PLATFORM] = doc
     carried = carry if PLATFORM not in by_observer else None
     docs = [*by_observer.values(), *([carried] if carried else [])]
+    for doc in [d for d in docs if _wei(d.get("predictedPriceWei")) <= 0]:  # nothing to weigh: left out
+        docs.remove(doc)
+        if doc is not carried:
+            verdicts.append((doc["_id"], "rejected", "invalid: no positive price", claimed["key"]))
     observations = [await _observation(state, doc) for doc in docs]
     judged = arithmetic.judge(observations)
     participants = [
@@ -247,13 +264,22 @@ async def _outcome(
     return {**changes, "status": "closed", "decision": {**decision, "at": state.now}}, verdicts
 
 
-def _confirmations(refused, last: arithmetic.Published | None, result: arithmetic.Answer) -> int:
-    """The rounds refused by the jump gate in a row, since the last publication, to a price inside this
-    answer's band: each one the same move seen again."""
+def _confirmations(recent, last: arithmetic.Published | None, result: arithmetic.Answer) -> int:
+    """The rounds since the last publication, newest first, refused by the jump gate for a price inside
+    this answer's band: each the same move seen again. A round that closed with its answer ends the
+    count; a round answered by a carried appraisal (an old one seen again, not a new observation) or
+    with no answer neither counts nor ends it."""
     count = 0
-    for doc in refused:  # newest first
+    for doc in recent:
         if last is not None and as_utc(doc["closesAt"]) <= last.at:
             break
+        if doc["status"] == "closed" or (doc.get("rejectedBy") not in (None, "jump", "quorum")):
+            break
+        carried = doc.get("basis") == "platform" and any(
+            p.get("carried") for p in doc.get("participants") or () if p.get("operator") == PLATFORM
+        )
+        if doc.get("rejectedBy") != "jump" or carried:
+            continue
         if not result.low <= _wei(doc["answer"]["priceWei"]) <= result.high:
             break
         count += 1
@@ -297,7 +323,7 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     members = {
         m["_id"]: m for m in await round_repository.observations([i for d in claimed for i in d["members"]])
     }
-    state.refused = await round_repository.jump_refusals(tokens, now - timedelta(days=7))
+    state.refused = await round_repository.recent_rounds(tokens, now - timedelta(days=7))
     outcomes, verdicts = {}, {}
     for doc in sorted(claimed, key=lambda d: d["closesAt"]):
         own = [members[i] for i in doc["members"] if i in members]

@@ -237,8 +237,12 @@ async def test_batches_hold_at_most_the_configured_number(web3, clients, setting
 
 
 async def test_a_push_that_cannot_go_through_fails_its_round(web3, clients, settings, oracle):
-    broken = await appraisal(20, 1.0, low=1.2, high=1.3)  # a band that does not hold its price
-    assert (await settle(web3, clients, settings))["failed"] == 1
+    broken = await appraisal(20, 1.0)
+    await close(settings)
+    await OracleRound.get_pymongo_collection().update_one(  # an answer whose band misses its price
+        {"key": (await round_of(20))["key"]}, {"$set": {"answer.lowWei": Decimal128(str(12 * ONE_ETH // 10))}}
+    )
+    assert (await push(web3, clients, settings))["failed"] == 1
     found = await round_of(20)
     assert found["publication"]["status"] == "failed" and found["publication"].get("onChainReference") is None
     assert "would revert" in found["publication"]["error"]

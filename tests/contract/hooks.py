@@ -13,13 +13,18 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import schemathesis
 from eth_utils import to_checksum_address
 from schemathesis.core.parameters import ParameterLocation
 
 from app.assets.history import MAX_BUCKETS
+from app.lib.bodies import _integral_floats_as_ints
 from app.lib.bucket import MULTIPART_THRESHOLD
+from app.lib.errors import AppError
 from app.media.imaging import UPLOAD_RULES, UploadPurpose, normalize_content_type
+from app.oracle import submissions
+from app.oracle.round_schemas import PredictionSubmit
 from tests.contract.world import OWNED_TOKEN
 from tests.media.support import photo
 
@@ -59,6 +64,8 @@ def as_clients_send(case: schemathesis.Case) -> None:
             body.pop("expiresAt")
         if "purpose" in body and "contentLength" in body:
             body = as_upload_declared(case.operation.path, body)
+        if case.operation.path == "/api/oracle/price-prediction":
+            body = as_prediction_sent(body)
         if case.operation.path.startswith("/api/oracle/data-sources") and isinstance(body.get("url"), str):
             body["url"] = body["url"].split("?", 1)[0]  # credentials go in `authentication`, not a query
         if isinstance(body.get("files"), list):  # a direct upload sends files of the kind its route takes
@@ -95,6 +102,37 @@ def within_bucket_limit(query: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError, OverflowError):
         return query  # not a date-time: the negative checks' business
     return {name: value for name, value in query.items() if name != "from"} if too_long else query
+
+
+def as_prediction_sent(body: dict[str, Any]) -> dict[str, Any]:
+    """A submission as an operator's client sends it (app/oracle/submissions.py's rules): its price in one
+    unit and within what the oracle holds, a band that holds it (or none), inputs with plain keys and
+    values MongoDB stores."""
+    body = dict(body)
+    if body.get("predictedPrice") is not None and body.get("predictedPriceWei") is not None:
+        body.pop("predictedPriceWei")
+    try:
+        data = msgspec.convert(_integral_floats_as_ints(body), PredictionSubmit)
+    except msgspec.ValidationError:
+        return body  # not valid for the schema either: the negative checks' business
+    for attempt in (
+        lambda b: b,
+        lambda b: {**b, "interval": None},
+        lambda b: {**b, "interval": None, "predictedPrice": 1.0, "predictedPriceWei": None},
+    ):
+        candidate = attempt(body)
+        try:
+            submissions.amounts(msgspec.convert(_integral_floats_as_ints(candidate), PredictionSubmit))
+        except AppError:
+            continue
+        body = candidate
+        break
+    if data.inputs is not None:
+        try:
+            submissions.check_inputs(msgspec.to_builtins(data.inputs))
+        except AppError:
+            body["inputs"] = None
+    return body
 
 
 def as_upload_declared(path: str, body: dict[str, Any]) -> dict[str, Any]:

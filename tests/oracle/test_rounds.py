@@ -4,12 +4,11 @@ by the accuracy-weighted median with a quorum, an outlier rejected, the gates, a
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import Decimal128, ObjectId
-from structlog.testing import capture_logs
 
 from app.lib.timeutil import utcnow
 from app.oracle import joining, ledger, round_repository, rounds
@@ -220,7 +219,7 @@ async def test_the_median_is_weighted_by_each_operators_record_against_later_sal
     )
 
 
-async def test_a_tenfold_jump_is_rejected_alerted_and_not_published(client, settings):
+async def test_a_tenfold_jump_is_rejected_alerted_and_not_published(client, settings, monkeypatch):
     await factories.asset(4)
     await published(4, 10.0, 9.0, 11.0, ago=timedelta(hours=1))
     a, b = await operators(settings, 2)
@@ -228,8 +227,17 @@ async def test_a_tenfold_jump_is_rejected_alerted_and_not_published(client, sett
     await joining.assign_appraisals(settings, utcnow())
     joined = await submit(client, a, 4, 101.0, 91.0, 111.0)
     await submit(client, b, 4, 99.0, 89.0, 109.0)
-    with capture_logs() as logs:
-        assert (await close(settings))["rejected"] == 1
+    logs: list[dict] = []
+
+    class Recorder:  # the module's logger (structlog caches bound loggers, so capture_logs may miss them)
+        def warning(self, event, **fields):
+            logs.append({"event": event, "log_level": "warning", **fields})
+
+        def info(self, event, **fields):
+            logs.append({"event": event, "log_level": "info", **fields})
+
+    monkeypatch.setattr(rounds, "log", Recorder())
+    assert (await close(settings))["rejected"] == 1
     found = await round_of(client, joined["round"]["id"])
     assert found["status"] == "rejected" and found["rejectedBy"] == "jump"
     assert found["rejectionReason"].startswith("jump: ") and found["decision"] is None
@@ -614,3 +622,37 @@ async def test_a_submission_without_a_band_is_scored_against_the_band_its_confid
     await ledger.score_tokens(clients.redis, [25], utcnow() + timedelta(seconds=2))
     stored = await AIOracleData.get_pymongo_collection().find_one({"_id": ObjectId(made["predictionId"])})
     assert stored["outcome"]["covered"] is True and stored["performanceMetrics"]["calibration"] == 1.0
+
+
+async def test_one_stale_appraisal_carried_into_rounds_again_and_again_confirms_no_jump(client, settings):
+    """The same appraisal, carried into round after round, is one observation seen again, not a move
+    confirmed: the jump it would make stays refused."""
+    await factories.asset(26)
+    await published(26, 10.0, 9.0, 11.0, ago=timedelta(hours=3))
+    await appraisal(26, 16.0, 15.0, 17.0, at=utcnow() - timedelta(hours=2), status="accepted", round="26-1")
+    (a,) = await operators(settings, 1)
+    window = timedelta(seconds=settings.oracle.round_window_s)
+    hour_ago = (utcnow() - timedelta(hours=1)).timestamp()
+    start = datetime.fromtimestamp(hour_ago - hour_ago % window.total_seconds(), UTC)  # a window opens
+    statuses = []
+    for step in range(4):
+        at = start + step * window
+        made = await appraisal(26, 10.0, 9.0, 11.0, at=at, operator=a.wallet)  # the operator: the old price
+        await joining.assign_appraisals(settings, at + timedelta(seconds=61))  # joins it (an orphan by then)
+        await rounds.close_due(settings, at + window + timedelta(seconds=10))
+        stored = await AIOracleData.get_pymongo_collection().find_one({"_id": made})
+        statuses.append((await round_of(client, stored["round"]))["status"])
+    assert statuses == ["rejected"] * 4  # the carried 16 decides (one operator cannot outvote it), refused
+
+
+async def test_a_platform_appraisal_without_a_positive_price_is_left_out_not_fatal(client, settings):
+    for token in (27, 28):
+        await factories.asset(token)
+    broken = await appraisal(27, 0.0, 0.0, 0.0)
+    fine = await appraisal(28, 10.0, 9.0, 11.0)
+    await joining.assign_appraisals(settings, utcnow())
+    result = await close(settings)
+    assert result["no_quorum"] == 1 and result["closed"] == 1
+    stored = await AIOracleData.get_pymongo_collection().find_one({"_id": broken})
+    assert stored["status"] == "rejected" and stored["rejectionReason"].startswith("invalid")
+    assert (await AIOracleData.get_pymongo_collection().find_one({"_id": fine}))["status"] == "accepted"

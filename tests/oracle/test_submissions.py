@@ -177,10 +177,10 @@ async def test_only_submitters_may_submit_and_a_revoked_key_is_refused(client, s
         ({"predictedPrice": 0}, "invalid_amount"),
         ({"predictedPrice": -1}, "invalid_amount"),
         ({"predictedPrice": 1e-30}, "invalid_amount"),  # under one wei
-        ({"predictedPrice": None, "predictedPriceWei": "0"}, "invalid_amount"),
+        ({"predictedPrice": None, "predictedPriceWei": "0"}, "validation_error"),
         ({"predictedPrice": 1e12}, "amount_out_of_range"),
         ({"predictedPrice": None, "predictedPriceWei": str(2**96)}, "amount_out_of_range"),
-        ({"predictedPrice": None, "predictedPriceWei": "9" * 30}, "amount_out_of_range"),
+        ({"predictedPrice": None, "predictedPriceWei": "9" * 30}, "validation_error"),
         ({"interval": {"low": 1.6, "high": 2.0}}, "interval_excludes_price"),
         ({"interval": {"lowWei": "1", "highWei": "1499999999999999999"}}, "interval_excludes_price"),
         ({"interval": {"low": 2.0, "high": 1.0}}, "invalid_interval"),
