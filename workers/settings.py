@@ -112,6 +112,9 @@ class WorkerSettings:
             minute=30,
             second=0,
             unique=True,
+            # a cron takes its own limits, not its function's: without them, WORKER_JOB_TIMEOUT_S and one try
+            timeout=settings.backup.timeout_s,
+            max_tries=3,
         ),
         cron(media_jobs.sweep, name="media.sweep.cron", minute={7, 37}, unique=True),
         cron(assets_jobs.flush_views, name="assets.flush_views.cron", second={0, 15, 30, 45}, unique=True),
@@ -158,7 +161,16 @@ class WorkerSettings:
             unique=True,
         ),
         # Daily, after the oracle's training hour: audit entries past their retention go to S3.
-        cron(audit_jobs.archive, name="audit.archive.cron", hour=4, minute=17, second=0, unique=True),
+        cron(
+            audit_jobs.archive,
+            name="audit.archive.cron",
+            hour=4,
+            minute=17,
+            second=0,
+            unique=True,
+            timeout=audit_jobs.ARCHIVE_TIMEOUT_S,
+            max_tries=3,
+        ),
     ]
     on_startup = on_startup
     on_shutdown = on_shutdown

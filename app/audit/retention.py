@@ -90,7 +90,7 @@ async def _read_batch(oldest: datetime, batch_size: int) -> Batch | None:
     if not ids:
         return None
     body = buffer.getvalue()
-    key = keys.audit_archive_key(start.date(), str(ids[0]), str(ids[-1]))
+    key = keys.audit_archive_key(start.date(), str(ids[0]), str(ids[-1]), len(ids))
     return Batch(key=key, body=body, sha256=hashlib.sha256(body).hexdigest(), ids=ids)
 
 

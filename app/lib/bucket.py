@@ -109,12 +109,14 @@ def _wallet(wallet: str) -> str:
     return wallet
 
 
-def audit_archive_key(day: date, first_id: str, last_id: str) -> str:
-    """One batch of a day's archived audit entries, named by its first and last entry ids (ObjectIds)."""
+def audit_archive_key(day: date, first_id: str, last_id: str, count: int) -> str:
+    """One batch of a day's archived audit entries, named by its first and last entry ids (ObjectIds) and
+    how many it holds: the same batch archived again has the same name, and a batch with a gap between
+    the same ends (two runs overlapping) has another, so it never overwrites the fuller one."""
     for entry_id in (first_id, last_id):
         if not _OBJECT_ID.match(entry_id):
             raise ValueError(f"invalid audit entry id {entry_id!r}")
-    return f"{AUDIT_ARCHIVE_PREFIX}{day:%Y/%m/%d}/{first_id}-{last_id}.jsonl.gz"
+    return f"{AUDIT_ARCHIVE_PREFIX}{day:%Y/%m/%d}/{first_id}-{last_id}-{count}.jsonl.gz"
 
 
 def oracle_model_key(version: str) -> str:

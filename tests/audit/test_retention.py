@@ -42,7 +42,7 @@ async def archived(clients) -> dict[str, list[dict]]:
 
 
 def key_of(day: datetime, entries: list[dict]) -> str:
-    return keys.audit_archive_key(day.date(), str(entries[0]["_id"]), str(entries[-1]["_id"]))
+    return keys.audit_archive_key(day.date(), str(entries[0]["_id"]), str(entries[-1]["_id"]), len(entries))
 
 
 async def test_old_entries_are_archived_as_gzip_json_lines_then_deleted_and_recent_ones_stay(

@@ -26,3 +26,12 @@ def test_every_periodic_job_is_a_function_and_a_cron():
         assert name in functions, f"{name} is not a worker function"
         assert f"{name}.cron" in crons, f"{name} has no cron"
         assert crons[f"{name}.cron"] is functions[name], f"{name}.cron runs another coroutine"
+
+
+def test_long_crons_carry_their_functions_limits():
+    """arq gives a cron its own timeout and tries, not its function's: the long jobs say theirs again."""
+    functions = {f.name: f for f in WorkerSettings.functions}
+    crons = {c.name: c for c in WorkerSettings.cron_jobs}
+    for name in ("system.backup", "audit.archive"):
+        assert crons[f"{name}.cron"].timeout_s == functions[name].timeout_s > 300
+        assert crons[f"{name}.cron"].max_tries == functions[name].max_tries == 3
