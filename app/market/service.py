@@ -6,12 +6,12 @@ catalog's part of the stats comes from the assets service: market depends on ass
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from app.config import Settings
+from app.lib import leases
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
 from app.lib.params import MAX_INT64, parse_limit, signed_page
@@ -37,8 +37,6 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
     return inserted
 
 
-# Deletes the lease only if it is still this pass's (one that outlived its lease leaves the next alone).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 INDEX_LOCK = "market:index_chain:lock"
 INDEX_LEASE_MS = 120_000
 
@@ -46,13 +44,10 @@ INDEX_LEASE_MS = 120_000
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     """Read the next range of the chain's events and apply them to transactions, owners and listings;
     one pass at a time (a Redis lease), as two overlapping passes could each undo the other's work."""
-    token = secrets.token_hex(8)
-    if not await clients.redis.set(INDEX_LOCK, token, nx=True, px=INDEX_LEASE_MS):
-        return {"skipped": "another pass is running"}
-    try:
+    async with leases.lease(clients.redis, INDEX_LOCK, INDEX_LEASE_MS) as held:
+        if not held:
+            return {"skipped": "another pass is running"}
         result = await indexing.index_chain(clients, settings)
-    finally:
-        await clients.redis.eval(_RELEASE, 1, INDEX_LOCK, token)
     if result.get("transactions") or result.get("deleted") or result.get("completed"):
         await invalidate_stats(clients.redis)
     return result

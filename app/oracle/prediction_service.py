@@ -7,7 +7,6 @@ decisions), `publication` (the pushes to the PriceOracle) and `operators` (accou
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import msgspec
@@ -16,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.assets import service as assets_service
 from app.config import Settings
+from app.lib import leases
 from app.lib.errors import NotFound, require_one_of
 from app.lib.params import parse_limit, signed_page
 from app.lib.security import Principal
@@ -70,7 +70,8 @@ async def submit_prediction(
         return submissions.replayed(
             existing, fingerprint, await submissions.round_ref(existing["round"])
         ), False
-    # stored first, then joined: a crash in between leaves it to joining.rejoin_orphans
+    # stored first, then joined: a crash before it names its round leaves it to joining.rejoin_orphans,
+    # one after (named, not joined) to rounds.settle_stragglers, which rejects it as late
     joined = await joining.join_submission(settings, document["_id"], asset, now)
     document["round"] = joined["id"]
     return submissions.created(document, joined), True
@@ -147,8 +148,6 @@ async def list_operators(redis, settings: Settings) -> round_schemas.OperatorsOu
     )
 
 
-# Deletes the lease only if it is still this pass's (one that outlived its lease leaves the next alone).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 PUBLISH_LOCK = "oracle:publish:lock"
 
 
@@ -156,17 +155,13 @@ async def publish(clients, settings: Settings) -> dict[str, Any]:
     """The oracle.publish cron: join the platform's new appraisals to rounds, close the rounds due, push
     the answers decided `published`, and settle the pushes that are final. One pass at a time (a Redis
     lease as long as the job may run): overlapping passes would take each other's rounds."""
-    token = secrets.token_hex(8)
-    lease_ms = settings.worker.job_timeout_s * 1000
-    if not await clients.redis.set(PUBLISH_LOCK, token, nx=True, px=lease_ms):
-        return {"skipped": "another pass is running"}
-    try:
+    async with leases.lease(clients.redis, PUBLISH_LOCK, settings.worker.job_timeout_s * 1000) as held:
+        if not held:
+            return {"skipped": "another pass is running"}
         joined = await joining.assign_appraisals(settings, utcnow())
         closed = await rounds.close_due(settings, utcnow())
         pushed = await publication.push_due(clients, settings, utcnow())
         settled = await publication.confirm(clients, settings)
-    finally:
-        await clients.redis.eval(_RELEASE, 1, PUBLISH_LOCK, token)
     return {**joined, **closed, **pushed, **settled}
 
 
