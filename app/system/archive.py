@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,13 +77,41 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return json_util.dumps(body, json_options=json_util.RELAXED_JSON_OPTIONS, indent=2).encode()
 
 
+# What a restore applies from a manifest, and nothing else: the index options this platform creates, no
+# collection options (a forged manifest must not make a collection capped, or a TTL delete everything).
+INDEX_FIELDS = frozenset(
+    {"v", "key", "name", "unique", "sparse", "partialFilterExpression", "expireAfterSeconds", "background"}
+)
+COLLECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,119}")
+
+
+def _checked(entry: CollectionArchive) -> CollectionArchive:
+    if not COLLECTION_NAME.fullmatch(entry.name):
+        raise ArchiveError(f"the manifest names a collection restore does not write: {entry.name[:60]!r}")
+    if entry.options:
+        raise ArchiveError(
+            f"collection {entry.name} has options restore does not apply: {sorted(entry.options)}"
+        )
+    for spec in entry.indexes:
+        unknown = set(spec) - INDEX_FIELDS
+        if unknown:
+            raise ArchiveError(
+                f"an index of {entry.name} has options restore does not apply: {sorted(unknown)}"
+            )
+        ttl = spec.get("expireAfterSeconds")
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 3600):
+            raise ArchiveError(f"an index of {entry.name} expires documents after {ttl!r} s (under an hour)")
+    return entry
+
+
 def decode_manifest(data: bytes) -> Manifest:
-    """The manifest in `data`; ArchiveError when it is not one of this format."""
+    """The manifest in `data`; ArchiveError when it is not one of this format, or asks for more than a
+    restore of this platform's collections applies (`_checked`)."""
     try:
         body = json_util.loads(data)
         if body.get("format") != FORMAT:
             raise ArchiveError(f"not a {FORMAT} manifest (format {body.get('format')!r})")
-        collections = [CollectionArchive(**entry) for entry in body["collections"]]
+        collections = [_checked(CollectionArchive(**entry)) for entry in body["collections"]]
         return Manifest(
             name=body["name"],
             database=body["database"],

@@ -25,7 +25,7 @@ from app.main import DOCUMENTS
 from app.market import service as market_service
 from app.oracle.documents import AIOracleData, PriceInterval
 from app.system import jobs, repository, service
-from app.system.archive import MANIFEST_FILE, ArchiveError, archive_file, decode_manifest
+from app.system.archive import FORMAT, MANIFEST_FILE, ArchiveError, archive_file, decode_manifest
 from scripts.backup import run_reporting_errors
 from scripts.restore import restore as restore_script
 from tests import factories
@@ -273,3 +273,39 @@ def test_a_manifest_of_another_format_is_refused():
         decode_manifest(b'{"format": "other/1", "collections": []}')
     with pytest.raises(ArchiveError):
         decode_manifest(b"not json")
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"options": {"capped": True, "size": 4096}}, "options restore does not apply"),
+        ({"indexes": [{"key": {"createdAt": 1}, "name": "t", "expireAfterSeconds": 0}]}, "under an hour"),
+        (
+            {"indexes": [{"key": {"a": 1}, "name": "a", "storageEngine": {}}]},
+            "options restore does not apply",
+        ),
+        ({"name": "system.users"}, "a collection restore does not write"),
+    ],
+    ids=["capped", "ttl-zero", "engine", "system"],
+)
+def test_a_manifest_asking_for_more_than_this_platforms_collections_is_refused(entry, said):
+    """The bucket is not trusted with the database's shape: a forged manifest cannot make a collection
+    capped, a TTL that empties it, or write a system collection."""
+    collection = {
+        "name": "users",
+        "file": "users.bson.gz",
+        "count": 0,
+        "bytes": 0,
+        "sha256": "0" * 64,
+        **entry,
+    }
+    body = {
+        "format": FORMAT,
+        "name": "x",
+        "database": "d",
+        "started_at": "",
+        "finished_at": "",
+        "collections": [collection],
+    }
+    with pytest.raises(ArchiveError, match=said):
+        decode_manifest(json.dumps(body).encode())
