@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import Counter
 from redis.exceptions import RedisError
+
+from app.lib.leases import RELEASE
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +65,9 @@ async def computed_once(
         hit(name)
         return cached
     miss(name)
-    lock = f"{PREFIX}lock:{key}"
+    lock, token = f"{PREFIX}lock:{key}", secrets.token_hex(8)
     try:
-        holder = await redis.set(lock, b"1", nx=True, ex=max(int(wait_s * 3), 1))
+        holder = await redis.set(lock, token, nx=True, ex=max(int(wait_s * 3), 1))
     except (RedisError, OSError):
         holder = True
     if not holder:
@@ -79,6 +82,6 @@ async def computed_once(
         await put(redis, key, value, ttl_s)
         return value
     finally:
-        if holder:
+        if holder:  # only its own lock: one that outlived it may be another caller's by now
             with contextlib.suppress(RedisError, OSError):
-                await redis.delete(lock)
+                await redis.eval(RELEASE, 1, lock, token)

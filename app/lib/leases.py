@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 # Deletes the lease only if it is still this holder's (one that outlived its lease leaves the next alone).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 @asynccontextmanager
@@ -19,4 +19,4 @@ async def lease(redis, key: str, ttl_ms: int) -> AsyncIterator[bool]:
         yield held
     finally:
         if held:
-            await redis.eval(_RELEASE, 1, key, token)
+            await redis.eval(RELEASE, 1, key, token)
