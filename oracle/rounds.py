@@ -2,11 +2,11 @@
 publishing or not. Pure: no I/O; amounts are exact wei.
 
 - **Aggregation** (Pyth's weighted median, Chainlink's 2f + 1): each observation is weighed by its
-  operator's measured accuracy. One whose price lies outside the others' combined band (their median
-  price and median widths, one vote each) is rejected, once at least three others can say so. The
-  answer is the weighted median of the accepted prices, with the weighted median widths around it;
-  below three observations, the platform's appraisal alone, which one or two operators cannot outvote.
-  Bands count at most +-50% wide, so no observer can stretch the answer's band alone.
+  operator's measured accuracy. One whose price lies outside the bands of more than half of the others
+  (one vote each) is rejected, once at least three others can say so. The answer is the weighted median
+  of the accepted prices, with the weighted median widths around it; below three observations, the
+  platform's appraisal alone, which one or two operators cannot outvote. Bands count from +-1% to
+  +-50% of their price, so no observer can stretch or pinch the answer's band alone.
 - **Gates** a price must pass before it can be published: bounds for its asset type, the jump from the
   last published price in units of that price's sigma, the health of the data sources behind it, a minimum
   confidence, and a maximum age.
@@ -52,7 +52,6 @@ class Verdict:
     key: str
     accepted: bool
     reason: str | None = None
-    band: tuple[int, int] | None = None  # the others' combined band it was held against
 
 
 @dataclass(frozen=True)
