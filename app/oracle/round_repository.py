@@ -298,7 +298,10 @@ async def stragglers(before: datetime, limit: int) -> list[dict[str, Any]]:
     """Predictions in a round still pending since before `before`: their round may have closed without
     them (a late join), or a crash came between a close and its verdicts."""
     query = {"status": "pending", "round": {"$ne": None}, "createdAt": {"$lt": before}}
-    return await predictions().find(query, {"round": 1}).limit(limit).to_list(limit)
+    cursor = (
+        predictions().find(query, {"round": 1}).sort("createdAt", 1)
+    )  # the oldest: their rounds closed first
+    return await cursor.limit(limit).to_list(limit)
 
 
 async def final_rounds(keys: list[str]) -> dict[str, dict[str, Any]]:

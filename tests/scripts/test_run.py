@@ -87,7 +87,7 @@ def test_make_run_serves_stops_cleanly_and_keeps_data(tmp_path):
 
     # the worker started by make run answers a job
     job = httpx.post(f"http://127.0.0.1:{port}/api/system/worker-ping").json()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a worker still starting on a loaded 2-core machine took over 20 s
     while (state := httpx.get(f"http://127.0.0.1:{port}{job['statusUrl']}").json())["status"] != "complete":
         assert time.monotonic() < deadline, state
         time.sleep(0.2)
