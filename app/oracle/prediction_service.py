@@ -35,8 +35,6 @@ from app.oracle import (
 )
 from app.oracle.round_documents import ROUND_STATUSES
 
-OBJECT_ID = r"^[0-9a-fA-F]{24}$"
-
 
 async def submit_prediction(
     redis,
