@@ -57,6 +57,8 @@ from app.oracle.controllers import (
 from app.oracle.documents import AIOracleData, ComparableSale, DataSource, IndexPoint, OracleModel
 from app.oracle.round_documents import OracleRound
 from app.system.controllers import JobController, SystemController
+from app.webhooks.controllers import WebhookController
+from app.webhooks.documents import WebhookDelivery, WebhookSubscription
 
 MAX_BODY_BYTES = 1024 * 1024
 # Every Beanie document, bound to MongoDB at start-up here and in the worker (workers/settings.py).
@@ -78,6 +80,8 @@ DOCUMENTS = [
     ChainEvent,
     ChainBlock,
     IndexerCursor,
+    WebhookSubscription,
+    WebhookDelivery,
 ]
 
 
@@ -133,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AppraisalController,
             PredictionController,
             ChainController,
+            WebhookController,
         ],
         lifespan=[clients_lifespan],
         on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started

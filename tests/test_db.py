@@ -41,6 +41,14 @@ EXPECTED_INDEXES = {
     "sessions": [([("expiresAt", 1)], False), ([("endedAt", 1)], False)],
     "deploymentLogs": [([("contract", 1), ("chainId", 1), ("createdAt", -1)], False)],
     "outbox": [([("key", 1)], True), ([("chainId", 1), ("sender", 1), ("nonce", 1)], True)],
+    "webhooks": [
+        ([("owner", 1), ("createdAt", -1), ("_id", -1)], False),
+        ([("status", 1), ("topics", 1)], False),
+    ],
+    "webhookDeliveries": [
+        ([("webhookId", 1), ("eventId", 1)], True),
+        ([("status", 1), ("nextAttemptAt", 1)], False),
+    ],
 }
 
 
@@ -63,6 +71,12 @@ async def test_sessions_expire_through_ttl_indexes(client, settings, clients):
         if "expireAfterSeconds" in spec
     }
     assert ttl == {(("expiresAt", 1),): 30 * 86400, (("endedAt", 1),): 7 * 86400}
+
+
+async def test_webhook_deliveries_expire_30_days_after_creation(client, settings, clients):
+    info = await clients.mongo[settings.mongodb.database]["webhookDeliveries"].index_information()
+    ttl = {tuple(s["key"]): s["expireAfterSeconds"] for s in info.values() if "expireAfterSeconds" in s}
+    assert ttl == {(("createdAt", 1),): 30 * 86400}
 
 
 async def test_no_ttl_index_deletes_audit_entries(client, settings, clients):
@@ -91,6 +105,8 @@ async def test_every_collection_is_registered(client):
         "chainEvents",
         "chainBlocks",
         "indexerCursors",
+        "webhooks",
+        "webhookDeliveries",
     }
 
 

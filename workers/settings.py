@@ -26,6 +26,7 @@ from app.media import jobs as media_jobs
 from app.media import service as media_service
 from app.oracle import jobs as oracle_jobs
 from app.system import jobs as system_jobs
+from app.webhooks import jobs as webhooks_jobs
 
 settings = get_settings()
 log = structlog.get_logger("worker")
@@ -101,6 +102,14 @@ class WorkerSettings:
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
         func(audit_jobs.archive, name="audit.archive", max_tries=3, timeout=audit_jobs.ARCHIVE_TIMEOUT_S),
+        # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
+        func(
+            webhooks_jobs.deliver,
+            name="webhooks.deliver",
+            max_tries=1,
+            timeout=settings.webhook.timeout_s + webhooks_jobs.JOB_MARGIN_S,
+        ),
+        func(webhooks_jobs.sweep, name="webhooks.sweep", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE
     cron_jobs: list = [
@@ -144,6 +153,7 @@ class WorkerSettings:
         cron(
             market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
         ),
+        cron(webhooks_jobs.sweep, name="webhooks.sweep.cron", second=35, unique=True),  # every minute
         cron(assets_jobs.request_mints, name="assets.request_mints.cron", second=50, unique=True),
         cron(oracle_jobs.publish, name="oracle.publish.cron", second=30, unique=True),
         cron(

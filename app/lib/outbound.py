@@ -206,9 +206,19 @@ class Client:
             async with asyncio.timeout(self.policy.timeout_s):
                 return await self._follow(url, headers or {}, credentials or {}, credentials_origin, started)
         except TimeoutError as exc:
-            raise OutboundError(
-                f"no complete answer within {self.policy.timeout_s:g} s", code="fetch_timeout"
-            ) from exc
+            raise _deadline(self.policy.timeout_s) from exc
+
+    async def post(self, url: str, content: bytes, *, headers: Mapping[str, str] | None = None) -> Response:
+        """POST `content` to `url` once (a webhook's delivery) under the checks, deadline and body cap of
+        `get`; a redirect is answered, not followed: the receiver is the URL it was given."""
+        started = time.perf_counter()
+        sent = {k: v for k, v in (headers or {}).items() if k.lower() not in _RESERVED_HEADERS}
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                status, answered, body = await self._exchange(parse_url(url), sent, "POST", content)
+        except TimeoutError as exc:
+            raise _deadline(self.policy.timeout_s) from exc
+        return Response(url, status, answered, body, round((time.perf_counter() - started) * 1000, 2), 0)
 
     async def _follow(
         self,
@@ -239,7 +249,9 @@ class Client:
             )
         raise OutboundError(f"more than {self.policy.max_redirects} redirects", code="too_many_redirects")
 
-    async def _exchange(self, url: httpx.URL, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def _exchange(
+        self, url: httpx.URL, headers: dict[str, str], method: str = "GET", content: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """One request to `url`'s host, at an address checked for it (the next one when a connection to
         it fails): its status, headers and capped body."""
         host = url.raw_host.decode("ascii")
@@ -247,15 +259,16 @@ class Client:
         addresses = await self._checked_addresses(host, port)
         for attempt, ip in enumerate(addresses, start=1):
             try:
-                return await self._exchange_with(url, host, port, ip, headers)
+                return await self._exchange_with(url, ip, headers, method, content)
             except httpx.ConnectError as exc:
                 if attempt == len(addresses):
                     raise OutboundError(f"could not connect to {host}", code="connect_failed") from exc
         raise AssertionError("unreachable: a host resolves to at least one address")
 
     async def _exchange_with(
-        self, url: httpx.URL, host: str, port: int, ip: IPAddress, headers: dict[str, str]
+        self, url: httpx.URL, ip: IPAddress, headers: dict[str, str], method: str, content: bytes | None
     ) -> tuple[int, dict[str, str], bytes]:
+        host, port = url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
         pinned = url.copy_with(host=str(ip))
         request_headers = {
             "User-Agent": self.user_agent,
@@ -266,7 +279,10 @@ class Client:
         extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" else {}
         pool = self._pool(url.scheme, str(ip), port, host)
         try:
-            async with pool.stream("GET", pinned, headers=request_headers, extensions=extensions) as response:
+            sent = pool.stream(
+                method, pinned, headers=request_headers, content=content, extensions=extensions
+            )
+            async with sent as response:
                 status = response.status_code
                 response_headers = {k.lower(): v for k, v in response.headers.items()}
                 if status in REDIRECTS and "location" in response_headers:
@@ -330,6 +346,10 @@ class Client:
                 timeout=httpx.Timeout(self.policy.timeout_s, connect=self.policy.connect_timeout_s),
             )
         return pool
+
+
+def _deadline(timeout_s: float) -> OutboundError:
+    return OutboundError(f"no complete answer within {timeout_s:g} s", code="fetch_timeout")
 
 
 def _too_large(cap: int) -> OutboundError:

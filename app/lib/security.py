@@ -68,8 +68,9 @@ def is_open_path(path: str) -> bool:
 
 # What each role may do; API keys carry their own explicit permissions (see the module docstring).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    # A user writes only what they own: each such route also carries an owner_or_admin guard.
-    "user": frozenset({"media:write", "assets:metadata"}),
+    # A user writes only what they own: each such route also carries an owner_or_admin guard (webhooks:
+    # a user's webhooks are their own, and another's answer 404 - app/webhooks/service.py).
+    "user": frozenset({"media:write", "assets:metadata", "webhooks:write"}),
     "oracle": frozenset({"oracle:submit"}),
     "admin": frozenset({"*"}),
 }

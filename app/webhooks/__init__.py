@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions to the platform's topics, and the signed deliveries of its events to them."""
