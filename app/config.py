@@ -188,10 +188,9 @@ class OutboundSettings(BaseModel):
 class StreamSettings(BaseModel):
     """The real-time stream (app/events): what is kept for resumption and what one connection may hold."""
 
-    # Events kept in Redis for resumption (`Last-Event-ID`, `since`); an older resume point is told so.
+    # Events kept in the Redis log that api processes read and clients resume from (`Last-Event-ID`,
+    # `since`); an older resume point is told so.
     history: int = Field(default=10_000, ge=100, le=1_000_000)
-    # Events kept per topic's channel stream, for the live fan-out between api processes.
-    topic_history: int = Field(default=100, ge=10, le=100_000)
     # Unsent events one connection holds before dropping its oldest (and saying how many it dropped).
     backlog: int = Field(default=500, ge=10, le=100_000)
     # Open stream connections (WebSocket and SSE together) per client address, over all api processes.

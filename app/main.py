@@ -29,7 +29,10 @@ from app.chain import service as chain_service
 from app.chain.controllers import ChainController
 from app.chain.documents import ChainBlock, ChainEvent, DeploymentLog, IndexerCursor, OutboxTransaction
 from app.config import ConfigurationError, Settings, check_settings, get_settings
-from app.lib import openapi
+from app.events import service as events_service
+from app.events.controllers import StreamController
+from app.events.documents import EventRecord
+from app.lib import channels, openapi
 from app.lib.bodies import check_json_body
 from app.lib.clients import Clients, open_clients
 from app.lib.context import RequestContext, request_context
@@ -80,6 +83,7 @@ DOCUMENTS = [
     ChainEvent,
     ChainBlock,
     IndexerCursor,
+    EventRecord,
     WebhookSubscription,
     WebhookDelivery,
 ]
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 before_scrape=[
                     partial(chain_service.refresh_metrics, settings=settings),
                     prediction_service.refresh_metrics,
+                    events_service.refresh_metrics,
                 ],
             ),
             AuthController,
@@ -137,9 +142,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AppraisalController,
             PredictionController,
             ChainController,
+            StreamController,
             WebhookController,
         ],
         lifespan=[clients_lifespan],
+        plugins=[channels.channels_plugin(settings)],
         on_shutdown=[media_service.close_json_checks],  # the JSON check processes, if any started
         dependencies={
             "clients": Provide(provide_clients, sync_to_thread=False),

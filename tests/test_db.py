@@ -41,6 +41,8 @@ EXPECTED_INDEXES = {
     "sessions": [([("expiresAt", 1)], False), ([("endedAt", 1)], False)],
     "deploymentLogs": [([("contract", 1), ("chainId", 1), ("createdAt", -1)], False)],
     "outbox": [([("key", 1)], True), ([("chainId", 1), ("sender", 1), ("nonce", 1)], True)],
+    "events": [([("eventId", 1), ("createdAt", 1)], False), ([("doneAt", 1), ("createdAt", 1)], False)],
+    "chainEvents": [([("chainId", 1), ("blockNumber", 1), ("logIndex", 1)], False)],  # toAnnounce only
     "webhooks": [
         ([("owner", 1), ("createdAt", -1), ("_id", -1)], False),
         ([("status", 1), ("topics", 1)], False),
@@ -79,6 +81,12 @@ async def test_webhook_deliveries_expire_30_days_after_creation(client, settings
     assert ttl == {(("createdAt", 1),): 30 * 86400}
 
 
+async def test_announced_events_expire_a_week_after_they_are_handed_over(client, settings, clients):
+    info = await clients.mongo[settings.mongodb.database]["events"].index_information()
+    ttl = {tuple(s["key"]): s["expireAfterSeconds"] for s in info.values() if "expireAfterSeconds" in s}
+    assert ttl == {(("doneAt", 1),): 7 * 86400}
+
+
 async def test_no_ttl_index_deletes_audit_entries(client, settings, clients):
     """Audit entries leave through the archive only (app/audit/retention.py)."""
     info = await clients.mongo[settings.mongodb.database]["auditLogs"].index_information()
@@ -107,6 +115,7 @@ async def test_every_collection_is_registered(client):
         "indexerCursors",
         "webhooks",
         "webhookDeliveries",
+        "events",
     }
 
 

@@ -17,6 +17,7 @@ from app.assets import jobs as assets_jobs
 from app.audit import jobs as audit_jobs
 from app.chain import jobs as chain_jobs
 from app.config import check_settings, get_settings
+from app.events import jobs as events_jobs
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
 from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
@@ -101,6 +102,7 @@ class WorkerSettings:
         func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
+        func(events_jobs.dispatch, name="events.dispatch", max_tries=1),
         func(audit_jobs.archive, name="audit.archive", max_tries=3, timeout=audit_jobs.ARCHIVE_TIMEOUT_S),
         # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
         func(
@@ -153,6 +155,7 @@ class WorkerSettings:
         cron(
             market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
         ),
+        cron(events_jobs.dispatch, name="events.dispatch.cron", second=set(range(2, 60, 5)), unique=True),
         cron(webhooks_jobs.sweep, name="webhooks.sweep.cron", second=35, unique=True),  # every minute
         cron(assets_jobs.request_mints, name="assets.request_mints.cron", second=50, unique=True),
         cron(oracle_jobs.publish, name="oracle.publish.cron", second=30, unique=True),

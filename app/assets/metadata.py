@@ -8,7 +8,9 @@ import msgspec
 
 from app.assets import schemas
 from app.assets.documents import AssetMetadata
-from app.lib.errors import BadRequest
+from app.events import service as events_service
+from app.lib.errors import BadRequest, Conflict
+from app.lib.events import asset_topic
 
 MAX_ATTRIBUTE_DEPTH = schemas.MAX_ATTRIBUTE_DEPTH
 MAX_ATTRIBUTE_BYTES = 16_384
@@ -93,3 +95,20 @@ def patch_changes(patch: schemas.MetadataPatch, stored: dict[str, Any]) -> dict[
         check_attribute_size(attributes)
         changes["metadata.customAttributes"] = attributes
     return changes
+
+
+def version_conflict(latest: dict[str, Any]) -> Conflict:
+    return Conflict(
+        "the asset changed since you read it; re-read it and apply your change again",
+        code="version_conflict",
+        details={"currentVersion": latest.get("version", 0), "updatedAt": latest.get("updatedAt")},
+    )
+
+
+def announcement(token_id: int, version: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """`item_metadata_updated` for the change that made `version`: once per version."""
+    fields = sorted({path.split(".", 1)[1] if "." in path else path for path in changes})
+    payload = {"tokenId": token_id, "version": version, "changed": fields}
+    return events_service.event(
+        f"metadata:{token_id}:{version}", "item_metadata_updated", [asset_topic(token_id)], payload
+    )

@@ -36,6 +36,7 @@ from app.assets.token_metadata import token_metadata
 from app.assets.token_schemas import TokenMetadata
 from app.audit import service as audit_service
 from app.config import Settings
+from app.events import service as events_service
 from app.lib import cache
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
@@ -282,24 +283,18 @@ async def update_metadata(
     changes = metadata.patch_changes(patch, current.get("metadata") or {})
     if not changes:  # an empty merge patch changes nothing (RFC 7396), if its version is current
         if current.get("version", 0) != patch.version:
-            raise _version_conflict(current)
+            raise metadata.version_conflict(current)
         return await detail_after_write(clients, settings, token_id, principal)
     if not await repository.set_if_version(token_id, patch.version, changes, utcnow()):
-        raise _version_conflict(await get_raw(token_id, {"version": 1, "updatedAt": 1}))
+        raise metadata.version_conflict(await get_raw(token_id, {"version": 1, "updatedAt": 1}))
+    await events_service.announce([metadata.announcement(token_id, patch.version + 1, changes)])
+    await events_service.dispatch_soon(clients, settings)
     old_metadata = current.get("metadata") or {}
     old = {path: detail.plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
     before = {"version": current.get("version", 0), **old}
     after = {"version": patch.version + 1, **detail.plain(changes)}
     return await _written(
         clients, settings, token_id, principal, context, "asset.metadata.update", before, after
-    )
-
-
-def _version_conflict(latest: dict[str, Any]) -> Conflict:
-    return Conflict(
-        "the asset changed since you read it; re-read it and apply your change again",
-        code="version_conflict",
-        details={"currentVersion": latest.get("version", 0), "updatedAt": latest.get("updatedAt")},
     )
 
 

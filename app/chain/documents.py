@@ -130,6 +130,12 @@ class ChainEvent(Document):
     blockTime: datetime | None = None
     removed: bool = False
     indexedAt: datetime = Field(default_factory=utcnow)
+    # The stream's view of the event (app/market/indexing.py announces it): `toAnnounce` is set whenever
+    # it appears or a reorg removes it; `announced` says what was last announced ("added", "removed"),
+    # `announcements` how many times, which keys the next announcement.
+    toAnnounce: bool | None = None
+    announced: str | None = None
+    announcements: int = 0
 
     class Settings:
         name = "chainEvents"
@@ -158,6 +164,11 @@ class ChainEvent(Document):
                     ("blockNumber", pymongo.ASCENDING),
                 ],
                 name="chainId_contract_token_block",
+            ),
+            IndexModel(
+                [("chainId", pymongo.ASCENDING), ("blockNumber", pymongo.ASCENDING), ("logIndex", 1)],
+                name="to_announce",
+                partialFilterExpression={"toAnnounce": True},
             ),
         ]
 

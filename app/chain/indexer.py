@@ -177,6 +177,8 @@ def _event(chain_id: int, found: dict[str, _Source], entry: Any, times: dict[int
         "blockTime": times.get(int(entry["blockNumber"])),
         "removed": False,
         "indexedAt": utcnow(),
+        "toAnnounce": True,
+        "announcements": 0,
     }
 
 

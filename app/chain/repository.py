@@ -223,7 +223,7 @@ async def save_events(found: list[dict[str, Any]]) -> None:
         operations = [
             UpdateOne(
                 {k: e[k] for k in ("chainId", "blockHash", "txHash", "logIndex")},
-                {"$set": {"removed": False}},
+                {"$set": {"removed": False, "toAnnounce": True}},
             )
             for e in again
         ]
@@ -258,8 +258,30 @@ async def remove_events_after(chain_id: int, fork: int) -> int:
     query = {"chainId": chain_id, "blockNumber": {"$gt": fork}, "removed": False}
     tokens = sorted(t for t in await events().distinct("tokenId", query) if t is not None)
     await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
-    result = await events().update_many(query, {"$set": {"removed": True, "removedAt": utcnow()}})
+    result = await events().update_many(
+        query, {"$set": {"removed": True, "removedAt": utcnow(), "toAnnounce": True}}
+    )
     return result.modified_count
+
+
+async def to_announce(chain_id: int, limit: int) -> list[dict[str, Any]]:
+    """Events that appeared or were removed since they were last announced, in chain order."""
+    query = {"chainId": chain_id, "toAnnounce": True}
+    return await events().find(query, sort=[("blockNumber", 1), ("logIndex", 1)], limit=limit).to_list()
+
+
+async def announced(event: dict[str, Any], state: str | None) -> bool:
+    """Record that `event` (as read) was announced as `state` (None: nothing to announce); False when it
+    changed since it was read (a reorg), so it is looked at again."""
+    unchanged = {
+        "_id": event["_id"],
+        "removed": event["removed"],
+        "announcements": event.get("announcements", 0),
+    }
+    update: dict[str, Any] = {"$unset": {"toAnnounce": ""}}
+    if state is not None:
+        update |= {"$set": {"announced": state}, "$inc": {"announcements": 1}}
+    return (await events().update_one(unchanged, update)).modified_count == 1
 
 
 async def drop_blocks_after(chain_id: int, fork: int) -> None:

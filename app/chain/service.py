@@ -176,6 +176,14 @@ class ChainUnavailable(ServiceUnavailable):
     code = "chain_unavailable"
 
 
+async def events_to_announce(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    return await repository.to_announce(settings.chain.chain_id, limit)
+
+
+async def event_announced(event: dict[str, Any], state: str | None) -> bool:
+    return await repository.announced(event, state)
+
+
 async def chain_status(clients: Clients, settings: Settings) -> schemas.ChainStatus:
     """Head and indexed blocks, lag, last reorg, the outbox, the signer's balance and the last drift
     report; 503 `chain_unavailable` when no chain is configured or its node does not answer."""

@@ -49,6 +49,7 @@ REMOVABLE = ("item_listed", "item_cancelled", "item_sold", "item_transferred", "
 REMOVED_SUFFIX = "_removed"
 # What the stream itself says, outside any topic.
 NOTICES = {
+    "subscribed": "the topics are live: what is published from now on is sent",
     "stream_gap": "the resume point is older than the kept history: events after it were lost",
     "events_dropped": "the connection fell behind and its oldest unsent events were dropped",
     "error": "the request was refused; the connection closes",

@@ -37,8 +37,10 @@ def _request_id(scope: Scope) -> str:
     return state["request_id"]
 
 
-def add_request_id_header(message: Message, scope: Scope) -> None:
-    """A before-send hook: every response carries the id, including those no route or middleware made."""
+async def add_request_id_header(message: Message, scope: Scope) -> None:
+    """A before-send hook: every response carries the id, including those no route or middleware made.
+    Async, as it runs on every message sent (each WebSocket frame too): Litestar runs a sync hook in a
+    worker thread."""
     if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
         MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = _request_id(scope)
 

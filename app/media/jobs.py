@@ -28,7 +28,9 @@ async def process_media(ctx: dict[str, Any], token_id: int) -> dict[str, Any]:
     if not await lock.acquire():
         raise Retry(defer=2)  # another run holds this asset: go after it, on the state it leaves
     try:
-        return await service.process_asset_media(clients.storage, token_id, budget=ctx.get("pixel_budget"))
+        result = await service.process_asset_media(clients.storage, token_id, budget=ctx.get("pixel_budget"))
+        await service.announce_processed(clients, ctx["settings"], result)
+        return result
     except Exception as exc:
         if is_transient(exc):
             try_number = ctx.get("job_try", 1)

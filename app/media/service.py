@@ -14,8 +14,11 @@ from datetime import datetime
 from arq.jobs import Job, JobStatus
 
 from app.assets import service as assets_service
+from app.config import Settings
+from app.events import service as events_service
 from app.lib.clients import Clients
 from app.lib.errors import BadRequest, NotFound
+from app.lib.events import asset_topic
 from app.lib.queues import IMAGE_QUEUE
 from app.lib.security import Principal
 from app.lib.storage import Storage
@@ -145,3 +148,26 @@ async def sweep(clients: Clients, *, now: datetime | None = None) -> dict[str, i
     for token_id in await processing.tokens_with_guessable_highres():
         await enqueue_processing(clients, token_id)
     return swept
+
+
+# What a processing run did, beside the token: files promoted, rendered, rejected, thumbnails made.
+RUN_OUTCOMES = ("promoted", "processed", "rejected", "thumbnails", "rekeyed")
+
+
+async def announce_processed(clients: Clients, settings: Settings, result: dict) -> bool:
+    """`media_processed` after a run that changed the asset's media, keyed by the state it left, so a run
+    done again (a retried job) announces nothing twice; whether it announced."""
+    done = {k: v for k, v in result.items() if k in RUN_OUTCOMES and v}
+    media = await assets_service.media_records_of(result["tokenId"]) if done else None
+    if media is None:
+        return False
+    state = sorted(f"{f.key}:{f.status}" for f in media.files)
+    digest = hashlib.sha256("\n".join(state).encode()).hexdigest()[:32]
+    token_id = result["tokenId"]
+    files = [{"key": f.key, "kind": f.kind, "status": f.status} for f in media.files][:100]
+    payload = {"tokenId": token_id, "outcomes": done, "files": files}
+    topics = ["media", asset_topic(token_id)]
+    event = events_service.event(f"media:{token_id}:{digest}", "media_processed", topics, payload)
+    await events_service.announce([event])
+    await events_service.dispatch_soon(clients, settings)
+    return True

@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.assets import service as assets_service
 from app.config import Settings
+from app.events import service as events_service
 from app.lib import leases
 from app.lib.errors import NotFound, require_one_of
 from app.lib.params import parse_limit, signed_page
@@ -160,6 +161,7 @@ async def publish(clients, settings: Settings) -> dict[str, Any]:
         closed = await rounds.close_due(settings, utcnow())
         pushed = await publication.push_due(clients, settings, utcnow())
         settled = await publication.confirm(clients, settings)
+    await events_service.dispatch_soon(clients, settings)  # the rounds it closed
     return {**joined, **closed, **pushed, **settled}
 
 

@@ -23,6 +23,8 @@ from bson import Decimal128, ObjectId
 from prometheus_client import Gauge
 
 from app.config import Settings
+from app.events import service as events_service
+from app.lib.events import asset_topic
 from app.lib.money import eth_to_wei, wei_string, wei_to_eth
 from app.lib.timeutil import as_utc
 from app.oracle import round_repository
@@ -38,6 +40,7 @@ REFUSED = Gauge(
 REFUSERS = ("bounds", "jump", "sources", "confidence", "age", "quorum")
 ROUND_GRACE = timedelta(seconds=5)
 CLOSE_PER_PASS = 1000
+ANNOUNCED_ANSWER = ("price", "priceWei", "low", "lowWei", "high", "highWei", "confidence")
 READ_PER_SALE = 100  # a record reads at most this many predictions per sale it wants
 
 
@@ -335,12 +338,29 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     # a crash between these two writes leaves the verdicts to settle_stragglers
     written = await round_repository.close(outcomes, closer)
     await round_repository.set_verdicts([v for key in sorted(written) for v in verdicts[key]])
+    by_key = {doc["key"]: doc for doc in claimed}
+    await events_service.announce([_announcement(by_key[key], outcomes[key]) for key in sorted(written)])
     for key in written:
         counts[outcomes[key]["status"]] += 1
         if outcomes[key].get("decision"):
             counts[outcomes[key]["decision"]["decision"]] += 1
     log.info("oracle.rounds.closed", **counts)
     return dict(counts)
+
+
+def _announcement(claimed: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    """`oracle_round_closed`: the round (its REST id), its token, how it ended and what it answered."""
+    answer, decision = outcome.get("answer") or {}, outcome.get("decision") or {}
+    payload = {
+        "roundId": claimed["key"],
+        "tokenId": claimed["tokenId"],
+        "status": outcome["status"],
+        "rejectedBy": outcome.get("rejectedBy"),
+        "decision": decision.get("decision"),
+        **{k: str(answer[k]) if k.endswith("Wei") else answer[k] for k in ANNOUNCED_ANSWER if k in answer},
+    }
+    topics = ["oracle", asset_topic(claimed["tokenId"])]
+    return events_service.event(f"round:{claimed['key']}", "oracle_round_closed", topics, payload)
 
 
 def _carriable(settings: Settings, appraisal: dict[str, Any], claimed: dict[str, Any]) -> bool:

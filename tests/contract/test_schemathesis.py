@@ -37,6 +37,7 @@ MAX_EXAMPLES = 50
 MAX_SCENARIOS = 40
 MAX_STEPS = 8
 REQUEST_TIMEOUT_S = 30
+STREAMED = "/api/stream/sse"
 
 # Where the document comes from: the app as the contract tests configure it (no connection is made).
 UNREACHABLE = {
@@ -115,7 +116,9 @@ def with_values(
 def load_schema() -> schemathesis.BaseSchema:
     """The document as Schemathesis sees it, sending to the app behind the bridge (and, for its own
     follow-up requests such as the auth checks' probes, doing the same)."""
-    loaded = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=CONFIG)
+    # The SSE stream answers a valid request with a response that never ends: tests/events/test_stream.py
+    # holds it to its document (its 200 media type and its 400 and 429 codes) on real api processes.
+    loaded = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=CONFIG).exclude(path=STREAMED)
     loaded.app = BRIDGE
     loaded.hook(flatmap_case)
     return loaded

@@ -1,0 +1,150 @@
+"""The real-time stream: `GET /api/stream` as a WebSocket, and the same messages as Server-Sent Events at
+`GET /api/stream/sse`. Public: every event is about public resources.
+
+Subscribe with `?topics=sales,asset:42`; resume with `since` (either transport) or `Last-Event-ID`
+(SSE, which browsers send by themselves on reconnecting). Every message is
+`{"id", "event", "topic", "payload", "sentAt"}` (app/lib/events.py); on SSE its `id` is the SSE id and
+its `event` the SSE event name. Notices (`subscribed`, `stream_gap`, `events_dropped`, `error`) have
+no id, so they never move a client's resume point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar import Controller, Request, WebSocket, get, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from app.lib import stream
+from app.lib.deps import ClientsDep, SettingsDep
+from app.lib.errors import AppError
+from app.lib.events import EVENT_ID_PATTERN, TOPICS_PATTERN, parse_topics
+from app.lib.openapi import raises
+from app.lib.params import PUBLIC
+
+# WebSocket close codes: the request was refused (1008, policy), or the server is full for now (1013).
+POLICY, TRY_LATER = 1008, 1013
+RETRY_MS = 3000
+ChannelsDep = NamedDependency[
+    ChannelsPlugin
+]  # the plugin provides it as `channels`  # how soon an SSE client reconnects after a drop
+
+TopicsParam = Annotated[
+    str,
+    QueryParameter(
+        description="comma-separated: sales, listings, transfers, prices, oracle, media, asset:{tokenId}",
+        schema_extra={"pattern": TOPICS_PATTERN, "maxLength": 2000},
+    ),
+]
+SinceParam = Annotated[
+    str | None,
+    QueryParameter(
+        description="resume after this event id (the `id` of the last message received)",
+        schema_extra={"pattern": EVENT_ID_PATTERN},
+    ),
+]
+LastEventIdHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        required=False,
+        description="resume after this event id (SSE clients send it when they reconnect)",
+        schema_extra={"pattern": EVENT_ID_PATTERN},
+    ),
+]
+
+
+def _client_address(connection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+class StreamController(Controller):
+    path = "/api/stream"
+    tags = ["stream"]
+
+    @websocket("/", opt=PUBLIC)
+    async def websocket_stream(self, socket: WebSocket, channels: ChannelsDep, settings: SettingsDep) -> None:
+        """The stream as a WebSocket: JSON text messages; query `topics`, and `since` to resume."""
+        redis = socket.app.state.clients.redis
+        await socket.accept()
+        slot = stream.Slot(redis, _client_address(socket), settings)
+        try:
+            topics = parse_topics(socket.query_params.get("topics"), settings.stream.max_topics)
+            since = stream.resume_point(socket.query_params.get("since"))
+            await slot.take()
+        except AppError as exc:
+            error = stream.notice("error", {"code": exc.code, "message": exc.message})
+            await socket.send_text(error.text)
+            code = TRY_LATER if isinstance(exc, stream.TooManyConnections) else POLICY
+            await socket.close(code=code, reason=exc.code)
+            return
+
+        async def pump() -> None:
+            async for message in stream.messages(channels, redis, settings, topics, since, slot):
+                if message is not stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
+                    await socket.send_text(message.text)
+
+        sender = asyncio.create_task(pump())
+        try:
+            while not sender.done():
+                receive = asyncio.create_task(socket.receive())
+                await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if receive.done() and receive.result()["type"] == "websocket.disconnect":
+                    break
+                receive.cancel()
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            await slot.release()
+
+    @get(
+        "/sse",
+        opt={
+            **PUBLIC,
+            **raises({400: ["invalid_topics", "invalid_event_id"], 429: ["too_many_connections"]}),
+        },
+        media_type="text/event-stream",
+        response_description="SSE: each `data` is a message {id, event, topic, payload, sentAt}",
+    )
+    async def stream_sse(
+        self,
+        request: Request,
+        channels: ChannelsDep,
+        clients: ClientsDep,
+        settings: SettingsDep,
+        topics: TopicsParam,
+        since: SinceParam = None,
+        last_event_id: LastEventIdHeader = None,
+    ) -> ServerSentEvent:
+        """The stream as Server-Sent Events: `event` is the event's name, `id` its id, `data` the whole
+        message; a comment every STREAM_HEARTBEAT_S keeps idle connections open. 429
+        `too_many_connections` past STREAM_MAX_CONNECTIONS_PER_IP open streams from one address."""
+        chosen = parse_topics(topics, settings.stream.max_topics)
+        resume = stream.resume_point(since, last_event_id)
+        slot = stream.Slot(clients.redis, _client_address(request), settings)
+        await slot.take()
+        messages = stream.messages(channels, clients.redis, settings, chosen, resume, slot)
+        return ServerSentEvent(
+            _as_sse(messages, slot),
+            retry_duration=RETRY_MS,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+async def _as_sse(
+    messages: AsyncIterator[stream.Outgoing], slot: stream.Slot
+) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        async for message in messages:
+            if message is stream.HEARTBEAT:
+                yield ServerSentEventMessage(comment="keep-alive")
+            else:
+                yield ServerSentEventMessage(data=message.text, event=message.event, id=message.id)
+    finally:
+        await messages.aclose()
+        await slot.release()

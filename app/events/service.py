@@ -1,0 +1,108 @@
+"""The events domain: what producers call to announce, and the dispatcher that publishes and hands over.
+
+Producers (market indexing, media, assets, the oracle's rounds) call `announce` with events keyed by
+what they announce, in the same pass as their own writes, then `dispatch` (best effort: the
+`events.dispatch` cron runs it every few seconds for whatever a failure left). The dispatcher, one at
+a time across processes (a Redis lease, so ids follow the order events were recorded in):
+1. publishes each unpublished event to Redis (app/lib/eventlog.py): at most once per key, whatever
+   crashes in between, and records the id it got;
+2. hands the published ones to the webhooks (app/webhooks), which make one delivery per subscription
+   and event, idempotently, and then marks them done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+
+from app.config import Settings
+from app.events import repository
+from app.lib import eventlog
+from app.lib.events import EVENTS, REMOVED_SUFFIX
+from app.lib.leases import lease
+from app.lib.timeutil import utcnow
+from app.webhooks import service as webhooks_service
+
+log = structlog.get_logger(__name__)
+
+WAITING = Gauge(
+    "dynamicvault_events_waiting",
+    "Announced events not yet published to the stream (unpublished) or handed to the webhooks (unhanded)",
+    ["stage"],
+)
+DISPATCH_LEASE = "dv:events:dispatch"
+DISPATCH_LEASE_MS = 60_000
+BATCH = 500
+
+
+def event(key: str, name: str, topics: list[str], payload: dict[str, Any]) -> dict[str, Any]:
+    """One announcement for `announce`; `key` names what it announces, so announcing again adds nothing."""
+    base = name.removesuffix(REMOVED_SUFFIX)
+    if base not in EVENTS:
+        raise ValueError(f"unknown event {name!r}")
+    return {"_id": key, "event": name, "topics": list(dict.fromkeys(topics)), "payload": payload}
+
+
+async def announce(events: list[dict[str, Any]]) -> int:
+    """Record events to publish; how many were new."""
+    return await repository.record(events)
+
+
+async def dispatch(clients, settings: Settings) -> dict[str, int]:
+    """Publish what is unpublished and hand what is published to the webhooks, while there is any."""
+    published = handed = 0
+    async with lease(clients.redis, DISPATCH_LEASE, DISPATCH_LEASE_MS) as held:
+        if not held:
+            return {"published": 0, "handed": 0, "busy": 1}
+        while batch := await repository.unpublished(BATCH):
+            await _publish(clients.redis, settings, batch)
+            published += len(batch)
+        while batch := await repository.not_handed_over(BATCH):
+            await webhooks_service.fan_out(clients, settings, [_as_published(e) for e in batch])
+            await repository.mark_done([e["_id"] for e in batch], utcnow())
+            handed += len(batch)
+    return {"published": published, "handed": handed}
+
+
+async def dispatch_soon(clients, settings: Settings) -> None:
+    """`dispatch` for a producer that has just announced: a failure is left to the cron, and logged."""
+    try:
+        await dispatch(clients, settings)
+    except Exception as exc:  # the producer's own work is done; the cron publishes what is left
+        log.warning("events.dispatch_failed", error=str(exc)[:300])
+
+
+async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> None:
+    done = []
+    for record in batch:
+        sent_at = utcnow()
+        event_id = await eventlog.publish(
+            redis,
+            key=record["_id"],
+            event=record["event"],
+            topics=record["topics"],
+            payload=record["payload"],
+            sent_at=sent_at,
+            history=settings.stream.history,
+        )
+        done.append((record["_id"], event_id, sent_at))
+    await repository.mark_published(done)
+
+
+def _as_published(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": record["eventId"],
+        "key": record["_id"],
+        "event": record["event"],
+        "topics": record["topics"],
+        "payload": record["payload"],
+        "sentAt": record["publishedAt"],
+    }
+
+
+async def refresh_metrics(clients) -> None:
+    """The outbox's backlog, before a scrape of /metrics: a growing one means the dispatcher is stuck."""
+    for stage, count in (await repository.backlog()).items():
+        WAITING.labels(stage).set(count)

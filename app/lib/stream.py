@@ -1,0 +1,190 @@
+"""One stream connection: its slot among the client's connections, its resumption, and its messages.
+
+Both transports (WebSocket and SSE, app/events/controllers.py) run the same sequence:
+1. take a slot among the connections of the client's address, over every api process (a sorted set
+   in Redis, each connection refreshing its entry while it lives, so a crashed process's slots lapse);
+2. subscribe to the topics' channels, so what is published from then on waits in the connection's
+   bounded backlog, and say `subscribed`;
+3. when resuming (`since`, `Last-Event-ID`), send what the log kept after that id, and a `stream_gap`
+   notice first when the log no longer reaches back to it (the client should re-read over REST);
+4. send the live messages, skipping any already sent (an event of two subscribed topics, or one
+   that arrived live while the log was being read), with an `events_dropped` notice whenever the
+   backlog overflowed, and a heartbeat when nothing was sent for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple, cast
+
+from litestar.channels import ChannelsPlugin
+from prometheus_client import Gauge
+
+from app.config import Settings
+from app.lib import eventlog
+from app.lib.channels import CountingSubscriber, fell_behind
+from app.lib.errors import AppError
+from app.lib.events import EVENT_ID, event_id_key
+from app.lib.timeutil import utcnow
+
+SLOTS_PREFIX = "dv:stream:slots:"
+_SEEN = 4096  # ids remembered per connection, to send each event once
+
+# KEYS[1] the address's slots; ARGV: now, expiry of this slot, its id, the limit, the key's ttl (s).
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+OPEN = Gauge("dynamicvault_stream_connections", "Stream connections (WebSocket and SSE) open in this process")
+
+
+class TooManyConnections(AppError):
+    status_code, code = 429, "too_many_connections"
+
+
+class InvalidEventId(AppError):
+    status_code, code = 400, "invalid_event_id"
+
+
+def resume_point(*candidates: str | None) -> str | None:
+    """The first resume point given (query `since`, then `Last-Event-ID`), checked."""
+    for value in candidates:
+        if value is None or value == "":
+            continue
+        if not EVENT_ID.fullmatch(value):
+            raise InvalidEventId("a resume point is an event id such as 1733380000000-0")
+        return value
+    return None
+
+
+class Slot:
+    """A connection's place among its address's connections."""
+
+    def __init__(self, redis, address: str, settings: Settings) -> None:
+        self._redis, self._key = redis, SLOTS_PREFIX + address
+        self._id = secrets.token_hex(8)
+        self._ttl = settings.stream.heartbeat_s * 3
+        self._limit = settings.stream.max_connections_per_ip
+        self._held = False
+
+    async def take(self) -> None:
+        now = time.time()
+        taken = await self._redis.eval(
+            _ADMIT, 1, self._key, now, now + self._ttl, self._id, self._limit, int(self._ttl) + 1
+        )
+        if not taken:
+            raise TooManyConnections(
+                f"at most {self._limit} stream connections per address",
+                headers={"Retry-After": str(int(self._ttl))},
+            )
+        self._held = True
+        OPEN.inc()
+
+    async def refresh(self) -> None:
+        await self._redis.zadd(self._key, {self._id: time.time() + self._ttl})
+        await self._redis.expire(self._key, int(self._ttl) + 1)
+
+    async def release(self) -> None:
+        if self._held:
+            self._held = False
+            OPEN.dec()
+            await self._redis.zrem(self._key, self._id)
+
+
+class Outgoing(NamedTuple):
+    """One message as a transport sends it: its id (None for a notice), event name, and JSON text."""
+
+    id: str | None
+    event: str
+    text: str
+
+
+HEARTBEAT = Outgoing(None, "heartbeat", "")  # each transport sends its own keep-alive
+# The head of every event's message, as app/lib/eventlog.py writes it: its id and event name.
+_HEAD = re.compile(rb'\{"id":"([0-9]+-[0-9]+)","event":"([a-z_]+)"')
+
+
+def notice(name: str, payload: dict[str, Any]) -> Outgoing:
+    body = {"id": None, "event": name, "topic": None, "payload": payload, "sentAt": _now()}
+    return Outgoing(None, name, _text(body))
+
+
+def _text(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def _now() -> str:
+    return utcnow().isoformat().replace("+00:00", "Z")
+
+
+async def messages(
+    channels: ChannelsPlugin, redis, settings: Settings, topics: list[str], since: str | None, slot: Slot
+) -> AsyncIterator[Outgoing]:
+    """The connection's messages, notices and heartbeats, until the caller stops iterating."""
+    subscriber = cast(CountingSubscriber, await channels.subscribe(topics))  # the plugin's subscriber_class
+    seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(event_id: str) -> bool:
+        if event_id in seen:
+            return False
+        seen[event_id] = None
+        if len(seen) > _SEEN:
+            seen.popitem(last=False)
+        return True
+
+    try:
+        yield notice("subscribed", {"topics": topics, "since": since})
+        through = None
+        if since is not None:
+            oldest = await eventlog.gap(redis, since)
+            if oldest is not None:
+                yield notice("stream_gap", {"since": since, "oldestKept": oldest})
+            through, more = since, True
+            while more:
+                # What the backlog drops while a page is read is in that page or a later one; only
+                # what it drops after the last read is lost, and counted.
+                subscriber.take_dropped()
+                page = await eventlog.replay_page(redis, through, topics)
+                through, more = page.through, page.more
+                for message in page.messages:
+                    yield Outgoing(message["id"], message["event"], _text(message))
+        beat = settings.stream.heartbeat_s
+        refreshed = time.monotonic()
+        while True:
+            if time.monotonic() - refreshed >= beat:
+                await slot.refresh()
+                refreshed = time.monotonic()
+            try:
+                raw = await subscriber.next(within=beat)
+            except TimeoutError:
+                yield HEARTBEAT
+                continue
+            if raw is None:  # unsubscribed
+                return
+            dropped = subscriber.take_dropped()
+            if dropped:
+                yield notice("events_dropped", {"count": dropped})
+            if fell_behind(raw):
+                yield notice("events_dropped", {"count": None, "reason": "the server fell behind the log"})
+                continue
+            head = _HEAD.match(raw)
+            if head is None:
+                continue
+            event_id, event = head.group(1).decode(), head.group(2).decode()
+            if through is not None and event_id_key(event_id) <= event_id_key(through):
+                continue  # the replay sent it
+            if first_time(event_id):  # not already sent through another of the topics
+                yield Outgoing(event_id, event, raw.decode())
+    finally:
+        await asyncio.shield(channels.unsubscribe(subscriber, topics))

@@ -1,0 +1,105 @@
+"""What the chain's events say to the stream and webhooks: one announcement per event that appears,
+and one `{event}_removed` when a reorg takes it back (app/lib/events.py).
+
+The indexer marks each event it stores, or a reorg removes, `toAnnounce`. Each pass announces those
+in chain order, keyed by the event and how many times it was announced before (so an event removed
+and then mined again is announced again, and a crash between the announcement and its mark announces
+nothing twice), then marks what it announced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.chain import service as chain_service
+from app.config import Settings
+from app.events import service as events_service
+from app.lib.events import REMOVED_SUFFIX, asset_topic
+from app.lib.money import wei_to_eth
+
+BATCH = 500
+# Chain event -> (stream event, its topic besides the token's).
+MEANINGS = {
+    ("AssetToken", "Transfer"): ("item_transferred", "transfers"),
+    ("Marketplace", "Listed"): ("item_listed", "listings"),
+    ("Marketplace", "Delisted"): ("item_cancelled", "listings"),
+    ("Marketplace", "Sold"): ("item_sold", "sales"),
+    ("PriceOracle", "PriceUpdated"): ("price_updated", "prices"),
+}
+
+
+async def announce_chain(clients, settings: Settings) -> int:
+    """Announce what the chain's events changed since the last pass; how many announcements."""
+    announced = 0
+    while batch := await chain_service.events_to_announce(settings, BATCH):
+        states = [_state(event) for event in batch]
+        pending = [
+            _announcement(event, state)
+            for event, state in zip(batch, states, strict=True)
+            if state is not None
+        ]
+        await events_service.announce(pending)
+        for event, state in zip(batch, states, strict=True):
+            await chain_service.event_announced(event, state)
+        announced += len(pending)
+        if len(batch) < BATCH:
+            break
+    if announced:
+        await events_service.dispatch_soon(clients, settings)
+    return announced
+
+
+def _state(event: dict[str, Any]) -> str | None:
+    """What to announce of an event now: "added", "removed", or nothing."""
+    meaning = MEANINGS.get((event["contract"], event["event"]))
+    if meaning is None or event.get("tokenId") is None:
+        return None
+    if not event["removed"] and event.get("announced") != "added":
+        return "added"
+    if event["removed"] and event.get("announced") == "added":
+        return "removed"
+    return None
+
+
+def _announcement(event: dict[str, Any], state: str) -> dict[str, Any]:
+    name, topic = MEANINGS[(event["contract"], event["event"])]
+    if state == "removed":
+        name += REMOVED_SUFFIX
+    key = f"chain:{event['_id']}:{event.get('announcements', 0)}"
+    return events_service.event(key, name, [topic, asset_topic(event["tokenId"])], _payload(event))
+
+
+def _payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The token and transaction (the REST resources' ids), where it happened, and what changed."""
+    args = event["args"]
+    payload: dict[str, Any] = {
+        "tokenId": event["tokenId"],
+        "transactionHash": event["txHash"].lower(),
+        "blockNumber": event["blockNumber"],
+        "blockHash": event["blockHash"],
+        "logIndex": event["logIndex"],
+        "contractAddress": event["address"],
+        "at": event["blockTime"].isoformat().replace("+00:00", "Z") if event.get("blockTime") else None,
+    }
+    name = event["event"]
+    if name == "Transfer":
+        payload |= {"from": args["sender"], "to": args["receiver"]}
+    elif name in ("Listed", "Delisted", "Sold"):
+        payload["seller"] = args["seller"]
+    if name == "Sold":
+        payload["buyer"] = args["buyer"]
+        payload |= _amount("fee", args["fee"])
+    if name in ("Listed", "Sold"):
+        payload |= _amount("price", args["price"])
+    if name == "PriceUpdated":
+        payload |= (
+            _amount("price", args["price"]) | _amount("low", args["low"]) | _amount("high", args["high"])
+        )
+        payload["confidence"] = int(args["confidence"])
+        payload["roundId"] = str(args["roundId"])
+    return payload
+
+
+def _amount(name: str, wei: str | int) -> dict[str, Any]:
+    """An amount as the REST resources give it: ETH, and the exact wei as a string."""
+    return {name: wei_to_eth(int(wei)), f"{name}Wei": str(int(wei))}

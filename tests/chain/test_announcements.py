@@ -1,0 +1,73 @@
+"""What the indexed chain announces to the stream: OpenSea's event names in chain order, once each, and
+`{event}_removed` for what a reorg took back."""
+
+from __future__ import annotations
+
+from web3 import Web3
+
+from app.events.documents import EventRecord
+from app.lib import eventlog
+from tests.chain.conftest import ONE_ETH, onboard, rpc, settle, transact
+
+
+async def _announced(clients, since: str = "0-0", topics=("sales", "listings", "transfers", "asset:111")):
+    found = await eventlog.replay_page(clients.redis, since, list(topics))
+    return [(m["event"], m["payload"]["tokenId"]) for m in found.messages], found.messages
+
+
+async def test_mint_list_and_sale_are_announced_once_each_in_chain_order(
+    web3, client, clients, settings, chain
+):
+    seller, buyer = chain["seller"], chain["buyer"]
+    await onboard(client, settings, 111, seller)
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
+    await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+    receipt = await transact(web3, chain["market"].functions.buy_token(111), buyer, ONE_ETH)
+    await settle(clients, settings, 2)
+    await settle(clients, settings, 2)  # passes that find nothing new announce nothing
+
+    names, messages = await _announced(clients)
+    assert names == [
+        ("item_transferred", 111),  # the mint
+        ("item_listed", 111),
+        ("item_transferred", 111),  # the sale's transfer, then the sale
+        ("item_sold", 111),
+    ]
+    sale = messages[-1]
+    assert sale["topic"] == "sales"
+    assert sale["payload"]["transactionHash"] == Web3.to_hex(receipt["transactionHash"])
+    assert (sale["payload"]["seller"], sale["payload"]["buyer"]) == (seller, buyer)
+    assert sale["payload"]["priceWei"] == str(ONE_ETH) and sale["payload"]["price"] == 1.0
+    fee = ONE_ETH * settings.chain.fee_bps // 10_000
+    assert sale["payload"]["feeWei"] == str(fee)
+    mint = messages[0]["payload"]
+    assert mint["from"] == "0x0000000000000000000000000000000000000000" and mint["to"] == seller
+    assert await EventRecord.find(EventRecord.doneAt == None).count() == 0  # noqa: E711 - a query
+
+
+async def test_a_reorg_announces_what_it_removed_and_the_new_branch_again(
+    web3, client, clients, settings, chain
+):
+    seller, buyer = chain["seller"], chain["buyer"]
+    await onboard(client, settings, 111, seller)
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
+    await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    fork = await rpc(web3, "evm_snapshot")
+    await transact(web3, chain["market"].functions.buy_token(111), buyer, ONE_ETH)
+    await rpc(web3, "anvil_mine", hex(2))
+    await settle(clients, settings, 1)
+    _, before = await _announced(clients)
+    last_before = before[-1]["id"]
+
+    await rpc(web3, "evm_revert", fork)
+    await rpc(web3, "anvil_mine", hex(1))
+    await transact(web3, chain["market"].functions.delist_token(111), seller)  # the new branch
+    await rpc(web3, "anvil_mine", hex(4))
+    await settle(clients, settings, 2)
+
+    names, _ = await _announced(clients, since=last_before)
+    assert sorted(names[:2]) == [("item_sold_removed", 111), ("item_transferred_removed", 111)]
+    assert names[2:] == [("item_cancelled", 111)]

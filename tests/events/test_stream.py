@@ -1,0 +1,139 @@
+"""The stream as clients meet it: two api processes share one Redis, so an event published through one
+reaches WebSocket and SSE subscribers of both; resumption, gaps, refusals and the per-address limit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import websockets
+
+from app.lib import eventlog
+from tests import factories
+from tests.events.support import api_process, next_sse, sse_events, ws_connect, ws_messages
+
+LIMIT = 2  # stream connections per address on process A
+
+
+@pytest.fixture(scope="module")
+def processes(settings):
+    limited = {"STREAM_MAX_CONNECTIONS_PER_IP": str(LIMIT), "STREAM_HEARTBEAT_S": "1"}
+    with api_process(settings, **limited) as a, api_process(settings) as b:
+        yield a, b
+
+
+async def _patch(base: str, headers: dict, version: int, description: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        body = {"version": version, "metadata": {"condition": description}}
+        return await http.patch("/api/assets/42/metadata", json=body, headers=headers)
+
+
+async def test_an_event_published_through_one_process_reaches_subscribers_of_both(
+    client, settings, processes
+):
+    a, b = processes
+    owner = await factories.owner_with_asset(settings, token_id=42)
+    async with ws_connect(b, "topics=sales,asset:42") as socket, httpx.AsyncClient(timeout=30) as http:
+        assert (await ws_messages(socket, 1))[0]["event"] == "subscribed"
+        async with http.stream("GET", f"{a}/api/stream/sse", params={"topics": "asset:42"}) as sse:
+            assert sse.status_code == 200
+            assert sse.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(sse.aiter_lines())
+            assert (await next_sse(events))["data"]["event"] == "subscribed"
+
+            response = await _patch(a, owner.headers, 0, "restored in 2026")
+            assert response.status_code == 200, response.text
+
+            [over_ws] = await ws_messages(socket, 1)
+            over_sse = await next_sse(events)
+
+    assert over_ws["event"] == "item_metadata_updated"
+    assert over_ws["topic"] == "asset:42"
+    assert over_ws["payload"] == {"tokenId": 42, "version": 1, "changed": ["condition"]}
+    assert set(over_ws) == {"id", "event", "topic", "payload", "sentAt"}
+    assert over_sse["id"] == over_ws["id"] and over_sse["event"] == "item_metadata_updated"
+    assert over_sse["data"] == over_ws
+
+
+async def test_a_client_resumes_after_the_last_event_it_received(client, settings, processes):
+    a, b = processes
+    owner = await factories.owner_with_asset(settings, token_id=42)
+    async with ws_connect(b, "topics=asset:42") as socket:
+        await ws_messages(socket, 1)
+        assert (await _patch(a, owner.headers, 0, "first")).status_code == 200
+        [first] = await ws_messages(socket, 1)
+    # offline while two more changes happen
+    assert (await _patch(a, owner.headers, 1, "second")).status_code == 200
+    assert (await _patch(a, owner.headers, 2, "third")).status_code == 200
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        headers = {"Last-Event-ID": first["id"]}
+        async with http.stream("GET", f"{b}/api/stream/sse?topics=asset:42", headers=headers) as sse:
+            events = sse_events(sse.aiter_lines())
+            subscribed = await next_sse(events)
+            missed = [await next_sse(events), await next_sse(events)]
+    async with ws_connect(a, f"topics=asset:42&since={first['id']}") as socket:
+        _, *over_ws = await ws_messages(socket, 3)
+
+    assert subscribed["data"]["payload"]["since"] == first["id"]
+    assert [m["data"]["payload"]["version"] for m in missed] == [2, 3]
+    assert [m["payload"]["version"] for m in over_ws] == [2, 3]
+    assert [m["id"] for m in over_ws] == [m["id"] for m in missed]
+
+
+async def test_a_resume_point_older_than_the_history_is_told_as_a_gap(client, clients, processes):
+    a, _ = processes
+    history = 100
+    ids = [
+        await eventlog.publish(
+            clients.redis,
+            key=f"old{i}",
+            event="item_sold",
+            topics=["sales"],
+            payload={"n": i},
+            sent_at=datetime.now(UTC),
+            history=history,
+        )
+        for i in range(history + 2)
+    ]
+    async with ws_connect(a, f"topics=sales&since={ids[0]}") as socket:
+        subscribed, gap, first = await ws_messages(socket, 3)
+
+    assert subscribed["event"] == "subscribed"
+    assert gap["event"] == "stream_gap" and gap["id"] is None
+    assert gap["payload"] == {"since": ids[0], "oldestKept": ids[2]}
+    assert first["id"] == ids[2]  # then everything that was kept
+
+
+async def test_refusals_are_clear_and_the_address_limit_holds_over_both_transports(client, processes):
+    a, _ = processes
+    async with httpx.AsyncClient(base_url=a, timeout=30) as http:
+        bad = await http.get("/api/stream/sse", params={"topics": "sales,gossip"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_topics"
+        bad = await http.get("/api/stream/sse", params={"topics": "sales"}, headers={"Last-Event-ID": "x"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_event_id"
+        async with ws_connect(a, "topics=gossip") as socket:
+            [error] = await ws_messages(socket, 1)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+        assert error["event"] == "error" and error["payload"]["code"] == "invalid_topics"
+        assert closed.value.rcvd.code == 1008
+
+        async with (
+            http.stream("GET", "/api/stream/sse?topics=sales") as one,
+            ws_connect(a, "topics=sales") as two,
+        ):
+            assert one.status_code == 200
+            await ws_messages(two, 1)
+            over = await http.get("/api/stream/sse", params={"topics": "sales"})
+            assert over.status_code == 429 and over.json()["error"]["code"] == "too_many_connections"
+            async with ws_connect(a, "topics=sales") as third:
+                [error] = await ws_messages(third, 1)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await third.recv()
+            assert error["payload"]["code"] == "too_many_connections"
+            assert closed.value.rcvd.code == 1013
+        # closed connections give their slots back
+        async with http.stream("GET", "/api/stream/sse?topics=sales") as again:
+            assert again.status_code == 200
