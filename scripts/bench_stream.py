@@ -36,27 +36,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import websockets
 from redis.asyncio import Redis
 
 from app.config import Settings
 from app.lib import eventlog
-from app.lib.embedded import ROOT, EmbeddedStack, free_port
+from app.lib.embedded import EmbeddedStack
 from app.lib.timeutil import utcnow
-from scripts.benchkit import bench_settings
+from scripts.benchkit import api_process, bench_settings
 
 EVENT, TOPIC = "item_sold", "sales"
 OPEN_BATCH = 50  # sockets opened at once
@@ -228,57 +222,6 @@ async def baseline_round(url: str, redis: Redis, args: argparse.Namespace, round
 # -- the api process and the run ----------------------------------------------------------------------
 
 
-@contextmanager
-def api_process(settings: Settings, log_path: Path, args: argparse.Namespace) -> Iterator[str]:
-    """One api process (uvicorn) on the bench's services; its base URL once its health answers 200."""
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("APP_", "MONGODB_", "REDIS_", "S3_", "CHAIN_", "AUTH_", "WORKER_", "STREAM_"))
-    }
-    env.update(
-        APP_ENV="test",
-        LOG_LEVEL="ERROR",
-        DATA_DIR=str(settings.data_dir),
-        MONGODB_URL=settings.mongodb.url or "",
-        MONGODB_DATABASE=settings.mongodb.database,
-        REDIS_URL=settings.redis.url or "",
-        S3_ENDPOINT_URL=settings.s3.endpoint_url or "",
-        S3_BUCKET=settings.s3.bucket,
-        AUTH_COOKIE_SECURE="false",
-        STREAM_MAX_CONNECTIONS_PER_IP=str(max(1000, args.subscribers)),
-        STREAM_BACKLOG=str(args.backlog),
-    )
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log"]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - a fixed argument list, no shell
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/api/system/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the api process on port {port} did not start:\n{tail}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _row(label: str, result: dict[str, float]) -> str:
     return (
         f"{label:<22}{result['p50 ms']:>9.1f}{result['p99 ms']:>9.1f}{result['events/s']:>10.0f}"
@@ -336,7 +279,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedStack(log_dir=Path(tmp) / "logs") as stack:
         services = {"mongodb": stack.start_mongodb(), "redis": stack.start_redis(), "s3": stack.start_s3()}
         settings = bench_settings(services, Path(tmp), "stream")
-        with api_process(settings, Path(tmp) / "api.log", args) as base:
+        limits = {"STREAM_MAX_CONNECTIONS_PER_IP": str(max(1000, args.subscribers))}
+        with api_process(settings, Path(tmp) / "api.log", **limits, STREAM_BACKLOG=str(args.backlog)) as base:
             asyncio.run(run(base, settings, args))
     return 0
 

@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import websockets
 
-from app.config import Settings
-from app.lib.embedded import ROOT, free_port
-from tests.workers.support import worker_env
-
-
-@contextmanager
-def api_process(settings: Settings, **extra_env: str) -> Iterator[str]:
-    """An api process (`uvicorn app.main:create_app`) on a free port; its base URL once it answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
-    env = worker_env(settings, AUTH_COOKIE_SECURE="false", **extra_env)
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/system/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the api process on {port} did not start")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from scripts.benchkit import api_process  # noqa: F401 - the tests import it from here
 
 
 async def ws_messages(socket, count: int, timeout: float = 15) -> list[dict[str, Any]]:

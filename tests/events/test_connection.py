@@ -1,6 +1,7 @@
-"""One connection's messages (app/lib/stream.py) on the real channels backend: a slow connection holds
-at most its backlog, drops its oldest and is told how many; a channel is read from its subscription on;
-a resumed connection sends each event once, whether it came through the log or live."""
+"""One connection's messages (app/lib/stream.py) on the real channels backend (app/lib/channels.py): a slow
+connection holds at most its backlog, drops its oldest and is told how many; a process reads the log from
+its first subscription on, says when it fell behind the log, and a resumed connection sends each event
+once, whether it came through the replay or live."""
 
 from __future__ import annotations
 
@@ -9,10 +10,38 @@ import json
 from datetime import UTC, datetime
 
 from litestar.channels import ChannelsPlugin
+from redis.asyncio import Redis
 
 from app.lib import eventlog, stream
 from app.lib.channels import FELL_BEHIND, CountingSubscriber, StreamBackend
 from app.lib.events import event_id_key
+
+
+def _backend(settings, history: int = 100) -> StreamBackend:
+    return StreamBackend(redis=Redis.from_url(settings.redis.url), history=history, block_ms=50)
+
+
+def _plugin(settings, backlog: int | None = None) -> ChannelsPlugin:
+    return ChannelsPlugin(
+        backend=_backend(settings),
+        arbitrary_channels_allowed=True,
+        create_ws_route_handlers=False,
+        subscriber_max_backlog=backlog,
+        subscriber_backlog_strategy="dropleft",
+        subscriber_class=CountingSubscriber,
+    )
+
+
+async def _publish(clients, key: str, topics: list[str], *, history: int = 1000, **payload) -> str:
+    return await eventlog.publish(
+        clients.redis,
+        key=key,
+        event="item_sold",
+        topics=topics,
+        payload=payload,
+        sent_at=datetime.now(UTC),
+        history=history,
+    )
 
 
 async def _next(messages, skip=("heartbeat",)):
@@ -23,35 +52,11 @@ async def _next(messages, skip=("heartbeat",)):
 
 
 async def test_a_full_backlog_drops_the_oldest_and_says_how_many(client, clients, settings):
-    from redis.asyncio import Redis
-
-    backend = StreamBackend(redis=Redis.from_url(settings.redis.url), history=100, block_ms=50)
-    plugin = ChannelsPlugin(
-        backend=backend,
-        arbitrary_channels_allowed=True,
-        create_ws_route_handlers=False,
-        subscriber_max_backlog=10,
-        subscriber_backlog_strategy="dropleft",
-        subscriber_class=CountingSubscriber,
-    )
     slot = stream.Slot(clients.redis, "192.0.2.1", settings)
-    async with plugin:
+    async with _plugin(settings, backlog=10) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["sales"], None, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        # old history in the channel is not sent as new: only what is published from now on
-        ids = []
-        for i in range(30):
-            ids.append(
-                await eventlog.publish(
-                    clients.redis,
-                    key=f"slow{i}",
-                    event="item_sold",
-                    topics=["sales"],
-                    payload={"n": i},
-                    sent_at=datetime.now(UTC),
-                    history=1000,
-                )
-            )
+        ids = [await _publish(clients, f"slow{i}", ["sales"], n=i) for i in range(30)]
         await asyncio.sleep(1)  # all 30 reach the subscriber while nothing is read
 
         dropped = await _next(messages)
@@ -64,38 +69,13 @@ async def test_a_full_backlog_drops_the_oldest_and_says_how_many(client, clients
     assert sorted(kept, key=lambda m: event_id_key(m["id"])) == kept
 
 
-async def test_a_channel_is_read_from_the_moment_it_is_subscribed(client, clients, settings):
-    from redis.asyncio import Redis
-
-    before = await eventlog.publish(
-        clients.redis,
-        key="before",
-        event="item_listed",
-        topics=["listings"],
-        payload={},
-        sent_at=datetime.now(UTC),
-        history=100,
-    )
-    backend = StreamBackend(redis=Redis.from_url(settings.redis.url), history=100, block_ms=50)
-    plugin = ChannelsPlugin(
-        backend=backend,
-        arbitrary_channels_allowed=True,
-        create_ws_route_handlers=False,
-        subscriber_class=CountingSubscriber,
-    )
+async def test_a_connection_is_sent_what_is_published_after_it_subscribed(client, clients, settings):
+    before = await _publish(clients, "before", ["listings"])
     slot = stream.Slot(clients.redis, "192.0.2.2", settings)
-    async with plugin:
+    async with _plugin(settings) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["listings"], None, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        after = await eventlog.publish(
-            clients.redis,
-            key="after",
-            event="item_listed",
-            topics=["listings"],
-            payload={},
-            sent_at=datetime.now(UTC),
-            history=100,
-        )
+        after = await _publish(clients, "after", ["listings"])
         first = await _next(messages)
         await messages.aclose()
 
@@ -104,35 +84,15 @@ async def test_a_channel_is_read_from_the_moment_it_is_subscribed(client, client
 
 
 async def test_an_event_both_replayed_and_received_live_is_sent_once(client, clients, settings):
-    from redis.asyncio import Redis
-
-    async def publish(key: str) -> str:
-        return await eventlog.publish(
-            clients.redis,
-            key=key,
-            event="item_sold",
-            topics=["sales", "asset:5"],
-            payload={},
-            sent_at=datetime.now(UTC),
-            history=100,
-        )
-
-    seen = await publish("seen")
-    backend = StreamBackend(redis=Redis.from_url(settings.redis.url), history=100, block_ms=50)
-    plugin = ChannelsPlugin(
-        backend=backend,
-        arbitrary_channels_allowed=True,
-        create_ws_route_handlers=False,
-        subscriber_class=CountingSubscriber,
-    )
+    seen = await _publish(clients, "seen", ["sales", "asset:5"])
     slot = stream.Slot(clients.redis, "192.0.2.3", settings)
-    async with plugin:
+    async with _plugin(settings) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["sales", "asset:5"], seen, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        both = await publish("both")  # live in both topics' channels, and in the log the replay reads
+        both = await _publish(clients, "both", ["sales", "asset:5"])  # live in both topics, and replayed
         await asyncio.sleep(0.5)
         replayed = await _next(messages)
-        later = await publish("later")
+        later = await _publish(clients, "later", ["sales", "asset:5"])
         live = await _next(messages)
         await messages.aclose()
 
@@ -142,23 +102,10 @@ async def test_an_event_both_replayed_and_received_live_is_sent_once(client, cli
 async def test_a_process_that_fell_behind_the_log_says_so_and_goes_on_from_what_is_kept(
     client, clients, settings
 ):
-    from redis.asyncio import Redis
-
-    async def publish(n: int) -> str:
-        return await eventlog.publish(
-            clients.redis,
-            key=f"behind{n}",
-            event="item_sold",
-            topics=["sales"],
-            payload={"n": n},
-            sent_at=datetime.now(UTC),
-            history=5,
-        )
-
-    backend = StreamBackend(redis=Redis.from_url(settings.redis.url), history=5, block_ms=50)
+    backend = _backend(settings, history=5)
     await backend.subscribe(["sales"])  # reads from here on
-    ids = [await publish(n) for n in range(8)]  # nobody read: the first three are trimmed away
-    events = backend.stream_events()
+    ids = [await _publish(clients, f"behind{n}", ["sales"], history=5, n=n) for n in range(8)]
+    events = backend.stream_events()  # nobody read: the first three are trimmed away
     got = [await asyncio.wait_for(anext(events), 5) for _ in range(6)]
     await events.aclose()
     await backend.on_shutdown()
@@ -168,25 +115,12 @@ async def test_a_process_that_fell_behind_the_log_says_so_and_goes_on_from_what_
 
 
 async def test_a_process_nobody_listened_to_starts_again_from_the_present(client, clients, settings):
-    from redis.asyncio import Redis
-
-    async def publish(n: int) -> str:
-        return await eventlog.publish(
-            clients.redis,
-            key=f"idle{n}",
-            event="item_listed",
-            topics=["listings"],
-            payload={"n": n},
-            sent_at=datetime.now(UTC),
-            history=100,
-        )
-
-    backend = StreamBackend(redis=Redis.from_url(settings.redis.url), history=100, block_ms=50)
+    backend = _backend(settings)
     await backend.subscribe(["listings"])
     await backend.unsubscribe(["listings"])
-    await publish(0)  # while nobody listens
+    await _publish(clients, "idle0", ["listings"])  # while nobody listens
     await backend.subscribe(["listings"])
-    later = await publish(1)
+    later = await _publish(clients, "idle1", ["listings"])
     events = backend.stream_events()
     channel, body = await asyncio.wait_for(anext(events), 5)
     await events.aclose()

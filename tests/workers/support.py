@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
@@ -11,26 +10,13 @@ from pathlib import Path
 
 from app.config import Settings
 from app.lib.embedded import ROOT
+from scripts.benchkit import process_env
 from tests.media import support as media
-
-_SETTING_PREFIXES = ("APP_", "MONGODB_", "REDIS_", "S3_", "CHAIN_", "AUTH_", "WORKER_")
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a worker process that uses this session's services, database and bucket."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
-    env.update(
-        APP_ENV="test",
-        LOG_LEVEL="ERROR",
-        DATA_DIR=str(settings.data_dir),
-        MONGODB_URL=settings.mongodb.url or "",
-        MONGODB_DATABASE=settings.mongodb.database,
-        REDIS_URL=settings.redis.url or "",
-        S3_ENDPOINT_URL=settings.s3.endpoint_url or "",
-        S3_BUCKET=settings.s3.bucket,
-        **extra,
-    )
-    return env
+    return process_env(settings, **extra)
 
 
 def start_worker(settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen:
