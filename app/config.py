@@ -99,6 +99,8 @@ def _default_rate_limits() -> dict[str, RateLimitRule]:
         "auth": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
         # Probes and scrapers: generous, and readiness is cached, so a flood cannot reach the providers.
         "system": RateLimitRule(per_ip=300, per_principal=1200, window_s=60),
+        # Stream connections opened (WebSocket handshakes and SSE requests): each may replay the log.
+        "stream": RateLimitRule(per_ip=60, per_principal=120, window_s=60),
         # Refused credentials per IP, on every route (per_principal is unused: nobody was proven).
         "failed_credentials": RateLimitRule(per_ip=30, per_principal=30, window_s=60),
     }

@@ -138,7 +138,7 @@ async def ws_read(socket, tally: Tally) -> None:
             if tally.add(at, message["payload"]):
                 return
         elif message["event"] == "events_dropped":
-            tally.dropped += message["payload"]["count"]
+            tally.dropped += message["payload"]["count"] or 0  # None: the api fell behind the log itself
 
 
 async def stream_round(

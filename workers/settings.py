@@ -103,6 +103,7 @@ class WorkerSettings:
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
         func(events_jobs.dispatch, name="events.dispatch", max_tries=1),
+        func(assets_jobs.announce_pending, name="assets.announce_pending", max_tries=1),
         func(audit_jobs.archive, name="audit.archive", max_tries=3, timeout=audit_jobs.ARCHIVE_TIMEOUT_S),
         # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
         func(
@@ -156,6 +157,7 @@ class WorkerSettings:
             market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
         ),
         cron(events_jobs.dispatch, name="events.dispatch.cron", second=set(range(2, 60, 5)), unique=True),
+        cron(assets_jobs.announce_pending, name="assets.announce_pending.cron", second=45, unique=True),
         cron(webhooks_jobs.sweep, name="webhooks.sweep.cron", second=35, unique=True),  # every minute
         cron(assets_jobs.request_mints, name="assets.request_mints.cron", second=50, unique=True),
         cron(oracle_jobs.publish, name="oracle.publish.cron", second=30, unique=True),

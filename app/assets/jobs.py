@@ -35,3 +35,8 @@ async def flush_views(ctx: dict[str, Any]) -> dict[str, int]:
 async def request_mints(ctx: dict[str, Any]) -> dict[str, int]:
     """Ask again for the mints of assets still pending (cron): the outbox mints each once."""
     return {"asked": await service.request_pending_mints(ctx["clients"], ctx["settings"])}
+
+
+async def announce_pending(ctx: dict[str, Any]) -> dict[str, int]:
+    """Move to the events outbox the announcements a crash left in assets (cron, every minute)."""
+    return {"moved": await service.announce_pending(ctx["clients"], ctx["settings"])}

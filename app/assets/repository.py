@@ -107,17 +107,46 @@ async def set_verification(
     )
 
 
-async def set_if_version(token_id: int, version: int, changes: dict[str, Any], now: datetime) -> bool:
-    """`$set` these paths, bumping `version`, only if the stored version is `version` (0: never written)."""
+async def set_if_version(
+    token_id: int, version: int, changes: dict[str, Any], now: datetime, events: list[dict[str, Any]] = ()
+) -> bool:
+    """`$set` these paths, bumping `version`, only if the stored version is `version` (0: never written);
+    `events` announcing the change are kept in the same update (`pendingEvents`)."""
     if not 0 <= version <= MAX_INT64:  # no stored version is one BSON cannot even hold
         return False
+    update: dict[str, Any] = {"$set": {**changes, "updatedAt": now}, "$inc": {"version": 1}}
+    if events:
+        update["$push"] = {"pendingEvents": {"$each": list(events)}}
     result = await assets_collection().update_one(
         {"tokenId": token_id, "version": version}
         if version
         else {"tokenId": token_id, "version": {"$in": [0, None]}},
-        {"$set": {**changes, "updatedAt": now}, "$inc": {"version": 1}},
+        update,
     )
     return result.matched_count > 0
+
+
+async def with_pending_events(
+    token_id: int | None, before: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    """Assets holding announcements not yet in the outbox: this one, or those last written before `before`."""
+    query: dict[str, Any] = {"pendingEvents._id": {"$exists": True}}
+    if token_id is not None:
+        query["tokenId"] = token_id
+    if before is not None:
+        query["updatedAt"] = {"$lt": before}
+    projection = {"tokenId": 1, "pendingEvents": 1}
+    return await assets_collection().find(query, projection, limit=limit).to_list()
+
+
+async def drop_pending_events(token_id: int, keys: list[str]) -> None:
+    await assets_collection().update_one(
+        {"tokenId": token_id}, {"$pull": {"pendingEvents": {"_id": {"$in": keys}}}}
+    )
+
+
+async def media_announced(token_id: int, digest: str) -> None:
+    await assets_collection().update_one({"tokenId": token_id}, {"$set": {"media.announced": digest}})
 
 
 def asset_query(

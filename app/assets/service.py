@@ -15,6 +15,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from app.assets import (
+    announcing,
     catalog,
     chain_state,
     detail,
@@ -36,7 +37,6 @@ from app.assets.token_metadata import token_metadata
 from app.assets.token_schemas import TokenMetadata
 from app.audit import service as audit_service
 from app.config import Settings
-from app.events import service as events_service
 from app.lib import cache
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
@@ -285,17 +285,18 @@ async def update_metadata(
         if current.get("version", 0) != patch.version:
             raise metadata.version_conflict(current)
         return await detail_after_write(clients, settings, token_id, principal)
-    if not await repository.set_if_version(token_id, patch.version, changes, utcnow()):
+    announced = [metadata.announcement(token_id, patch.version + 1, changes)]
+    if not await repository.set_if_version(token_id, patch.version, changes, utcnow(), announced):
         raise metadata.version_conflict(await get_raw(token_id, {"version": 1, "updatedAt": 1}))
-    await events_service.announce([metadata.announcement(token_id, patch.version + 1, changes)])
-    await events_service.dispatch_soon(clients, settings)
     old_metadata = current.get("metadata") or {}
     old = {path: detail.plain(old_metadata.get(path.split(".", 1)[1])) for path in changes}
     before = {"version": current.get("version", 0), **old}
     after = {"version": patch.version + 1, **detail.plain(changes)}
-    return await _written(
+    written = await _written(
         clients, settings, token_id, principal, context, "asset.metadata.update", before, after
     )
+    await announcing.announce_soon(clients, settings, token_id)  # after the cache is fresh
+    return written
 
 
 async def _written(
@@ -350,6 +351,7 @@ async def price_history_csv(
 # ---------------------------------------------------------------- for jobs and other domains
 
 
+announce_pending = announcing.announce_pending  # the assets.announce_pending sweep
 flush_views = views.flush_views  # views counted in Redis into `stats.viewCount`, exactly once
 backfill_name_lower = repository.backfill_name_lower  # `nameLower` for assets written before it existed
 request_pending_mints = onchain.request_pending_mints  # the assets.request_mints sweep
@@ -407,6 +409,7 @@ recorded_highres_key = media_records.recorded_highres_key
 tokens_with_highres_not_matching = media_records.tokens_with_highres_not_matching
 add_media_file_if_room = media_records.add_media_file_if_room
 put_media_file = media_records.put_media_file
+media_announced = repository.media_announced  # the media state last announced (`media_processed`)
 drop_media_file = media_records.drop_media_file
 index_media_key = media_records.index_media_key
 reject_media_file = media_records.reject_media_file

@@ -325,7 +325,7 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
             ip = client[0] if client else "unknown"
             if is_open_path(scope["path"]):
                 scope["user"] = None
-                group = opt.get("rate_limit") if scope_type == ScopeType.HTTP else None
+                group = opt.get("rate_limit")
                 if group is not None:
                     try:
                         await authenticator.count_open(scope["litestar_app"].state.clients.redis, ip, group)
@@ -336,7 +336,12 @@ def authentication_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp
                 return
             method = scope.get("method")
             anonymous = bool(opt.get("anonymous")) or method == "OPTIONS"
-            group = opt.get("rate_limit", DEFAULT_GROUP) if scope_type == ScopeType.HTTP else None
+            # A WebSocket handshake counts only where its route names a group (the stream does).
+            group = (
+                opt.get("rate_limit", DEFAULT_GROUP)
+                if scope_type == ScopeType.HTTP
+                else opt.get("rate_limit")
+            )
             headers = dict(scope["headers"])
             redis = scope["litestar_app"].state.clients.redis
             try:

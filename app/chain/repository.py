@@ -265,20 +265,23 @@ async def remove_events_after(chain_id: int, fork: int) -> int:
 
 
 async def to_announce(chain_id: int, limit: int) -> list[dict[str, Any]]:
-    """Events that appeared or were removed since they were last announced, in chain order."""
+    """Events that appeared or were removed since they were last announced: the removed ones, then the
+    others, each in chain order."""
     query = {"chainId": chain_id, "toAnnounce": True}
-    return await events().find(query, sort=[("blockNumber", 1), ("logIndex", 1)], limit=limit).to_list()
+    order = [("removed", -1), ("blockNumber", 1), ("logIndex", 1)]  # what a reorg took back first
+    return await events().find(query, sort=order, limit=limit).to_list()
 
 
-async def announced(event: dict[str, Any], state: str | None) -> bool:
-    """Record that `event` (as read) was announced as `state` (None: nothing to announce); False when it
-    changed since it was read (a reorg), so it is looked at again."""
+async def announced(event: dict[str, Any], state: str | None, *, settled: bool = True) -> bool:
+    """Record that `event` (as read) was announced as `state` (None: nothing to announce) and, when
+    `settled`, that nothing is left to announce of it; False when it changed since it was read (a
+    reorg), so it is looked at again."""
     unchanged = {
         "_id": event["_id"],
         "removed": event["removed"],
         "announcements": event.get("announcements", 0),
     }
-    update: dict[str, Any] = {"$unset": {"toAnnounce": ""}}
+    update: dict[str, Any] = {"$unset": {"toAnnounce": ""}} if settled else {}
     if state is not None:
         update |= {"$set": {"announced": state}, "$inc": {"announcements": 1}}
     return (await events().update_one(unchanged, update)).modified_count == 1

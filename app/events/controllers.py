@@ -11,9 +11,11 @@ no id, so they never move a client's resume point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
@@ -29,10 +31,10 @@ from app.lib.params import PUBLIC
 
 # WebSocket close codes: the request was refused (1008, policy), or the server is full for now (1013).
 POLICY, TRY_LATER = 1008, 1013
-RETRY_MS = 3000
-ChannelsDep = NamedDependency[
-    ChannelsPlugin
-]  # the plugin provides it as `channels`  # how soon an SSE client reconnects after a drop
+RETRY_MS = 3000  # how soon an SSE client reconnects after a drop
+STREAM_RATE_LIMIT = "stream"  # connections opened per address and minute (AUTH_RATE_LIMITS)
+SEND_DEADLINE_S = 30  # a WebSocket send blocked this long (the client stopped reading) closes it
+ChannelsDep = NamedDependency[ChannelsPlugin]  # the plugin provides it as `channels`
 
 TopicsParam = Annotated[
     str,
@@ -59,6 +61,18 @@ LastEventIdHeader = Annotated[
 ]
 
 
+async def _until_closed(socket: WebSocket) -> None:
+    """Wait for the client to leave; one that sends anything is closed (the stream takes no messages)."""
+    message = await socket.receive()
+    if message["type"] != "websocket.disconnect":
+        await _close(socket, POLICY, "no_messages_accepted")
+
+
+async def _close(socket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await socket.close(code=code, reason=reason)
+
+
 def _client_address(connection) -> str:
     return connection.client.host if connection.client else "unknown"
 
@@ -67,7 +81,7 @@ class StreamController(Controller):
     path = "/api/stream"
     tags = ["stream"]
 
-    @websocket("/", opt=PUBLIC)
+    @websocket("/", opt={**PUBLIC, "rate_limit": STREAM_RATE_LIMIT})
     async def websocket_stream(self, socket: WebSocket, channels: ChannelsDep, settings: SettingsDep) -> None:
         """The stream as a WebSocket: JSON text messages; query `topics`, and `since` to resume."""
         redis = socket.app.state.clients.redis
@@ -76,6 +90,7 @@ class StreamController(Controller):
         try:
             topics = parse_topics(socket.query_params.get("topics"), settings.stream.max_topics)
             since = stream.resume_point(socket.query_params.get("since"))
+            await stream.check_not_ahead(redis, since)
             await slot.take()
         except AppError as exc:
             error = stream.notice("error", {"code": exc.code, "message": exc.message})
@@ -86,26 +101,31 @@ class StreamController(Controller):
 
         async def pump() -> None:
             async for message in stream.messages(channels, redis, settings, topics, since, slot):
-                if message is not stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
-                    await socket.send_text(message.text)
+                if message is stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
+                    continue
+                try:
+                    async with asyncio.timeout(SEND_DEADLINE_S):
+                        await socket.send_text(message.text)
+                except TimeoutError:  # a client that stopped reading: its socket's buffers are full
+                    await _close(socket, POLICY, "too_slow")
+                    return
 
         sender = asyncio.create_task(pump())
+        receiver = asyncio.create_task(_until_closed(socket))
         try:
-            while not sender.done():
-                receive = asyncio.create_task(socket.receive())
-                await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
-                if receive.done() and receive.result()["type"] == "websocket.disconnect":
-                    break
-                receive.cancel()
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            await slot.release()
+            receiver.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+                await slot.release()
 
     @get(
         "/sse",
         opt={
             **PUBLIC,
+            "rate_limit": STREAM_RATE_LIMIT,
             **raises({400: ["invalid_topics", "invalid_event_id"], 429: ["too_many_connections"]}),
         },
         media_type="text/event-stream",
@@ -125,7 +145,10 @@ class StreamController(Controller):
         message; a comment every STREAM_HEARTBEAT_S keeps idle connections open. 429
         `too_many_connections` past STREAM_MAX_CONNECTIONS_PER_IP open streams from one address."""
         chosen = parse_topics(topics, settings.stream.max_topics)
-        resume = stream.resume_point(since, last_event_id)
+        # A reconnecting browser sends the URL it first opened (with its `since`) and the id it got
+        # last: the later one wins.
+        resume = stream.resume_point(last_event_id, since)
+        await stream.check_not_ahead(clients.redis, resume)
         slot = stream.Slot(clients.redis, _client_address(request), settings)
         await slot.take()
         messages = stream.messages(channels, clients.redis, settings, chosen, resume, slot)
@@ -146,5 +169,8 @@ async def _as_sse(
             else:
                 yield ServerSentEventMessage(data=message.text, event=message.event, id=message.id)
     finally:
-        await messages.aclose()
-        await slot.release()
+        # A client that left cancels this (an anyio cancel scope): the clean-up must not be cancelled
+        # with it, or the slot stays taken until it lapses.
+        with anyio.CancelScope(shield=True):
+            await messages.aclose()
+            await slot.release()

@@ -30,6 +30,10 @@ class EventRecord(Document):
     eventId: str | None = None  # the stream's id, once published
     publishedAt: datetime | None = None
     doneAt: datetime | None = None  # handed to the webhooks too
+    order: int = 0  # its place among the events recorded with it
+    publishAttempts: int = 0  # failed publications (an error other than Redis being away)
+    lastError: str | None = None
+    failedAt: datetime | None = None  # set aside after too many: never published (metric, alert)
 
     class Settings:
         name = "events"

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from app.events.documents import EventRecord
 from app.lib.timeutil import utcnow
 
 DUPLICATE_KEY = 11000
-ORDER = [("createdAt", ASCENDING), ("_id", ASCENDING)]
+# The order events are published in: as recorded (by the recording process's clock), then as listed in
+# one recording (a chain pass lists its events in chain order).
+ORDER = [("createdAt", ASCENDING), ("order", ASCENDING), ("_id", ASCENDING)]
 
 
 def _collection():
@@ -25,7 +27,8 @@ async def record(events: list[dict[str, Any]]) -> int:
         return 0
     now = utcnow()
     documents = [
-        {"createdAt": now, "eventId": None, "publishedAt": None, "doneAt": None, **e} for e in events
+        {"createdAt": now, "order": n, "eventId": None, "publishedAt": None, "doneAt": None, **e}
+        for n, e in enumerate(events)
     ]
     try:
         result = await _collection().insert_many(documents, ordered=False)
@@ -37,8 +40,33 @@ async def record(events: list[dict[str, Any]]) -> int:
         return exc.details.get("nInserted", 0)
 
 
-async def unpublished(limit: int) -> list[dict[str, Any]]:
-    return await _collection().find({"eventId": None}, sort=ORDER, limit=limit).to_list()
+async def recorded(keys: list[str]) -> dict[str, str]:
+    """Which of these events are recorded: key -> event name."""
+    found = _collection().find({"_id": {"$in": keys}}, {"event": 1})
+    return {doc["_id"]: doc["event"] async for doc in found}
+
+
+def _among(query: dict[str, Any], keys: list[str] | None) -> dict[str, Any]:
+    return query if keys is None else {**query, "_id": {"$in": keys}}
+
+
+async def unpublished(limit: int, keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """Events not yet published, in order (of `keys` only, when given)."""
+    query = _among({"eventId": None, "failedAt": None}, keys)
+    return await _collection().find(query, sort=ORDER, limit=limit).to_list()
+
+
+async def publish_failed(key: str, error: str, max_attempts: int) -> bool:
+    """Count a failed publication of the event; past `max_attempts` it is set aside. Whether it was."""
+    found = await _collection().find_one_and_update(
+        {"_id": key, "eventId": None},
+        {"$inc": {"publishAttempts": 1}, "$set": {"lastError": error}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if found is None or found.get("publishAttempts", 0) < max_attempts:
+        return False
+    await _collection().update_one({"_id": key}, {"$set": {"failedAt": utcnow()}})
+    return True
 
 
 async def mark_published(published: list[tuple[str, str, datetime]]) -> None:
@@ -51,9 +79,9 @@ async def mark_published(published: list[tuple[str, str, datetime]]) -> None:
         await _collection().bulk_write(operations, ordered=False)
 
 
-async def not_handed_over(limit: int) -> list[dict[str, Any]]:
-    """Published events not yet handed to the webhooks, in order."""
-    query = {"doneAt": None, "eventId": {"$ne": None}}
+async def not_handed_over(limit: int, keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """Published events not yet handed to the webhooks, in order (of `keys` only, when given)."""
+    query = _among({"doneAt": None, "eventId": {"$ne": None}}, keys)
     return await _collection().find(query, sort=ORDER, limit=limit).to_list()
 
 
@@ -65,6 +93,7 @@ async def mark_done(keys: list[str], at: datetime) -> None:
 async def backlog() -> dict[str, int]:
     """Events waiting to be published, and published ones waiting for the webhooks."""
     return {
-        "unpublished": await _collection().count_documents({"eventId": None}),
+        "unpublished": await _collection().count_documents({"eventId": None, "failedAt": None}),
+        "failed": await _collection().count_documents({"failedAt": {"$ne": None}}),
         "unhanded": await _collection().count_documents({"doneAt": None, "eventId": {"$ne": None}}),
     }

@@ -16,11 +16,13 @@ from typing import Any
 
 import structlog
 from prometheus_client import Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import Settings
 from app.events import repository
 from app.lib import eventlog
-from app.lib.events import EVENTS, REMOVED_SUFFIX
+from app.lib.events import EVENTS, REMOVABLE, REMOVED_SUFFIX
 from app.lib.leases import lease
 from app.lib.timeutil import utcnow
 from app.webhooks import service as webhooks_service
@@ -29,18 +31,21 @@ log = structlog.get_logger(__name__)
 
 WAITING = Gauge(
     "dynamicvault_events_waiting",
-    "Announced events not yet published to the stream (unpublished) or handed to the webhooks (unhanded)",
+    "Announced events not yet published (unpublished), not yet handed to the webhooks (unhanded), or set "
+    "aside after failing to publish (failed)",
     ["stage"],
 )
 DISPATCH_LEASE = "dv:events:dispatch"
 DISPATCH_LEASE_MS = 60_000
 BATCH = 500
+MAX_BATCHES = 10  # a pass's bound, well inside its lease
+MAX_PUBLISH_ATTEMPTS = 5  # an event that failed to publish this often is set aside (`failedAt`)
 
 
 def event(key: str, name: str, topics: list[str], payload: dict[str, Any]) -> dict[str, Any]:
     """One announcement for `announce`; `key` names what it announces, so announcing again adds nothing."""
     base = name.removesuffix(REMOVED_SUFFIX)
-    if base not in EVENTS:
+    if base not in EVENTS or (base != name and base not in REMOVABLE):
         raise ValueError(f"unknown event {name!r}")
     return {"_id": key, "event": name, "topics": list(dict.fromkeys(topics)), "payload": payload}
 
@@ -50,45 +55,72 @@ async def announce(events: list[dict[str, Any]]) -> int:
     return await repository.record(events)
 
 
-async def dispatch(clients, settings: Settings) -> dict[str, int]:
-    """Publish what is unpublished and hand what is published to the webhooks, while there is any."""
+async def recorded(keys: list[str]) -> dict[str, str]:
+    """Which of these announcements are already recorded: key -> event name."""
+    return await repository.recorded(keys) if keys else {}
+
+
+async def dispatch(clients, settings: Settings, keys: list[str] | None = None) -> dict[str, int]:
+    """Publish what is unpublished and hand what is published to the webhooks: everything waiting, at most
+    MAX_BATCHES batches a pass (the cron comes back for the rest), or only the events `keys`."""
     published = handed = 0
     async with lease(clients.redis, DISPATCH_LEASE, DISPATCH_LEASE_MS) as held:
         if not held:
             return {"published": 0, "handed": 0, "busy": 1}
-        while batch := await repository.unpublished(BATCH):
-            await _publish(clients.redis, settings, batch)
-            published += len(batch)
-        while batch := await repository.not_handed_over(BATCH):
-            await webhooks_service.fan_out(clients, settings, [_as_published(e) for e in batch])
-            await repository.mark_done([e["_id"] for e in batch], utcnow())
-            handed += len(batch)
+        for _ in range(MAX_BATCHES):
+            batch = await repository.unpublished(BATCH, keys)
+            if batch:
+                await _publish(clients.redis, settings, batch)
+                published += len(batch)
+            if len(batch) < BATCH:
+                break
+        for _ in range(MAX_BATCHES):
+            batch = await repository.not_handed_over(BATCH, keys)
+            if batch:
+                await webhooks_service.fan_out(clients, settings, [_as_published(e) for e in batch])
+                await repository.mark_done([e["_id"] for e in batch], utcnow())
+                handed += len(batch)
+            if len(batch) < BATCH:
+                break
     return {"published": published, "handed": handed}
 
 
-async def dispatch_soon(clients, settings: Settings) -> None:
-    """`dispatch` for a producer that has just announced: a failure is left to the cron, and logged."""
+async def dispatch_soon(clients, settings: Settings, keys: list[str] | None = None) -> None:
+    """`dispatch` for a producer that has just announced (`keys`, or all that waits): a failure, or another
+    dispatcher at work, leaves them to the `events.dispatch` cron, within seconds."""
     try:
-        await dispatch(clients, settings)
+        await dispatch(clients, settings, keys)
     except Exception as exc:  # the producer's own work is done; the cron publishes what is left
         log.warning("events.dispatch_failed", error=str(exc)[:300])
 
 
 async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> None:
+    """Publish each event of the batch; what was published is recorded even when one fails, and one
+    that keeps failing (MAX_PUBLISH_ATTEMPTS) is set aside, logged as an alert, so it blocks nothing."""
     done = []
-    for record in batch:
-        sent_at = utcnow()
-        event_id = await eventlog.publish(
-            redis,
-            key=record["_id"],
-            event=record["event"],
-            topics=record["topics"],
-            payload=record["payload"],
-            sent_at=sent_at,
-            history=settings.stream.history,
-        )
-        done.append((record["_id"], event_id, sent_at))
-    await repository.mark_published(done)
+    try:
+        for record in batch:
+            try:
+                published = await eventlog.publish(
+                    redis,
+                    key=record["_id"],
+                    event=record["event"],
+                    topics=record["topics"],
+                    payload=record["payload"],
+                    sent_at=utcnow(),
+                    history=settings.stream.history,
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                raise  # Redis is away: the next pass publishes from here
+            except Exception as exc:
+                set_aside = await repository.publish_failed(
+                    record["_id"], str(exc)[:300], MAX_PUBLISH_ATTEMPTS
+                )
+                log.error("events.publish_failed", key=record["_id"], error=str(exc)[:300], alert=set_aside)
+                continue
+            done.append((record["_id"], published.id, published.sent_at))
+    finally:
+        await repository.mark_published(done)
 
 
 def _as_published(record: dict[str, Any]) -> dict[str, Any]:

@@ -21,15 +21,26 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
+import structlog
 from litestar.channels import ChannelsPlugin, Subscriber
 from litestar.channels.backends.redis import RedisChannelsStreamBackend
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.lib import eventlog
 from app.lib.events import event_id_key
 
+log = structlog.get_logger(__name__)
+
 READ_COUNT = 500  # log entries per read
+RETRY_MAX_S = 5.0  # the longest wait between reads while Redis fails
+# The floor and the entries after the cursor, in one step. KEYS: log, floor. ARGV: cursor, count.
+_READ = """
+local ms, seq = string.match(ARGV[1], '^(%d+)-(%d+)$')
+local after = ms .. '-' .. (tonumber(seq) + 1)
+return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], after, '+', 'COUNT', ARGV[2])}
+"""
 # What a subscriber is handed when its process fell behind the log: the connection says so.
 FELL_BEHIND = b'{"id":null,"event":"events_dropped","fellBehind":true}'
 
@@ -38,13 +49,22 @@ class StreamBackend(RedisChannelsStreamBackend):
     def __init__(self, *, redis, history: int, block_ms: int = 500) -> None:
         super().__init__(history=history, redis=redis, stream_sleep_no_subscriptions=block_ms)
         self._cursor: str | None = None  # the last log entry handed out; None while nobody listens
+        self._read = self._redis.register_script(_READ)
 
     async def on_shutdown(self) -> None:
         await self._redis.aclose()
 
+    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        raise NotImplementedError("events are published to the log: app/lib/eventlog.py publish()")
+
+    async def get_history(self, channel: str, limit: int | None = None) -> list[bytes]:
+        raise NotImplementedError("history is read from the log: app/lib/eventlog.py replay_page()")
+
     async def subscribe(self, channels: Iterable[str]) -> None:
         if self._cursor is None:  # the first subscriber since none was: from the present on
-            self._cursor = await eventlog.last_id(self._redis) or "0-0"
+            last = await eventlog.last_id(self._redis) or "0-0"
+            if self._cursor is None:  # no other first subscriber set it meanwhile
+                self._cursor = last
         await super().subscribe(channels)
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
@@ -53,27 +73,59 @@ class StreamBackend(RedisChannelsStreamBackend):
             self._cursor = None
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        failures = 0
         while True:
             await self._get_subscribed_channels()
             cursor = self._cursor or "0-0"
-            trimmed = await eventlog.floor(self._redis)
+            try:
+                trimmed, entries = await self._next_entries(cursor)
+            except (RedisError, OSError) as exc:  # Redis away for a while: wait, and read on from the cursor
+                failures += 1
+                log.warning("stream.read_failed", error=str(exc)[:200], failures=failures)
+                await asyncio.sleep(min(RETRY_MAX_S, 0.1 * 2**failures))
+                continue
+            failures = 0
             if trimmed is not None and event_id_key(cursor) < event_id_key(trimmed):
+                # entries after the cursor were trimmed away unread: say so, and go on from what is kept
                 for channel in list(self._subscribed_channels):
                     yield channel, FELL_BEHIND
-                cursor = self._cursor = trimmed
-            data = await self._redis.xread(
-                {eventlog.LOG_KEY: cursor}, count=READ_COUNT, block=self._stream_sleep_no_subscriptions
-            )
-            for _, entries in data or []:
-                for raw_id, fields in entries:
-                    event_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                    if self._cursor is None or event_id_key(event_id) <= event_id_key(self._cursor):
-                        continue  # everyone left meanwhile, or a new first subscriber moved the cursor on
-                    self._cursor = event_id
-                    for channel, body in eventlog.entry_messages(
-                        event_id, fields[b"data"], self._subscribed_channels
-                    ):
-                        yield channel, body
+                if self._cursor is not None:
+                    self._cursor = max(self._cursor, trimmed, key=event_id_key)
+            for event_id, data in entries:
+                if self._cursor is None or event_id_key(event_id) <= event_id_key(self._cursor):
+                    continue  # everyone left meanwhile, or a new first subscriber moved the cursor on
+                self._cursor = event_id
+                for channel, body in eventlog.entry_messages(event_id, data, self._subscribed_channels):
+                    yield channel, body
+
+    async def _next_entries(self, cursor: str) -> tuple[str | None, list[tuple[str, bytes]]]:
+        """The log's floor and its entries after `cursor`, read together (one script, so no trimming can
+        fall between them); when there are none, first wait up to `block_ms` for one."""
+        trimmed, entries = await self._read_after(cursor)
+        if entries or (trimmed is not None and event_id_key(cursor) < event_id_key(trimmed)):
+            return trimmed, entries
+        await self._redis.xread(
+            {eventlog.LOG_KEY: cursor}, count=1, block=self._stream_sleep_no_subscriptions
+        )
+        return await self._read_after(cursor)
+
+    async def _read_after(self, cursor: str) -> tuple[str | None, list[tuple[str, bytes]]]:
+        found = await self._read(keys=[eventlog.LOG_KEY, eventlog.FLOOR_KEY], args=[cursor, READ_COUNT])
+        trimmed = _text(found[0]) if found[0] else None
+        entries = [(_text(entry_id), _field(fields, b"data")) for entry_id, fields in found[1]]
+        return trimmed, entries
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: list, name: bytes) -> bytes:
+    """A field of a stream entry as Lua returns it: a flat [name, value, ...] list."""
+    for at in range(0, len(fields) - 1, 2):
+        if fields[at] in (name, name.decode()):
+            return fields[at + 1]
+    return b""
 
 
 class CountingSubscriber(Subscriber):

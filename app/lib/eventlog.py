@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.lib.events import event_id_key, first_match, message
 
@@ -26,7 +26,8 @@ PUBLISHED_KEY = "dv:events:published:"
 PUBLISHED_TTL_S = 7 * 86400
 REPLAY_PAGE = 1000
 
-# KEYS: log, floor, published marker. ARGV: the log entry, the history, the marker's ttl (s).
+# KEYS: log, floor, published marker. ARGV: the log entry, the history, the marker's ttl (s), its time.
+# Answers "<id> <time>": of this publication, or of the first one of the key.
 _PUBLISH = """
 local done = redis.call('GET', KEYS[3])
 if done then return done end
@@ -37,8 +38,9 @@ if over > 0 then
   redis.call('SET', KEYS[2], trimmed[#trimmed][1])
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', history, '*', 'data', ARGV[1])
-redis.call('SET', KEYS[3], id, 'EX', ARGV[3])
-return id
+local published = id .. ' ' .. ARGV[4]
+redis.call('SET', KEYS[3], published, 'EX', ARGV[3])
+return published
 """
 
 
@@ -46,6 +48,11 @@ def _json(value: Any) -> str:
     # `default=str`: a value JSON has no type for (a date, a Decimal128) is sent as its text rather than
     # stopping the dispatcher on one event forever
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Published(NamedTuple):
+    id: str
+    sent_at: datetime  # to the millisecond, as MongoDB keeps it, so every copy of the message agrees
 
 
 async def publish(
@@ -57,13 +64,16 @@ async def publish(
     payload: dict[str, Any],
     sent_at: datetime,
     history: int,
-) -> str:
-    """Publish one event (once per `key`); its id."""
-    entry = _json({"event": event, "topics": topics, "payload": payload, "sentAt": sent_at.isoformat()})
+) -> Published:
+    """Publish one event, once per `key`: its id and time (those of the first publication of the key)."""
+    sent_at = sent_at.replace(microsecond=sent_at.microsecond // 1000 * 1000)
+    stamp = sent_at.isoformat()
+    entry = _json({"event": event, "topics": topics, "payload": payload, "sentAt": stamp})
     found = await redis.eval(
-        _PUBLISH, 3, LOG_KEY, FLOOR_KEY, PUBLISHED_KEY + key, entry, history, PUBLISHED_TTL_S
+        _PUBLISH, 3, LOG_KEY, FLOOR_KEY, PUBLISHED_KEY + key, entry, history, PUBLISHED_TTL_S, stamp
     )
-    return _text(found)
+    event_id, _, first = _text(found).partition(" ")
+    return Published(event_id, datetime.fromisoformat(first) if first else sent_at)
 
 
 def entry_messages(event_id: str, data: bytes | str, topics: set[str] | list[str]) -> list[tuple[str, bytes]]:
@@ -89,12 +99,17 @@ def _after(event_id: str) -> str:
 
 
 async def gap(redis, since: str) -> str | None:
-    """When events after `since` were trimmed away before it could be read: the oldest event kept."""
+    """When events after `since` may be lost (trimmed by the cap, or the log itself lost, as when Redis
+    lost its data): the oldest event kept (or `since` itself when nothing is kept). None when none was."""
     trimmed = await floor(redis)
-    if trimmed is None or event_id_key(since) >= event_id_key(trimmed):
-        return None
     first = await redis.xrange(LOG_KEY, min="-", max="+", count=1)
-    return _text(first[0][0]) if first else trimmed
+    oldest = _text(first[0][0]) if first else None
+    if trimmed is not None:  # exact: everything up to the floor was trimmed, everything after it kept
+        return (oldest or trimmed) if event_id_key(since) < event_id_key(trimmed) else None
+    if oldest is None or event_id_key(since) < event_id_key(oldest):
+        # never trimmed, yet the log starts after `since` or is empty: the log was lost
+        return oldest or since
+    return None
 
 
 @dataclass

@@ -8,8 +8,8 @@ what a chain reorganisation takes back is announced again as `{event}_removed`.
 Every message, on the WebSocket, as an SSE `data` and as a webhook body, is
 `{"id", "event", "topic", "payload", "sentAt"}`: `id` is the event's id (ordered: a later event has a
 greater id; the resume point of the stream, the `webhook-id` of a delivery), `topic` the subscribed
-topic it came through, `payload` the ids of the REST resources it concerns, with the figures that
-changed.
+topic it came through (`first_match`), `payload` the ids of the REST resources it concerns, with the
+figures that changed.
 """
 
 from __future__ import annotations
@@ -85,10 +85,12 @@ def parse_topics(raw: str | list[str] | None, limit: int) -> list[str]:
     return topics
 
 
-def first_match(event_topics: list[str], subscribed: list[str]) -> str | None:
-    """The first of the subscribed topics that the event was published to."""
-    published = set(event_topics)
-    return next((topic for topic in subscribed if topic in published), None)
+def first_match(event_topics: list[str], subscribed: list[str] | set[str]) -> str | None:
+    """The topic an event reaches a subscriber through: the first of the event's own topics (its general
+    one, then `asset:{tokenId}`) that the subscriber subscribed to. One rule for the live stream, the
+    replay and the webhooks, so an event names the same topic however it arrives."""
+    chosen = set(subscribed)
+    return next((topic for topic in event_topics if topic in chosen), None)
 
 
 def message(event_id: str, event: str, topic: str, payload: dict[str, Any], sent_at: datetime) -> dict:

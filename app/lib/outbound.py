@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +36,7 @@ import httpx
 
 from app.config import Settings
 from app.lib.errors import AppError
+from app.lib.resolver import resolve as resolve  # the callers' resolver, in a pool of its own
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,21 +149,6 @@ def refusal(ip: IPAddress, policy: Policy) -> str | None:
     if policy.allow_private or any(ip in network for network in policy.allowed_networks):
         return None
     return "loopback" if ip.is_loopback else "private"
-
-
-async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (itself, when it is an IP literal)."""
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found: list[IPAddress] = []
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # drop an IPv6 scope id
-        if ip not in found:
-            found.append(ip)
-    return found
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -23,17 +23,23 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, cast
 
+import anyio
+import structlog
 from litestar.channels import ChannelsPlugin
 from prometheus_client import Gauge
+from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.lib import eventlog
 from app.lib.channels import CountingSubscriber, fell_behind
 from app.lib.errors import AppError
-from app.lib.events import EVENT_ID, event_id_key
+from app.lib.events import EVENT_ID, NOTICES, event_id_key
 from app.lib.timeutil import utcnow
 
+log = structlog.get_logger(__name__)
+
 SLOTS_PREFIX = "dv:stream:slots:"
+MAX_ID_PART = 2**64 - 1
 _SEEN = 4096  # ids remembered per connection, to send each event once
 
 # KEYS[1] the address's slots; ARGV: now, expiry of this slot, its id, the limit, the key's ttl (s).
@@ -58,14 +64,28 @@ class InvalidEventId(AppError):
 
 
 def resume_point(*candidates: str | None) -> str | None:
-    """The first resume point given (query `since`, then `Last-Event-ID`), checked."""
+    """The first resume point given, checked: an event id (such as 1733380000000-0) Redis can hold."""
     for value in candidates:
         if value is None or value == "":
             continue
-        if not EVENT_ID.fullmatch(value):
+        if not EVENT_ID.fullmatch(value) or not _holdable(value):
             raise InvalidEventId("a resume point is an event id such as 1733380000000-0")
         return value
     return None
+
+
+def _holdable(event_id: str) -> bool:
+    ms, seq = event_id_key(event_id)
+    return ms <= MAX_ID_PART and seq < MAX_ID_PART  # the next id after it exists too
+
+
+async def check_not_ahead(redis, since: str | None) -> None:
+    """Refuse a resume point after the newest event: the stream would hide every event until then."""
+    if since is None:
+        return
+    newest = await eventlog.last_id(redis)
+    if newest is not None and event_id_key(since) > event_id_key(newest):
+        raise InvalidEventId("the resume point is after the newest event: resume from an id received")
 
 
 class Slot:
@@ -95,6 +115,16 @@ class Slot:
         await self._redis.zadd(self._key, {self._id: time.time() + self._ttl})
         await self._redis.expire(self._key, int(self._ttl) + 1)
 
+    async def keep(self, every: float) -> None:
+        """Refresh the slot every `every` seconds for as long as the connection lives (a task of its own,
+        so a connection stuck sending keeps its slot, and its place among the address's)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                log.warning("stream.slot_refresh_failed", error=str(exc)[:200])
+
     async def release(self) -> None:
         if self._held:
             self._held = False
@@ -116,6 +146,9 @@ _HEAD = re.compile(rb'\{"id":"([0-9]+-[0-9]+)","event":"([a-z_]+)"')
 
 
 def notice(name: str, payload: dict[str, Any]) -> Outgoing:
+    """A message of the stream itself (app/lib/events.py NOTICES): no id, no topic."""
+    if name not in NOTICES:
+        raise ValueError(f"unknown notice {name!r}")
     body = {"id": None, "event": name, "topic": None, "payload": payload, "sentAt": _now()}
     return Outgoing(None, name, _text(body))
 
@@ -133,6 +166,8 @@ async def messages(
 ) -> AsyncIterator[Outgoing]:
     """The connection's messages, notices and heartbeats, until the caller stops iterating."""
     subscriber = cast(CountingSubscriber, await channels.subscribe(topics))  # the plugin's subscriber_class
+    beat = settings.stream.heartbeat_s
+    keeper = asyncio.create_task(slot.keep(beat))
     seen: OrderedDict[str, None] = OrderedDict()
 
     def first_time(event_id: str) -> bool:
@@ -147,11 +182,12 @@ async def messages(
         yield notice("subscribed", {"topics": topics, "since": since})
         through = None
         if since is not None:
-            oldest = await eventlog.gap(redis, since)
-            if oldest is not None:
-                yield notice("stream_gap", {"since": since, "oldestKept": oldest})
             through, more = since, True
             while more:
+                # The cap may trim what a long replay has not read yet: each page is checked first.
+                oldest = await eventlog.gap(redis, through)
+                if oldest is not None:
+                    yield notice("stream_gap", {"since": through, "oldestKept": oldest})
                 # What the backlog drops while a page is read is in that page or a later one; only
                 # what it drops after the last read is lost, and counted.
                 subscriber.take_dropped()
@@ -159,12 +195,8 @@ async def messages(
                 through, more = page.through, page.more
                 for message in page.messages:
                     yield Outgoing(message["id"], message["event"], _text(message))
-        beat = settings.stream.heartbeat_s
-        refreshed = time.monotonic()
+        told_behind = False
         while True:
-            if time.monotonic() - refreshed >= beat:
-                await slot.refresh()
-                refreshed = time.monotonic()
             try:
                 raw = await subscriber.next(within=beat)
             except TimeoutError:
@@ -175,9 +207,14 @@ async def messages(
             dropped = subscriber.take_dropped()
             if dropped:
                 yield notice("events_dropped", {"count": dropped})
-            if fell_behind(raw):
-                yield notice("events_dropped", {"count": None, "reason": "the server fell behind the log"})
+            if fell_behind(raw):  # once per topic of the connection: said once
+                if not told_behind:
+                    told_behind = True
+                    yield notice(
+                        "events_dropped", {"count": None, "reason": "the server fell behind the log"}
+                    )
                 continue
+            told_behind = False
             head = _HEAD.match(raw)
             if head is None:
                 continue
@@ -187,4 +224,6 @@ async def messages(
             if first_time(event_id):  # not already sent through another of the topics
                 yield Outgoing(event_id, event, raw.decode())
     finally:
-        await asyncio.shield(channels.unsubscribe(subscriber, topics))
+        keeper.cancel()
+        with anyio.CancelScope(shield=True):  # a client that left cancels the generator
+            await channels.unsubscribe(subscriber, topics)

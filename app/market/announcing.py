@@ -18,6 +18,7 @@ from app.lib.events import REMOVED_SUFFIX, asset_topic
 from app.lib.money import wei_to_eth
 
 BATCH = 500
+MAX_ROUNDS = 20  # batches a pass announces; the next pass goes on
 # Chain event -> (stream event, its topic besides the token's).
 MEANINGS = {
     ("AssetToken", "Transfer"): ("item_transferred", "transfers"),
@@ -31,22 +32,35 @@ MEANINGS = {
 async def announce_chain(clients, settings: Settings) -> int:
     """Announce what the chain's events changed since the last pass; how many announcements."""
     announced = 0
-    while batch := await chain_service.events_to_announce(settings, BATCH):
-        states = [_state(event) for event in batch]
+    for _ in range(MAX_ROUNDS):
+        batch = await chain_service.events_to_announce(settings, BATCH)
+        if not batch:
+            break
+        already = await events_service.recorded([_key(event) for event in batch])
+        fresh = []
+        for event in batch:
+            name = already.get(_key(event))
+            if name is None:
+                fresh.append(event)
+            else:  # announced, then a crash before its mark: mark it now, and look at it again
+                state = "removed" if name.endswith(REMOVED_SUFFIX) else "added"
+                await chain_service.event_announced(event, state, settled=False)
+        states = [_state(event) for event in fresh]
         pending = [
-            _announcement(event, state)
-            for event, state in zip(batch, states, strict=True)
-            if state is not None
+            _announcement(e, state) for e, state in zip(fresh, states, strict=True) if state is not None
         ]
         await events_service.announce(pending)
-        for event, state in zip(batch, states, strict=True):
+        for event, state in zip(fresh, states, strict=True):
             await chain_service.event_announced(event, state)
         announced += len(pending)
-        if len(batch) < BATCH:
-            break
     if announced:
         await events_service.dispatch_soon(clients, settings)
     return announced
+
+
+def _key(event: dict[str, Any]) -> str:
+    """The key of the event's next announcement: its n-th."""
+    return f"chain:{event['_id']}:{event.get('announcements', 0)}"
 
 
 def _state(event: dict[str, Any]) -> str | None:
@@ -65,8 +79,7 @@ def _announcement(event: dict[str, Any], state: str) -> dict[str, Any]:
     name, topic = MEANINGS[(event["contract"], event["event"])]
     if state == "removed":
         name += REMOVED_SUFFIX
-    key = f"chain:{event['_id']}:{event.get('announcements', 0)}"
-    return events_service.event(key, name, [topic, asset_topic(event["tokenId"])], _payload(event))
+    return events_service.event(_key(event), name, [topic, asset_topic(event["tokenId"])], _payload(event))
 
 
 def _payload(event: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +109,7 @@ def _payload(event: dict[str, Any]) -> dict[str, Any]:
             _amount("price", args["price"]) | _amount("low", args["low"]) | _amount("high", args["high"])
         )
         payload["confidence"] = int(args["confidence"])
-        payload["roundId"] = str(args["roundId"])
+        payload["onChainRoundId"] = str(args["roundId"])  # the PriceOracle's, not a REST round id
     return payload
 
 

@@ -29,7 +29,11 @@ async def process_media(ctx: dict[str, Any], token_id: int) -> dict[str, Any]:
         raise Retry(defer=2)  # another run holds this asset: go after it, on the state it leaves
     try:
         result = await service.process_asset_media(clients.storage, token_id, budget=ctx.get("pixel_budget"))
-        await service.announce_processed(clients, ctx["settings"], result)
+        try:
+            await service.announce_processed(clients, ctx["settings"], result)
+        except Exception as exc:  # the media are done: the run again finds nothing to do, and announces
+            log.warning("media.announce.retry", token_id=token_id, error=str(exc)[:200])
+            raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from exc
         return result
     except Exception as exc:
         if is_transient(exc):

@@ -155,19 +155,29 @@ RUN_OUTCOMES = ("promoted", "processed", "rejected", "thumbnails", "rekeyed")
 
 
 async def announce_processed(clients: Clients, settings: Settings, result: dict) -> bool:
-    """`media_processed` after a run that changed the asset's media, keyed by the state it left, so a run
-    done again (a retried job) announces nothing twice; whether it announced."""
-    done = {k: v for k, v in result.items() if k in RUN_OUTCOMES and v}
-    media = await assets_service.media_records_of(result["tokenId"]) if done else None
+    """`media_processed` when the asset's media are not in the state last announced, keyed by that state:
+    a run that changed nothing announces nothing, and a job that failed after its run (or while
+    announcing) and runs again announces the state it left, once. Whether it announced."""
+    media = await assets_service.media_records_of(result["tokenId"])
     if media is None:
         return False
-    state = sorted(f"{f.key}:{f.status}" for f in media.files)
+    state = sorted(f"{f.key}:{f.status}:{f.source or ''}:{f.sha256 or ''}" for f in media.files)
     digest = hashlib.sha256("\n".join(state).encode()).hexdigest()[:32]
+    if digest == media.announced or (not media.files and media.announced is None):
+        return False
     token_id = result["tokenId"]
-    files = [{"key": f.key, "kind": f.kind, "status": f.status} for f in media.files][:100]
-    payload = {"tokenId": token_id, "outcomes": done, "files": files}
+    outcomes = {k: v for k, v in result.items() if k in RUN_OUTCOMES and v}
+    # What anyone may see (the stream is public): counts, and the public thumbnail; never a file's key,
+    # which REST shows by access class (originals, high resolution and documents are not public).
+    live = [f for f in media.files if f.status in ("stored", "processed")]
+    counts = {kind: sum(1 for f in live if f.kind == kind) for kind in sorted({f.kind for f in live})}
+    thumbnail = media.thumbnailUrl
+    if thumbnail and not thumbnail.startswith(("http://", "https://")):
+        thumbnail = clients.storage.public_url(thumbnail)  # as REST gives it
+    payload = {"tokenId": token_id, "outcomes": outcomes, "files": counts, "thumbnailUrl": thumbnail}
     topics = ["media", asset_topic(token_id)]
-    event = events_service.event(f"media:{token_id}:{digest}", "media_processed", topics, payload)
-    await events_service.announce([event])
-    await events_service.dispatch_soon(clients, settings)
+    key = f"media:{token_id}:{digest}"
+    await events_service.announce([events_service.event(key, "media_processed", topics, payload)])
+    await assets_service.media_announced(token_id, digest)
+    await events_service.dispatch_soon(clients, settings, [key])
     return True

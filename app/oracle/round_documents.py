@@ -96,11 +96,18 @@ class OracleRound(Document):
     publication: RoundPublication | None = None
     closedAt: datetime | None = None
     createdAt: datetime = Field(default_factory=utcnow)
+    # False from the write that closes the round until its `oracle_round_closed` is in the events outbox
+    announced: bool | None = None
 
     class Settings:
         name = "oracleRounds"
         indexes = [
             IndexModel([("key", pymongo.ASCENDING)], unique=True, name="key_unique"),
+            IndexModel(
+                [("announced", pymongo.ASCENDING)],
+                name="not_announced",
+                partialFilterExpression={"announced": False},
+            ),
             IndexModel(
                 [("status", pymongo.ASCENDING), ("closesAt", pymongo.ASCENDING)], name="status_closesAt"
             ),

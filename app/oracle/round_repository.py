@@ -260,7 +260,10 @@ async def close(outcomes: dict[str, dict[str, Any]], closer: str) -> set[str]:
     operations = [
         UpdateOne(
             {"key": key, "status": "closing", "closer": closer},
-            {"$set": {**changes, "closedBy": closer}, "$unset": {"closingAt": "", "closer": ""}},
+            {
+                "$set": {**changes, "closedBy": closer, "announced": False},
+                "$unset": {"closingAt": "", "closer": ""},
+            },
         )
         for key, changes in outcomes.items()
     ]
@@ -272,6 +275,17 @@ async def close(outcomes: dict[str, dict[str, Any]], closer: str) -> set[str]:
         async for doc in rounds().find({"key": {"$in": part}, "closedBy": closer}, {"key": 1}):
             written.add(doc["key"])
     return written
+
+
+async def not_announced(limit: int) -> list[dict[str, Any]]:
+    """Closed rounds whose `oracle_round_closed` is not in the events outbox yet."""
+    projection = {"key": 1, "tokenId": 1, "status": 1, "answer": 1, "decision": 1, "rejectedBy": 1}
+    return await rounds().find({"announced": False}, projection, limit=limit).to_list()
+
+
+async def mark_announced(keys: list[str]) -> None:
+    for part in in_slices(keys):
+        await rounds().update_many({"key": {"$in": part}, "announced": False}, {"$set": {"announced": True}})
 
 
 async def set_verdicts(verdicts: list[tuple[ObjectId, str, str | None, str]]) -> None:

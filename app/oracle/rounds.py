@@ -314,6 +314,7 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     claimed = await round_repository.claim(keys, now - ROUND_GRACE, now, closer)
     counts: dict[str, int] = defaultdict(int, settled=await settle_stragglers(settings, now))
     if not claimed:
+        await announce_closed()  # what a crash after a close left
         return dict(counts)
     state = Pass(settings, now)
     await state.load_health()
@@ -338,8 +339,7 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     # a crash between these two writes leaves the verdicts to settle_stragglers
     written = await round_repository.close(outcomes, closer)
     await round_repository.set_verdicts([v for key in sorted(written) for v in verdicts[key]])
-    by_key = {doc["key"]: doc for doc in claimed}
-    await events_service.announce([_announcement(by_key[key], outcomes[key]) for key in sorted(written)])
+    await announce_closed()  # these rounds' `oracle_round_closed`, and any a crash left
     for key in written:
         counts[outcomes[key]["status"]] += 1
         if outcomes[key].get("decision"):
@@ -348,19 +348,30 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     return dict(counts)
 
 
-def _announcement(claimed: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+async def announce_closed() -> int:
+    """Put the `oracle_round_closed` of each closed round not announced yet into the events outbox (the
+    close marks it `announced: false` in the same write); how many."""
+    count = 0
+    while batch := await round_repository.not_announced(CLOSE_PER_PASS):
+        await events_service.announce([_announcement(doc) for doc in batch])
+        await round_repository.mark_announced([doc["key"] for doc in batch])
+        count += len(batch)
+    return count
+
+
+def _announcement(closed: dict[str, Any]) -> dict[str, Any]:
     """`oracle_round_closed`: the round (its REST id), its token, how it ended and what it answered."""
-    answer, decision = outcome.get("answer") or {}, outcome.get("decision") or {}
+    answer, decision = closed.get("answer") or {}, closed.get("decision") or {}
     payload = {
-        "roundId": claimed["key"],
-        "tokenId": claimed["tokenId"],
-        "status": outcome["status"],
-        "rejectedBy": outcome.get("rejectedBy"),
+        "roundId": closed["key"],
+        "tokenId": closed["tokenId"],
+        "status": closed["status"],
+        "rejectedBy": closed.get("rejectedBy"),
         "decision": decision.get("decision"),
         **{k: str(answer[k]) if k.endswith("Wei") else answer[k] for k in ANNOUNCED_ANSWER if k in answer},
     }
-    topics = ["oracle", asset_topic(claimed["tokenId"])]
-    return events_service.event(f"round:{claimed['key']}", "oracle_round_closed", topics, payload)
+    topics = ["oracle", asset_topic(closed["tokenId"])]
+    return events_service.event(f"round:{closed['key']}", "oracle_round_closed", topics, payload)
 
 
 def _carriable(settings: Settings, appraisal: dict[str, Any], claimed: dict[str, Any]) -> bool:

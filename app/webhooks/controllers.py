@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app.lib.deps import ContextDep, SettingsDep
+from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.openapi import links, raises
 from app.lib.params import CursorParam, LimitParam, one_of
 from app.lib.security import current_principal, requires_permission
@@ -55,6 +55,7 @@ class WebhookController(Controller):
     async def create_webhook(
         self,
         request: Request,
+        clients: ClientsDep,
         settings: SettingsDep,
         context: ContextDep,
         data: JSONBody[schemas.WebhookCreate],
@@ -63,7 +64,9 @@ class WebhookController(Controller):
         Standard Webhooks with the `secret` of this answer, which is never shown again. 409
         `url_not_allowed` for a host the platform does not deliver to (private, loopback, link-local,
         metadata, or not resolving); 409 `too_many_webhooks` past the limit per owner."""
-        body = await service.create_webhook(settings, data, current_principal(request), context)
+        body = await service.create_webhook(
+            clients.redis, settings, data, current_principal(request), context
+        )
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/", opt=raises(LIST_ERRORS))

@@ -25,6 +25,7 @@ from app.lib.context import SYSTEM, RequestContext
 from app.lib.crypto import secret_box
 from app.lib.errors import Conflict, NotFound, require_one_of
 from app.lib.events import KNOWN, InvalidTopics, first_match, parse_topics, topic_valid
+from app.lib.leases import lease
 from app.lib.params import parse_limit, signed_page
 from app.lib.security import Principal
 from app.lib.timeutil import utcnow
@@ -35,6 +36,7 @@ PERMISSION = "webhooks:write"
 WEBHOOK_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes
+CREATE_LOCK, CREATE_LOCK_MS = "webhooks:create:", 30_000
 DELIVER_JOB = delivery.DELIVER_JOB
 
 
@@ -121,6 +123,7 @@ def _topics(settings: Settings, topics: list[str]) -> list[str]:
 
 
 async def create_webhook(
+    redis,
     settings: Settings,
     data: schemas.WebhookCreate,
     principal: Principal,
@@ -129,6 +132,19 @@ async def create_webhook(
     """Subscribe `url` to topics; the answer holds the signing secret, which is never shown again."""
     topics = _topics(settings, data.topics)
     await delivery.check_url(settings, data.url)
+    # One creation per owner at a time, so concurrent ones cannot all pass the count.
+    async with lease(redis, f"{CREATE_LOCK}{principal.wallet_address}", CREATE_LOCK_MS) as held:
+        if not held:
+            raise Conflict("another webhook of yours is being created; try again", code="too_many_webhooks")
+        document = await _insert_within_limit(settings, data, topics, principal)
+    secret = document.pop("_secret")
+    await _audit("webhook.create", document, principal, context, old=None, new=document)
+    return schemas.WebhookCreated(**msgspec.structs.asdict(view(document)), secret=secret)
+
+
+async def _insert_within_limit(
+    settings: Settings, data: schemas.WebhookCreate, topics: list[str], principal: Principal
+) -> dict[str, Any]:
     limit = settings.webhook.max_per_owner
     if await repository.count_owned(principal.wallet_address) >= limit:
         raise Conflict(f"at most {limit} webhooks per owner", code="too_many_webhooks")
@@ -150,8 +166,7 @@ async def create_webhook(
         "createdAt": _now(),
     }
     document["_id"] = await repository.insert_webhook(document)
-    await _audit("webhook.create", document, principal, context, old=None, new=document)
-    return schemas.WebhookCreated(**msgspec.structs.asdict(view(document)), secret=secret)
+    return {**document, "_secret": secret}
 
 
 async def list_webhooks(

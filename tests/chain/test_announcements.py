@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from web3 import Web3
 
+from app.chain.documents import ChainEvent
 from app.events.documents import EventRecord
 from app.lib import eventlog
 from tests.chain.conftest import ONE_ETH, onboard, rpc, settle, transact
@@ -69,5 +70,32 @@ async def test_a_reorg_announces_what_it_removed_and_the_new_branch_again(
     await settle(clients, settings, 2)
 
     names, _ = await _announced(clients, since=last_before)
-    assert sorted(names[:2]) == [("item_sold_removed", 111), ("item_transferred_removed", 111)]
-    assert names[2:] == [("item_cancelled", 111)]
+    assert names == [  # what the reorg took back first, in chain order, then the new branch
+        ("item_transferred_removed", 111),
+        ("item_sold_removed", 111),
+        ("item_cancelled", 111),
+    ]
+
+
+async def test_an_announcement_whose_mark_a_crash_lost_is_taken_back_on_a_reorg(
+    web3, client, clients, settings, chain
+):
+    seller = chain["seller"]
+    await onboard(client, settings, 111, seller)
+    await settle(clients, settings)
+    fork = await rpc(web3, "evm_snapshot")
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
+    await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    # As after a crash between recording the announcement and marking the event: recorded, unmarked.
+    await ChainEvent.get_pymongo_collection().update_one(
+        {"event": "Listed"}, {"$set": {"toAnnounce": True, "announced": None, "announcements": 0}}
+    )
+
+    await rpc(web3, "evm_revert", fork)
+    await rpc(web3, "anvil_mine", hex(5))
+    await settle(clients, settings, 2)
+
+    names, _ = await _announced(clients)
+    assert names.count(("item_listed", 111)) == 1
+    assert names[-1] == ("item_listed_removed", 111)

@@ -16,6 +16,7 @@ from bson import Decimal128, ObjectId
 from app.chain import repository as chain_repository
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
+from app.lib import eventlog
 from app.market import service as market_service
 from app.oracle import joining, publication, rounds
 from app.oracle.documents import AIOracleData
@@ -152,6 +153,22 @@ async def test_first_prices_are_published_once_final_with_their_reference(web3, 
             int(reference["timestamp"].timestamp()),
         ]
     assert await batches(oracle) == [[1, 2, 3]]  # one transaction carried the three
+    announced = (await eventlog.replay_page(clients.redis, "0-0", ["prices"])).messages
+    assert sorted((m["event"], m["payload"]["tokenId"]) for m in announced) == [
+        ("price_updated", 1),
+        ("price_updated", 2),
+        ("price_updated", 3),
+    ]
+    first = next(m["payload"] for m in announced if m["payload"]["tokenId"] == 1)
+    wei = int(1.1 * ONE_ETH)
+    assert (first["priceWei"], first["lowWei"], first["highWei"]) == (
+        str(wei),
+        str(int(wei * 0.9)),
+        str(int(wei * 1.1)),
+    )
+    assert first["confidence"] == 8000 and first["onChainRoundId"] == str(
+        (await round_of(1))["publication"]["roundId"]
+    )
 
 
 async def test_deviation_heartbeat_abstention_skips_and_supersession(web3, clients, settings, oracle):

@@ -33,15 +33,17 @@ def _plugin(settings, backlog: int | None = None) -> ChannelsPlugin:
 
 
 async def _publish(clients, key: str, topics: list[str], *, history: int = 1000, **payload) -> str:
-    return await eventlog.publish(
-        clients.redis,
-        key=key,
-        event="item_sold",
-        topics=topics,
-        payload=payload,
-        sent_at=datetime.now(UTC),
-        history=history,
-    )
+    return (
+        await eventlog.publish(
+            clients.redis,
+            key=key,
+            event="item_sold",
+            topics=topics,
+            payload=payload,
+            sent_at=datetime.now(UTC),
+            history=history,
+        )
+    ).id
 
 
 async def _next(messages, skip=("heartbeat",)):

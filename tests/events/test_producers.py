@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from app.events.documents import EventRecord
@@ -35,7 +36,11 @@ async def test_processed_media_is_announced_once_for_the_state_it_left(client, c
     payload = processed["payload"]
     assert payload["tokenId"] == 7
     assert payload["outcomes"] == {"processed": 1}  # the primary image, its thumbnails made with it
-    assert {f["kind"] for f in payload["files"]} >= {"image", "thumbnail"}
+    assert payload["files"]["image"] == 1 and payload["files"]["thumbnail"] == 6
+    detail = (await client.get("/api/assets/7")).json()
+    assert payload["thumbnailUrl"] == detail["media"]["thumbnailUrl"] and payload["thumbnailUrl"]
+    # the stream is public: no file's key (originals and high resolution are not)
+    assert "images/originals/" not in json.dumps(processed) and "_highres-" not in json.dumps(processed)
     assert [m["event"] for m in await _log(clients, ["asset:7"])] == ["media_processed"]
 
 

@@ -3,6 +3,7 @@ reaches WebSocket and SSE subscribers of both; resumption, gaps, refusals and th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import httpx
@@ -86,15 +87,17 @@ async def test_a_resume_point_older_than_the_history_is_told_as_a_gap(client, cl
     a, _ = processes
     history = 100
     ids = [
-        await eventlog.publish(
-            clients.redis,
-            key=f"old{i}",
-            event="item_sold",
-            topics=["sales"],
-            payload={"n": i},
-            sent_at=datetime.now(UTC),
-            history=history,
-        )
+        (
+            await eventlog.publish(
+                clients.redis,
+                key=f"old{i}",
+                event="item_sold",
+                topics=["sales"],
+                payload={"n": i},
+                sent_at=datetime.now(UTC),
+                history=history,
+            )
+        ).id
         for i in range(history + 2)
     ]
     async with ws_connect(a, f"topics=sales&since={ids[0]}") as socket:
@@ -137,3 +140,75 @@ async def test_refusals_are_clear_and_the_address_limit_holds_over_both_transpor
         # closed connections give their slots back
         async with http.stream("GET", "/api/stream/sse?topics=sales") as again:
             assert again.status_code == 200
+
+
+async def test_closed_sse_streams_give_their_slots_back_at_once(client, processes):
+    a, _ = processes
+    async with httpx.AsyncClient(base_url=a, timeout=30) as http:
+        for _ in range(LIMIT + 1):  # more than the limit, one after another, each closed by the client
+            async with http.stream("GET", "/api/stream/sse?topics=sales") as sse:
+                assert sse.status_code == 200
+                await next_sse(sse_events(sse.aiter_lines()))
+        async with (
+            http.stream("GET", "/api/stream/sse?topics=sales") as one,
+            http.stream("GET", "/api/stream/sse?topics=listings") as two,
+        ):
+            assert (one.status_code, two.status_code) == (200, 200)
+
+
+async def test_a_reconnecting_sse_client_resumes_from_its_last_event_id_not_its_first_url(
+    client, settings, processes
+):
+    a, _ = processes
+    owner = await factories.owner_with_asset(settings, token_id=42)
+    ids = []
+    for version, condition in enumerate(["one", "two", "three"]):
+        assert (await _patch(a, owner.headers, version, condition)).status_code == 200
+    async with ws_connect(a, "topics=asset:42&since=0-0") as socket:
+        ids = [m["id"] for m in (await ws_messages(socket, 4))[1:]]
+    async with httpx.AsyncClient(base_url=a, timeout=30) as http:
+        url = f"/api/stream/sse?topics=asset:42&since={ids[0]}"  # the URL it first opened
+        async with http.stream("GET", url, headers={"Last-Event-ID": ids[1]}) as sse:
+            events = sse_events(sse.aiter_lines())
+            await next_sse(events)
+            resumed = await next_sse(events)
+
+    assert resumed["id"] == ids[2]
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["18446744073709551616-0", "0-18446744073709551615", "99999999999999999999-0", "9999999999999-0"],
+)
+async def test_resume_points_redis_cannot_hold_or_not_yet_issued_are_refused(
+    client, clients, processes, since
+):
+    a, _ = processes
+    await eventlog.publish(
+        clients.redis,
+        key="k",
+        event="item_sold",
+        topics=["sales"],
+        payload={},
+        sent_at=datetime.now(UTC),
+        history=100,
+    )
+    async with httpx.AsyncClient(base_url=a, timeout=30) as http:
+        refused = await http.get("/api/stream/sse", params={"topics": "sales", "since": since})
+    async with ws_connect(a, f"topics=sales&since={since}") as socket:
+        [error] = await ws_messages(socket, 1)
+
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_event_id"
+    assert error["event"] == "error" and error["payload"]["code"] == "invalid_event_id"
+
+
+async def test_a_websocket_client_that_sends_is_closed(client, processes):
+    a, _ = processes
+    async with ws_connect(a, "topics=sales") as socket:
+        await ws_messages(socket, 1)
+        await socket.send("x" * 100_000)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await socket.recv()
+    assert closed.value.rcvd.code == 1008

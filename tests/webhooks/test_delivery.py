@@ -87,19 +87,19 @@ async def test_a_failed_attempt_is_retried_with_backoff_and_the_same_id_and_byte
     assert state["consecutiveFailures"] == 0 and state["status"] == "active"
 
 
-async def test_attempts_end_as_failed_after_the_last_one_with_a_short_error(
+async def test_attempts_end_as_failed_after_the_last_one_with_the_status_alone(
     client, clients, local, owner, receiver, monkeypatch
 ):
     monkeypatch.setattr(local.webhook, "max_attempts", 2)
     hook = await subscribe(client, owner, receiver.url(), ["sales"])
-    receiver.answers += [Answer(500, b"x" * 5000)] * 3
+    receiver.answers += [Answer(500, b'{"internal": "token=SECRET-123"}')] * 3
     await service.fan_out(clients, local, [event(1, ["sales"])])
     await drain_jobs(clients, local)
 
     assert len(receiver.received) == 2
     done = await the_delivery()
     assert (done["status"], done["attempts"], done["lastStatusCode"]) == ("failed", 2, 500)
-    assert done["lastError"].startswith("HTTP 500: xxx") and len(done["lastError"]) < 300
+    assert done["lastError"] == "HTTP 500"  # never what the receiver answered: it may be anything
     state = await hook_state(client, owner, hook["id"])
     assert (state["consecutiveFailures"], state["lastStatusCode"], state["status"]) == (2, 500, "active")
 
@@ -134,7 +134,7 @@ async def test_consecutive_failures_disable_the_subscription(
         "consecutive_failures",
         3,
     )
-    assert state["lastError"] == "HTTP 500: ok" and state["lastStatusCode"] == 500
+    assert state["lastError"] == "HTTP 500" and state["lastStatusCode"] == 500
     done = await the_delivery()
     assert (done["status"], done["attempts"]) == ("skipped", 3)
     assert done["lastError"] == "the subscription is disabled"

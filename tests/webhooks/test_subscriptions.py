@@ -1,6 +1,7 @@
 """Managing webhooks over the API: who may, what a body may hold, which URLs are refused, and a secret that
 is shown once and kept sealed."""
 
+import asyncio
 import base64
 
 import pytest
@@ -132,6 +133,30 @@ async def test_allowing_private_addresses_never_allows_metadata_ones(client, own
         ROUTES, json={"url": "http://169.254.169.254/", "topics": ["sales"]}, headers=owner.headers
     )
     assert metadata.status_code == 409 and code(metadata) == "url_not_allowed"
+
+
+async def test_networks_allowed_for_data_sources_are_not_allowed_for_webhooks(
+    client, owner, settings, monkeypatch
+):
+    # OUTBOUND_ALLOWED_NETWORKS lets admins' data sources reach a host inside the VPC; any signed-in
+    # user may add a webhook, so it must not reach there.
+    monkeypatch.setattr(settings.outbound, "allowed_networks", "127.0.0.0/8")
+    refused = await client.post(
+        ROUTES, json={"url": "http://127.0.0.1:8080/hooks", "topics": ["sales"]}, headers=owner.headers
+    )
+    assert refused.status_code == 409 and code(refused) == "url_not_allowed"
+
+
+async def test_concurrent_creations_cannot_pass_the_limit_together(client, owner, settings, monkeypatch):
+    monkeypatch.setattr(settings.webhook, "max_per_owner", 3)
+    body = {"url": PUBLIC_URL, "topics": ["sales"]}
+    answers = await asyncio.gather(
+        *(client.post(ROUTES, json=body, headers=owner.headers) for _ in range(12))
+    )
+
+    assert sum(1 for a in answers if a.status_code == 201) <= 3
+    assert {a.status_code for a in answers} <= {201, 409}
+    assert await WebhookSubscription.get_pymongo_collection().count_documents({}) <= 3
 
 
 async def test_an_owner_has_at_most_the_configured_number_of_webhooks(client, owner, settings, monkeypatch):
