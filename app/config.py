@@ -146,6 +146,8 @@ class WorkerSettings(BaseModel):
     # Pixels the image worker holds decoded at once, over all its jobs: 50 Mpx, one image at the
     # asset cap, peaks near 400 MB. A job waits until its image fits; a larger image is refused.
     image_pixel_budget: int = Field(default=50_000_000, ge=1)
+    # Deliveries at once on the webhook worker: each mostly waits on a receiver.
+    webhook_max_jobs: int = Field(default=20, ge=1, le=1000)
     job_timeout_s: int = 300
     max_tries: int = 5
     job_completion_wait_s: int = 30

@@ -117,7 +117,7 @@ def main() -> int:
                 ],
                 env,
             ),
-            # Both workers, main and images, as children of one process that passes SIGTERM on.
+            # The workers (main, images, webhooks) as children of one process that passes SIGTERM on.
             "worker": _spawn([python, "-m", "workers"], env),
         }
         exit_code = 0

@@ -1,7 +1,8 @@
-"""`python -m workers [all|main|images]`: the arq workers with the project's JSON logging.
+"""`python -m workers [all|main|images|webhooks]`: the arq workers with the project's JSON logging.
 
-`all` (the default) runs the main worker and the image worker as two child processes and passes
-SIGTERM and SIGINT on to both; `main` or `images` runs one of them, for deployments that scale them apart.
+`all` (the default) runs the main, image and webhook workers as child processes and passes SIGTERM and
+SIGINT on to each; `main`, `images` or `webhooks` runs one of them, for deployments that scale them
+apart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ POLL_S = 0.2
 
 
 def run_all() -> int:
-    """Both workers as children; once either exits, stop the other, and fail if either failed."""
+    """Every worker as a child; once one exits, stop the others, and fail if any failed."""
     children: list[subprocess.Popen] = []
     requested: list[int] = []  # the signal that asked us to stop, if one did
 
@@ -42,7 +43,7 @@ def run_all() -> int:
         codes = [child.wait() for child in children]
         return 0 if all(code in stopped_as_asked for code in codes) else 1
     first = next(child for child in children if child.poll() is not None)
-    forward(signal.SIGTERM, None)  # a worker stopped on its own: stop the other, and fail
+    forward(signal.SIGTERM, None)  # a worker stopped on its own: stop the others, and fail
     for child in children:
         child.wait()
     return first.returncode if first.returncode > 0 else 1

@@ -20,7 +20,7 @@ from app.config import check_settings, get_settings
 from app.events import jobs as events_jobs
 from app.lib.clients import open_clients, redis_settings
 from app.lib.logging import configure_logging
-from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE
+from app.lib.queues import DEFAULT_QUEUE, IMAGE_QUEUE, WEBHOOK_QUEUE
 from app.main import DOCUMENTS
 from app.market import jobs as market_jobs
 from app.media import jobs as media_jobs
@@ -105,13 +105,6 @@ class WorkerSettings:
         func(events_jobs.dispatch, name="events.dispatch", max_tries=1),
         func(assets_jobs.announce_pending, name="assets.announce_pending", max_tries=1),
         func(audit_jobs.archive, name="audit.archive", max_tries=3, timeout=audit_jobs.ARCHIVE_TIMEOUT_S),
-        # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
-        func(
-            webhooks_jobs.deliver,
-            name="webhooks.deliver",
-            max_tries=1,
-            timeout=settings.webhook.timeout_s + webhooks_jobs.JOB_MARGIN_S,
-        ),
         func(webhooks_jobs.sweep, name="webhooks.sweep", max_tries=1),
     ]
     queue_name = DEFAULT_QUEUE
@@ -224,4 +217,32 @@ class ImageWorkerSettings:
     health_check_interval = WorkerSettings.health_check_interval
 
 
-WORKERS = {"main": WorkerSettings, "images": ImageWorkerSettings}
+class WebhookWorkerSettings:
+    """Webhook deliveries, on a queue of their own: each waits on a receiver (up to WEBHOOK_TIMEOUT_S),
+    so many run at once, and slow receivers hold up none of the platform's other jobs."""
+
+    functions = [
+        # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
+        func(
+            webhooks_jobs.deliver,
+            name="webhooks.deliver",
+            max_tries=1,
+            timeout=settings.webhook.timeout_s + webhooks_jobs.JOB_MARGIN_S,
+        ),
+    ]
+    queue_name = WEBHOOK_QUEUE
+    max_jobs = settings.worker.webhook_max_jobs
+    on_startup = on_startup
+    on_shutdown = on_shutdown
+    on_job_start = on_job_start
+    on_job_end = on_job_end
+    redis_settings = WorkerSettings.redis_settings
+    job_timeout = WorkerSettings.job_timeout
+    max_tries = WorkerSettings.max_tries
+    job_completion_wait = WorkerSettings.job_completion_wait
+    keep_result = WorkerSettings.keep_result
+    allow_abort_jobs = WorkerSettings.allow_abort_jobs
+    health_check_interval = WorkerSettings.health_check_interval
+
+
+WORKERS = {"main": WorkerSettings, "images": ImageWorkerSettings, "webhooks": WebhookWorkerSettings}

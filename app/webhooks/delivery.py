@@ -31,6 +31,7 @@ from app.lib import outbound
 from app.lib.crypto import SecretUnreadable, secret_box
 from app.lib.errors import AppError
 from app.lib.events import message
+from app.lib.queues import WEBHOOK_QUEUE
 from app.lib.timeutil import utcnow
 from app.webhooks import repository
 from app.webhooks.schemas import URL_MAX_CHARS, URL_PATTERN
@@ -134,7 +135,11 @@ def job_id(delivery_id: ObjectId | str, attempt: int) -> str:
 async def enqueue(redis, delivery_id: ObjectId | str, attempt: int, *, defer_s: float | None = None) -> bool:
     """Queue the job of one attempt; False when that attempt's job is already queued (or has run)."""
     queued = await redis.enqueue_job(
-        DELIVER_JOB, str(delivery_id), _job_id=job_id(delivery_id, attempt), _defer_by=defer_s
+        DELIVER_JOB,
+        str(delivery_id),
+        _job_id=job_id(delivery_id, attempt),
+        _defer_by=defer_s,
+        _queue_name=WEBHOOK_QUEUE,
     )
     return queued is not None
 
@@ -275,7 +280,7 @@ async def _requeue(redis, delivery_id: ObjectId, attempt_no: int, now: datetime)
     keeps any two from sending the same attempt)."""
     if await enqueue(redis, delivery_id, attempt_no):
         return
-    status = await Job(job_id(delivery_id, attempt_no), redis).status()
+    status = await Job(job_id(delivery_id, attempt_no), redis, _queue_name=WEBHOOK_QUEUE).status()
     if status not in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress):
         swept = f"{job_id(delivery_id, attempt_no)}:swept:{int(now.timestamp() * 1000)}"
-        await redis.enqueue_job(DELIVER_JOB, str(delivery_id), _job_id=swept)
+        await redis.enqueue_job(DELIVER_JOB, str(delivery_id), _job_id=swept, _queue_name=WEBHOOK_QUEUE)

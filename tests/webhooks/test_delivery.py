@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 from standardwebhooks.webhooks import Webhook
 
-from app.lib.queues import DEFAULT_QUEUE
+from app.lib.queues import WEBHOOK_QUEUE
 from app.lib.timeutil import utcnow
 from app.webhooks import delivery, service
 from app.webhooks.documents import WebhookDelivery, WebhookSubscription
@@ -224,7 +224,7 @@ async def test_two_workers_never_send_the_same_attempt(client, clients, local, o
 async def test_the_sweeper_queues_again_what_lost_its_job(client, clients, local, owner, receiver):
     await subscribe(client, owner, receiver.url(), ["sales"])
     await service.fan_out(clients, local, [event(1, ["sales"]), event(2, ["sales"])])
-    await clients.redis.delete(DEFAULT_QUEUE)  # the jobs are lost
+    await clients.redis.delete(WEBHOOK_QUEUE)  # the jobs are lost
     assert await service.sweep(clients, local) == {"requeued": 0, "failed": 0}  # not overdue yet
 
     collection = WebhookDelivery.get_pymongo_collection()
@@ -251,7 +251,7 @@ async def test_the_sweeper_queues_again_what_lost_its_job(client, clients, local
 async def test_the_sweeper_fails_a_lost_last_attempt(client, clients, local, owner, receiver):
     await subscribe(client, owner, receiver.url(), ["sales"])
     await service.fan_out(clients, local, [event(1, ["sales"])])
-    await clients.redis.delete(DEFAULT_QUEUE)
+    await clients.redis.delete(WEBHOOK_QUEUE)
     collection = WebhookDelivery.get_pymongo_collection()
     attempts, long_ago = local.webhook.max_attempts, utcnow() - timedelta(minutes=5)
     await collection.update_one(

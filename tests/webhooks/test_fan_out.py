@@ -6,7 +6,7 @@ import json
 from bson import ObjectId
 
 from app.lib.events import message
-from app.lib.queues import DEFAULT_QUEUE
+from app.lib.queues import WEBHOOK_QUEUE
 from app.webhooks import delivery, repository, service
 from app.webhooks.documents import WebhookDelivery, WebhookSubscription
 from tests.webhooks.conftest import event, subscribe
@@ -47,7 +47,7 @@ async def test_each_matching_subscription_gets_one_delivery_through_its_first_ma
     assert json.loads(first["body"]) == expected
     assert expected["sentAt"] == "2024-12-05T06:26:40Z"
     assert (first["status"], first["attempts"], first["eventKey"]) == ("pending", 0, "test:1")
-    queued = await clients.redis.zrange(DEFAULT_QUEUE, 0, -1)
+    queued = await clients.redis.zrange(WEBHOOK_QUEUE, 0, -1)
     assert sorted(q.decode() for q in queued) == sorted(delivery.job_id(d["_id"], 1) for d in found.values())
 
 
@@ -63,7 +63,7 @@ async def test_handing_the_same_events_over_again_creates_and_queues_nothing(
     assert await service.fan_out(clients, settings, events) == 0
     again = await stored()
     assert len(again) == 6 and all(bodies[d["eventId"]] == d["body"] for d in again if d["eventId"] in bodies)
-    assert await clients.redis.zcard(DEFAULT_QUEUE) == 6
+    assert await clients.redis.zcard(WEBHOOK_QUEUE) == 6
 
 
 async def test_a_large_batch_meets_many_subscriptions_in_one_pass(client, clients, settings, monkeypatch):

@@ -26,13 +26,15 @@ async def _wait_complete(jobs: list[Job], proc) -> None:
 
 def _workers(proc) -> list[psutil.Process]:
     deadline = time.monotonic() + TIMEOUT_S
-    while len(children := psutil.Process(proc.pid).children()) < 2:
+    while len(children := psutil.Process(proc.pid).children()) < 3:
         assert time.monotonic() < deadline, "the workers did not start"
         time.sleep(0.1)
     return children
 
 
-async def test_python_m_workers_serves_both_queues_and_stops_both_on_sigterm(client, clients, settings):
+async def test_python_m_workers_serves_every_queue_and_stops_every_worker_on_sigterm(
+    client, clients, settings
+):
     login = await factories.login(settings)
     avatar = Job(
         await support.queue_avatar(client, login, support.rgba_png(300, 200)),
@@ -44,7 +46,7 @@ async def test_python_m_workers_serves_both_queues_and_stops_both_on_sigterm(cli
     proc = support.start_worker(settings)
     try:
         workers = _workers(proc)
-        assert sorted(worker.cmdline()[-1] for worker in workers) == ["images", "main"]
+        assert sorted(worker.cmdline()[-1] for worker in workers) == ["images", "main", "webhooks"]
         await _wait_complete([avatar, Job(ping, clients.redis, _queue_name=DEFAULT_QUEUE)], proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT_S) == 0
@@ -56,13 +58,13 @@ async def test_python_m_workers_serves_both_queues_and_stops_both_on_sigterm(cli
     assert (await client.get(f"/api/jobs/{ping}")).json()["result"]["pong"] is True
 
 
-async def test_when_one_worker_dies_the_other_is_stopped_and_the_command_fails(client, settings):
+async def test_when_one_worker_dies_the_others_are_stopped_and_the_command_fails(client, settings):
     proc = support.start_worker(settings)
     try:
         workers = {worker.cmdline()[-1]: worker for worker in _workers(proc)}
         workers["images"].kill()
         assert proc.wait(TIMEOUT_S) != 0
-        assert not workers["main"].is_running()
+        assert not workers["main"].is_running() and not workers["webhooks"].is_running()
     finally:
         if proc.poll() is None:
             proc.kill()
