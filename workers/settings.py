@@ -196,32 +196,42 @@ class WorkerSettings:
     health_check_interval = 30
 
 
-class ImageWorkerSettings:
-    # arq reads a settings class's own attributes only, so the shared ones are repeated.
-    functions = [
+# What every worker shares with the main one. arq reads a settings class's own attributes only (not
+# inherited ones), so each worker's class is built with them.
+SHARED = (
+    "on_shutdown",
+    "on_job_start",
+    "on_job_end",
+    "redis_settings",
+    "job_timeout",
+    "max_tries",
+    "job_completion_wait",
+    "keep_result",
+    "allow_abort_jobs",
+    "health_check_interval",
+)
+
+
+def _worker(name: str, doc: str, **own: Any) -> type:
+    return type(name, (), {"__doc__": doc, **{a: WorkerSettings.__dict__[a] for a in SHARED}, **own})
+
+
+ImageWorkerSettings = _worker(
+    "ImageWorkerSettings",
+    "Image decoding, on a queue of its own, a few jobs at a time within a pixel budget.",
+    functions=[
         func(media_jobs.process_media, name="media.process", max_tries=8),
         func(media_jobs.promote_avatar, name="media.avatar", max_tries=5),
-    ]
-    queue_name = IMAGE_QUEUE
-    max_jobs = settings.worker.image_max_jobs
-    on_startup = on_image_worker_startup
-    on_shutdown = on_shutdown
-    on_job_start = on_job_start
-    on_job_end = on_job_end
-    redis_settings = WorkerSettings.redis_settings
-    job_timeout = WorkerSettings.job_timeout
-    max_tries = WorkerSettings.max_tries
-    job_completion_wait = WorkerSettings.job_completion_wait
-    keep_result = WorkerSettings.keep_result
-    allow_abort_jobs = WorkerSettings.allow_abort_jobs
-    health_check_interval = WorkerSettings.health_check_interval
-
-
-class WebhookWorkerSettings:
-    """Webhook deliveries, on a queue of their own: each waits on a receiver (up to WEBHOOK_TIMEOUT_S),
-    so many run at once, and slow receivers hold up none of the platform's other jobs."""
-
-    functions = [
+    ],
+    queue_name=IMAGE_QUEUE,
+    max_jobs=settings.worker.image_max_jobs,
+    on_startup=on_image_worker_startup,
+)
+WebhookWorkerSettings = _worker(
+    "WebhookWorkerSettings",
+    "Webhook deliveries, on a queue of their own: each waits on a receiver (up to WEBHOOK_TIMEOUT_S), so "
+    "many run at once, and slow receivers hold up none of the platform's other jobs.",
+    functions=[
         # One attempt per job: the next is a job of its own, deferred (app/webhooks/delivery.py).
         func(
             webhooks_jobs.deliver,
@@ -229,20 +239,11 @@ class WebhookWorkerSettings:
             max_tries=1,
             timeout=settings.webhook.timeout_s + webhooks_jobs.JOB_MARGIN_S,
         ),
-    ]
-    queue_name = WEBHOOK_QUEUE
-    max_jobs = settings.worker.webhook_max_jobs
-    on_startup = on_startup
-    on_shutdown = on_shutdown
-    on_job_start = on_job_start
-    on_job_end = on_job_end
-    redis_settings = WorkerSettings.redis_settings
-    job_timeout = WorkerSettings.job_timeout
-    max_tries = WorkerSettings.max_tries
-    job_completion_wait = WorkerSettings.job_completion_wait
-    keep_result = WorkerSettings.keep_result
-    allow_abort_jobs = WorkerSettings.allow_abort_jobs
-    health_check_interval = WorkerSettings.health_check_interval
+    ],
+    queue_name=WEBHOOK_QUEUE,
+    max_jobs=settings.worker.webhook_max_jobs,
+    on_startup=on_startup,
+)
 
 
 WORKERS = {"main": WorkerSettings, "images": ImageWorkerSettings, "webhooks": WebhookWorkerSettings}

@@ -16,14 +16,20 @@ async def _announced(clients, since: str = "0-0", topics=("sales", "listings", "
     return [(m["event"], m["payload"]["tokenId"]) for m in found.messages], found.messages
 
 
-async def test_mint_list_and_sale_are_announced_once_each_in_chain_order(
-    web3, client, clients, settings, chain
-):
-    seller, buyer = chain["seller"], chain["buyer"]
+async def _minted_and_listed(web3, client, clients, settings, chain) -> None:
+    """Token 111 minted to the seller and listed by them (not yet indexed)."""
+    seller = chain["seller"]
     await onboard(client, settings, 111, seller)
     await settle(clients, settings)
     await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
     await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+
+
+async def test_mint_list_and_sale_are_announced_once_each_in_chain_order(
+    web3, client, clients, settings, chain
+):
+    seller, buyer = chain["seller"], chain["buyer"]
+    await _minted_and_listed(web3, client, clients, settings, chain)
     receipt = await transact(web3, chain["market"].functions.buy_token(111), buyer, ONE_ETH)
     await settle(clients, settings, 2)
     await settle(clients, settings, 2)  # passes that find nothing new announce nothing
@@ -51,10 +57,7 @@ async def test_a_reorg_announces_what_it_removed_and_the_new_branch_again(
     web3, client, clients, settings, chain
 ):
     seller, buyer = chain["seller"], chain["buyer"]
-    await onboard(client, settings, 111, seller)
-    await settle(clients, settings)
-    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
-    await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+    await _minted_and_listed(web3, client, clients, settings, chain)
     await settle(clients, settings, 1)
     fork = await rpc(web3, "evm_snapshot")
     await transact(web3, chain["market"].functions.buy_token(111), buyer, ONE_ETH)
