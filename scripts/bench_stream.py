@@ -2,7 +2,8 @@
 Redis pub/sub loop measured in the same run.
 
 One real api process (uvicorn, `app.main:create_app`) on embedded MongoDB, Redis and moto's S3, with
-STREAM_MAX_CONNECTIONS_PER_IP=1000 (every client comes from 127.0.0.1) and STREAM_BACKLOG=5000, so no
+STREAM_MAX_CONNECTIONS_PER_IP=1000 and the `stream` rate limit lifted (every client comes from 127.0.0.1),
+and STREAM_BACKLOG=5000, so no
 connection's backlog overflows (`events_dropped` notices are counted all the same, as "dropped").
 Each round, interleaved so drift hits both cases alike:
 - the stream: 200 WebSocket clients (the `websockets` package, which like browsers negotiates
@@ -279,7 +280,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedStack(log_dir=Path(tmp) / "logs") as stack:
         services = {"mongodb": stack.start_mongodb(), "redis": stack.start_redis(), "s3": stack.start_s3()}
         settings = bench_settings(services, Path(tmp), "stream")
-        limits = {"STREAM_MAX_CONNECTIONS_PER_IP": str(max(1000, args.subscribers))}
+        limits = {  # every client comes from 127.0.0.1: its connection limits are lifted
+            "STREAM_MAX_CONNECTIONS_PER_IP": str(max(1000, args.subscribers)),
+            "AUTH_RATE_LIMITS": '{"stream": {"per_ip": 100000, "per_principal": 100000, "window_s": 60}}',
+        }
         with api_process(settings, Path(tmp) / "api.log", **limits, STREAM_BACKLOG=str(args.backlog)) as base:
             asyncio.run(run(base, settings, args))
     return 0

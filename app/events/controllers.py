@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -99,26 +100,36 @@ class StreamController(Controller):
             await socket.close(code=code, reason=exc.code)
             return
 
+        sending: list[float] = []  # when the send in progress began, if one is
+
         async def pump() -> None:
             async for message in stream.messages(channels, redis, settings, topics, since, slot):
-                if message is stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
-                    continue
-                try:
-                    async with asyncio.timeout(SEND_DEADLINE_S):
-                        await socket.send_text(message.text)
-                except TimeoutError:  # a client that stopped reading: its socket's buffers are full
+                if message is not stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
+                    sending.append(time.monotonic())
+                    await socket.send_text(message.text)
+                    sending.clear()
+
+        async def watch() -> None:
+            """Close a client that stopped reading: a send blocked (its buffers full) for too long. One
+            watchman per connection, not a timer per message: the stream sends many."""
+            while True:
+                await asyncio.sleep(SEND_DEADLINE_S / 3)
+                if sending and time.monotonic() - sending[0] > SEND_DEADLINE_S:
                     await _close(socket, POLICY, "too_slow")
                     return
 
-        sender = asyncio.create_task(pump())
-        receiver = asyncio.create_task(_until_closed(socket))
+        tasks = [
+            asyncio.create_task(pump()),
+            asyncio.create_task(_until_closed(socket)),
+            asyncio.create_task(watch()),
+        ]
         try:
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sender.cancel()
-            receiver.cancel()
+            for task in tasks:
+                task.cancel()
             with anyio.CancelScope(shield=True):
-                await asyncio.gather(sender, receiver, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await slot.release()
 
     @get(
