@@ -202,6 +202,9 @@ class StreamSettings(BaseModel):
     max_topics: int = Field(default=20, ge=1, le=200)
     # A comment (SSE) or a registry refresh at this interval keeps idle connections and their slot alive.
     heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    # A connection whose send has not gone through for this long (its client stopped reading) is closed
+    # (at least two heartbeats).
+    send_deadline_s: float = Field(default=30.0, gt=0, le=600)
 
 
 class WebhookSettings(BaseModel):

@@ -71,6 +71,7 @@ class AssetMedia(BaseModel):
     modelKey: str | None = None
     files: list[MediaFile] = Field(default_factory=list)
     announced: str | None = None  # the digest of the files' state last announced (`media_processed`)
+    announcements: int = 0  # how many were: the next one's key
 
 
 class CurrentPrice(BaseModel):

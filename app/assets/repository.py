@@ -145,8 +145,16 @@ async def drop_pending_events(token_id: int, keys: list[str]) -> None:
     )
 
 
-async def media_announced(token_id: int, digest: str) -> None:
-    await assets_collection().update_one({"tokenId": token_id}, {"$set": {"media.announced": digest}})
+async def media_announced(token_id: int, digest: str, announcements: int) -> None:
+    """Record the `announcements`-th media state announced, unless another run recorded it already."""
+    await assets_collection().update_one(
+        {
+            "tokenId": token_id,
+            # none recorded yet: the field is missing on assets older than it
+            "media.announcements": announcements if announcements else {"$in": [0, None]},
+        },
+        {"$set": {"media.announced": digest, "media.announcements": announcements + 1}},
+    )
 
 
 def asset_query(

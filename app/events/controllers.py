@@ -34,7 +34,6 @@ from app.lib.params import PUBLIC
 POLICY, TRY_LATER = 1008, 1013
 RETRY_MS = 3000  # how soon an SSE client reconnects after a drop
 STREAM_RATE_LIMIT = "stream"  # connections opened per address and minute (AUTH_RATE_LIMITS)
-SEND_DEADLINE_S = 30  # a WebSocket send blocked this long (the client stopped reading) closes it
 ChannelsDep = NamedDependency[ChannelsPlugin]  # the plugin provides it as `channels`
 
 TopicsParam = Annotated[
@@ -113,8 +112,8 @@ class StreamController(Controller):
             """Close a client that stopped reading: a send blocked (its buffers full) for too long. One
             watchman per connection, not a timer per message: the stream sends many."""
             while True:
-                await asyncio.sleep(SEND_DEADLINE_S / 3)
-                if sending and time.monotonic() - sending[0] > SEND_DEADLINE_S:
+                await asyncio.sleep(settings.stream.send_deadline_s / 3)
+                if sending and time.monotonic() - sending[0] > settings.stream.send_deadline_s:
                     await _close(socket, POLICY, "too_slow")
                     return
 

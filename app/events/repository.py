@@ -56,6 +56,12 @@ async def unpublished(limit: int, keys: list[str] | None = None) -> list[dict[st
     return await _collection().find(query, sort=ORDER, limit=limit).to_list()
 
 
+async def waiting_before(keys: list[str]) -> bool:
+    """Whether an unpublished event other than these waits (they would be published ahead of it)."""
+    query = {"eventId": None, "failedAt": None, "_id": {"$nin": keys}}
+    return await _collection().find_one(query, {"_id": 1}) is not None
+
+
 async def publish_failed(key: str, error: str, max_attempts: int) -> bool:
     """Count a failed publication of the event; past `max_attempts` it is set aside. Whether it was."""
     found = await _collection().find_one_and_update(
@@ -65,7 +71,8 @@ async def publish_failed(key: str, error: str, max_attempts: int) -> bool:
     )
     if found is None or found.get("publishAttempts", 0) < max_attempts:
         return False
-    await _collection().update_one({"_id": key}, {"$set": {"failedAt": utcnow()}})
+    now = utcnow()  # kept a week for inspection (the TTL on doneAt), then gone
+    await _collection().update_one({"_id": key}, {"$set": {"failedAt": now, "doneAt": now}})
     return True
 
 

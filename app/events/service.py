@@ -16,8 +16,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Gauge
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.events import repository
@@ -67,13 +66,14 @@ async def dispatch(clients, settings: Settings, keys: list[str] | None = None) -
     async with lease(clients.redis, DISPATCH_LEASE, DISPATCH_LEASE_MS) as held:
         if not held:
             return {"published": 0, "handed": 0, "busy": 1}
+        if keys is not None and await repository.waiting_before(keys):
+            keys = None  # older events wait (an outage, a busy pass): all go, in order
         for _ in range(MAX_BATCHES):
             batch = await repository.unpublished(BATCH, keys)
-            if batch:
-                await _publish(clients.redis, settings, batch)
-                published += len(batch)
-            if len(batch) < BATCH:
-                break
+            failed = await _publish(clients.redis, settings, batch) if batch else 0
+            published += len(batch) - failed
+            if len(batch) < BATCH or failed:
+                break  # a failure counts once a pass: the next pass (the cron's) tries again
         for _ in range(MAX_BATCHES):
             batch = await repository.not_handed_over(BATCH, keys)
             if batch:
@@ -94,10 +94,11 @@ async def dispatch_soon(clients, settings: Settings, keys: list[str] | None = No
         log.warning("events.dispatch_failed", error=str(exc)[:300])
 
 
-async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> None:
-    """Publish each event of the batch; what was published is recorded even when one fails, and one
-    that keeps failing (MAX_PUBLISH_ATTEMPTS) is set aside, logged as an alert, so it blocks nothing."""
-    done = []
+async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> int:
+    """Publish each event of the batch; how many failed. What was published is recorded even when one
+    fails; Redis failing (whatever the error) stops the pass, and an event that fails on its own, with
+    Redis answering, MAX_PUBLISH_ATTEMPTS passes running is set aside (logged as an alert)."""
+    done, failed = [], 0
     try:
         for record in batch:
             try:
@@ -110,9 +111,10 @@ async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> No
                     sent_at=utcnow(),
                     history=settings.stream.history,
                 )
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                raise  # Redis is away: the next pass publishes from here
+            except (RedisError, OSError):
+                raise  # Redis is away, full or read-only: the next pass publishes from here
             except Exception as exc:
+                failed += 1
                 set_aside = await repository.publish_failed(
                     record["_id"], str(exc)[:300], MAX_PUBLISH_ATTEMPTS
                 )
@@ -121,6 +123,7 @@ async def _publish(redis, settings: Settings, batch: list[dict[str, Any]]) -> No
             done.append((record["_id"], published.id, published.sent_at))
     finally:
         await repository.mark_published(done)
+    return failed
 
 
 def _as_published(record: dict[str, Any]) -> dict[str, Any]:

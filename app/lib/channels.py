@@ -35,11 +35,10 @@ log = structlog.get_logger(__name__)
 
 READ_COUNT = 500  # log entries per read
 RETRY_MAX_S = 5.0  # the longest wait between reads while Redis fails
-# The floor and the entries after the cursor, in one step. KEYS: log, floor. ARGV: cursor, count.
+# The floor and the entries after the cursor (an exclusive range: Redis 6.2 on), in one step.
+# KEYS: log, floor. ARGV: cursor, count.
 _READ = """
-local ms, seq = string.match(ARGV[1], '^(%d+)-(%d+)$')
-local after = ms .. '-' .. (tonumber(seq) + 1)
-return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], after, '+', 'COUNT', ARGV[2])}
+return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
 """
 # What a subscriber is handed when its process fell behind the log: the connection says so.
 FELL_BEHIND = b'{"id":null,"event":"events_dropped","fellBehind":true}'

@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, cast
 
 import anyio
@@ -115,11 +115,15 @@ class Slot:
         await self._redis.zadd(self._key, {self._id: time.time() + self._ttl})
         await self._redis.expire(self._key, int(self._ttl) + 1)
 
-    async def keep(self, every: float) -> None:
-        """Refresh the slot every `every` seconds for as long as the connection lives (a task of its own,
-        so a connection stuck sending keeps its slot, and its place among the address's)."""
+    async def keep(self, every: float, stalled: Callable[[], bool], on_stall: Callable[[], object]) -> None:
+        """Refresh the slot every `every` seconds while the connection lives and sends (a task of its
+        own); a connection whose send has stalled (its client stopped reading) is ended instead."""
         while True:
             await asyncio.sleep(every)
+            if stalled():
+                log.info("stream.client_stalled", slot=self._id)
+                on_stall()
+                return
             try:
                 await self.refresh()
             except (RedisError, OSError) as exc:
@@ -164,10 +168,38 @@ def _now() -> str:
 async def messages(
     channels: ChannelsPlugin, redis, settings: Settings, topics: list[str], since: str | None, slot: Slot
 ) -> AsyncIterator[Outgoing]:
-    """The connection's messages, notices and heartbeats, until the caller stops iterating."""
+    """The connection's messages, notices and heartbeats, until the caller stops iterating. The caller
+    asks for the next one at least every heartbeat while its client reads; one that has not asked for
+    STREAM_SEND_DEADLINE_S is stuck sending to a client that stopped reading: its task is cancelled."""
+    owner = asyncio.current_task()
+    beat, deadline = (
+        settings.stream.heartbeat_s,
+        max(settings.stream.send_deadline_s, 2 * settings.stream.heartbeat_s),
+    )
+    asked = [time.monotonic()]
+
+    def stalled() -> bool:
+        return time.monotonic() - asked[0] > deadline
+
+    keeper = asyncio.create_task(
+        slot.keep(min(beat, deadline / 3), stalled, owner.cancel if owner else lambda: None)
+    )
+    produced = _messages(channels, redis, settings, topics, since)
+    try:
+        async for message in produced:
+            yield message
+            asked[0] = time.monotonic()
+    finally:
+        keeper.cancel()
+        with anyio.CancelScope(shield=True):
+            await produced.aclose()
+
+
+async def _messages(
+    channels: ChannelsPlugin, redis, settings: Settings, topics: list[str], since: str | None
+) -> AsyncIterator[Outgoing]:
     subscriber = cast(CountingSubscriber, await channels.subscribe(topics))  # the plugin's subscriber_class
     beat = settings.stream.heartbeat_s
-    keeper = asyncio.create_task(slot.keep(beat))
     seen: OrderedDict[str, None] = OrderedDict()
 
     def first_time(event_id: str) -> bool:
@@ -224,6 +256,5 @@ async def messages(
             if first_time(event_id):  # not already sent through another of the topics
                 yield Outgoing(event_id, event, raw.decode())
     finally:
-        keeper.cancel()
         with anyio.CancelScope(shield=True):  # a client that left cancels the generator
             await channels.unsubscribe(subscriber, topics)

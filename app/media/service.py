@@ -155,7 +155,7 @@ RUN_OUTCOMES = ("promoted", "processed", "rejected", "thumbnails", "rekeyed")
 
 
 async def announce_processed(clients: Clients, settings: Settings, result: dict) -> bool:
-    """`media_processed` when the asset's media are not in the state last announced, keyed by that state:
+    """`media_processed` when the asset's media are not in the state last announced:
     a run that changed nothing announces nothing, and a job that failed after its run (or while
     announcing) and runs again announces the state it left, once. Whether it announced."""
     media = await assets_service.media_records_of(result["tokenId"])
@@ -176,8 +176,10 @@ async def announce_processed(clients: Clients, settings: Settings, result: dict)
         thumbnail = clients.storage.public_url(thumbnail)  # as REST gives it
     payload = {"tokenId": token_id, "outcomes": outcomes, "files": counts, "thumbnailUrl": thumbnail}
     topics = ["media", asset_topic(token_id)]
-    key = f"media:{token_id}:{digest}"
+    # Keyed by how many states were announced before: the same state reached again is news again, and
+    # a run repeated after a crash before the count was recorded announces nothing twice.
+    key = f"media:{token_id}:{media.announcements}"
     await events_service.announce([events_service.event(key, "media_processed", topics, payload)])
-    await assets_service.media_announced(token_id, digest)
+    await assets_service.media_announced(token_id, digest, media.announcements)
     await events_service.dispatch_soon(clients, settings, [key])
     return True

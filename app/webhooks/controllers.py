@@ -47,6 +47,7 @@ class WebhookController(Controller):
                 {
                     400: ["invalid_topics", "invalid_url"],
                     409: ["too_many_webhooks", "url_not_allowed"],
+                    503: ["webhook_creation_busy"],
                 }
             ),
             **WEBHOOK_LINKS,

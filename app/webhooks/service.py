@@ -10,6 +10,7 @@ makes the attempts, retries and sweeps.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from collections import defaultdict
@@ -23,7 +24,7 @@ from app.audit import service as audit_service
 from app.config import Settings
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.crypto import secret_box
-from app.lib.errors import Conflict, NotFound, require_one_of
+from app.lib.errors import AppError, Conflict, NotFound, require_one_of
 from app.lib.events import KNOWN, InvalidTopics, first_match, parse_topics, topic_valid
 from app.lib.leases import lease
 from app.lib.params import parse_limit, signed_page
@@ -36,7 +37,8 @@ PERMISSION = "webhooks:write"
 WEBHOOK_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes
-CREATE_LOCK, CREATE_LOCK_MS = "webhooks:create:", 30_000
+CREATE_LOCK, CREATE_LOCK_MS = "dv:webhooks:create:", 30_000
+CREATE_WAITS, CREATE_WAIT_S = 40, 0.05  # how long a creation waits for another of the owner's
 DELIVER_JOB = delivery.DELIVER_JOB
 
 
@@ -132,11 +134,21 @@ async def create_webhook(
     """Subscribe `url` to topics; the answer holds the signing secret, which is never shown again."""
     topics = _topics(settings, data.topics)
     await delivery.check_url(settings, data.url)
-    # One creation per owner at a time, so concurrent ones cannot all pass the count.
-    async with lease(redis, f"{CREATE_LOCK}{principal.wallet_address}", CREATE_LOCK_MS) as held:
-        if not held:
-            raise Conflict("another webhook of yours is being created; try again", code="too_many_webhooks")
-        document = await _insert_within_limit(settings, data, topics, principal)
+    # One creation per owner at a time, so concurrent ones cannot all pass the count; the others wait.
+    key = f"{CREATE_LOCK}{principal.wallet_address}"
+    for _ in range(CREATE_WAITS):
+        async with lease(redis, key, CREATE_LOCK_MS) as held:
+            if held:
+                document = await _insert_within_limit(settings, data, topics, principal)
+                break
+        await asyncio.sleep(CREATE_WAIT_S)
+    else:
+        raise AppError(
+            "another webhook of yours is being created; try again",
+            code="webhook_creation_busy",
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     secret = document.pop("_secret")
     await _audit("webhook.create", document, principal, context, old=None, new=document)
     return schemas.WebhookCreated(**msgspec.structs.asdict(view(document)), secret=secret)

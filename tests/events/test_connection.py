@@ -129,3 +129,28 @@ async def test_a_process_nobody_listened_to_starts_again_from_the_present(client
     await backend.on_shutdown()
 
     assert channel == "listings" and json.loads(body)["id"] == later
+
+
+async def test_a_connection_stuck_sending_is_ended_and_gives_its_slot_back(
+    client, clients, settings, monkeypatch
+):
+    monkeypatch.setattr(settings.stream, "heartbeat_s", 0.2)
+    monkeypatch.setattr(settings.stream, "send_deadline_s", 0.5)
+    slot = stream.Slot(clients.redis, "192.0.2.9", settings)
+    await slot.take()
+
+    async def stuck_client(plugin) -> None:
+        messages = stream.messages(plugin, clients.redis, settings, ["sales"], None, slot)
+        try:
+            await anext(messages)  # subscribed
+            await asyncio.sleep(30)  # as a send to a client that stopped reading: never asks for more
+        finally:
+            await messages.aclose()
+            await slot.release()
+
+    async with _plugin(settings) as plugin:
+        connection = asyncio.create_task(stuck_client(plugin))
+        done, _ = await asyncio.wait({connection}, timeout=5)
+
+    assert done and connection.cancelled()
+    assert await clients.redis.zcard(stream.SLOTS_PREFIX + "192.0.2.9") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from app.assets.documents import Asset, MediaFile
 from app.events.documents import EventRecord
 from app.lib import eventlog
 from app.lib.timeutil import utcnow
@@ -93,3 +94,20 @@ async def test_a_closed_round_is_announced_with_its_answer(client, clients, sett
     ]
     assert records[0].payload["roundId"] == "9-1" and records[0].payload["tokenId"] == 9
     assert records[0].payload["status"] == "no_quorum"
+
+
+async def test_media_back_in_a_state_announced_before_are_announced_again(client, clients, settings):
+    from app.media import service as media_service
+
+    await factories.owner_with_asset(settings, 8)
+    image = MediaFile(key="images/originals/8/a.jpg", kind="image", status="processed")
+    other = MediaFile(key="images/originals/8/b.jpg", kind="image", status="processed")
+    for files in ([image], [image, other], [image]):  # A, then B, then A again
+        await Asset.get_pymongo_collection().update_one(
+            {"tokenId": 8}, {"$set": {"media.files": [f.model_dump() for f in files]}}
+        )
+        assert await media_service.announce_processed(clients, settings, {"tokenId": 8, "processed": 1})
+        assert not await media_service.announce_processed(clients, settings, {"tokenId": 8})  # nothing new
+
+    found = await _log(clients, ["asset:8"])
+    assert [m["payload"]["files"] for m in found] == [{"image": 1}, {"image": 2}, {"image": 1}]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from app.assets import announcing as asset_announcing
 from app.assets.documents import Asset
@@ -130,7 +131,30 @@ async def test_an_event_that_cannot_be_published_is_set_aside_and_the_others_go_
     assert [m["payload"]["n"] for m in await _log(clients, ["sales"])] == [0, 2]
     poison = await EventRecord.get("k1")
     assert poison.failedAt is not None and poison.publishAttempts == events_service.MAX_PUBLISH_ATTEMPTS
-    assert await EventRecord.find(EventRecord.doneAt == None).count() == 1  # noqa: E711 - a query
+    assert await EventRecord.find(EventRecord.doneAt == None).count() == 0  # noqa: E711 - a query
+
+
+async def test_redis_refusing_writes_sets_nothing_aside(client, clients, settings, monkeypatch):
+    await events_service.announce(
+        [events_service.event(f"k{n}", "item_sold", ["sales"], {"n": n}) for n in range(4)]
+    )
+    real = eventlog.publish
+    refusing = {"on": True}
+
+    async def publish(redis, **fields):
+        if refusing["on"]:
+            raise ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        return await real(redis, **fields)
+
+    monkeypatch.setattr(eventlog, "publish", publish)
+    for _ in range(events_service.MAX_PUBLISH_ATTEMPTS + 1):
+        with pytest.raises(ResponseError):
+            await events_service.dispatch(clients, settings)
+    refusing["on"] = False
+    await events_service.dispatch(clients, settings)
+
+    assert [m["payload"]["n"] for m in await _log(clients, ["sales"])] == [0, 1, 2, 3]
+    assert await EventRecord.find(EventRecord.failedAt != None).count() == 0  # noqa: E711 - a query
 
 
 async def test_a_process_reading_the_log_goes_on_after_redis_failed(client, clients, settings):
