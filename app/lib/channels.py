@@ -110,13 +110,9 @@ class StreamBackend(RedisChannelsStreamBackend):
 
     async def _read_after(self, cursor: str) -> tuple[str | None, list[tuple[str, bytes]]]:
         found = await self._read(keys=[eventlog.LOG_KEY, eventlog.FLOOR_KEY], args=[cursor, READ_COUNT])
-        trimmed = _text(found[0]) if found[0] else None
-        entries = [(_text(entry_id), _field(fields, b"data")) for entry_id, fields in found[1]]
+        trimmed = eventlog.text(found[0]) if found[0] else None
+        entries = [(eventlog.text(entry_id), _field(fields, b"data")) for entry_id, fields in found[1]]
         return trimmed, entries
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _field(fields: list, name: bytes) -> bytes:

@@ -72,7 +72,7 @@ async def publish(
     found = await redis.eval(
         _PUBLISH, 3, LOG_KEY, FLOOR_KEY, PUBLISHED_KEY + key, entry, history, PUBLISHED_TTL_S, stamp
     )
-    event_id, _, first = _text(found).partition(" ")
+    event_id, _, first = text(found).partition(" ")
     return Published(event_id, datetime.fromisoformat(first) if first else sent_at)
 
 
@@ -90,12 +90,7 @@ def entry_messages(event_id: str, data: bytes | str, topics: set[str] | list[str
 async def floor(redis) -> str | None:
     """The newest event the log's cap trimmed away, if any was."""
     found = await redis.get(FLOOR_KEY)
-    return None if found is None else _text(found)
-
-
-def _after(event_id: str) -> str:
-    ms, seq = event_id_key(event_id)
-    return f"{ms}-{seq + 1}"
+    return None if found is None else text(found)
 
 
 async def gap(redis, since: str) -> str | None:
@@ -103,7 +98,7 @@ async def gap(redis, since: str) -> str | None:
     lost its data): the oldest event kept (or `since` itself when nothing is kept). None when none was."""
     trimmed = await floor(redis)
     first = await redis.xrange(LOG_KEY, min="-", max="+", count=1)
-    oldest = _text(first[0][0]) if first else None
+    oldest = text(first[0][0]) if first else None
     if trimmed is not None:  # exact: everything up to the floor was trimmed, everything after it kept
         return (oldest or trimmed) if event_id_key(since) < event_id_key(trimmed) else None
     if oldest is None or event_id_key(since) < event_id_key(oldest):
@@ -121,11 +116,11 @@ class Page:
 
 async def replay_page(redis, since: str, topics: list[str], count: int = REPLAY_PAGE) -> Page:
     """The messages of `topics` among the next `count` events of the log after the event `since`."""
-    entries = await redis.xrange(LOG_KEY, min=_after(since), max="+", count=count)
+    entries = await redis.xrange(LOG_KEY, min=f"({since}", max="+", count=count)  # exclusive (Redis 6.2)
     found: list[dict[str, Any]] = []
     through = since
     for raw_id, fields in entries:
-        through = _text(raw_id)
+        through = text(raw_id)
         entry = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
         topic = first_match(entry["topics"], topics)
         if topic is not None:
@@ -139,8 +134,9 @@ async def last_id(redis) -> str | None:
     entries = await redis.xrevrange(LOG_KEY, max="+", min="-", count=1)
     if not entries:
         return None
-    return _text(entries[0][0])
+    return text(entries[0][0])
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (clients answer bytes unless told to decode)."""
     return value.decode() if isinstance(value, bytes) else value
