@@ -199,16 +199,41 @@ def errors_as_responses(app: ASGIApp) -> ASGIApp:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            started = started or message["type"] in _ANSWERED
             await send(message)
 
         try:
             await app(scope, receive, tracking_send)
         except Exception as exc:
-            if started or scope["type"] != ScopeType.HTTP:
+            if started:
                 raise
-            request: Request = Request(scope, receive)
-            response = render_exception(request, exc)
-            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+            if scope["type"] == ScopeType.HTTP:
+                request: Request = Request(scope, receive)
+                response = render_exception(request, exc)
+                await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+            elif scope["type"] == ScopeType.WEBSOCKET and _DENIAL in scope.get("extensions", {}):
+                await _deny_handshake(scope, receive, send, exc)
+            else:
+                raise  # a server without the denial extension answers a refused handshake with 403
 
     return middleware
+
+
+# What a handler has sent once it has answered: after it, an error can no longer be rendered.
+_ANSWERED = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"}
+)
+_DENIAL = "websocket.http.response"
+
+
+async def _deny_handshake(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Refuse a WebSocket handshake with the error's own HTTP answer (status, Retry-After, the error body),
+    through the ASGI denial-response extension, rather than the bare 403 a close before accepting gives."""
+
+    async def as_denial(message: Message) -> None:
+        kind = message["type"].removeprefix("http.")
+        await send({**message, "type": f"websocket.http.{kind}"})
+
+    request: Request = Request({**scope, "type": ScopeType.HTTP, "method": "GET"}, receive)
+    response = render_exception(request, exc)
+    await response.to_asgi_response(app=None, request=request)(request.scope, receive, as_denial)

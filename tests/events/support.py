@@ -17,8 +17,9 @@ async def ws_messages(socket, count: int, timeout: float = 15) -> list[dict[str,
     return [json.loads(await asyncio.wait_for(socket.recv(), timeout)) for _ in range(count)]
 
 
-def ws_connect(base: str, query: str):
-    return websockets.connect(base.replace("http", "ws", 1) + "/api/stream?" + query, open_timeout=10)
+def ws_connect(base: str, query: str, headers: dict[str, str] | None = None):
+    url = base.replace("http", "ws", 1) + "/api/stream?" + query
+    return websockets.connect(url, open_timeout=10, additional_headers=headers)
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:

@@ -4,6 +4,7 @@ reaches WebSocket and SSE subscribers of both; resumption, gaps, refusals and th
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import httpx
@@ -212,3 +213,26 @@ async def test_a_websocket_client_that_sends_is_closed(client, processes):
                 while True:
                     await socket.recv()
     assert closed.value.rcvd.code == 1008
+
+
+async def test_a_refused_handshake_answers_its_own_status_and_error_not_a_bare_403(client, settings):
+    strict = {"AUTH_RATE_LIMITS": '{"stream": {"per_ip": 1, "per_principal": 1, "window_s": 60}}'}
+    with api_process(settings, **strict) as base:
+        with pytest.raises(websockets.InvalidStatus) as garbage:
+            async with ws_connect(base, "topics=sales", headers={"Authorization": "Bearer not-a-token"}):
+                pass
+        answer = garbage.value.response
+        assert answer.status_code == 401
+        assert json.loads(answer.body)["error"]["code"] == "invalid_token"
+
+        refused = None
+        for _ in range(3):  # the window may already hold this address's earlier connections
+            try:
+                async with ws_connect(base, "topics=sales") as socket:
+                    await ws_messages(socket, 1)
+            except websockets.InvalidStatus as exc:
+                refused = exc.response
+                break
+        assert refused is not None and refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert json.loads(refused.body)["error"]["code"] == "rate_limited"
