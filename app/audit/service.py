@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -61,6 +62,30 @@ async def record(
     await repository.insert(entry)
     log.info("audit.recorded", action=action, actor=actor_name, entity_id=entity_id, success=success)
     return entry
+
+
+async def record_change(
+    action: str,
+    entity_type: str,
+    doc: dict[str, Any],
+    view: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    principal: Principal,
+    context: RequestContext,
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> AuditLog:
+    """Record a change to the document `doc` (by its `_id`): its state before and after, each as `view`
+    shows it, so what a domain keeps secret (a webhook's secret, a source's credentials) stays out."""
+    return await record(
+        action,
+        principal=principal,
+        context=context,
+        entity_type=entity_type,
+        entity_id=str(doc["_id"]),
+        old=view(old) if old is not None else None,
+        new=view(new) if new is not None else None,
+    )
 
 
 async def record_once(redis: Redis, marker: str, window_s: int, action: str, **entry: Any) -> AuditLog | None:

@@ -93,7 +93,7 @@ async def create_source(
         document["_id"] = await repository.insert_source(document)
     except repository.NameTaken:
         raise _name_taken(data.name) from None
-    await _audit("oracle.datasource.create", document, principal, context, old=None, new=document)
+    await _audit_source("oracle.datasource.create", document, principal, context, old=None, new=document)
     return sources.view(document)
 
 
@@ -150,7 +150,7 @@ async def update_source(
         raise _name_taken(str(patch.name)) from None
     if updated is None:
         raise _missing(source_id)
-    await _audit("oracle.datasource.update", updated, principal, context, old=current, new=updated)
+    await _audit_source("oracle.datasource.update", updated, principal, context, old=current, new=updated)
     return sources.view(updated)
 
 
@@ -159,10 +159,10 @@ async def delete_source(source_id: str, principal: Principal, context: RequestCo
     deleted = await repository.delete_source(_object_id(source_id))
     if deleted is None:
         raise _missing(source_id)
-    await _audit("oracle.datasource.delete", deleted, principal, context, old=deleted, new=None)
+    await _audit_source("oracle.datasource.delete", deleted, principal, context, old=deleted, new=None)
 
 
-async def _audit(
+async def _audit_source(
     action: str,
     doc: dict[str, Any],
     principal: Principal,
@@ -171,14 +171,8 @@ async def _audit(
     old: dict[str, Any] | None,
     new: dict[str, Any] | None,
 ) -> None:
-    await audit_service.record(
-        action,
-        principal=principal,
-        context=context,
-        entity_type="dataSource",
-        entity_id=str(doc["_id"]),
-        old=sources.audited(old) if old is not None else None,
-        new=sources.audited(new) if new is not None else None,
+    await audit_service.record_change(
+        action, "dataSource", doc, sources.audited, principal=principal, context=context, old=old, new=new
     )
 
 

@@ -150,7 +150,16 @@ async def create_webhook(
             headers={"Retry-After": "1"},
         )
     secret = document.pop("_secret")
-    await _audit("webhook.create", document, principal, context, old=None, new=document)
+    await audit_service.record_change(
+        "webhook.create",
+        "webhook",
+        document,
+        _audited,
+        principal=principal,
+        context=context,
+        old=None,
+        new=document,
+    )
     return schemas.WebhookCreated(**msgspec.structs.asdict(view(document)), secret=secret)
 
 
@@ -210,7 +219,16 @@ async def delete_webhook(webhook_id: str, principal: Principal, context: Request
     if deleted is None:
         raise _missing(webhook_id)
     await repository.skip_pending(deleted["_id"], delivery.DELETED)
-    await _audit("webhook.delete", deleted, principal, context, old=deleted, new=None)
+    await audit_service.record_change(
+        "webhook.delete",
+        "webhook",
+        deleted,
+        _audited,
+        principal=principal,
+        context=context,
+        old=deleted,
+        new=None,
+    )
 
 
 async def list_deliveries(
@@ -239,27 +257,9 @@ async def list_deliveries(
     return schemas.DeliveryPage(items=[delivery_view(d) for d in docs], nextCursor=next_cursor, limit=size)
 
 
-async def _audit(
-    action: str,
-    doc: dict[str, Any],
-    principal: Principal,
-    context: RequestContext,
-    *,
-    old: dict[str, Any] | None,
-    new: dict[str, Any] | None,
-) -> None:
-    def audited(d: dict[str, Any]) -> dict[str, Any]:  # never the secret, sealed or not
-        return {"owner": d["owner"], "url": d["url"], "topics": d["topics"]}
-
-    await audit_service.record(
-        action,
-        principal=principal,
-        context=context,
-        entity_type="webhook",
-        entity_id=str(doc["_id"]),
-        old=audited(old) if old is not None else None,
-        new=audited(new) if new is not None else None,
-    )
+def _audited(doc: dict[str, Any]) -> dict[str, Any]:
+    """A webhook as the audit log keeps it: never the secret, sealed or not."""
+    return {"owner": doc["owner"], "url": doc["url"], "topics": doc["topics"]}
 
 
 # ---------------------------------------------------------------- fan-out and delivery
