@@ -1,6 +1,7 @@
 """A source's credentials belong to the origin they were given for: moving the source elsewhere cannot
 carry them along, and credentials never ride in the URL, where they would be stored and shown in clear."""
 
+from app.audit.documents import AuditLog
 from app.oracle.documents import DataSource
 from tests import factories
 from tests.oracle.conftest import Reply
@@ -115,3 +116,25 @@ async def test_credentials_in_the_query_string_are_refused(client, admin):
     assert patched.status_code == 400 and patched.json()["error"]["code"] == "credentials_in_url"
     stored = await DataSource.get_pymongo_collection().find_one({"name": "q"})
     assert stored["url"] == "https://example.org/s.csv?format=csv&monkey=1"
+
+
+async def test_the_audit_trail_records_each_change_of_a_source_without_its_credentials(
+    client, local_settings, source_server
+):
+    vendor = await _admins_source(local_settings, source_server)
+    key = await factories.api_key(local_settings, permissions=["datasources:write"])
+    path = f"{ROUTES}/{vendor['id']}"
+    assert (await client.patch(path, json={"description": "v2"}, headers=key.headers)).status_code == 200
+    assert (await client.delete(path, headers=key.headers)).status_code == 204
+
+    entries = await AuditLog.find(AuditLog.entityId == vendor["id"]).sort("+timestamp").to_list()
+    assert [(e.action, e.entityType) for e in entries] == [
+        ("oracle.datasource.create", "dataSource"),
+        ("oracle.datasource.update", "dataSource"),
+        ("oracle.datasource.delete", "dataSource"),
+    ]
+    create, update, delete = entries
+    assert create.oldValue is None and create.newValue["name"] == "vendor"
+    assert not update.oldValue["description"] and update.newValue["description"] == "v2"
+    assert delete.oldValue["description"] == "v2" and delete.newValue is None
+    assert all(SECRET not in str(e) and HEADER_SECRET not in str(e) for e in entries)

@@ -7,6 +7,7 @@ import base64
 import pytest
 from bson import ObjectId
 
+from app.audit.documents import AuditLog
 from app.lib.crypto import secret_box
 from app.webhooks.documents import WebhookSubscription
 from tests import factories
@@ -184,3 +185,19 @@ async def test_lists_are_keyset_paged_and_ids_that_cannot_exist_are_404(client, 
     assert status.status_code == 400 and code(status) == "invalid_status"
     cursor = await client.get(ROUTES, params={"cursor": "forged.cursor"}, headers=owner.headers)
     assert cursor.status_code == 400 and code(cursor) == "invalid_cursor"
+
+
+async def test_the_audit_trail_records_a_webhooks_creation_and_deletion_without_its_secret(client, owner):
+    created = await subscribe(client, owner, PUBLIC_URL, ["sales"])
+    assert (await client.delete(f"{ROUTES}/{created['id']}", headers=owner.headers)).status_code == 204
+
+    entries = await AuditLog.find(AuditLog.entityId == created["id"]).sort("+timestamp").to_list()
+    assert [(e.action, e.entityType, e.actor) for e in entries] == [
+        ("webhook.create", "webhook", owner.wallet),
+        ("webhook.delete", "webhook", owner.wallet),
+    ]
+    shown = {"owner": owner.wallet, "url": PUBLIC_URL, "topics": ["sales"]}
+    assert (entries[0].oldValue, entries[0].newValue) == (None, shown)
+    assert (entries[1].oldValue, entries[1].newValue) == (shown, None)
+    secret = created["secret"].removeprefix("whsec_")
+    assert all(secret not in str(e) for e in entries)
