@@ -41,7 +41,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
     env.update(
         APP_ENV="test",
-        LOG_LEVEL="ERROR",
+        LOG_LEVEL=extra.pop("LOG_LEVEL", "ERROR"),
         DATA_DIR=str(settings.data_dir),
         MONGODB_URL=settings.mongodb.url or "",
         MONGODB_DATABASE=settings.mongodb.database,

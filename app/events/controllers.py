@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -99,31 +98,19 @@ class StreamController(Controller):
             await socket.close(code=code, reason=exc.code)
             return
 
-        sending: list[float] = []  # when the send in progress began, if one is
-
         async def pump() -> None:
             async for message in stream.messages(channels, redis, settings, topics, since, slot):
                 if message is not stream.HEARTBEAT:  # WebSocket keeps itself alive with pings
-                    sending.append(time.monotonic())
                     await socket.send_text(message.text)
-                    sending.clear()
 
-        async def watch() -> None:
-            """Close a client that stopped reading: a send blocked (its buffers full) for too long. One
-            watchman per connection, not a timer per message: the stream sends many."""
-            while True:
-                await asyncio.sleep(settings.stream.send_deadline_s / 3)
-                if sending and time.monotonic() - sending[0] > settings.stream.send_deadline_s:
-                    await _close(socket, POLICY, "too_slow")
-                    return
-
-        tasks = [
-            asyncio.create_task(pump()),
-            asyncio.create_task(_until_closed(socket)),
-            asyncio.create_task(watch()),
-        ]
+        # The stream cancels the pump of a client that stopped reading (a send blocked past
+        # STREAM_SEND_DEADLINE_S, app/lib/stream.py); the client is then told why.
+        pumping = asyncio.create_task(pump())
+        tasks = [pumping, asyncio.create_task(_until_closed(socket))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pumping.cancelled():
+                await _close(socket, POLICY, "too_slow")
         finally:
             for task in tasks:
                 task.cancel()

@@ -236,3 +236,29 @@ async def test_a_refused_handshake_answers_its_own_status_and_error_not_a_bare_4
         assert refused is not None and refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
         assert json.loads(refused.body)["error"]["code"] == "rate_limited"
+
+
+async def test_a_websocket_client_that_stops_reading_is_closed_as_too_slow(client, clients, settings):
+    quick = {"STREAM_HEARTBEAT_S": "0.5", "STREAM_SEND_DEADLINE_S": "1"}
+    with api_process(settings, **quick) as base:
+        url = base.replace("http", "ws", 1) + "/api/stream?topics=sales"
+        # The client reads nothing more once one message waits (and takes no compression, which
+        # would shrink the padding to nothing): the server's sends soon block.
+        async with websockets.connect(url, open_timeout=10, max_queue=1, compression=None) as socket:
+            await ws_messages(socket, 1)  # subscribed
+            for n in range(300):  # ~18 MB: more than the socket buffers between them hold
+                await eventlog.publish(
+                    clients.redis,
+                    key=f"too-slow-{n}",
+                    event="item_sold",
+                    topics=["sales"],
+                    payload={"n": n, "pad": "x" * 60_000},
+                    sent_at=datetime.now(UTC),
+                    history=1000,
+                )
+            await asyncio.sleep(4)  # past the deadline, while the server is stuck sending
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        await socket.recv()
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "too_slow")
