@@ -31,6 +31,8 @@ from app.lib.params import PUBLIC
 
 # WebSocket close codes: the request was refused (1008, policy), or the server is full for now (1013).
 POLICY, TRY_LATER = 1008, 1013
+# How long a close may wait to be sent: a client that stopped reading may never take it.
+CLOSE_TIMEOUT_S = 2.0
 RETRY_MS = 3000  # how soon an SSE client reconnects after a drop
 STREAM_RATE_LIMIT = "stream"  # connections opened per address and minute (AUTH_RATE_LIMITS)
 ChannelsDep = NamedDependency[ChannelsPlugin]  # the plugin provides it as `channels`
@@ -68,7 +70,8 @@ async def _until_closed(socket: WebSocket) -> None:
 
 
 async def _close(socket: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):  # the client may be gone already
+    # The client may be gone already, or read nothing, so that even the close frame cannot be sent.
+    with contextlib.suppress(Exception), anyio.move_on_after(CLOSE_TIMEOUT_S):
         await socket.close(code=code, reason=reason)
 
 
@@ -110,6 +113,7 @@ class StreamController(Controller):
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if pumping.cancelled():
+                await slot.release()  # first: the close itself may wait on the client
                 await _close(socket, POLICY, "too_slow")
         finally:
             for task in tasks:

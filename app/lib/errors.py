@@ -211,7 +211,7 @@ def errors_as_responses(app: ASGIApp) -> ASGIApp:
                 request: Request = Request(scope, receive)
                 response = render_exception(request, exc)
                 await response.to_asgi_response(app=None, request=request)(scope, receive, send)
-            elif scope["type"] == ScopeType.WEBSOCKET and _DENIAL in scope.get("extensions", {}):
+            elif scope["type"] == ScopeType.WEBSOCKET and _DENIAL in (scope.get("extensions") or {}):
                 await _deny_handshake(scope, receive, send, exc)
             else:
                 raise  # a server without the denial extension answers a refused handshake with 403

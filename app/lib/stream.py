@@ -168,18 +168,20 @@ def _now() -> str:
 async def messages(
     channels: ChannelsPlugin, redis, settings: Settings, topics: list[str], since: str | None, slot: Slot
 ) -> AsyncIterator[Outgoing]:
-    """The connection's messages, notices and heartbeats, until the caller stops iterating. The caller
-    asks for the next one at least every heartbeat while its client reads; one that has not asked for
-    STREAM_SEND_DEADLINE_S is stuck sending to a client that stopped reading: its task is cancelled."""
+    """The connection's messages, notices and heartbeats, until the caller stops iterating. A caller that
+    holds one for STREAM_SEND_DEADLINE_S is stuck sending to a client that stopped reading: its task
+    is cancelled."""
     owner = asyncio.current_task()
     beat, deadline = (
         settings.stream.heartbeat_s,
         max(settings.stream.send_deadline_s, 2 * settings.stream.heartbeat_s),
     )
-    asked = [time.monotonic()]
+    # When the caller was handed the message it holds; None while the stream itself works (a replay page,
+    # a Redis read): only a caller that holds a message too long has stalled, never a slow server.
+    handed: list[float | None] = [None]
 
     def stalled() -> bool:
-        return time.monotonic() - asked[0] > deadline
+        return handed[0] is not None and time.monotonic() - handed[0] > deadline
 
     keeper = asyncio.create_task(
         slot.keep(min(beat, deadline / 3), stalled, owner.cancel if owner else lambda: None)
@@ -187,8 +189,9 @@ async def messages(
     produced = _messages(channels, redis, settings, topics, since)
     try:
         async for message in produced:
+            handed[0] = time.monotonic()
             yield message
-            asked[0] = time.monotonic()
+            handed[0] = None
     finally:
         keeper.cancel()
         with anyio.CancelScope(shield=True):

@@ -154,3 +154,30 @@ async def test_a_connection_stuck_sending_is_ended_and_gives_its_slot_back(
 
     assert done and connection.cancelled()
     assert await clients.redis.zcard(stream.SLOTS_PREFIX + "192.0.2.9") == 0
+
+
+async def test_a_slow_server_is_not_taken_for_a_client_that_stopped_reading(
+    client, clients, settings, monkeypatch
+):
+    monkeypatch.setattr(settings.stream, "heartbeat_s", 0.2)
+    monkeypatch.setattr(settings.stream, "send_deadline_s", 0.5)
+    since = await _publish(clients, "slow-server-0", ["sales"])
+    later = await _publish(clients, "slow-server-1", ["sales"])
+    replay_page = eventlog.replay_page
+
+    async def slow_replay_page(*args, **kwargs):
+        await asyncio.sleep(1.5)  # three deadlines of the stream's own work, the client waiting
+        return await replay_page(*args, **kwargs)
+
+    monkeypatch.setattr(eventlog, "replay_page", slow_replay_page)
+    slot = stream.Slot(clients.redis, "192.0.2.10", settings)
+    await slot.take()
+    async with _plugin(settings) as plugin:
+        messages = stream.messages(plugin, clients.redis, settings, ["sales"], since, slot)
+        try:  # this task asks for each message itself: it is the one a stall would cancel
+            async with asyncio.timeout(10):
+                seen = [json.loads((await anext(messages)).text) for _ in range(2)]
+            assert [seen[0]["event"], seen[1]["id"]] == ["subscribed", later]
+        finally:
+            await messages.aclose()
+            await slot.release()

@@ -238,14 +238,17 @@ async def test_a_refused_handshake_answers_its_own_status_and_error_not_a_bare_4
         assert json.loads(refused.body)["error"]["code"] == "rate_limited"
 
 
-async def test_a_websocket_client_that_stops_reading_is_closed_as_too_slow(client, clients, settings):
+async def test_a_websocket_client_that_stops_reading_gives_its_slot_back_and_is_told_too_slow(
+    client, clients, settings
+):
     quick = {"STREAM_HEARTBEAT_S": "0.5", "STREAM_SEND_DEADLINE_S": "1"}
     with api_process(settings, **quick) as base:
         url = base.replace("http", "ws", 1) + "/api/stream?topics=sales"
         # The client reads nothing more once one message waits (and takes no compression, which
         # would shrink the padding to nothing): the server's sends soon block.
-        async with websockets.connect(url, open_timeout=10, max_queue=1, compression=None) as socket:
-            await ws_messages(socket, 1)  # subscribed
+        connect = websockets.connect(url, open_timeout=10, close_timeout=1, max_queue=1, compression=None)
+        async with connect as socket, httpx.AsyncClient(base_url=base, timeout=10) as http:
+            assert await _open_streams(http) == 1
             for n in range(300):  # ~18 MB: more than the socket buffers between them hold
                 await eventlog.publish(
                     clients.redis,
@@ -256,9 +259,22 @@ async def test_a_websocket_client_that_stops_reading_is_closed_as_too_slow(clien
                     sent_at=datetime.now(UTC),
                     history=1000,
                 )
-            await asyncio.sleep(4)  # past the deadline, while the server is stuck sending
+            # Still not reading: the connection ends on the server and gives its slot back, though
+            # its close frame cannot be sent yet.
+            async with asyncio.timeout(20):
+                while await _open_streams(http) != 0:
+                    await asyncio.sleep(0.25)
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 async with asyncio.timeout(30):
                     while True:
                         await socket.recv()
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "too_slow")
+
+
+async def _open_streams(http: httpx.AsyncClient) -> float:
+    response = await http.get("/metrics")
+    assert response.status_code == 200, response.text
+    [line] = [
+        line for line in response.text.splitlines() if line.startswith("dynamicvault_stream_connections ")
+    ]
+    return float(line.split()[1])
