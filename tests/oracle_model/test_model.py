@@ -5,8 +5,17 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from oracle.features import Example
-from oracle.model import InsufficientData, ModelParams, TypeModel, confidence_score, fit
+from oracle.conformal import conformalize
+from oracle.features import Example, FeatureSpace
+from oracle.model import (
+    InsufficientData,
+    ModelParams,
+    TypeModel,
+    booster,
+    confidence_score,
+    fit,
+    ordered_rows,
+)
 from oracle.synthetic import make_sales
 
 from .conftest import FAST, TRAIN_ROWS
@@ -163,3 +172,40 @@ def test_model_records_its_training_window(model: TypeModel, sales: tuple[list[E
         e.at for e in examples
     )
     assert model.params.as_dict()["max_iter"] == FAST.max_iter
+
+
+def test_the_band_does_not_depend_on_which_model_mapie_takes_as_its_median(
+    sales: tuple[list[Example], np.ndarray],
+) -> None:
+    """The fit hands MAPIE the point model (squared error) as its median: the band must be the one MAPIE
+    gives with a median quantile model of its own."""
+    examples, prices = sales
+    ordered, y = ordered_rows(examples[:TRAIN_ROWS], prices[:TRAIN_ROWS])
+    space = FeatureSpace.discover("Synthetic", ordered)
+    X, mask = space.matrix(ordered), np.array(space.categorical, dtype=bool)
+    split = 1600
+
+    def regressor(quantile: float | None) -> object:
+        return booster(FAST, quantile, split, mask)
+
+    point = regressor(None).fit(X[:split], y[:split])
+    band = dict(confidence_level=0.9, regressor=regressor)
+    ours = conformalize(X[:split], y[:split], X[split:], y[split:], median=point, **band)
+    mapies = conformalize(X[:split], y[:split], X[split:], y[split:], **band)
+    assert mapies.median is not point and mapies.median.loss == "quantile"
+    assert (ours.low_shift, ours.high_shift) == pytest.approx(
+        (mapies.low_shift, mapies.high_shift), abs=1e-12
+    )
+
+
+def test_a_median_point_model_is_fitted_and_banded_too(sales: tuple[list[Example], np.ndarray]) -> None:
+    examples, prices = sales
+    params = ModelParams(learning_rate=0.1, max_iter=150, point_loss="quantile", max_features=0.5)
+    median = fit("Synthetic", examples[:TRAIN_ROWS], prices[:TRAIN_ROWS], params)
+    assert median.point.loss == "quantile" and median.point.quantile == 0.5
+    later, actual = examples[TRAIN_ROWS:], prices[TRAIN_ROWS:]
+    predictions = median.predict(later, explain=0)
+    covered = np.mean((actual >= predictions.low) & (actual <= predictions.high))
+    assert 0.85 <= covered <= 0.95
+    errors = np.abs(predictions.price - actual) / actual
+    assert np.median(errors) < 0.2
