@@ -99,6 +99,7 @@ class WorkerSettings:
         func(chain_jobs.process_outbox, name="chain.process_outbox", max_tries=1),
         func(assets_jobs.request_mints, name="assets.request_mints", max_tries=1),
         func(market_jobs.index_chain, name="market.index_chain", max_tries=1),
+        func(market_jobs.announce_chain, name=market_jobs.ANNOUNCE, max_tries=1),
         func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
@@ -148,6 +149,12 @@ class WorkerSettings:
         ),
         cron(
             market_jobs.index_chain, name="market.index_chain.cron", second=set(range(1, 60, 3)), unique=True
+        ),
+        cron(
+            market_jobs.announce_chain,
+            name="market.announce_chain.cron",
+            second=set(range(2, 60, 3)),
+            unique=True,
         ),
         cron(events_jobs.dispatch, name="events.dispatch.cron", second=set(range(2, 60, 5)), unique=True),
         cron(assets_jobs.announce_pending, name="assets.announce_pending.cron", second=45, unique=True),

@@ -272,19 +272,25 @@ async def to_announce(chain_id: int, limit: int) -> list[dict[str, Any]]:
     return await events().find(query, sort=order, limit=limit).to_list()
 
 
-async def announced(event: dict[str, Any], state: str | None, *, settled: bool = True) -> bool:
-    """Record that `event` (as read) was announced as `state` (None: nothing to announce) and, when
-    `settled`, that nothing is left to announce of it; False when it changed since it was read (a
-    reorg), so it is looked at again."""
-    unchanged = {
-        "_id": event["_id"],
-        "removed": event["removed"],
-        "announcements": event.get("announcements", 0),
-    }
-    update: dict[str, Any] = {"$unset": {"toAnnounce": ""}} if settled else {}
-    if state is not None:
-        update |= {"$set": {"announced": state}, "$inc": {"announcements": 1}}
-    return (await events().update_one(unchanged, update)).modified_count == 1
+async def announced(marks: list[tuple[dict[str, Any], str | None]], *, settled: bool = True) -> int:
+    """Record, in one bulk write, that each event (as read) was announced as its state (None: nothing to
+    announce) and, when `settled`, that nothing is left to announce of it. An event that changed since
+    it was read (a reorg) is left as it is, so it is looked at again; answers how many were marked."""
+    writes = []
+    for event, state in marks:
+        unchanged = {
+            "_id": event["_id"],
+            "removed": event["removed"],
+            "announcements": event.get("announcements", 0),
+        }
+        update: dict[str, Any] = {"$unset": {"toAnnounce": ""}} if settled else {}
+        if state is not None:
+            update |= {"$set": {"announced": state}, "$inc": {"announcements": 1}}
+        if update:
+            writes.append(UpdateOne(unchanged, update))
+    if not writes:
+        return 0
+    return (await events().bulk_write(writes, ordered=False)).modified_count
 
 
 async def drop_blocks_after(chain_id: int, fork: int) -> None:

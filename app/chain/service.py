@@ -180,8 +180,8 @@ async def events_to_announce(settings: Settings, limit: int) -> list[dict[str, A
     return await repository.to_announce(settings.chain.chain_id, limit)
 
 
-async def event_announced(event: dict[str, Any], state: str | None, *, settled: bool = True) -> bool:
-    return await repository.announced(event, state, settled=settled)
+async def events_announced(marks: list[tuple[dict[str, Any], str | None]], *, settled: bool = True) -> int:
+    return await repository.announced(marks, settled=settled)
 
 
 async def chain_status(clients: Clients, settings: Settings) -> schemas.ChainStatus:

@@ -37,21 +37,18 @@ async def announce_chain(clients, settings: Settings) -> int:
         if not batch:
             break
         already = await events_service.recorded([_key(event) for event in batch])
-        fresh = []
+        fresh, recovered = [], []
         for event in batch:
             name = already.get(_key(event))
             if name is None:
                 fresh.append(event)
             else:  # announced, then a crash before its mark: mark it now, and look at it again
-                state = "removed" if name.endswith(REMOVED_SUFFIX) else "added"
-                await chain_service.event_announced(event, state, settled=False)
-        states = [_state(event) for event in fresh]
-        pending = [
-            _announcement(e, state) for e, state in zip(fresh, states, strict=True) if state is not None
-        ]
+                recovered.append((event, "removed" if name.endswith(REMOVED_SUFFIX) else "added"))
+        await chain_service.events_announced(recovered, settled=False)
+        marks = [(event, _state(event)) for event in fresh]
+        pending = [_announcement(event, state) for event, state in marks if state is not None]
         await events_service.announce(pending)
-        for event, state in zip(fresh, states, strict=True):
-            await chain_service.event_announced(event, state)
+        await chain_service.events_announced(marks)
         announced += len(pending)
     if announced:
         await events_service.dispatch_soon(clients, settings)

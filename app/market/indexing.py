@@ -24,7 +24,7 @@ from app.assets import service as assets_service
 from app.chain import service as chain_service
 from app.config import Settings
 from app.lib.money import wei_to_eth
-from app.market import announcing, repository
+from app.market import repository
 from app.market.documents import Transaction, TransactionChain
 
 SALE = "Sold"
@@ -44,7 +44,6 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     await chain_service.tokens_applied(settings, pending)
     completed = await repository.complete_indexed(final)
     await assets_service.confirm_chain_states(final)
-    announced = await announcing.announce_chain(clients, settings)
     result = {
         "from": done.start,
         "to": done.end,
@@ -52,7 +51,6 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
         "events": done.events,
         "tokens": len(pending),
         "completed": completed,
-        "announced": announced,
         **applied,
     }
     if done.reorg is not None:

@@ -30,8 +30,21 @@ async def backfill_search_fields(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
-    """The chain indexer's pass (cron, every few seconds): events into transactions, owners, listings."""
-    return await service.index_chain(ctx["clients"], ctx["settings"])
+    """The chain indexer's pass (cron, every few seconds): events into transactions, owners, listings.
+    A pass that read events, or a reorg, queues the announcer at once rather than at its next cron."""
+    result = await service.index_chain(ctx["clients"], ctx["settings"])
+    if result.get("events") or result.get("reorg"):
+        await ctx["redis"].enqueue_job(ANNOUNCE, _job_id=f"{ANNOUNCE}:{result['to']}:{result['head']}")
+    return result
+
+
+ANNOUNCE = "market.announce_chain"
+
+
+async def announce_chain(ctx: dict[str, Any]) -> dict[str, Any]:
+    """What the indexed events changed, to the stream and the webhooks (after each pass that read
+    some, and by cron, for what a failure left)."""
+    return await service.announce_chain(ctx["clients"], ctx["settings"])
 
 
 async def reconcile_chain(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
 from app.lib.params import MAX_INT64, parse_limit, signed_page
 from app.lib.timeutil import as_utc, client_time
-from app.market import indexing, reconcile, repository, schemas, stats
+from app.market import announcing, indexing, reconcile, repository, schemas, stats
 from app.market.documents import Transaction
 
 
@@ -51,6 +51,20 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     if result.get("transactions") or result.get("deleted") or result.get("completed"):
         await invalidate_stats(clients.redis)
     return result
+
+
+ANNOUNCE_LOCK = "market:announce_chain:lock"
+
+
+async def announce_chain(clients, settings: Settings) -> dict[str, Any]:
+    """Announce to the stream what the indexed events changed, apart from the indexer's passes, so that
+    the stream's outbox never holds the indexing back; one announcer at a time (a Redis lease). It may
+    run beside an index pass: each mark is a compare-and-set on what it read, and what a pass changed
+    in between is looked at again (app/market/announcing.py)."""
+    async with leases.lease(clients.redis, ANNOUNCE_LOCK, INDEX_LEASE_MS) as held:
+        if not held:
+            return {"skipped": "another announcer is running"}
+        return {"announced": await announcing.announce_chain(clients, settings)}
 
 
 async def reconcile_chain(clients, settings: Settings) -> dict[str, Any]:

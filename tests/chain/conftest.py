@@ -51,6 +51,7 @@ async def settle(clients, settings, passes: int = 3) -> dict:
     for _ in range(passes):
         await service.process_outbox(clients, settings)
         result = await market_service.index_chain(clients, settings)
+        await market_service.announce_chain(clients, settings)
     return result
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from web3 import Web3
 
+from app.chain import service as chain_service
 from app.chain.documents import ChainEvent
 from app.events.documents import EventRecord
 from app.lib import eventlog
+from app.market import announcing
+from app.market import jobs as market_jobs
+from app.market import service as market_service
 from tests.chain.conftest import ONE_ETH, onboard, rpc, settle, transact
 
 
@@ -102,3 +106,57 @@ async def test_an_announcement_whose_mark_a_crash_lost_is_taken_back_on_a_reorg(
     names, _ = await _announced(clients)
     assert names.count(("item_listed", 111)) == 1
     assert names[-1] == ("item_listed_removed", 111)
+
+
+async def test_a_reorg_indexed_while_the_announcer_works_is_announced_after_it(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """The announcer runs beside the indexer: a listing it announces while a pass takes it back is
+    announced as removed by a later run, though its mark found the event changed."""
+    seller = chain["seller"]
+    await onboard(client, settings, 111, seller)
+    await settle(clients, settings)
+    fork = await rpc(web3, "evm_snapshot")
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
+    await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
+    await market_service.index_chain(clients, settings)  # indexed, not yet announced
+
+    announce = announcing.events_service.announce
+    reorged = []
+
+    async def announce_then_reorg(pending):
+        await announce(pending)
+        if not reorged and any(event["event"] == "item_listed" for event in pending):
+            reorged.append(True)  # between the announcement and its mark, a pass takes the listing back
+            await rpc(web3, "evm_revert", fork)
+            await rpc(web3, "anvil_mine", hex(5))
+            await market_service.index_chain(clients, settings)
+
+    monkeypatch.setattr(announcing.events_service, "announce", announce_then_reorg)
+    await market_service.announce_chain(clients, settings)
+    assert reorged
+    # The mark found the event changed and left it; the run looked at it again and took it back.
+    listed = await ChainEvent.find_one(ChainEvent.event == "Listed")
+    assert (listed.removed, listed.announced, listed.announcements) == (True, "removed", 2)
+    await settle(clients, settings, 2)  # and later runs announce nothing more
+
+    names, _ = await _announced(clients)
+    assert names.count(("item_listed", 111)) == 1
+    assert names[-1] == ("item_listed_removed", 111)
+
+
+async def test_an_index_pass_that_read_events_queues_the_announcer(web3, client, clients, settings, chain):
+    ctx = {"clients": clients, "settings": settings, "redis": clients.redis}
+    await market_jobs.index_chain(ctx)  # the chain as the fixture left it: nothing new
+    await onboard(client, settings, 111, chain["seller"])
+    await chain_service.process_outbox(clients, settings)  # the mint is sent
+    assert not [job for job in await clients.redis.queued_jobs() if job.function == market_jobs.ANNOUNCE]
+
+    result = await market_jobs.index_chain(ctx)
+    assert result["events"] >= 1
+    queued = [job for job in await clients.redis.queued_jobs() if job.function == market_jobs.ANNOUNCE]
+    assert len(queued) == 1
+    await market_jobs.index_chain(ctx)  # a pass with nothing new queues nothing more
+    assert (
+        len([job for job in await clients.redis.queued_jobs() if job.function == market_jobs.ANNOUNCE]) == 1
+    )

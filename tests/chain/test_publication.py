@@ -102,6 +102,7 @@ async def push(web3, clients, settings, *, final: bool = True, index: bool = Tru
         await chain_service.process_outbox(clients, settings)
     if index:  # the contract's PriceUpdated, as the indexer read it, confirms a push
         await market_service.index_chain(clients, settings)
+        await market_service.announce_chain(clients, settings)
     return {**pushed, **await publication.confirm(clients, settings)}
 
 

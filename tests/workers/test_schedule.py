@@ -5,6 +5,7 @@ from workers.settings import WorkerSettings
 PERIODIC = (
     "chain.process_outbox",
     "market.index_chain",
+    "market.announce_chain",
     "assets.request_mints",
     "oracle.publish",
     "market.reconcile_chain",
