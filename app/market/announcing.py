@@ -1,10 +1,10 @@
 """What the chain's events say to the stream and webhooks: one announcement per event that appears,
 and one `{event}_removed` when a reorg takes it back (app/lib/events.py).
 
-The indexer marks each event it stores, or a reorg removes, `toAnnounce`. Each pass announces those
-in chain order, keyed by the event and how many times it was announced before (so an event removed
-and then mined again is announced again, and a crash between the announcement and its mark announces
-nothing twice), then marks what it announced.
+The indexer marks each event it stores, or a reorg removes, `toAnnounce`. The announcer (a job of its
+own, between the indexer's passes) announces those in chain order, keyed by the event and how many
+times it was announced before (so an event removed and then mined again is announced again, and a
+crash between the announcement and its mark announces nothing twice), then marks what it announced.
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ async def announce_chain(clients, settings: Settings) -> int:
                 fresh.append(event)
             else:  # announced, then a crash before its mark: mark it now, and look at it again
                 recovered.append((event, "removed" if name.endswith(REMOVED_SUFFIX) else "added"))
-        await chain_service.events_announced(recovered, settled=False)
+        if recovered:
+            # Before anything fresh: a removal the recovered events still owe goes out ahead of the
+            # new branch's events that come after it in the batch.
+            await chain_service.events_announced(recovered, settled=False)
+            continue
         marks = [(event, _state(event)) for event in fresh]
         pending = [_announcement(event, state) for event, state in marks if state is not None]
         await events_service.announce(pending)

@@ -34,11 +34,15 @@ async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
     A pass that read events, or a reorg, queues the announcer at once rather than at its next cron."""
     result = await service.index_chain(ctx["clients"], ctx["settings"])
     if result.get("events") or result.get("reorg"):
-        await ctx["redis"].enqueue_job(ANNOUNCE, _job_id=f"{ANNOUNCE}:{result['to']}:{result['head']}")
+        try:  # the pass is done either way; the announcer's cron comes within seconds
+            await ctx["redis"].enqueue_job(ANNOUNCE, _job_id=f"{ANNOUNCE}:{result['to']}:{result['head']}")
+        except Exception as exc:
+            log.warning("market.announce_not_queued", error=str(exc)[:300])
     return result
 
 
 ANNOUNCE = "market.announce_chain"
+TIMEOUT_S = service.CHAIN_JOB_TIMEOUT_S  # the index pass's and the announcer's, within their lease
 
 
 async def announce_chain(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
 
 INDEX_LOCK = "market:index_chain:lock"
 INDEX_LEASE_MS = 120_000
+# A pass, or an announcer's run, ends well within the lease (the jobs' timeout), so two never overlap.
+CHAIN_JOB_TIMEOUT_S = 100
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
@@ -53,17 +55,14 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     return result
 
 
-ANNOUNCE_LOCK = "market:announce_chain:lock"
-
-
 async def announce_chain(clients, settings: Settings) -> dict[str, Any]:
-    """Announce to the stream what the indexed events changed, apart from the indexer's passes, so that
-    the stream's outbox never holds the indexing back; one announcer at a time (a Redis lease). It may
-    run beside an index pass: each mark is a compare-and-set on what it read, and what a pass changed
-    in between is looked at again (app/market/announcing.py)."""
-    async with leases.lease(clients.redis, ANNOUNCE_LOCK, INDEX_LEASE_MS) as held:
+    """Announce to the stream what the indexed events changed, in a job of its own rather than at the end
+    of each pass, so that a pass's writes are never held back by the stream's outbox. It holds the
+    indexer's lease: beside a pass it could see that pass's writes half done (the new branch's events
+    stored, the old ones not yet marked removed) and announce them out of chain order."""
+    async with leases.lease(clients.redis, INDEX_LOCK, INDEX_LEASE_MS) as held:
         if not held:
-            return {"skipped": "another announcer is running"}
+            return {"skipped": "an index pass or another announcer is running"}
         return {"announced": await announcing.announce_chain(clients, settings)}
 
 
