@@ -122,8 +122,8 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
     # The announcer's job, apart from the passes: the same events into the stream's outbox, published.
     started = time.perf_counter()
     announced = 0
-    while found := (await market_service.announce_chain(clients, settings))["announced"]:
-        announced += found
+    while (run := await market_service.announce_chain(clients, settings))["batches"]:
+        announced += run["announced"]
     while (await events_service.dispatch(clients, settings))["published"]:
         pass
     announce_s = time.perf_counter() - started

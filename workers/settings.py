@@ -98,10 +98,8 @@ class WorkerSettings:
         func(oracle_jobs.score_ledger, name="oracle.score_ledger", max_tries=1),
         func(chain_jobs.process_outbox, name="chain.process_outbox", max_tries=1),
         func(assets_jobs.request_mints, name="assets.request_mints", max_tries=1),
-        func(market_jobs.index_chain, name="market.index_chain", max_tries=1, timeout=market_jobs.TIMEOUT_S),
-        func(
-            market_jobs.announce_chain, name=market_jobs.ANNOUNCE, max_tries=1, timeout=market_jobs.TIMEOUT_S
-        ),
+        func(market_jobs.index_chain, name="market.index_chain", max_tries=1),
+        func(market_jobs.announce_chain, name=market_jobs.ANNOUNCE, max_tries=1),
         func(market_jobs.reconcile_chain, name="market.reconcile_chain", max_tries=1),
         func(oracle_jobs.publish, name="oracle.publish", max_tries=3),
         func(oracle_jobs.reconcile_prices, name="oracle.reconcile_prices", max_tries=1),
@@ -154,14 +152,12 @@ class WorkerSettings:
             name="market.index_chain.cron",
             second=set(range(1, 60, 3)),
             unique=True,
-            timeout=market_jobs.TIMEOUT_S,
         ),
         cron(
             market_jobs.announce_chain,
             name="market.announce_chain.cron",
             second=set(range(2, 60, 3)),
             unique=True,
-            timeout=market_jobs.TIMEOUT_S,
         ),
         cron(events_jobs.dispatch, name="events.dispatch.cron", second=set(range(2, 60, 5)), unique=True),
         cron(assets_jobs.announce_pending, name="assets.announce_pending.cron", second=45, unique=True),

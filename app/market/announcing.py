@@ -18,7 +18,7 @@ from app.lib.events import REMOVED_SUFFIX, asset_topic
 from app.lib.money import wei_to_eth
 
 BATCH = 500
-MAX_ROUNDS = 20  # batches a pass announces; the next pass goes on
+MAX_ROUNDS = 20  # batches an announcer's run takes (a recovered one included); the next run goes on
 # Chain event -> (stream event, its topic besides the token's).
 MEANINGS = {
     ("AssetToken", "Transfer"): ("item_transferred", "transfers"),
@@ -29,34 +29,29 @@ MEANINGS = {
 }
 
 
-async def announce_chain(clients, settings: Settings) -> int:
-    """Announce what the chain's events changed since the last pass; how many announcements."""
-    announced = 0
-    for _ in range(MAX_ROUNDS):
-        batch = await chain_service.events_to_announce(settings, BATCH)
-        if not batch:
-            break
-        already = await events_service.recorded([_key(event) for event in batch])
-        fresh, recovered = [], []
-        for event in batch:
-            name = already.get(_key(event))
-            if name is None:
-                fresh.append(event)
-            else:  # announced, then a crash before its mark: mark it now, and look at it again
-                recovered.append((event, "removed" if name.endswith(REMOVED_SUFFIX) else "added"))
-        if recovered:
-            # Before anything fresh: a removal the recovered events still owe goes out ahead of the
-            # new branch's events that come after it in the batch.
-            await chain_service.events_announced(recovered, settled=False)
-            continue
-        marks = [(event, _state(event)) for event in fresh]
-        pending = [_announcement(event, state) for event, state in marks if state is not None]
-        await events_service.announce(pending)
-        await chain_service.events_announced(marks)
-        announced += len(pending)
-    if announced:
-        await events_service.dispatch_soon(clients, settings)
-    return announced
+async def announce_batch(settings: Settings) -> int | None:
+    """Announce the next BATCH of what the chain's events changed: how many announcements, or None when
+    nothing waits. The caller holds the indexer's lease, so no pass writes meanwhile."""
+    batch = await chain_service.events_to_announce(settings, BATCH)
+    if not batch:
+        return None
+    already = await events_service.recorded([_key(event) for event in batch])
+    fresh, recovered = [], []
+    for event in batch:
+        name = already.get(_key(event))
+        if name is None:
+            fresh.append(event)
+        else:  # announced, then a crash before its mark: mark it now, and look at it again
+            recovered.append((event, "removed" if name.endswith(REMOVED_SUFFIX) else "added"))
+    # Before anything fresh: a removal the recovered events still owe goes out ahead of the new
+    # branch's events that come after it in the batch (unless no mark took, which would loop).
+    if recovered and await chain_service.events_announced(recovered, settled=False):
+        return 0
+    marks = [(event, _state(event)) for event in fresh]
+    pending = [_announcement(event, state) for event, state in marks if state is not None]
+    await events_service.announce(pending)
+    await chain_service.events_announced(marks)
+    return len(pending)
 
 
 def _key(event: dict[str, Any]) -> str:

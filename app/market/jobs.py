@@ -42,7 +42,6 @@ async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 ANNOUNCE = "market.announce_chain"
-TIMEOUT_S = service.CHAIN_JOB_TIMEOUT_S  # the index pass's and the announcer's, within their lease
 
 
 async def announce_chain(ctx: dict[str, Any]) -> dict[str, Any]:

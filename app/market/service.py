@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from app.config import Settings
+from app.events import service as events_service
 from app.lib import leases
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
@@ -39,8 +40,6 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
 
 INDEX_LOCK = "market:index_chain:lock"
 INDEX_LEASE_MS = 120_000
-# A pass, or an announcer's run, ends well within the lease (the jobs' timeout), so two never overlap.
-CHAIN_JOB_TIMEOUT_S = 100
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
@@ -57,13 +56,21 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
 
 async def announce_chain(clients, settings: Settings) -> dict[str, Any]:
     """Announce to the stream what the indexed events changed, in a job of its own rather than at the end
-    of each pass, so that a pass's writes are never held back by the stream's outbox. It holds the
-    indexer's lease: beside a pass it could see that pass's writes half done (the new branch's events
-    stored, the old ones not yet marked removed) and announce them out of chain order."""
-    async with leases.lease(clients.redis, INDEX_LOCK, INDEX_LEASE_MS) as held:
-        if not held:
-            return {"skipped": "an index pass or another announcer is running"}
-        return {"announced": await announcing.announce_chain(clients, settings)}
+    of each pass, so that a pass's writes are never held back by the stream's outbox. Each batch holds
+    the indexer's lease: beside a pass it could see that pass's writes half done (the new branch's
+    events stored, the old ones not yet marked removed) and announce them out of chain order. Between
+    batches a pass may go on, so a backlog delays indexing by one batch at most; then the events are
+    published, outside the lease."""
+    announced, batches = 0, 0
+    for _ in range(announcing.MAX_ROUNDS):
+        async with leases.lease(clients.redis, INDEX_LOCK, INDEX_LEASE_MS) as held:
+            found = await announcing.announce_batch(settings) if held else None
+        if found is None:
+            break
+        announced, batches = announced + found, batches + 1
+    if announced:
+        await events_service.dispatch_soon(clients, settings)
+    return {"announced": announced, "batches": batches}
 
 
 async def reconcile_chain(clients, settings: Settings) -> dict[str, Any]:

@@ -172,3 +172,24 @@ async def test_an_index_pass_that_read_events_queues_the_announcer(web3, client,
     assert (
         len([job for job in await clients.redis.queued_jobs() if job.function == market_jobs.ANNOUNCE]) == 1
     )
+
+
+async def test_the_announcer_takes_the_indexers_lease_a_batch_at_a_time(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """A backlog delays an index pass by one batch at most, not by a whole run."""
+    await _minted_and_listed(web3, client, clients, settings, chain)
+    await transact(web3, chain["market"].functions.buy_token(111), chain["buyer"], ONE_ETH)
+    await market_service.index_chain(clients, settings)  # the listing and the sale wait: three events
+    monkeypatch.setattr(announcing, "BATCH", 1)
+    taken = []
+    lease = market_service.leases.lease
+
+    def counted(redis, key, ttl_ms):
+        taken.append(key)
+        return lease(redis, key, ttl_ms)
+
+    monkeypatch.setattr(market_service.leases, "lease", counted)
+    run = await market_service.announce_chain(clients, settings)
+    # a lease a batch, and one more for the read that found nothing left
+    assert run["batches"] == 3 and taken.count(market_service.INDEX_LOCK) == 4
