@@ -94,6 +94,10 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     reorg = await _unwind(web3, chain_id, cursor, settings.chain.reorg_depth)
     if reorg is not None:
         cursor = await repository.indexer_cursor(chain_id)
+    # Events a pass stored above the cursor before it ended without moving it (a crash) are taken back,
+    # then read again below: those a reorg replaced meanwhile must not stay live beside the new ones.
+    if await repository.live_events_after(chain_id, cursor["block"]):
+        await repository.remove_events_after(chain_id, cursor["block"])
     head = await web3.eth.block_number
     start = cursor["block"] + 1
     end = min(head, cursor["block"] + settings.chain.index_range)

@@ -252,6 +252,11 @@ async def block_hash(chain_id: int, number: int) -> str | None:
     return None if found is None else found["hash"]
 
 
+async def live_events_after(chain_id: int, block: int) -> bool:
+    query = {"chainId": chain_id, "blockNumber": {"$gt": block}, "removed": False}
+    return await events().find_one(query, projection={"_id": 1}) is not None
+
+
 async def remove_events_after(chain_id: int, fork: int) -> int:
     """Mark the events of blocks above `fork` removed; how many. The tokens they name join the cursor's
     `pending` first, so a crash after the marking still has them applied again."""

@@ -259,3 +259,30 @@ async def test_the_blocks_read_are_kept_with_their_hash_and_parent(web3, client,
         header = await web3.eth.get_block(block["number"])
         assert block["hash"] == Web3.to_hex(header["hash"])
         assert block["parentHash"] == Web3.to_hex(header["parentHash"])
+
+
+async def test_events_a_crashed_pass_left_above_the_cursor_do_not_outlive_a_reorg(
+    web3, client, clients, settings, chain
+):
+    seller = chain["seller"]
+    await onboard(client, settings, 108, seller)
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 108), seller)
+    fork = await rpc(web3, "evm_snapshot")
+    before = await web3.eth.get_block("latest")
+    await transact(web3, chain["market"].functions.list_token(108, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    # As a pass that stored the listing and died before moving its cursor past it:
+    await repository.cursors().update_one(
+        {"chainId": settings.chain.chain_id},
+        {"$set": {"block": before["number"], "hash": Web3.to_hex(before["hash"])}},
+    )
+    await rpc(web3, "evm_revert", fork)  # the listing's block is replaced; the cursor's block stays
+    await transact(web3, chain["market"].functions.list_token(108, 2 * ONE_ETH), seller)
+    await rpc(web3, "anvil_mine", hex(3))
+    await settle(clients, settings, 2)
+
+    listings = await repository.events().find({"tokenId": 108, "event": "Listed"}).to_list()
+    live = [int(e["args"]["price"]) for e in listings if not e["removed"]]
+    assert live == [2 * ONE_ETH]
+    assert (await detail(client, 108))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
