@@ -55,6 +55,15 @@ async def settle(clients, settings, passes: int = 3) -> dict:
     return result
 
 
+async def minted_and_approved(web3, client, clients, settings, chain, token_id: int) -> str:
+    """A token minted to the seller (indexed and announced), the marketplace approved for it: the
+    snapshot taken then, to fork the chain from."""
+    await onboard(client, settings, token_id, chain["seller"])
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, token_id), chain["seller"])
+    return await rpc(web3, "evm_snapshot")
+
+
 async def onboard(client, settings, token_id: int, owner: str, **extra) -> dict:
     admin = await factories.login(settings, roles=("admin",))
     body = {"tokenId": token_id, "name": f"Asset {token_id}", "assetType": "Art", "owner": owner, **extra}

@@ -12,7 +12,7 @@ from app.lib import eventlog
 from app.market import announcing
 from app.market import jobs as market_jobs
 from app.market import service as market_service
-from tests.chain.conftest import ONE_ETH, onboard, rpc, settle, transact
+from tests.chain.conftest import ONE_ETH, minted_and_approved, onboard, rpc, settle, transact
 
 
 async def _announced(clients, since: str = "0-0", topics=("sales", "listings", "transfers", "asset:111")):
@@ -131,10 +131,7 @@ async def test_a_removal_recovered_after_a_crash_goes_out_before_the_new_branch(
     web3, client, clients, settings, chain
 ):
     seller = chain["seller"]
-    await onboard(client, settings, 111, seller)
-    await settle(clients, settings)
-    await transact(web3, chain["token"].functions.approve(chain["market"].address, 111), seller)
-    fork = await rpc(web3, "evm_snapshot")
+    fork = await minted_and_approved(web3, client, clients, settings, chain, 111)
     await transact(web3, chain["market"].functions.list_token(111, ONE_ETH), seller)
     await settle(clients, settings, 1)
     # As after a crash between recording the announcement and marking the event: recorded, unmarked.

@@ -9,7 +9,16 @@ from app.assets import service as assets_service
 from app.chain import repository, service
 from app.market import service as market_service
 from tests import factories
-from tests.chain.conftest import ONE_ETH, detail, onboard, rpc, settle, transact, transactions
+from tests.chain.conftest import (
+    ONE_ETH,
+    detail,
+    minted_and_approved,
+    onboard,
+    rpc,
+    settle,
+    transact,
+    transactions,
+)
 
 
 async def test_mint_list_and_buy_by_real_wallets_show_in_the_api(web3, client, clients, settings, chain):
@@ -265,10 +274,7 @@ async def test_events_a_crashed_pass_left_above_the_cursor_do_not_outlive_a_reor
     web3, client, clients, settings, chain
 ):
     seller = chain["seller"]
-    await onboard(client, settings, 108, seller)
-    await settle(clients, settings)
-    await transact(web3, chain["token"].functions.approve(chain["market"].address, 108), seller)
-    fork = await rpc(web3, "evm_snapshot")
+    fork = await minted_and_approved(web3, client, clients, settings, chain, 108)
     before = await web3.eth.get_block("latest")
     await transact(web3, chain["market"].functions.list_token(108, ONE_ETH), seller)
     await settle(clients, settings, 1)
