@@ -130,7 +130,7 @@ class ChainEvent(Document):
     blockTime: datetime | None = None
     removed: bool = False
     indexedAt: datetime = Field(default_factory=utcnow)
-    # The stream's view of the event (app/market/indexing.py announces it): `toAnnounce` is set whenever
+    # The stream's view of the event (app/market/announcing.py announces it): `toAnnounce` is set whenever
     # it appears or a reorg removes it; `announced` says what was last announced ("added", "removed"),
     # `announcements` how many times, which keys the next announcement.
     toAnnounce: bool | None = None
