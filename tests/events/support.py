@@ -5,11 +5,42 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import websockets
 
+from app.lib import eventlog
 from scripts.benchkit import api_process  # noqa: F401 - the tests import it from here
+from tests.media import support as media
+from workers.burst import drain_jobs
+
+
+async def publish(
+    redis, key: str, topics: list[str], *, history: int = 1000, sent_at: datetime | None = None, **payload
+) -> str:
+    """An `item_sold` event put in the stream's log as the dispatcher puts it (once per key): its id."""
+    published = await eventlog.publish(
+        redis,
+        key=key,
+        event="item_sold",
+        topics=topics,
+        payload=payload,
+        sent_at=sent_at or datetime.now(UTC),
+        history=history,
+    )
+    return published.id
+
+
+async def processed_photo(client, clients, settings, login, token_id: int = 7) -> None:
+    """A photo uploaded to the owner's asset, and the media job that processes it run."""
+    response = await client.post(
+        f"/api/assets/{token_id}/images",
+        files=[("files", ("primary.jpg", media.photo(), "image/jpeg"))],
+        headers=login.headers,
+    )
+    assert response.status_code == 201, response.text
+    await drain_jobs(clients, settings)
 
 
 async def ws_messages(socket, count: int, timeout: float = 15) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 from litestar.channels import ChannelsPlugin
 from redis.asyncio import Redis
@@ -15,6 +14,7 @@ from redis.asyncio import Redis
 from app.lib import eventlog, stream
 from app.lib.channels import FELL_BEHIND, CountingSubscriber, StreamBackend
 from app.lib.events import event_id_key
+from tests.events.support import publish
 
 
 def _backend(settings, history: int = 100) -> StreamBackend:
@@ -32,20 +32,6 @@ def _plugin(settings, backlog: int | None = None) -> ChannelsPlugin:
     )
 
 
-async def _publish(clients, key: str, topics: list[str], *, history: int = 1000, **payload) -> str:
-    return (
-        await eventlog.publish(
-            clients.redis,
-            key=key,
-            event="item_sold",
-            topics=topics,
-            payload=payload,
-            sent_at=datetime.now(UTC),
-            history=history,
-        )
-    ).id
-
-
 async def _next(messages, skip=("heartbeat",)):
     while True:
         message = await asyncio.wait_for(anext(messages), 10)
@@ -58,7 +44,7 @@ async def test_a_full_backlog_drops_the_oldest_and_says_how_many(client, clients
     async with _plugin(settings, backlog=10) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["sales"], None, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        ids = [await _publish(clients, f"slow{i}", ["sales"], n=i) for i in range(30)]
+        ids = [await publish(clients.redis, f"slow{i}", ["sales"], n=i) for i in range(30)]
         await asyncio.sleep(1)  # all 30 reach the subscriber while nothing is read
 
         dropped = await _next(messages)
@@ -72,12 +58,12 @@ async def test_a_full_backlog_drops_the_oldest_and_says_how_many(client, clients
 
 
 async def test_a_connection_is_sent_what_is_published_after_it_subscribed(client, clients, settings):
-    before = await _publish(clients, "before", ["listings"])
+    before = await publish(clients.redis, "before", ["listings"])
     slot = stream.Slot(clients.redis, "192.0.2.2", settings)
     async with _plugin(settings) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["listings"], None, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        after = await _publish(clients, "after", ["listings"])
+        after = await publish(clients.redis, "after", ["listings"])
         first = await _next(messages)
         await messages.aclose()
 
@@ -86,15 +72,15 @@ async def test_a_connection_is_sent_what_is_published_after_it_subscribed(client
 
 
 async def test_an_event_both_replayed_and_received_live_is_sent_once(client, clients, settings):
-    seen = await _publish(clients, "seen", ["sales", "asset:5"])
+    seen = await publish(clients.redis, "seen", ["sales", "asset:5"])
     slot = stream.Slot(clients.redis, "192.0.2.3", settings)
     async with _plugin(settings) as plugin:
         messages = stream.messages(plugin, clients.redis, settings, ["sales", "asset:5"], seen, slot)
         assert (await _next(messages))["event"] == "subscribed"
-        both = await _publish(clients, "both", ["sales", "asset:5"])  # live in both topics, and replayed
+        both = await publish(clients.redis, "both", ["sales", "asset:5"])  # live in both topics, and replayed
         await asyncio.sleep(0.5)
         replayed = await _next(messages)
-        later = await _publish(clients, "later", ["sales", "asset:5"])
+        later = await publish(clients.redis, "later", ["sales", "asset:5"])
         live = await _next(messages)
         await messages.aclose()
 
@@ -106,7 +92,7 @@ async def test_a_process_that_fell_behind_the_log_says_so_and_goes_on_from_what_
 ):
     backend = _backend(settings, history=5)
     await backend.subscribe(["sales"])  # reads from here on
-    ids = [await _publish(clients, f"behind{n}", ["sales"], history=5, n=n) for n in range(8)]
+    ids = [await publish(clients.redis, f"behind{n}", ["sales"], history=5, n=n) for n in range(8)]
     events = backend.stream_events()  # nobody read: the first three are trimmed away
     got = [await asyncio.wait_for(anext(events), 5) for _ in range(6)]
     await events.aclose()
@@ -120,9 +106,9 @@ async def test_a_process_nobody_listened_to_starts_again_from_the_present(client
     backend = _backend(settings)
     await backend.subscribe(["listings"])
     await backend.unsubscribe(["listings"])
-    await _publish(clients, "idle0", ["listings"])  # while nobody listens
+    await publish(clients.redis, "idle0", ["listings"])  # while nobody listens
     await backend.subscribe(["listings"])
-    later = await _publish(clients, "idle1", ["listings"])
+    later = await publish(clients.redis, "idle1", ["listings"])
     events = backend.stream_events()
     channel, body = await asyncio.wait_for(anext(events), 5)
     await events.aclose()
@@ -161,8 +147,8 @@ async def test_a_slow_server_is_not_taken_for_a_client_that_stopped_reading(
 ):
     monkeypatch.setattr(settings.stream, "heartbeat_s", 0.2)
     monkeypatch.setattr(settings.stream, "send_deadline_s", 0.5)
-    since = await _publish(clients, "slow-server-0", ["sales"])
-    later = await _publish(clients, "slow-server-1", ["sales"])
+    since = await publish(clients.redis, "slow-server-0", ["sales"])
+    later = await publish(clients.redis, "slow-server-1", ["sales"])
     replay_page = eventlog.replay_page
 
     async def slow_replay_page(*args, **kwargs):

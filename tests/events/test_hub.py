@@ -7,22 +7,13 @@ from datetime import UTC, datetime
 
 from app.lib import eventlog
 from app.lib.events import event_id_key
+from tests.events.support import publish
 
 T = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
 
 async def _publish(redis, key: str, topics: list[str], *, history: int = 100, **payload) -> str:
-    return (
-        await eventlog.publish(
-            redis,
-            key=key,
-            event="item_sold",
-            topics=topics,
-            payload={"tokenId": 1, **payload},
-            sent_at=T,
-            history=history,
-        )
-    ).id
+    return await publish(redis, key, topics, history=history, sent_at=T, **{"tokenId": 1, **payload})
 
 
 async def test_an_event_is_published_once_and_read_as_one_message_per_topic(client, clients):

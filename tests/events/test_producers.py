@@ -12,7 +12,7 @@ from app.lib.timeutil import utcnow
 from app.oracle import rounds
 from tests import factories
 from tests.conftest import drain_jobs
-from tests.media import support
+from tests.events.support import processed_photo
 
 
 async def _log(clients, topics: list[str]) -> list[dict]:
@@ -21,13 +21,7 @@ async def _log(clients, topics: list[str]) -> list[dict]:
 
 async def test_processed_media_is_announced_once_for_the_state_it_left(client, clients, settings):
     login = await factories.owner_with_asset(settings, 7)
-    response = await client.post(
-        "/api/assets/7/images",
-        files=[("files", ("primary.jpg", support.photo(), "image/jpeg"))],
-        headers=login.headers,
-    )
-    assert response.status_code == 201, response.text
-    await drain_jobs(clients, settings)
+    await processed_photo(client, clients, settings, login)
     # A run that finds nothing to do, and a job run again on the same state, announce nothing more.
     await client.post("/api/assets/7/process-media", headers=login.headers)
     await drain_jobs(clients, settings)

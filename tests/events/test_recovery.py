@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -20,8 +20,7 @@ from app.lib.channels import StreamBackend
 from app.lib.timeutil import utcnow
 from app.oracle import rounds
 from tests import factories
-from tests.conftest import drain_jobs
-from tests.media import support
+from tests.events.support import processed_photo, publish
 
 
 def _failing_once(monkeypatch):
@@ -99,13 +98,7 @@ async def test_processed_media_whose_announcement_failed_are_announced_by_the_jo
 ):
     login = await factories.owner_with_asset(settings, 7)
     calls = _failing_once(monkeypatch)
-    response = await client.post(
-        "/api/assets/7/images",
-        files=[("files", ("primary.jpg", support.photo(), "image/jpeg"))],
-        headers=login.headers,
-    )
-    assert response.status_code == 201, response.text
-    await drain_jobs(clients, settings)
+    await processed_photo(client, clients, settings, login)
 
     assert calls["n"] == 2  # failed, then the job ran again and announced
     assert [m["event"] for m in await _log(clients, ["media"])] == ["media_processed"]
@@ -173,17 +166,9 @@ async def test_a_process_reading_the_log_goes_on_after_redis_failed(client, clie
     backend._read_after = flaky
     events = backend.stream_events()
     reading = asyncio.ensure_future(anext(events))
-    published = await eventlog.publish(
-        clients.redis,
-        key="after",
-        event="item_sold",
-        topics=["sales"],
-        payload={},
-        sent_at=datetime.now(UTC),
-        history=100,
-    )
+    published = await publish(clients.redis, "after", ["sales"], history=100)
     channel, body = await asyncio.wait_for(reading, 10)
     await events.aclose()
     await backend.on_shutdown()
 
-    assert failures["n"] == 2 and channel == "sales" and json.loads(body)["id"] == published.id
+    assert failures["n"] == 2 and channel == "sales" and json.loads(body)["id"] == published

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 import websockets
 
-from app.lib import eventlog
 from tests import factories
-from tests.events.support import api_process, next_sse, sse_events, ws_connect, ws_messages
+from tests.events.support import api_process, next_sse, publish, sse_events, ws_connect, ws_messages
 
 LIMIT = 2  # stream connections per address on process A
 
@@ -88,18 +86,7 @@ async def test_a_resume_point_older_than_the_history_is_told_as_a_gap(client, cl
     a, _ = processes
     history = 100
     ids = [
-        (
-            await eventlog.publish(
-                clients.redis,
-                key=f"old{i}",
-                event="item_sold",
-                topics=["sales"],
-                payload={"n": i},
-                sent_at=datetime.now(UTC),
-                history=history,
-            )
-        ).id
-        for i in range(history + 2)
+        await publish(clients.redis, f"old{i}", ["sales"], history=history, n=i) for i in range(history + 2)
     ]
     async with ws_connect(a, f"topics=sales&since={ids[0]}") as socket:
         subscribed, gap, first = await ws_messages(socket, 3)
@@ -185,15 +172,7 @@ async def test_resume_points_redis_cannot_hold_or_not_yet_issued_are_refused(
     client, clients, processes, since
 ):
     a, _ = processes
-    await eventlog.publish(
-        clients.redis,
-        key="k",
-        event="item_sold",
-        topics=["sales"],
-        payload={},
-        sent_at=datetime.now(UTC),
-        history=100,
-    )
+    await publish(clients.redis, "k", ["sales"], history=100)
     async with httpx.AsyncClient(base_url=a, timeout=30) as http:
         refused = await http.get("/api/stream/sse", params={"topics": "sales", "since": since})
     async with ws_connect(a, f"topics=sales&since={since}") as socket:
@@ -250,15 +229,7 @@ async def test_a_websocket_client_that_stops_reading_gives_its_slot_back_and_is_
         async with connect as socket, httpx.AsyncClient(base_url=base, timeout=10) as http:
             assert await _open_streams(http) == 1
             for n in range(300):  # ~18 MB: more than the socket buffers between them hold
-                await eventlog.publish(
-                    clients.redis,
-                    key=f"too-slow-{n}",
-                    event="item_sold",
-                    topics=["sales"],
-                    payload={"n": n, "pad": "x" * 60_000},
-                    sent_at=datetime.now(UTC),
-                    history=1000,
-                )
+                await publish(clients.redis, f"too-slow-{n}", ["sales"], n=n, pad="x" * 60_000)
             # Still not reading: the connection ends on the server and gives its slot back, though
             # its close frame cannot be sent yet.
             async with asyncio.timeout(20):
