@@ -252,15 +252,18 @@ async def block_hash(chain_id: int, number: int) -> str | None:
     return None if found is None else found["hash"]
 
 
+def _live_after(chain_id: int, block: int) -> dict[str, Any]:
+    return {"chainId": chain_id, "blockNumber": {"$gt": block}, "removed": False}
+
+
 async def live_events_after(chain_id: int, block: int) -> bool:
-    query = {"chainId": chain_id, "blockNumber": {"$gt": block}, "removed": False}
-    return await events().find_one(query, projection={"_id": 1}) is not None
+    return await events().find_one(_live_after(chain_id, block), projection={"_id": 1}) is not None
 
 
 async def remove_events_after(chain_id: int, fork: int) -> int:
     """Mark the events of blocks above `fork` removed; how many. The tokens they name join the cursor's
     `pending` first, so a crash after the marking still has them applied again."""
-    query = {"chainId": chain_id, "blockNumber": {"$gt": fork}, "removed": False}
+    query = _live_after(chain_id, fork)
     tokens = sorted(t for t in await events().distinct("tokenId", query) if t is not None)
     await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
     result = await events().update_many(
