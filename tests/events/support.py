@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
 
 from app.lib import eventlog
+from app.oracle import rounds
 from scripts.benchkit import api_process  # noqa: F401 - the tests import it from here
 from tests.media import support as media
 from workers.burst import drain_jobs
@@ -74,3 +75,24 @@ async def next_sse(events: AsyncIterator[dict[str, Any]], timeout: float = 15) -
         event = await asyncio.wait_for(anext(events), timeout)
         if "data" in event:
             return {**event, "data": json.loads(event["data"])}
+
+
+async def open_round_past_its_window(settings, now: datetime, **fields) -> None:
+    """Token 9's round "9-1", still open though its window ended a minute before `now`: the next
+    `close_due` closes it (with no quorum: nobody took part)."""
+    opened = now - timedelta(seconds=settings.oracle.round_window_s + 60)
+    await rounds.round_repository.OracleRound.get_pymongo_collection().insert_one(
+        {
+            "key": "9-1",
+            "tokenId": 9,
+            **fields,
+            "openedAt": opened,
+            "closesAt": opened + timedelta(seconds=settings.oracle.round_window_s),
+            "status": "open",
+            "members": [],
+            "participants": [],
+            "gates": [],
+            "submissions": 0,
+            "createdAt": opened,
+        }
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from app.assets.documents import Asset, MediaFile
 from app.events.documents import EventRecord
@@ -12,7 +11,7 @@ from app.lib.timeutil import utcnow
 from app.oracle import rounds
 from tests import factories
 from tests.conftest import drain_jobs
-from tests.events.support import processed_photo
+from tests.events.support import open_round_past_its_window, processed_photo
 
 
 async def _log(clients, topics: list[str]) -> list[dict]:
@@ -61,23 +60,7 @@ async def test_a_metadata_change_is_announced_once_per_version(client, clients, 
 async def test_a_closed_round_is_announced_with_its_answer(client, clients, settings):
     await factories.asset(9, asset_type="Art")
     now = utcnow()
-    opened = now - timedelta(seconds=settings.oracle.round_window_s + 60)
-    closes = opened + timedelta(seconds=settings.oracle.round_window_s)
-    await rounds.round_repository.OracleRound.get_pymongo_collection().insert_one(
-        {
-            "key": "9-1",
-            "tokenId": 9,
-            "assetType": "Art",
-            "openedAt": opened,
-            "closesAt": closes,
-            "status": "open",
-            "members": [],
-            "participants": [],
-            "gates": [],
-            "submissions": 0,
-            "createdAt": opened,
-        }
-    )
+    await open_round_past_its_window(settings, now, assetType="Art")
 
     await rounds.close_due(settings, now)
     await rounds.close_due(settings, now)  # nothing left to close: nothing more to announce

@@ -20,7 +20,7 @@ from app.lib.channels import StreamBackend
 from app.lib.timeutil import utcnow
 from app.oracle import rounds
 from tests import factories
-from tests.events.support import processed_photo, publish
+from tests.events.support import open_round_past_its_window, processed_photo, publish
 
 
 def _failing_once(monkeypatch):
@@ -67,21 +67,7 @@ async def test_a_round_whose_announcement_failed_is_announced_by_the_next_pass(
 ):
     await factories.asset(9, asset_type="Art")
     now = utcnow()
-    opened = now - timedelta(seconds=settings.oracle.round_window_s + 60)
-    await rounds.round_repository.OracleRound.get_pymongo_collection().insert_one(
-        {
-            "key": "9-1",
-            "tokenId": 9,
-            "openedAt": opened,
-            "closesAt": opened + timedelta(seconds=settings.oracle.round_window_s),
-            "status": "open",
-            "members": [],
-            "participants": [],
-            "gates": [],
-            "submissions": 0,
-            "createdAt": opened,
-        }
-    )
+    await open_round_past_its_window(settings, now)
     _failing_once(monkeypatch)
     with pytest.raises(RuntimeError):  # the pass fails after the close is written
         await rounds.close_due(settings, now)
