@@ -24,7 +24,6 @@ neither ever allows link-local, metadata, multicast, reserved or unspecified add
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,30 +33,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.config import Settings
+from app.lib.addresses import IPAddress, Policy, refusal
 from app.lib.errors import AppError
 from app.lib.resolver import resolve as resolve  # the callers' resolver, in a pool of its own
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Cloud metadata services: refused whatever the settings say (most are link-local anyway).
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack...
-        "169.254.170.2",  # AWS ECS task credentials
-        "100.100.100.200",  # Alibaba Cloud
-        "192.0.0.192",  # Oracle Cloud
-        "168.63.129.16",  # Azure WireServer: public, but answers the VMs of the platform's own tenant
-        "fd00:ec2::254",  # AWS over IPv6
-    )
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
-_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, yet still routed inside some networks
 # The one answer for a host the platform does not reach, whether it does not resolve or resolves to a
 # refused address: telling them apart would let a caller map internal names. Logs keep the detail.
 UNREACHABLE = "the source's host is not one the platform reaches"
@@ -72,33 +54,6 @@ class OutboundError(AppError):
     """An outbound request that was refused or failed; `code` says which (for a job's result, an audit)."""
 
     status_code, code = 422, "outbound_failed"
-
-
-@dataclass(frozen=True)
-class Policy:
-    allow_private: bool = False
-    allowed_networks: tuple[IPNetwork, ...] = ()
-    connect_timeout_s: float = 5.0
-    timeout_s: float = 30.0
-    max_body_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
-        out = settings.outbound
-        networks = tuple(
-            ipaddress.ip_network(c.strip(), strict=False)
-            for c in out.allowed_networks.split(",")
-            if c.strip()
-        )
-        return cls(
-            allow_private=out.allow_private,
-            allowed_networks=networks,
-            connect_timeout_s=out.connect_timeout_s,
-            timeout_s=out.timeout_s,
-            max_body_bytes=out.max_body_bytes,
-            max_redirects=out.max_redirects,
-        )
 
 
 @dataclass(frozen=True)
@@ -119,36 +74,6 @@ class Response:
                 details={"status": self.status},
             )
         return self
-
-
-# ---------------------------------------------------------------- addresses
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def refusal(ip: IPAddress, policy: Policy) -> str | None:
-    """Why `ip` may not be reached under `policy` (a short reason), or None when it may."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if inner is not None:
-            return refusal(inner, policy)
-    if ip in METADATA_ADDRESSES:
-        return "metadata"
-    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
-        return "reserved"
-    if ip.is_global and ip not in _SHARED and ip not in _SITE_LOCAL:
-        return None
-    if policy.allow_private or any(ip in network for network in policy.allowed_networks):
-        return None
-    return "loopback" if ip.is_loopback else "private"
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
