@@ -42,6 +42,7 @@ INDEXED = {
 MARKET = ("AssetToken", "Marketplace")  # the contracts whose events the market applies
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
 BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
+DECODE_CHUNK = 1_000  # logs decoded while the chunk before them is written
 
 
 @dataclass
@@ -127,9 +128,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
         return done
     if Web3.to_hex((await web3.eth.get_block(end))["hash"]) != Web3.to_hex(top["hash"]):
         return done
-    events = [_event(chain_id, found, entry, times) for entry in logs]
-    events = [event for event in events if event is not None]
-    await repository.save_events(events)
+    events = await _store(chain_id, found, logs, times)
     # Number, hash and parent hash of each block read (those with events, and the range's last).
     blocks = {
         n: (Web3.to_hex(b["hash"]), Web3.to_hex(b["parentHash"])) for n, b in {**headers, end: top}.items()
@@ -140,6 +139,41 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]), touched)
     done.events = len(events)
     return done
+
+
+async def _store(
+    chain_id: int, found: dict[str, _Source], logs: list[Any], times: dict[int, datetime]
+) -> list[dict[str, Any]]:
+    """Decode the logs and store them, a chunk at a time: each chunk is decoded (CPU in this process, in a
+    thread so the event loop stays free) while the one before it is written (work of the database's
+    process), so a dense range costs about the longer of the two rather than their sum. One write is in
+    flight at a time; a failed one fails the pass before the cursor moves."""
+    events: list[dict[str, Any]] = []
+    writing: asyncio.Task | None = None
+    try:
+        for start in range(0, len(logs), DECODE_CHUNK):
+            chunk = await asyncio.to_thread(
+                _decode, chain_id, found, logs[start : start + DECODE_CHUNK], times
+            )
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(repository.save_events(chunk))
+            events.extend(chunk)
+        if writing is not None:
+            await writing
+    except BaseException:
+        if writing is not None:  # not left writing behind a pass that failed
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+        raise
+    return events
+
+
+def _decode(
+    chain_id: int, found: dict[str, _Source], logs: list[Any], times: dict[int, datetime]
+) -> list[dict[str, Any]]:
+    events = [_event(chain_id, found, entry, times) for entry in logs]
+    return [event for event in events if event is not None]
 
 
 async def _deploy_block(chain_id: int, name: str) -> int:

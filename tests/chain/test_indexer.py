@@ -292,3 +292,44 @@ async def test_events_a_crashed_pass_left_above_the_cursor_do_not_outlive_a_reor
     live = [int(e["args"]["price"]) for e in listings if not e["removed"]]
     assert live == [2 * ONE_ETH]
     assert (await detail(client, 108))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
+
+
+async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_event(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    from app.chain import indexer
+
+    seller, chain_id = chain["seller"], settings.chain.chain_id
+    await minted_and_approved(web3, client, clients, settings, chain, 109)
+    cursor = await repository.indexer_cursor(chain_id)
+    for call in (
+        chain["market"].functions.list_token(109, ONE_ETH),
+        chain["market"].functions.delist_token(109),
+        chain["market"].functions.list_token(109, 2 * ONE_ETH),
+    ):
+        await transact(web3, call, seller)
+    # A chunk per event: the second chunk's write fails while the first is stored.
+    monkeypatch.setattr(indexer, "DECODE_CHUNK", 1)
+    real, written = repository.save_events, []
+
+    async def lost_on_the_second(found):
+        written.append(len(found))
+        if len(written) == 2:
+            raise ConnectionError("the database went away")
+        await real(found)
+
+    monkeypatch.setattr(repository, "save_events", lost_on_the_second)
+    with pytest.raises(ConnectionError):
+        await market_service.index_chain(clients, settings)
+    assert written == [1, 1]
+    assert (await repository.indexer_cursor(chain_id))["block"] == cursor["block"]
+
+    monkeypatch.setattr(repository, "save_events", real)
+    await settle(clients, settings, 1)
+    market = await repository.events().find({"tokenId": 109, "contract": "Marketplace"}).to_list()
+    assert sorted((e["event"], e["removed"]) for e in market) == [
+        ("Delisted", False),
+        ("Listed", False),
+        ("Listed", False),
+    ]
+    assert (await detail(client, 109))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
