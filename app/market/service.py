@@ -39,7 +39,8 @@ async def record_transaction(redis, transaction: Transaction) -> bool:
 
 
 INDEX_LOCK = "market:index_chain:lock"
-INDEX_LEASE_MS = 120_000
+# Renewed while a pass runs (app/lib/leases.py): how long a killed worker's pass holds up the next.
+INDEX_LEASE_MS = 30_000
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
