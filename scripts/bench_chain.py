@@ -29,6 +29,10 @@ from app.market import service as market_service
 from scripts.benchkit import bench_settings
 
 ONE_ETH = 10**18
+# A token's first price writes two new storage words (PriceOracle packs a round into two), each 20,000
+# gas to set plus 2,100 for its first (cold) access (EIP-2929): no batch can push a first price for less.
+NEW_WORD_GAS = 22_100
+WORDS_PER_PRICE = 2
 
 
 def prices(tokens: range, round_id: int) -> list[tuple[int, int, int, int, int, int]]:
@@ -81,6 +85,12 @@ async def pushes(clients, settings: Settings, oracle) -> None:
             f"{single_s / batched_s:.1f}x less wall time (goal >= 10x), "
             f"{single_gas / batched_gas:.2f}x less gas (goal >= 3x)"
         )
+        if label == "first prices":
+            floor = 100 * WORDS_PER_PRICE * NEW_WORD_GAS
+            print(
+                f"    a batch of first prices must still write {WORDS_PER_PRICE} new storage words a token "
+                f"({floor:,} gas for 100): at most {single_gas / floor:.2f}x less gas is possible"
+            )
 
 
 async def indexing(clients, settings: Settings, oracle, events: int) -> None:

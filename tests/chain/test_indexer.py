@@ -300,12 +300,12 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
     from app.chain import indexer
 
     seller, chain_id = chain["seller"], settings.chain.chain_id
-    await minted_and_approved(web3, client, clients, settings, chain, 109)
+    await minted_and_approved(web3, client, clients, settings, chain, 114)
     cursor = await repository.indexer_cursor(chain_id)
     for call in (
-        chain["market"].functions.list_token(109, ONE_ETH),
-        chain["market"].functions.delist_token(109),
-        chain["market"].functions.list_token(109, 2 * ONE_ETH),
+        chain["market"].functions.list_token(114, ONE_ETH),
+        chain["market"].functions.delist_token(114),
+        chain["market"].functions.list_token(114, 2 * ONE_ETH),
     ):
         await transact(web3, call, seller)
     # A chunk per event: the second chunk's write fails while the first is stored.
@@ -326,10 +326,10 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
 
     monkeypatch.setattr(repository, "save_events", real)
     await settle(clients, settings, 1)
-    market = await repository.events().find({"tokenId": 109, "contract": "Marketplace"}).to_list()
+    market = await repository.events().find({"tokenId": 114, "contract": "Marketplace"}).to_list()
     assert sorted((e["event"], e["removed"]) for e in market) == [
         ("Delisted", False),
         ("Listed", False),
         ("Listed", False),
     ]
-    assert (await detail(client, 109))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
+    assert (await detail(client, 114))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
