@@ -15,7 +15,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController, PrometheusMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -24,6 +24,7 @@ from app.lib.openapi import answers_text
 from app.lib.security import OPERATOR_SCHEME
 
 REQUEST_ID_HEADER = "x-request-id"
+_DENIAL_START, _DENIAL_BODY = "websocket.http.response.start", "websocket.http.response.body"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 log = structlog.get_logger("http")
 
@@ -41,7 +42,9 @@ async def add_request_id_header(message: Message, scope: Scope) -> None:
     """A before-send hook: every response carries the id, including those no route or middleware made.
     Async, as it runs on every message sent (each WebSocket frame too): Litestar runs a sync hook in a
     worker thread."""
-    if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
+    kind = message["type"]
+    # A WebSocket handshake refused with an HTTP answer (the denial extension) carries it too.
+    if (kind == "http.response.start" and scope["type"] == ScopeType.HTTP) or kind == _DENIAL_START:
         MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = _request_id(scope)
 
 
@@ -78,10 +81,32 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+class _Metrics(PrometheusMiddleware):
+    """Litestar's request metrics, which also count a WebSocket handshake refused with an HTTP answer (the
+    denial extension, app/lib/errors.py) at that answer's status, where Litestar's count it as 200."""
+
+    def _get_wrapped_send(self, send: Send, request_span: dict[str, float]) -> Callable:
+        wrapped = super()._get_wrapped_send(send, request_span)
+
+        async def denial_aware(message: Message) -> None:
+            if message["type"] == _DENIAL_START:
+                request_span["status_code"] = message["status"]
+            elif message["type"] == _DENIAL_BODY and not message.get("more_body"):
+                request_span["end_time"] = time.perf_counter()
+                request_span["duration"] = request_span["end_time"] - request_span["start_time"]
+            await wrapped(message)
+
+        return denial_aware
+
+
 def prometheus_config() -> PrometheusConfig:
     # group_path labels by route template (/api/assets/{tokenId}), keeping label cardinality bounded.
     return PrometheusConfig(
-        app_name="dynamicvault", prefix="dynamicvault", group_path=True, exclude_unhandled_paths=True
+        app_name="dynamicvault",
+        prefix="dynamicvault",
+        group_path=True,
+        exclude_unhandled_paths=True,
+        middleware_class=_Metrics,
     )
 
 

@@ -203,18 +203,33 @@ async def test_a_refused_handshake_answers_its_own_status_and_error_not_a_bare_4
         answer = garbage.value.response
         assert answer.status_code == 401
         assert json.loads(answer.body)["error"]["code"] == "invalid_token"
+        assert len(answer.headers["X-Request-ID"]) == 32  # a refusal can be traced like any answer
 
-        refused = None
+        refused, accepted = None, 0
         for _ in range(3):  # the window may already hold this address's earlier connections
             try:
                 async with ws_connect(base, "topics=sales") as socket:
                     await ws_messages(socket, 1)
+                    accepted += 1
             except websockets.InvalidStatus as exc:
                 refused = exc.response
                 break
         assert refused is not None and refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
         assert json.loads(refused.body)["error"]["code"] == "rate_limited"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            metrics = (await http.get("/metrics")).text
+    counted = {
+        status: sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("dynamicvault_requests_total")
+            and 'path="/api/stream"' in line
+            and f'status_code="{status}"' in line
+        )
+        for status in (200, 401, 429)
+    }
+    assert counted == {200: accepted, 401: 1, 429: 1}, counted
 
 
 async def test_a_websocket_client_that_stops_reading_gives_its_slot_back_and_is_told_too_slow(
