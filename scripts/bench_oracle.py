@@ -350,7 +350,7 @@ async def speed_of_appraisals(client, app, headers, count: int, naive_count: int
         )
     naive_s = (time.perf_counter() - started) / naive_count * count
     # The server's own floor: the bulk update alone, one changed field per asset. SecantusDB rewrites
-    # every index entry of a document it updates (the assets have 18 indexes), whatever changed.
+    # every index entry of a document it updates (the assets have 14 indexes), whatever changed.
     started = time.perf_counter()
     await assets_collection.bulk_write(
         [UpdateOne({"tokenId": t}, {"$set": {"currentPrice.aiConfidenceScore": -1.0}}) for t in tokens],
