@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from app.lib import leases
 
 
@@ -26,11 +28,64 @@ async def test_a_lease_whose_holder_stopped_lapses_within_its_time(clients):
         assert held
 
 
-async def test_a_holder_does_not_renew_a_lease_another_has_taken(clients):
-    redis = clients.redis
-    async with leases.lease(redis, "lease:taken", 300) as held:
+class _Renewals:
+    """The real Redis, with its lease renewals made to fail or hang on demand."""
+
+    def __init__(self, redis, fail: int = 0, hang: bool = False) -> None:
+        self.redis, self.fail, self.hang, self.tried = redis, fail, hang, 0
+
+    async def set(self, *args, **kwargs):
+        return await self.redis.set(*args, **kwargs)
+
+    async def eval(self, script, *args):
+        if script == leases.RENEW:
+            self.tried += 1
+            if self.hang:
+                await asyncio.sleep(3600)  # Redis stalled: no answer, no error
+            if self.tried <= self.fail:
+                raise ConnectionError("Redis went away")
+        return await self.redis.eval(script, *args)
+
+
+async def test_a_holder_whose_lease_was_taken_is_stopped(clients):
+    redis, reached = clients.redis, []
+    with pytest.raises(leases.LeaseLost):
+        async with leases.lease(redis, "lease:taken-over", 300):
+            await redis.set("lease:taken-over", "the next holder", px=5000)  # as after a lapse
+            await asyncio.sleep(2)
+            reached.append("the end of the body")
+    assert reached == []
+    # neither renewed nor released by the first holder
+    assert await redis.get("lease:taken-over") == b"the next holder"
+    assert 300 < await redis.pttl("lease:taken-over") <= 5000
+
+
+async def test_a_holder_that_cannot_renew_in_time_is_stopped(clients):
+    stalled = _Renewals(clients.redis, hang=True)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(leases.LeaseLost):
+        async with leases.lease(stalled, "lease:stalled", 300):
+            await asyncio.sleep(2)
+    assert asyncio.get_running_loop().time() - started < 0.6  # stopped as the lease lapsed, not later
+
+
+async def test_renewals_that_fail_for_a_moment_keep_the_lease(clients):
+    flaky = _Renewals(clients.redis, fail=2)
+    async with leases.lease(flaky, "lease:flaky", 600) as held:
         assert held
-        await redis.set("lease:taken", "the next holder", px=5000)  # as after a lapse
-        await asyncio.sleep(0.25)  # past a renewal
-        assert 300 < await redis.pttl("lease:taken") <= 5000
-    assert await redis.get("lease:taken") == b"the next holder"  # and not released by the first
+        await asyncio.sleep(1.5)
+        assert await clients.redis.pttl("lease:flaky") > 0
+    assert flaky.tried > 2
+
+
+async def test_a_holder_cancelled_from_outside_is_cancelled_and_lets_go(clients):
+    async def hold():
+        async with leases.lease(clients.redis, "lease:cancelled", 5000):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(hold())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await clients.redis.get("lease:cancelled") is None
