@@ -18,6 +18,7 @@ so a crash between reading and applying loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,14 @@ MARKET = ("AssetToken", "Marketplace")  # the contracts whose events the market 
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
 BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
 DECODE_CHUNK = 1_000  # logs decoded while the chunk before them is written
+WRITE_SETTLE_S = 20.0  # how long a failed pass waits for the write it had sent
+
+
+class PassOverlapped(RuntimeError):
+    """The cursor moved under a pass: another ran beside it (its lease lost). It stops before applying."""
+
+    def __init__(self, chain_id: int, block: int) -> None:
+        super().__init__(f"chain {chain_id}: the cursor left block {block} during the pass")
 
 
 @dataclass
@@ -136,7 +145,8 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
-    await repository.advance_cursor(chain_id, end, Web3.to_hex(top["hash"]), touched)
+    if not await repository.advance_cursor(chain_id, cursor["block"], end, Web3.to_hex(top["hash"]), touched):
+        raise PassOverlapped(chain_id, cursor["block"])
     done.events = len(events)
     return done
 
@@ -147,7 +157,8 @@ async def _store(
     """Decode the logs and store them, a chunk at a time: each chunk is decoded (CPU in this process, in a
     thread so the event loop stays free) while the one before it is written (work of the database's
     process), so a dense range costs about the longer of the two rather than their sum. One write is in
-    flight at a time; a failed one fails the pass before the cursor moves."""
+    flight at a time; a failed one fails the pass before the cursor moves, and a pass that fails (or is
+    cancelled) ends only once the write it sent has."""
     events: list[dict[str, Any]] = []
     writing: asyncio.Task | None = None
     try:
@@ -156,17 +167,33 @@ async def _store(
                 _decode, chain_id, found, logs[start : start + DECODE_CHUNK], times
             )
             if writing is not None:
-                await writing
+                await asyncio.shield(writing)  # a cancelled pass must not cancel a write it sent
             writing = asyncio.create_task(repository.save_events(chunk))
             events.extend(chunk)
         if writing is not None:
-            await writing
+            await asyncio.shield(writing)
     except BaseException:
-        if writing is not None:  # not left writing behind a pass that failed
-            writing.cancel()
-            await asyncio.gather(writing, return_exceptions=True)
+        if writing is not None:
+            await _written(writing)
         raise
     return events
+
+
+async def _written(write: asyncio.Task) -> None:
+    """Let a write already sent end before the failed pass does, even one being cancelled: the database
+    finishes it whether or not anyone waits, and landing after the pass let go of its lease it could
+    store an orphaned branch's events under the next pass, which would not take them back. At most
+    WRITE_SETTLE_S: a database that slow is reported instead."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WRITE_SETTLE_S
+    while not write.done() and loop.time() < deadline:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([write], timeout=deadline - loop.time())
+    if not write.done():
+        log.error("chain.indexer.write_unsettled", seconds=WRITE_SETTLE_S)
+        write.cancel()
+    elif not write.cancelled():
+        write.exception()  # the pass fails with its own error; this one is only retrieved
 
 
 def _decode(

@@ -178,15 +178,18 @@ async def start_cursor(chain_id: int, block: int) -> dict[str, Any]:
     return await indexer_cursor(chain_id)
 
 
-async def advance_cursor(chain_id: int, block: int, block_hash: str, tokens: list[int]) -> None:
-    """Move the cursor on, and add the tokens read to those still to apply, in one write."""
-    await cursors().update_one(
-        {"chainId": chain_id},
+async def advance_cursor(chain_id: int, start: int, block: int, block_hash: str, tokens: list[int]) -> bool:
+    """Move the cursor from `start` on to `block`, and add the tokens read to those still to apply, in one
+    write; only if it is still at `start` (False otherwise): a pass that somehow ran beside another
+    never moves the other's cursor back."""
+    moved = await cursors().update_one(
+        {"chainId": chain_id, "block": start},
         {
             "$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()},
             "$addToSet": {"pending": {"$each": tokens}},
         },
     )
+    return moved.matched_count == 1
 
 
 async def pending_tokens(chain_id: int) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from web3 import Web3
 
@@ -333,3 +335,73 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
         ("Listed", False),
     ]
     assert (await detail(client, 114))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
+
+
+async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """The database finishes a write whether or not its client waits; landing after the failed pass let
+    go, an orphaned branch's event would stay live under the next pass."""
+    from app.chain import indexer
+
+    seller = chain["seller"]
+    fork = await minted_and_approved(web3, client, clients, settings, chain, 115)
+    await transact(web3, chain["market"].functions.list_token(115, ONE_ETH), seller)
+    await transact(web3, chain["market"].functions.delist_token(115), seller)
+    monkeypatch.setattr(indexer, "DECODE_CHUNK", 1)
+    real_save, real_decode = repository.save_events, indexer._decode
+    landed = asyncio.Event()
+
+    async def slow_save(found):  # the server takes its time, and goes on even if its client stops
+        async def server_side():
+            await asyncio.sleep(0.5)
+            await real_save(found)
+            landed.set()
+
+        await asyncio.shield(asyncio.ensure_future(server_side()))
+
+    decoded = []
+
+    def fails_on_the_second(*args):
+        decoded.append(1)
+        if len(decoded) == 2:
+            raise ValueError("a log the ABI cannot decode")
+        return real_decode(*args)
+
+    monkeypatch.setattr(repository, "save_events", slow_save)
+    monkeypatch.setattr(indexer, "_decode", fails_on_the_second)
+    with pytest.raises(ValueError):
+        await market_service.index_chain(clients, settings)
+    assert landed.is_set()  # the first chunk's write landed before the pass ended, not under the next
+    monkeypatch.setattr(repository, "save_events", real_save)
+    monkeypatch.setattr(indexer, "_decode", real_decode)
+
+    # A reorg replaces the listing; the next pass takes back what the failed one stored, reads the new
+    # branch, and only its listing is live.
+    await rpc(web3, "evm_revert", fork)
+    await transact(web3, chain["market"].functions.list_token(115, 2 * ONE_ETH), seller)
+    await rpc(web3, "anvil_mine", hex(3))
+    await settle(clients, settings, 2)
+    listings = await repository.events().find({"tokenId": 115, "event": "Listed"}).to_list()
+    assert [int(e["args"]["price"]) for e in listings if not e["removed"]] == [2 * ONE_ETH]
+
+
+async def test_a_pass_whose_cursor_moved_under_it_leaves_the_cursor_alone(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    from app.chain import indexer
+
+    chain_id = settings.chain.chain_id
+    await minted_and_approved(web3, client, clients, settings, chain, 116)
+    await transact(web3, chain["market"].functions.list_token(116, ONE_ETH), chain["seller"])
+    ahead = await web3.eth.block_number + 5
+    real_save = repository.save_events
+
+    async def another_pass_moves_on(found):  # as a pass beside this one, whose lease lapsed
+        await real_save(found)
+        await repository.cursors().update_one({"chainId": chain_id}, {"$set": {"block": ahead}})
+
+    monkeypatch.setattr(repository, "save_events", another_pass_moves_on)
+    with pytest.raises(indexer.PassOverlapped):
+        await market_service.index_chain(clients, settings)
+    assert (await repository.indexer_cursor(chain_id))["block"] == ahead  # not moved back
