@@ -25,7 +25,7 @@ from app.lib.security import OPERATOR_SCHEME
 
 REQUEST_ID_HEADER = "x-request-id"
 _DENIAL_START, _DENIAL_BODY = "websocket.http.response.start", "websocket.http.response.body"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 log = structlog.get_logger("http")
 
 
@@ -34,7 +34,7 @@ def _request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     if "request_id" not in state:
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        state["request_id"] = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state["request_id"] = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     return state["request_id"]
 
 
