@@ -86,10 +86,12 @@ class CompiledForest:
             codes = codes.ravel()
         for _ in range(self.depth):
             go_left = both.take(row_start + self.column.take(node)) <= self.threshold.take(node)
-            if has_categorical:
-                slot = codes.take(code_start + self.category_slot.take(node))
-                by_table = self.tables.take(self.table_start.take(node) + slot)
-                go_left = np.where(self.is_categorical.take(node), by_table, go_left)
+            if has_categorical:  # only the pairs at a categorical split read its table
+                at = np.flatnonzero(self.is_categorical.take(node))
+                if at.size:
+                    split = node.take(at)
+                    slot = codes.take(code_start.take(at // node.shape[1]) + self.category_slot.take(split))
+                    go_left.ravel()[at] = self.tables.take(self.table_start.take(split) + slot)
             node = self.children.take(2 * node + go_left)
         sizes = [len(self.roots[model]) for model in models]
         sums = np.add.reduceat(self.value.take(node), np.cumsum([0, *sizes[:-1]]), axis=1)
