@@ -61,6 +61,9 @@ class OracleSettings(BaseModel):
     min_training_rows: int = Field(default=40, ge=10, le=100_000)
     max_training_rows: int = Field(default=1_000_000, ge=100, le=10_000_000)
     train_hour: int = Field(default=3, ge=0, le=23)
+    # Boosters averaged into a type's point below 10,000 sales (oracle/model.py): fewer train faster,
+    # at some accuracy (one gives the single booster, still blended with the ridge).
+    point_bag: int = Field(default=10, ge=1, le=50)
     # How long one training or appraisal job may run (other jobs have WORKER_JOB_TIMEOUT_S).
     job_timeout_s: int = Field(default=3600, ge=60, le=24 * 3600)
     # Appraisals read, predict and write assets this many at a time.

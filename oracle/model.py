@@ -1,12 +1,15 @@
 """The price model of one asset type: gradient boosting on log price with a conformalized 90% interval.
 
-The point is the squared-error model on log price; every model of the type (point and band) splits on
-30% of the features at a time. On the Ames benchmark's time split (random states 0-2) this gave MdAPE
-5.20-5.75% and p95 APE 23.5-24.2%, where the median (0.5-quantile) point with half the features gave
-5.62-5.82% and 24.9-25.6%: the tail improves on every seed, the median error within seed noise. The
-median model prices distressed sales (Ames `Abnorml`) a median 13% too high, the squared-error one
-6-8%. The point learns from every row, including the latest, while the band's quantile models learn
-from the earlier rows only, so that the latest rows can conformalize them (see oracle/conformal.py).
+Every booster of the type (point and band) splits on 30% of the features at a time. The point is the
+squared-error booster on log price; below `early_stopping_rows` sales it is the mean of a bag of them
+(random states apart), blended with a ridge regression (oracle/linear.py) by the weight that fits the
+latest rows best. On the Ames benchmark's time split (random states 0-2) the bag and blend gave MdAPE
+5.22-5.37% and p95 APE 21.6-21.7%, where the single booster gave 5.20-5.75% and 23.5-24.2%, and a
+bag alone 5.19-5.45% and 23.2-23.4%: trees resolve a smooth trend (size, age) into steps, coarsely on
+a few thousand rows, and the ridge says it. The median (0.5-quantile) point with half the features
+gave 5.62-5.82% and 24.9-25.6%, and priced distressed sales (Ames `Abnorml`) a median 13% too high.
+The point learns from every row, including the latest, while the band's quantile models learn from the
+earlier rows only, so that the latest rows can conformalize them (see oracle/conformal.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sklearn.inspection import permutation_importance
 from oracle._forest import CompiledForest
 from oracle.conformal import Band, calibration_rows, conformalize
 from oracle.features import Example, FeatureSpace, as_utc
+from oracle.linear import Linear
 
 # Occlusion explains a prediction through this many of the globally most important features.
 EXPLAINED_FEATURES = 10
@@ -51,6 +55,12 @@ class ModelParams:
     point_loss: str = "squared_error"
     # Rows per type above which boosting stops once a held-out 10% stops improving.
     early_stopping_rows: int = 10_000
+    # Below early_stopping_rows, the point is the mean of this many boosters (random states apart):
+    # on small data one booster's choice of features per split is a large part of its error.
+    bag: int = 10
+    # Below early_stopping_rows too, blend a ridge (oracle/linear.py) into the point, by the weight that
+    # fits the latest rows best: a few thousand rows resolve a smooth trend only coarsely into steps.
+    linear_blend: bool = True
     confidence_level: float = 0.9
     calibration_share: float = 0.2
     min_rows: int = 40
@@ -147,6 +157,42 @@ def booster(
     )
 
 
+class Point(RegressorMixin, BaseEstimator):
+    """The point in log price: (1 - weight) * the mean of the boosters + weight * the ridge.
+
+    TypeModel predicts it through the compiled forest; this estimator is what MAPIE holds as its median
+    (it reads it only for its own point output), so MAPIE's point is the served one.
+    """
+
+    def __init__(self, boosters=(), linear: Linear | None = None, weight: float = 0.0) -> None:
+        self.boosters = boosters
+        self.linear = linear
+        self.weight = weight
+
+    @property
+    def n_features_in_(self) -> int:  # how MAPIE tells a fitted estimator
+        return int(self.boosters[0].n_features_in_)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Point:
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.blend(np.mean([model.predict(X) for model in self.boosters], axis=0), X)
+
+    def blend(self, boosted: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return self.mix(boosted, self.linear_term(X))
+
+    def mix(self, boosted: np.ndarray, linear_term: np.ndarray | float) -> np.ndarray:
+        """The blend of a boosted prediction with the ridge's share (`linear_term`) of the same rows."""
+        return (
+            boosted if self.linear is None or self.weight == 0 else (1 - self.weight) * boosted + linear_term
+        )
+
+    def linear_term(self, X: np.ndarray) -> np.ndarray | float:
+        """The ridge's share of the blend: its prediction times its weight (0 without a ridge)."""
+        return 0.0 if self.linear is None or self.weight == 0 else self.weight * self.linear.predict(X)
+
+
 class TypeModel:
     """A fitted model of one asset type: point price, calibrated interval, confidence and explanations."""
 
@@ -159,7 +205,7 @@ class TypeModel:
         rows: int,
         trained_from: datetime,
         trained_to: datetime,
-        point: HistGradientBoostingRegressor,
+        point: Point,
         band: Band,
         global_importance: list[tuple[str, float]],
         reference: np.ndarray,
@@ -180,18 +226,28 @@ class TypeModel:
         explained = [name for name, weight in global_importance if weight > 0][:EXPLAINED_FEATURES]
         self._explained = np.array([index[name] for name in explained], dtype=np.intp)
         self._forest = forest
+        members = len(point.boosters)
+        self._members = tuple(range(members))
+        self._bounds = (members, members + 1)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A version saved when the point was one booster (first in the forest) still loads and serves."""
+        if "_members" not in state:
+            state["point"] = Point((state["point"],))
+            state["_members"], state["_bounds"] = (0,), (1, 2)
+        self.__dict__.update(state)
 
     def predict(self, examples: Sequence[Example], *, explain: int = 5) -> Predictions:
         """Price, band, confidence and the top `explain` attributions of each example, in one batch."""
         X = self.space.matrix(examples)
-        raw, low, high = self._predict_log(X)
+        raw, low, high, explained = self._walk(X)
         price, low_price, high_price = np.exp(np.clip(raw, low, high)), np.exp(low), np.exp(high)
         return Predictions(
             price=price,
             low=low_price,
             high=high_price,
             confidence=confidence_score(price, low_price, high_price),
-            explanations=self._explain(X, raw, explain) if explain > 0 else [[] for _ in examples],
+            explanations=self._explain(X, explained, explain) if explain > 0 else [[] for _ in examples],
         )
 
     def predict_log(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,14 +256,30 @@ class TypeModel:
         return np.clip(raw, low, high), low, high
 
     def _predict_log(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raw, lower, upper = self._forest.predict(X, (0, 1, 2))
+        return self._walk(X)[:3]
+
+    def _walk(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Log price (unclipped), low, high, and the point as explanations see it, in one forest walk."""
+        members = len(self._members)
+        found = self._forest.predict(X, (*self._members, *self._bounds))
+        linear = self.point.linear_term(X)
+        raw = self.point.mix(found[:members].mean(axis=0), linear)
+        explained = self.point.mix(found[0], linear) if members > 1 else raw
+        lower, upper = found[members:]
         low = lower - self.band.low_shift
         high = upper + self.band.high_shift
         # Quantile models may cross after correction; the band is the span between the two bounds.
-        return raw, np.minimum(low, high), np.maximum(low, high)
+        return raw, np.minimum(low, high), np.maximum(low, high), explained
+
+    def _explained_log(self, X: np.ndarray) -> np.ndarray:
+        """The point as explanations see it: of a bag, its first booster (with the ridge). Occluding a
+        row through every member would cost the bag's size in time, for members that differ only in
+        their random choice of features per split."""
+        return self.point.blend(self._forest.predict(X, (0,))[0], X)
 
     def _explain(self, X: np.ndarray, point: np.ndarray, top: int) -> list[list[Attribution]]:
-        """Occlusion: each explained feature is set to its typical value and the change in log price kept."""
+        """Occlusion: each explained feature is set to its typical value and the change in log price kept.
+        `point` is the rows' log price as `_explained_log` gives it."""
         rows, features = X.shape[0], self._explained
         if features.size == 0 or rows == 0:
             return [[] for _ in range(rows)]
@@ -219,7 +291,7 @@ class TypeModel:
         occluded = X[row]
         occluded[np.arange(row.size), features[slot]] = reference[slot]
         delta = np.zeros((rows, features.size))
-        delta[row, slot] = point[row] - self._forest.predict(occluded, (0,))[0]
+        delta[row, slot] = point[row] - self._explained_log(occluded)
         delta[np.abs(delta) < 1e-12] = 0.0
         magnitude = np.abs(delta)
         total = magnitude.sum(axis=1, keepdims=True)
@@ -269,7 +341,7 @@ def fit_matrix(
     def regressor(quantile: float | None, n: int = split) -> HistGradientBoostingRegressor:
         return booster(params, quantile, n, mask)
 
-    point = regressor(0.5 if params.point_loss == "quantile" else None, rows).fit(X, y)
+    point = _point(params, X, y, split, mask, regressor)
     band = conformalize(
         X[:split],
         y[:split],
@@ -281,7 +353,7 @@ def fit_matrix(
         # check), never for the band: the point model serves, whatever its loss (a test holds this).
         median=point,
     )
-    forest = CompiledForest([point, band.lower, band.upper])
+    forest = CompiledForest([*point.boosters, band.lower, band.upper])
     return TypeModel(
         asset_type,
         space,
@@ -291,27 +363,65 @@ def fit_matrix(
         trained_to=ordered[-1].at,
         point=point,
         band=band,
-        global_importance=_global_importance(forest, space, X[split:], y[split:], params.random_state),
+        global_importance=_global_importance(
+            _Served(forest, point), space, X[split:], y[split:], params.random_state
+        ),
         reference=_reference(space, X),
         forest=forest,
     )
 
 
-class _Point(RegressorMixin, BaseEstimator):
-    """The fitted point model as an sklearn estimator that predicts through the compiled forest."""
+def _point(
+    params: ModelParams, X: np.ndarray, y: np.ndarray, split: int, mask: np.ndarray, regressor: Any
+) -> Point:
+    """The point model: one booster; on small data a bag of them, with a ridge blended in by a time split.
 
-    def __init__(self, forest: CompiledForest | None = None) -> None:
+    The blend weight is the least-squares one (in [0, 1]) of the later rows (the calibration rows) for a
+    bag and a ridge fitted on the earlier ones; both are then refitted on every row.
+    """
+    rows = X.shape[0]
+    quantile = 0.5 if params.point_loss == "quantile" else None
+    small = rows < params.early_stopping_rows
+    members = params.bag if small else 1
+
+    def bag(Xf: np.ndarray, yf: np.ndarray) -> list[HistGradientBoostingRegressor]:
+        out = []
+        for member in range(members):
+            model = regressor(quantile, Xf.shape[0])
+            seed = params.random_state * 100 + member if members > 1 else params.random_state
+            model.set_params(random_state=seed)
+            out.append(model.fit(Xf, yf))
+        return out
+
+    if not (params.linear_blend and small):
+        return Point(tuple(bag(X, y)))
+    held = Point(tuple(bag(X[:split], y[:split])), Linear(mask).fit(X[:split], y[:split]))
+    boosted = held.predict(X[split:])
+    gap = held.linear.predict(X[split:]) - boosted
+    weight = float(np.clip(np.dot(y[split:] - boosted, gap) / max(np.dot(gap, gap), 1e-12), 0.0, 1.0))
+    return Point(tuple(bag(X, y)), Linear(mask).fit(X, y), weight)
+
+
+class _Served(RegressorMixin, BaseEstimator):
+    """The fitted point as an sklearn estimator that predicts through the compiled forest.
+
+    Of a bag, only the first booster (with the ridge): the members differ only in their random choice of
+    features per split, and permutation importance over all of them would cost the bag's size in time.
+    """
+
+    def __init__(self, forest: CompiledForest | None = None, point: Point | None = None) -> None:
         self.forest = forest
+        self.point = point
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> _Point:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Served:
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.forest.predict(X, (0,))[0]
+        return self.point.blend(self.forest.predict(X, (0,))[0], X)
 
 
 def _global_importance(
-    forest: CompiledForest,
+    point: _Served,
     space: FeatureSpace,
     X: np.ndarray,
     y: np.ndarray,
@@ -324,7 +434,7 @@ def _global_importance(
     """
     rows = min(X.shape[0], IMPORTANCE_ROWS)
     result = permutation_importance(
-        _Point(forest),
+        point,
         X,
         y,
         n_repeats=3,

@@ -49,6 +49,7 @@ def settings(services: dict[str, str | None], tmp_path_factory: pytest.TempPathF
         s3={"endpoint_url": services["s3"], "bucket": "dynamicvault-test"},
         chain={"rpc_url": services["chain"]},
         auth={"cookie_secure": False},
+        oracle={"point_bag": 2},  # the bag and its blend, at a fifth of the training time
     )
 
 

@@ -36,7 +36,7 @@ def _version(now: datetime) -> str:
 
 
 def params_for(settings: Settings) -> ModelParams:
-    return ModelParams(min_rows=settings.oracle.min_training_rows)
+    return ModelParams(min_rows=settings.oracle.min_training_rows, bag=settings.oracle.point_bag)
 
 
 def _examples_by_type(sales: list[dict[str, Any]], points) -> tuple[dict[str, tuple[list, list]], dict, int]:

@@ -202,7 +202,7 @@ def test_a_median_point_model_is_fitted_and_banded_too(sales: tuple[list[Example
     examples, prices = sales
     params = ModelParams(learning_rate=0.1, max_iter=150, point_loss="quantile", max_features=0.5)
     median = fit("Synthetic", examples[:TRAIN_ROWS], prices[:TRAIN_ROWS], params)
-    assert median.point.loss == "quantile" and median.point.quantile == 0.5
+    assert all(m.loss == "quantile" and m.quantile == 0.5 for m in median.point.boosters)
     later, actual = examples[TRAIN_ROWS:], prices[TRAIN_ROWS:]
     predictions = median.predict(later, explain=0)
     covered = np.mean((actual >= predictions.low) & (actual <= predictions.high))
