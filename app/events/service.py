@@ -63,7 +63,9 @@ async def dispatch(clients, settings: Settings, keys: list[str] | None = None) -
     """Publish what is unpublished and hand what is published to the webhooks: everything waiting, at most
     MAX_BATCHES batches a pass (the cron comes back for the rest), or only the events `keys`."""
     published = handed = 0
-    async with lease(clients.redis, DISPATCH_LEASE, DISPATCH_LEASE_MS) as held:
+    # A pass is a few batches: one that runs past its lease time is stuck (on a call that never answers),
+    # and must not hold publication up for everyone beyond it.
+    async with lease(clients.redis, DISPATCH_LEASE, DISPATCH_LEASE_MS, max_hold_ms=DISPATCH_LEASE_MS) as held:
         if not held:
             return {"published": 0, "handed": 0, "busy": 1}
         if keys is not None and await repository.waiting_before(keys):

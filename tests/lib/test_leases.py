@@ -1,6 +1,7 @@
 """Leases on the real Redis: one holder at a time, for as long as it runs."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -89,3 +90,36 @@ async def test_a_holder_cancelled_from_outside_is_cancelled_and_lets_go(clients)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await clients.redis.get("lease:cancelled") is None
+
+
+async def test_a_holder_stuck_past_its_longest_hold_is_stopped_and_lets_go(clients):
+    """A body stuck on a call that never answers must not keep the lease, and all who wait on it, for ever."""
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(leases.LeaseLost):
+        async with asyncio.timeout(5), leases.lease(clients.redis, "lease:stuck", 200, max_hold_ms=600):
+            await asyncio.Event().wait()  # never set
+    assert 0.5 < asyncio.get_running_loop().time() - started < 1.5
+    async with leases.lease(clients.redis, "lease:stuck", 200) as held:
+        assert held
+
+
+async def test_a_body_that_swallows_the_stop_is_still_told_it_lost_the_lease(clients):
+    redis = clients.redis
+    with pytest.raises(leases.LeaseLost):
+        async with leases.lease(redis, "lease:swallowed", 300):
+            await redis.set("lease:swallowed", "the next holder", px=5000)
+            with contextlib.suppress(asyncio.CancelledError):  # and goes on as if it still held it
+                await asyncio.sleep(2)
+    assert asyncio.current_task().cancelling() == 0  # the stop was the lease's, and is spent
+
+
+async def test_a_body_that_fails_its_own_way_once_stopped_says_it_lost_the_lease(clients):
+    redis = clients.redis
+    with pytest.raises(leases.LeaseLost) as lost:
+        async with leases.lease(redis, "lease:failed", 300):
+            await redis.set("lease:failed", "the next holder", px=5000)
+            try:
+                await asyncio.sleep(2)
+            except asyncio.CancelledError:
+                raise ValueError("cleaning up failed") from None
+    assert isinstance(lost.value.__cause__, ValueError)
