@@ -18,10 +18,10 @@ so a crash between reading and applying loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from web3 import AsyncWeb3, Web3
@@ -34,6 +34,7 @@ from app.lib.params import MAX_INT64
 from app.lib.timeutil import utcnow
 
 log = structlog.get_logger("chain.indexer")
+T = TypeVar("T")
 
 INDEXED = {
     "AssetToken": ("Transfer",),
@@ -107,7 +108,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     # Events a pass stored above the cursor before it ended without moving it (a crash) are taken back,
     # then read again below: those a reorg replaced meanwhile must not stay live beside the new ones.
     if await repository.live_events_after(chain_id, cursor["block"]):
-        await repository.remove_events_after(chain_id, cursor["block"])
+        await _landed(repository.remove_events_after(chain_id, cursor["block"]))
     head = await web3.eth.block_number
     start = cursor["block"] + 1
     end = min(head, cursor["block"] + settings.chain.index_range)
@@ -142,10 +143,11 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     blocks = {
         n: (Web3.to_hex(b["hash"]), Web3.to_hex(b["parentHash"])) for n, b in {**headers, end: top}.items()
     }
-    await repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS)
+    await _landed(repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS))
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
-    if not await repository.advance_cursor(chain_id, cursor["block"], end, Web3.to_hex(top["hash"]), touched):
+    moved = repository.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
+    if not await _landed(moved):
         raise PassOverlapped(chain_id, cursor["block"])
     done.events = len(events)
     return done
@@ -173,27 +175,43 @@ async def _store(
         if writing is not None:
             await asyncio.shield(writing)
     except BaseException:
-        if writing is not None:
-            await _written(writing)
+        if writing is not None and await _written(writing):
+            raise asyncio.CancelledError from None  # stopped meanwhile: that comes first
         raise
     return events
 
 
-async def _written(write: asyncio.Task) -> None:
-    """Let a write already sent end before the failed pass does, even one being cancelled: the database
-    finishes it whether or not anyone waits, and landing after the pass let go of its lease it could
-    store an orphaned branch's events under the next pass, which would not take them back. At most
-    WRITE_SETTLE_S: a database that slow is reported instead."""
+async def _landed(write: Awaitable[T]) -> T:
+    """A write of the pass, which a cancelled pass still waits for (see `_written`)."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+        if await _written(task):
+            raise asyncio.CancelledError from None
+        raise
+
+
+async def _written(write: asyncio.Task) -> bool:
+    """Let a write already sent end before the failed or cancelled pass does: the database finishes it
+    whether or not anyone waits, and landing after the pass let go of its lease it could undo the next
+    pass's work (mark its events removed, or store an orphaned branch's events it would not take
+    back). At most WRITE_SETTLE_S: a database that slow is reported instead. Whether a cancel came
+    meanwhile (held back until the write ended)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WRITE_SETTLE_S
+    cancelled = False
     while not write.done() and loop.time() < deadline:
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.wait([write], timeout=deadline - loop.time())
+        except asyncio.CancelledError:
+            cancelled = True
     if not write.done():
         log.error("chain.indexer.write_unsettled", seconds=WRITE_SETTLE_S)
         write.cancel()
     elif not write.cancelled():
         write.exception()  # the pass fails with its own error; this one is only retrieved
+    return cancelled
 
 
 def _decode(
@@ -274,8 +292,8 @@ async def _unwind(
         fork = min([cursor["block"] - depth, *(block["number"] - 1 for block in checked)])
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
-    removed = await repository.remove_events_after(chain_id, fork)  # their tokens are pending now
-    await repository.drop_blocks_after(chain_id, fork)
+    removed = await _landed(repository.remove_events_after(chain_id, fork))  # their tokens are pending now
+    await _landed(repository.drop_blocks_after(chain_id, fork))
     kept = await repository.block_hash(chain_id, fork)
     reorg = {
         "at": utcnow(),
@@ -283,7 +301,7 @@ async def _unwind(
         "depth": cursor["block"] - fork,
         "removed": removed,
     }
-    await repository.rewind_cursor(chain_id, fork, kept, reorg)
+    await _landed(repository.rewind_cursor(chain_id, fork, kept, reorg))
     log.warning("chain.indexer.reorg", fork=fork, depth=reorg["depth"], removed=removed)
     return reorg
 

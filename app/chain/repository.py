@@ -178,12 +178,15 @@ async def start_cursor(chain_id: int, block: int) -> dict[str, Any]:
     return await indexer_cursor(chain_id)
 
 
-async def advance_cursor(chain_id: int, start: int, block: int, block_hash: str, tokens: list[int]) -> bool:
-    """Move the cursor from `start` on to `block`, and add the tokens read to those still to apply, in one
-    write; only if it is still at `start` (False otherwise): a pass that somehow ran beside another
-    never moves the other's cursor back."""
+async def advance_cursor(
+    chain_id: int, found: dict[str, Any], block: int, block_hash: str, tokens: list[int]
+) -> bool:
+    """Move the cursor on from where the pass `found` it (block and hash: a reorg may have rewound it to
+    the same block) to `block`, and add the tokens read to those still to apply, in one write; only if
+    it is still there (False otherwise): a pass that somehow ran beside another never moves the other's
+    cursor back."""
     moved = await cursors().update_one(
-        {"chainId": chain_id, "block": start},
+        {"chainId": chain_id, "block": found["block"], "hash": found.get("hash")},
         {
             "$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()},
             "$addToSet": {"pending": {"$each": tokens}},

@@ -405,3 +405,45 @@ async def test_a_pass_whose_cursor_moved_under_it_leaves_the_cursor_alone(
     with pytest.raises(indexer.PassOverlapped):
         await market_service.index_chain(clients, settings)
     assert (await repository.indexer_cursor(chain_id))["block"] == ahead  # not moved back
+
+
+async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """A job timeout or a worker shutting down cancels a pass; a write it had sent still lands, and must
+    land before the next pass runs, or it would undo that pass's work."""
+    seller, chain_id = chain["seller"], settings.chain.chain_id
+    await minted_and_approved(web3, client, clients, settings, chain, 117)
+    before = await web3.eth.get_block("latest")
+    await transact(web3, chain["market"].functions.list_token(117, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    # As a pass that stored the listing and died before moving its cursor past it:
+    await repository.cursors().update_one(
+        {"chainId": chain_id}, {"$set": {"block": before["number"], "hash": Web3.to_hex(before["hash"])}}
+    )
+    real_remove = repository.remove_events_after
+    sent, landed = asyncio.Event(), asyncio.Event()
+
+    async def slow_remove(*args):  # the server goes on with the update after its client has left
+        async def server_side():
+            await asyncio.sleep(1)
+            removed = await real_remove(*args)
+            landed.set()
+            return removed
+
+        sent.set()
+        return await asyncio.shield(asyncio.ensure_future(server_side()))
+
+    monkeypatch.setattr(repository, "remove_events_after", slow_remove)
+    first = asyncio.create_task(market_service.index_chain(clients, settings))
+    await sent.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert landed.is_set()  # the take-back landed before the pass let go of its lease
+    assert await clients.redis.get(market_service.INDEX_LOCK) is None
+    monkeypatch.setattr(repository, "remove_events_after", real_remove)
+    await settle(clients, settings, 2)
+    listed = await repository.events().find({"tokenId": 117, "event": "Listed"}).to_list()
+    assert [e["removed"] for e in listed] == [False]
+    assert (await detail(client, 117))["marketStatus"]["isListed"]
