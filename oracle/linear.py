@@ -12,6 +12,8 @@ is plain numpy, cheap on a row.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
@@ -55,35 +57,47 @@ class Linear:
         self.low, self.high = low - EXTRAPOLATION * (high - low), high + EXTRAPOLATION * (high - low)
         self.logged = np.flatnonzero((low >= 0) & (high > 10))
         self.flagged = np.flatnonzero(~present.all(axis=0))
-        self.knots: list[tuple[int, np.ndarray]] = []
+        # Hinges and category columns as flat (column, knot or code) pairs: one numpy step each.
+        hinge_columns, hinge_knots = [], []
         for j in range(self.numeric.size):
             column = values[present[:, j], j]
             if np.unique(column).size >= HINGE_MIN_DISTINCT:
                 knots = np.unique(np.quantile(column, np.linspace(0, 1, KNOTS + 2)[1:-1]))
-                self.knots.append((j, knots))
-        self.levels: list[tuple[int, np.ndarray]] = []
+                hinge_columns += [j] * knots.size
+                hinge_knots += knots.tolist()
+        self.hinge_columns, self.hinge_knots = np.array(hinge_columns, dtype=np.intp), np.array(hinge_knots)
+        level_columns, level_codes = [], []
         for column in np.flatnonzero(self.categorical):
             codes, counts = np.unique(X[~np.isnan(X[:, column]), column], return_counts=True)
             kept = codes[counts >= MIN_CATEGORY_ROWS]
-            if kept.size:
-                self.levels.append((int(column), kept))
-        self.mean = np.zeros(0)
+            level_columns += [int(column)] * kept.size
+            level_codes += kept.tolist()
+        self.level_columns, self.level_codes = np.array(level_columns, dtype=np.intp), np.array(level_codes)
         design = self._design(X)
-        self.mean = design.mean(axis=0)
-        scale = design.std(axis=0)
-        scale[scale == 0] = 1.0
-        ridge = RidgeCV(alphas=ALPHAS).fit((design - self.mean) / scale, y)
-        self.coef = ridge.coef_ / scale
-        self.intercept = float(ridge.intercept_ - self.mean @ self.coef)
-        self.alpha = float(ridge.alpha_)
+        with np.errstate(all="ignore"):
+            mean, scale = design.mean(axis=0), design.std(axis=0)
+        # A column whose moments overflow (values near the float limit) or that never varies says nothing
+        # the ridge can use: it is left out (a zero coefficient) rather than failing the fit.
+        usable = np.isfinite(mean) & np.isfinite(scale) & (scale > 0)
+        self.coef = np.zeros(design.shape[1])
+        self.intercept, self.alpha = float(np.mean(y)), math.nan
+        if usable.any():
+            ridge = RidgeCV(alphas=ALPHAS).fit((design[:, usable] - mean[usable]) / scale[usable], y)
+            self.coef[usable] = ridge.coef_ / scale[usable]
+            self.intercept = float(ridge.intercept_ - mean[usable] @ self.coef[usable])
+            self.alpha = float(ridge.alpha_)
         return self
 
     def _design(self, X: np.ndarray) -> np.ndarray:
         values = X[:, self.numeric]
         filled = np.clip(np.where(np.isnan(values), self.median, values), self.low, self.high)
-        parts = [filled, np.log1p(np.maximum(filled[:, self.logged], 0)), np.isnan(values[:, self.flagged])]
-        parts += [np.maximum(0.0, filled[:, [j]] - knots) for j, knots in self.knots]
-        parts += [X[:, [column]] == codes for column, codes in self.levels]
+        parts = [
+            filled,
+            np.log1p(np.maximum(filled[:, self.logged], 0)),
+            np.isnan(values[:, self.flagged]),
+            np.maximum(0.0, filled[:, self.hinge_columns] - self.hinge_knots),
+            X[:, self.level_columns] == self.level_codes,
+        ]
         return np.hstack([np.asarray(part, dtype=np.float64) for part in parts])
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,8 @@ EXPLAINED_FEATURES = 10
 IMPORTANCE_ROWS = 2000
 # Enough for the quantile models to say something; the conformal step keeps even a poor band honest.
 MIN_TRAIN_ROWS = 15
+# The ridge's largest share of the point: it corrects the boosted price, never replaces it.
+MAX_LINEAR_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -232,9 +234,10 @@ class TypeModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """A version saved when the point was one booster (first in the forest) still loads and serves."""
-        if "_members" not in state:
+        if "_members" not in state and "point" in state:
             state["point"] = Point((state["point"],))
             state["_members"], state["_bounds"] = (0,), (1, 2)
+            state["params"] = replace(state["params"], bag=1, linear_blend=False)  # as it was fitted
         self.__dict__.update(state)
 
     def predict(self, examples: Sequence[Example], *, explain: int = 5) -> Predictions:
@@ -376,7 +379,7 @@ def _point(
 ) -> Point:
     """The point model: one booster; on small data a bag of them, with a ridge blended in by a time split.
 
-    The blend weight is the least-squares one (in [0, 1]) of the later rows (the calibration rows) for a
+    The blend weight is the least-squares one (in [0, MAX_LINEAR_WEIGHT]) of the later rows (the calibration rows) for a
     bag and a ridge fitted on the earlier ones; both are then refitted on every row.
     """
     rows = X.shape[0]
@@ -398,7 +401,9 @@ def _point(
     held = Point(tuple(bag(X[:split], y[:split])), Linear(mask).fit(X[:split], y[:split]))
     boosted = held.predict(X[split:])
     gap = held.linear.predict(X[split:]) - boosted
-    weight = float(np.clip(np.dot(y[split:] - boosted, gap) / max(np.dot(gap, gap), 1e-12), 0.0, 1.0))
+    with np.errstate(all="ignore"):
+        weight = float(np.dot(y[split:] - boosted, gap) / max(np.dot(gap, gap), 1e-12))
+    weight = float(np.clip(weight, 0.0, MAX_LINEAR_WEIGHT)) if math.isfinite(weight) else 0.0
     return Point(tuple(bag(X, y)), Linear(mask).fit(X, y), weight)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from oracle.features import Example
 from oracle.linear import Linear
-from oracle.model import ModelParams, TypeModel, fit
+from oracle.model import MAX_LINEAR_WEIGHT, ModelParams, TypeModel, fit
 
 from .conftest import FAST
 
@@ -32,7 +32,8 @@ def test_the_blend_weight_follows_what_the_latest_rows_say() -> None:
     stepped = fit(
         "T", *_sales(600, lambda s, a: 10 + 0.6 * (s > 120) + 0.6 * (s > 220) - 0.5 * (a > 40)), FAST
     )
-    assert smooth.point.weight > 0.5 > stepped.point.weight >= 0.0
+    # the ridge corrects the boosted price, at most half of it
+    assert smooth.point.weight == MAX_LINEAR_WEIGHT > stepped.point.weight >= 0.0
     assert len(smooth.point.boosters) == FAST.bag
 
 
@@ -81,4 +82,17 @@ def test_a_version_saved_with_a_single_booster_point_still_serves() -> None:
     loaded: TypeModel = pickle.loads(pickle.dumps(old))
     after = loaded.predict(examples[:20])
     assert after.price == pytest.approx(before.price) and after.low == pytest.approx(before.low)
+    assert (loaded.params.bag, loaded.params.linear_blend) == (1, False)  # as it was fitted
     assert [a.feature for a in after.explanations[0]] == [a.feature for a in before.explanations[0]]
+
+
+def test_sales_with_numbers_near_the_float_limit_do_not_fail_the_fit() -> None:
+    """Two hostile rows (1e308 square metres) overflow a column's mean: the ridge leaves that column out,
+    and the type still trains and prices every asset."""
+    examples, prices = _sales(300, lambda s, a: 10 + 0.004 * s - 0.003 * a)
+    for i in (5, 6):
+        examples[i] = Example("T", examples[i].at, {"size": 1e308, "age": examples[i].attributes["age"]})
+    model = fit("T", examples, prices, ModelParams(learning_rate=0.1, max_iter=100, bag=2))
+    predicted = model.predict([*examples[:20], examples[5]])
+    assert np.isfinite(predicted.price).all() and np.isfinite(predicted.low).all()
+    assert 0.0 <= model.point.weight <= MAX_LINEAR_WEIGHT
