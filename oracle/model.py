@@ -379,8 +379,10 @@ def _point(
 ) -> Point:
     """The point model: one booster; on small data a bag of them, with a ridge blended in by a time split.
 
-    The blend weight is the least-squares one (in [0, MAX_LINEAR_WEIGHT]) of the later rows (the calibration rows) for a
-    bag and a ridge fitted on the earlier ones; both are then refitted on every row.
+    The blend weight is the least-squares one (in [0, MAX_LINEAR_WEIGHT]) of the later rows (the
+    calibration rows) for a bag and a ridge fitted on the earlier ones; both are then refitted on every
+    row. MAPIE's band never reads the point (oracle/conformal.py), so choosing the weight on those rows
+    leaves its calibration as it was.
     """
     rows = X.shape[0]
     quantile = 0.5 if params.point_loss == "quantile" else None
