@@ -92,7 +92,8 @@ class VersionBacktest(Schema):
 
 
 class TypeModelOut(Schema):
-    """One asset type of a version: `ready`, or `insufficient_data` (it had `rows`, it needs `needed`)."""
+    """One asset type of a version: `ready`, `insufficient_data` (it had `rows`, it needs `needed`), or
+    `failed` (its data could not be fitted: `error` says why; the other types train as usual)."""
 
     assetType: str
     status: Literal["ready", "insufficient_data", "failed"]
@@ -104,6 +105,7 @@ class TypeModelOut(Schema):
     features: dict[str, Any]
     globalImportance: list[ImportanceOut]
     backtest: Backtest | None
+    error: str | None = None
 
 
 class ArtifactOut(Schema):

@@ -142,6 +142,20 @@ def _fit_version(sales: list[dict[str, Any]], points, params: ModelParams, versi
                 }
             )
             continue
+        except (ValueError, ArithmeticError) as exc:  # data this type's fit cannot take: its own failure
+            log.error(
+                "oracle.train.type_failed", asset_type=asset_type, rows=len(found), error=repr(exc)[:300]
+            )
+            types.append(
+                {
+                    "assetType": asset_type,
+                    "status": "failed",
+                    "rows": len(found),
+                    "currency": currency,
+                    "error": repr(exc)[:300],
+                }
+            )
+            continue
         try:
             backtested = backtest(
                 asset_type, found, np.asarray(prices, dtype=float), params, return_rows=True
@@ -149,6 +163,9 @@ def _fit_version(sales: list[dict[str, Any]], points, params: ModelParams, versi
             rows_for_overall.append(backtested.pop("rows"))
             by_type[asset_type] = backtested
         except InsufficientData:
+            backtested = None
+        except (ValueError, ArithmeticError) as exc:  # the model stands; only its report is missing
+            log.error("oracle.train.backtest_failed", asset_type=asset_type, error=repr(exc)[:300])
             backtested = None
         bundle.models[asset_type] = model
         bundle.currencies[asset_type] = currency
