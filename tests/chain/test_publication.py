@@ -357,3 +357,30 @@ async def test_rounds_decided_while_unpushed_go_out_latest_first_and_never_stale
     assert (await round_of(61))["publication"]["status"] == "expired"
     assert (await round_of(60, T1))["publication"]["status"] == "submitted"
     assert await batches(oracle) == [[60]]
+
+
+@pytest.mark.parametrize("killed", ["between signing and sending", "between sending and recording"])
+async def test_a_worker_killed_mid_push_updates_each_round_on_chain_once(
+    web3, clients, settings, oracle, monkeypatch, killed
+):
+    from app.chain import outbox
+
+    await appraisal(8, 1.0)
+    await close(settings)
+    assert (await publication.push_due(clients, settings, PUSHED_AT))["pushed"] == 1
+
+    async def died(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if killed == "between signing and sending":
+        monkeypatch.setattr(outbox, "_send", died)
+    else:  # sent, but the outbox never heard of it
+        monkeypatch.setattr(chain_repository, "mark_sent", died)
+    with pytest.raises(KeyboardInterrupt):
+        await chain_service.process_outbox(clients, settings)
+    monkeypatch.undo()
+    assert (await push(web3, clients, settings))["accepted"] == 1
+    assert (await round_of(8))["publication"]["status"] == "accepted"
+    assert len(await updates(oracle, 8)) == 1 and await batches(oracle) == [[8]]
+    [entry] = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
+    assert entry["status"] == "confirmed" and len(entry["attempts"]) == 1
