@@ -447,3 +447,23 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
     listed = await repository.events().find({"tokenId": 117, "event": "Listed"}).to_list()
     assert [e["removed"] for e in listed] == [False]
     assert (await detail(client, 117))["marketStatus"]["isListed"]
+
+
+async def test_a_pass_reads_at_most_its_range_of_blocks(web3, client, clients, settings, chain, monkeypatch):
+    """What most providers allow one eth_getLogs (CHAIN_INDEX_RANGE, 2,000 by default), here 5."""
+    await settle(clients, settings, 1)
+    narrow = settings.model_copy(update={"chain": settings.chain.model_copy(update={"index_range": 5})})
+    asked = []
+    real = web3.eth.get_logs
+
+    async def counted(query):
+        asked.append(query["toBlock"] - query["fromBlock"] + 1)
+        return await real(query)
+
+    monkeypatch.setattr(web3.eth, "get_logs", counted)
+    await rpc(web3, "anvil_mine", hex(12))
+    head = await web3.eth.block_number
+    passes = []
+    while not passes or passes[-1]["to"] < head:
+        passes.append(await market_service.index_chain(clients, narrow))
+    assert [p["to"] - p["from"] + 1 for p in passes] == [5, 5, 2] and asked == [5, 5, 2]
