@@ -103,21 +103,26 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
     for i in range(events // per_tx):
         await push(clients, settings, oracle, [prices(range(1, per_tx + 1), 10 + i)], f"i{i}")
     last = await web3.eth.block_number
-    started = time.perf_counter()
-    decoded = 0
     decoder = oracle.events.PriceUpdated()
-    for start in range(first, last + 1, settings.chain.index_range):
-        logs = await web3.eth.get_logs(
-            {
-                "fromBlock": start,
-                "toBlock": min(last, start + settings.chain.index_range - 1),
-                "address": oracle.address,
-            }
-        )
-        for entry in logs:
-            decoder.process_log(entry)
-            decoded += 1
-    raw_s = time.perf_counter() - started
+
+    async def raw_loop() -> tuple[int, float]:
+        started, decoded = time.perf_counter(), 0
+        for start in range(first, last + 1, settings.chain.index_range):
+            logs = await web3.eth.get_logs(
+                {
+                    "fromBlock": start,
+                    "toBlock": min(last, start + settings.chain.index_range - 1),
+                    "address": oracle.address,
+                }
+            )
+            for entry in logs:
+                decoder.process_log(entry)
+                decoded += 1
+        return decoded, time.perf_counter() - started
+
+    # The raw loop runs before the indexer and again after it, and the faster run is the baseline: the
+    # node answers a range it has just served faster, and neither side should have that only.
+    decoded, before_s = await raw_loop()
     started = time.perf_counter()
     read = 0
     while True:
@@ -125,12 +130,15 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
         read += result.get("events", 0)
         if result["to"] >= last:
             break
-    assert read == decoded, (read, decoded)
     platform_s = time.perf_counter() - started
+    again, after_s = await raw_loop()
+    assert read == decoded == again, (read, decoded, again)
+    raw_s = min(before_s, after_s)
     print(
         f"indexing {read:,} events (PriceUpdated, {events // per_tx} blocks): the indexer into MongoDB "
         f"{read / platform_s:,.0f} events/s ({platform_s:.1f} s); a raw eth_getLogs and decode loop "
-        f"{decoded / raw_s:,.0f} events/s ({raw_s:.2f} s); ratio {raw_s / platform_s:.2f}x (goal >= 0.5x)"
+        f"{decoded / raw_s:,.0f} events/s (the faster of {before_s:.2f} s before the indexer and "
+        f"{after_s:.2f} s after it); ratio {raw_s / platform_s:.2f}x (goal >= 0.5x)"
     )
     # The announcer's job, apart from the passes: the same events into the stream's outbox, published.
     started = time.perf_counter()
