@@ -354,3 +354,34 @@ async def test_finality_is_a_depth_when_configured_or_when_the_node_has_no_final
 
     monkeypatch.setattr(web3.eth, "get_block", no_finalized_tag)
     assert await outbox.final_block(web3, settings, head) == head - settings.chain.confirmations
+
+
+async def test_the_signers_key_and_password_appear_in_no_log_and_no_record(
+    web3, settings, token, tmp_path, caplog
+):
+    import json
+    import logging
+
+    from eth_account import Account
+    from pydantic import SecretStr
+
+    from app.config import DEV_SIGNER_KEY
+
+    caplog.set_level(logging.DEBUG)
+    password = "correct horse battery staple"
+    path = tmp_path / "signer.json"
+    path.write_text(json.dumps(Account.encrypt(DEV_SIGNER_KEY, password)))  # anvil's funded account 0
+    chain = settings.chain.model_copy(
+        update={"keystore_path": path, "keystore_password": SecretStr(password)}
+    )
+    keyed = settings.model_copy(update={"chain": chain})
+    await ask_mint(keyed, token, 8, (await web3.eth.accounts)[1])
+    await drive(web3, keyed)
+    assert (await entry("test-mint:8"))["status"] == "mined"
+    key = Account.from_key(DEV_SIGNER_KEY).key.hex().removeprefix("0x").lower()
+    logged = (caplog.text + "".join(str(record.__dict__) for record in caplog.records)).lower()
+    stored = json.dumps(await repository.outbox().find({}).to_list(None), default=str).lower()
+    assert caplog.records  # the outbox did log its work
+    for secret in (key, password):
+        assert secret not in logged and secret not in stored
+    assert password not in repr(keyed) and key not in repr(keyed).lower()

@@ -61,8 +61,16 @@ async def test_a_reorg_shows_in_the_status(web3, client, clients, settings, chai
     )  # another branch: empty blocks of the same second would be the same
     await rpc(web3, "anvil_mine", hex(6))
     await settle(clients, settings, 1)
-    reorg = (await client.get("/api/chain/status")).json()["lastReorg"]
+    status = (await client.get("/api/chain/status")).json()
+    reorg = status["lastReorg"]
     assert reorg["depth"] == 3 and reorg["removed"] == 0
+    metrics = (await client.get("/metrics")).text  # the same figures for Prometheus
+    assert "dynamicvault_chain_last_reorg_depth 3.0" in metrics
+    [gauge] = [
+        line for line in metrics.splitlines() if line.startswith("dynamicvault_chain_signer_balance_wei ")
+    ]
+    balance = int(status["signer"]["balanceWei"])
+    assert balance > 0 and float(gauge.split()[1]) == pytest.approx(balance)
 
 
 async def test_reconciliation_finds_what_mongodb_says_differently(web3, client, clients, settings, chain):
