@@ -467,3 +467,41 @@ async def test_a_pass_reads_at_most_its_range_of_blocks(web3, client, clients, s
     while not passes or passes[-1]["to"] < head:
         passes.append(await market_service.index_chain(clients, narrow))
     assert [p["to"] - p["from"] + 1 for p in passes] == [5, 5, 2] and asked == [5, 5, 2]
+
+
+async def test_a_sale_on_chain_scores_the_appraisal_before_it_in_the_live_ledger(
+    web3, client, clients, settings, chain
+):
+    from datetime import timedelta
+
+    from app.lib.timeutil import utcnow
+    from app.oracle import service as oracle_service
+    from app.oracle.documents import AIOracleData
+
+    seller, buyer = chain["seller"], chain["buyer"]
+    await minted_and_approved(web3, client, clients, settings, chain, 118)
+    appraised = await AIOracleData.get_pymongo_collection().insert_one(
+        {
+            "tokenId": 118,
+            "timestamp": utcnow() - timedelta(hours=1),
+            "predictedPrice": 0.9,
+            "interval": {"low": 0.8, "high": 1.1},
+            "confidenceScore": 80.0,
+            "modelVersion": "v-test",
+            "operator": None,
+            "status": "accepted",
+            "outcome": None,
+        }
+    )
+    await transact(web3, chain["market"].functions.list_token(118, ONE_ETH), seller)
+    receipt = await transact(web3, chain["market"].functions.buy_token(118), buyer, ONE_ETH)
+    await settle(clients, settings, 1)
+    assert (await oracle_service.score_ledger(clients.redis))["scored"] == 0  # the sale is not final yet
+    await rpc(web3, "anvil_mine", hex(70))
+    await settle(clients, settings, 1)
+    assert (await oracle_service.score_ledger(clients.redis))["scored"] == 1
+    outcome = (await AIOracleData.get_pymongo_collection().find_one({"_id": appraised.inserted_id}))[
+        "outcome"
+    ]
+    assert outcome["source"] == f"chain:{Web3.to_hex(receipt['transactionHash'])}"
+    assert outcome["price"] == 1.0 and outcome["covered"] and outcome["ape"] == pytest.approx(0.1)
