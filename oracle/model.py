@@ -185,10 +185,15 @@ class Point(RegressorMixin, BaseEstimator):
         return self.mix(boosted, self.linear_term(X))
 
     def mix(self, boosted: np.ndarray, linear_term: np.ndarray | float) -> np.ndarray:
-        """The blend of a boosted prediction with the ridge's share (`linear_term`) of the same rows."""
-        return (
-            boosted if self.linear is None or self.weight == 0 else (1 - self.weight) * boosted + linear_term
-        )
+        """The blend of a boosted prediction with the ridge's share (`linear_term`) of the same rows: the
+        boosted one itself when the weight is 0 (the term is then 0 too)."""
+        return (1 - self.weight) * boosted + linear_term
+
+    def explained(self, forest: CompiledForest, X: np.ndarray) -> np.ndarray:
+        """The point as explanations and importance see it: of a bag, its first booster (first in
+        `forest`), with the ridge. Occluding or permuting through every member would cost the bag's size
+        in time, for members that differ only in their random choice of features per split."""
+        return self.blend(forest.predict(X, (0,))[0], X)
 
     def linear_term(self, X: np.ndarray) -> np.ndarray | float:
         """The ridge's share of the blend: its prediction times its weight (0 without a ridge)."""
@@ -274,15 +279,9 @@ class TypeModel:
         # Quantile models may cross after correction; the band is the span between the two bounds.
         return raw, np.minimum(low, high), np.maximum(low, high), explained
 
-    def _explained_log(self, X: np.ndarray) -> np.ndarray:
-        """The point as explanations see it: of a bag, its first booster (with the ridge). Occluding a
-        row through every member would cost the bag's size in time, for members that differ only in
-        their random choice of features per split."""
-        return self.point.blend(self._forest.predict(X, (0,))[0], X)
-
     def _explain(self, X: np.ndarray, point: np.ndarray, top: int) -> list[list[Attribution]]:
         """Occlusion: each explained feature is set to its typical value and the change in log price kept.
-        `point` is the rows' log price as `_explained_log` gives it."""
+        `point` is the rows' log price as `Point.explained` gives it."""
         rows, features = X.shape[0], self._explained
         if features.size == 0 or rows == 0:
             return [[] for _ in range(rows)]
@@ -294,7 +293,7 @@ class TypeModel:
         occluded = X[row]
         occluded[np.arange(row.size), features[slot]] = reference[slot]
         delta = np.zeros((rows, features.size))
-        delta[row, slot] = point[row] - self._explained_log(occluded)
+        delta[row, slot] = point[row] - self.point.explained(self._forest, occluded)
         delta[np.abs(delta) < 1e-12] = 0.0
         magnitude = np.abs(delta)
         total = magnitude.sum(axis=1, keepdims=True)
@@ -410,11 +409,8 @@ def _point(
 
 
 class _Served(RegressorMixin, BaseEstimator):
-    """The fitted point as an sklearn estimator that predicts through the compiled forest.
-
-    Of a bag, only the first booster (with the ridge): the members differ only in their random choice of
-    features per split, and permutation importance over all of them would cost the bag's size in time.
-    """
+    """The fitted point as an sklearn estimator that predicts through the compiled forest, as
+    explanations see it (`Point.explained`)."""
 
     def __init__(self, forest: CompiledForest | None = None, point: Point | None = None) -> None:
         self.forest = forest
@@ -424,7 +420,7 @@ class _Served(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.point.blend(self.forest.predict(X, (0,))[0], X)
+        return self.point.explained(self.forest, X)
 
 
 def _global_importance(
