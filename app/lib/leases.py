@@ -58,18 +58,16 @@ async def lease(redis, key: str, ttl_ms: int, *, max_hold_ms: int | None = None)
     try:
         yield True
     except asyncio.CancelledError:
-        keeper.body_done()
         if keeper.lost and keeper.holder.uncancel() == 0:
             raise LeaseLost(key) from None
         raise
     except BaseException as exc:
-        keeper.body_done()
         if keeper.lost:  # the body ended its own way after the keeper stopped it: the cancel is spent
             keeper.holder.uncancel()
             raise LeaseLost(key) from exc
         raise
     finally:
-        keeper.body_done()
+        keeper.body_done()  # before any await: the keeper cannot stop a body that has ended
         await keeper.stop()
         await _release(redis, key, token, keeper.deadline)
     if keeper.lost:  # the body swallowed the cancel and went on: it was not alone all along
