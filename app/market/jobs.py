@@ -29,6 +29,9 @@ async def backfill_search_fields(ctx: dict[str, Any]) -> dict[str, int]:
     return result
 
 
+ANNOUNCE = "market.announce_chain"
+
+
 async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
     """The chain indexer's pass (cron, every few seconds): events into transactions, owners, listings.
     A pass that read events, or a reorg, queues the announcer at once rather than at its next cron."""
@@ -39,9 +42,6 @@ async def index_chain(ctx: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             log.warning("market.announce_not_queued", error=str(exc)[:300])
     return result
-
-
-ANNOUNCE = "market.announce_chain"
 
 
 async def announce_chain(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -143,18 +143,12 @@ def _fit_version(sales: list[dict[str, Any]], points, params: ModelParams, versi
             )
             continue
         except (ValueError, ArithmeticError) as exc:  # data this type's fit cannot take: its own failure
+            failed = {"assetType": asset_type, "status": "failed", "rows": len(found), "currency": currency}
+            failed["error"] = repr(exc)[:300]
             log.error(
-                "oracle.train.type_failed", asset_type=asset_type, rows=len(found), error=repr(exc)[:300]
+                "oracle.train.type_failed", asset_type=asset_type, rows=len(found), error=failed["error"]
             )
-            types.append(
-                {
-                    "assetType": asset_type,
-                    "status": "failed",
-                    "rows": len(found),
-                    "currency": currency,
-                    "error": repr(exc)[:300],
-                }
-            )
+            types.append(failed)
             continue
         try:
             backtested = backtest(
