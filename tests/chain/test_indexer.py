@@ -337,6 +337,25 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
     assert (await detail(client, 114))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
 
 
+class _LandingLate:
+    """A repository write as the database does it, taking `delay`: once sent, it goes on to land even if
+    its client stops waiting."""
+
+    def __init__(self, write, delay: float) -> None:
+        self.write, self.delay = write, delay
+        self.sent, self.landed = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, *args):
+        self.sent.set()
+        return await asyncio.shield(asyncio.ensure_future(self._server_side(*args)))
+
+    async def _server_side(self, *args):
+        await asyncio.sleep(self.delay)
+        result = await self.write(*args)
+        self.landed.set()
+        return result
+
+
 async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     web3, client, clients, settings, chain, monkeypatch
 ):
@@ -350,16 +369,7 @@ async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     await transact(web3, chain["market"].functions.delist_token(115), seller)
     monkeypatch.setattr(indexer, "DECODE_CHUNK", 1)
     real_save, real_decode = repository.save_events, indexer._decode
-    landed = asyncio.Event()
-
-    async def slow_save(found):  # the server takes its time, and goes on even if its client stops
-        async def server_side():
-            await asyncio.sleep(0.5)
-            await real_save(found)
-            landed.set()
-
-        await asyncio.shield(asyncio.ensure_future(server_side()))
-
+    slow_save = _LandingLate(real_save, 0.5)
     decoded = []
 
     def fails_on_the_second(*args):
@@ -372,7 +382,9 @@ async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     monkeypatch.setattr(indexer, "_decode", fails_on_the_second)
     with pytest.raises(ValueError):
         await market_service.index_chain(clients, settings)
-    assert landed.is_set()  # the first chunk's write landed before the pass ended, not under the next
+    assert (
+        slow_save.landed.is_set()
+    )  # the first chunk's write landed before the pass ended, not under the next
     monkeypatch.setattr(repository, "save_events", real_save)
     monkeypatch.setattr(indexer, "_decode", real_decode)
 
@@ -422,25 +434,14 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
         {"chainId": chain_id}, {"$set": {"block": before["number"], "hash": Web3.to_hex(before["hash"])}}
     )
     real_remove = repository.remove_events_after
-    sent, landed = asyncio.Event(), asyncio.Event()
-
-    async def slow_remove(*args):  # the server goes on with the update after its client has left
-        async def server_side():
-            await asyncio.sleep(1)
-            removed = await real_remove(*args)
-            landed.set()
-            return removed
-
-        sent.set()
-        return await asyncio.shield(asyncio.ensure_future(server_side()))
-
+    slow_remove = _LandingLate(real_remove, 1)
     monkeypatch.setattr(repository, "remove_events_after", slow_remove)
     first = asyncio.create_task(market_service.index_chain(clients, settings))
-    await sent.wait()
+    await slow_remove.sent.wait()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert landed.is_set()  # the take-back landed before the pass let go of its lease
+    assert slow_remove.landed.is_set()  # the take-back landed before the pass let go of its lease
     assert await clients.redis.get(market_service.INDEX_LOCK) is None
     monkeypatch.setattr(repository, "remove_events_after", real_remove)
     await settle(clients, settings, 2)
