@@ -156,6 +156,14 @@ class AttributionOut(Schema):
     direction: float  # +1 raised the price, -1 lowered it
 
 
+class ChainReferenceOut(Schema):
+    """The transaction that carried a price to the PriceOracle, and its block."""
+
+    transactionHash: str | None
+    blockNumber: int | None
+    timestamp: datetime | None
+
+
 class OutcomeOut(Schema):
     soldAt: datetime
     price: float
@@ -184,10 +192,13 @@ class PredictionOut(Schema):
     modelVersion: str
     featureImportance: list[AttributionOut]
     performanceMetrics: dict[str, float | None]
-    status: str
+    # pending until its round closes; then rejected, or accepted (submitted first while the round's
+    # answer is on its way to the PriceOracle: accepted once its push settles, with `onChainReference`)
+    status: Literal["pending", "submitted", "accepted", "rejected"]
     operator: str | None  # the operator's wallet; None for the platform's own appraisal
     round: str | None  # the round it took part in (GET /api/oracle/rounds/{roundId})
     rejectionReason: str | None
+    onChainReference: ChainReferenceOut | None  # the push that published its round's answer
     outcome: OutcomeOut | None
     inputs: dict[str, Any] | None
 

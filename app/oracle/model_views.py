@@ -105,6 +105,7 @@ def prediction_out(doc: dict[str, Any], *, show_inputs: bool) -> schemas.Predict
         operator=doc.get("operator"),
         round=doc.get("round"),
         rejectionReason=doc.get("rejectionReason"),
+        onChainReference=_reference(doc.get("onChainReference")),
         outcome=schemas.OutcomeOut(
             soldAt=outcome["soldAt"],
             price=outcome["price"],
@@ -131,3 +132,7 @@ def performance_out(
         live=_convert(live, schemas.LedgerOut),
         operators=_convert(operators, list[schemas.OperatorOut]),
     )
+
+
+def _reference(reference: dict[str, Any] | None) -> schemas.ChainReferenceOut | None:
+    return msgspec.convert(reference, schemas.ChainReferenceOut) if reference else None

@@ -39,7 +39,7 @@ async def _compute(settings: Settings) -> list[dict[str, Any]]:
     )
     for group in await round_repository.operator_counts():
         key, row = group["_id"], rows[group["_id"].get("operator")]
-        status = key.get("status")
+        status = "accepted" if key.get("status") in round_repository.ACCEPTED else key.get("status")
         if status in ("accepted", "rejected", "pending"):
             row[status] += group["count"]
         if status == "rejected":

@@ -6,9 +6,12 @@ batch's outbox key, and its round id on the contract: the round's close in milli
 is higher) is written before the outbox is asked, and the ask is keyed by the batch, so a crash in
 between asks again for the same transaction; the contract skips a round not newer than the token's, so
 even a second transaction would change nothing. A push is `submitted` until final, then `accepted` with
-its `onChainReference` (transaction, block, time), which the round's accepted participants carry too,
-or `failed`. A round not pushed while the chain was away is `superseded` by the token's later one, or
-`expired` past ORACLE_GATE_MAX_AGE_S.
+its `onChainReference` (transaction, block, time), or `failed`. A round not pushed while the chain was
+away is `superseded` by the token's later one, or `expired` past ORACLE_GATE_MAX_AGE_S.
+
+The predictions a round decided `published` accepted are `submitted` from its close (while the chain is
+on) and `accepted` once its push settles: with the push's `onChainReference` when it landed, without one
+when it failed, was superseded or expired.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ async def push_due(clients, settings: Settings, now: datetime | None = None) -> 
             dropped.append((r["key"], {"status": "expired", "roundId": round_id(r["closesAt"])}))
         else:
             due.append(r)
+    await publication_repository.settle_predictions([key for key, _ in dropped])  # first: crash-safe
     await publication_repository.start_publication(dropped)
     size = settings.oracle.publish_batch
     for start in range(0, len(due), size):

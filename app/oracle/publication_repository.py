@@ -7,7 +7,11 @@ from typing import Any
 
 from pymongo import UpdateOne
 
+from app.lib.db import in_slices
 from app.oracle.round_repository import predictions, rounds
+
+# A push is settled once it is one of these: its rounds' accepted predictions are `submitted` until then.
+SETTLED = ("accepted", "failed", "superseded", "expired")
 
 
 async def undecided_publications(limit: int) -> list[dict[str, Any]]:
@@ -40,19 +44,29 @@ async def published_in(outbox_key: str) -> list[dict[str, Any]]:
 
 
 async def finish_publication(keys: list[str], changes: dict[str, Any]) -> int:
-    """Settle these rounds' push; the accepted ones' own participants carry its on-chain reference."""
+    """Settle these rounds' push, and then their accepted predictions: a crash between the two writes
+    leaves the rounds `submitted`, so the next pass settles both again."""
     if not keys:
         return 0
+    await settle_predictions(keys, changes.get("onChainReference"))
     result = await rounds().update_many(
         {"key": {"$in": keys}, "publication.status": "submitted"},
         {"$set": {f"publication.{name}": value for name, value in changes.items()}},
     )
-    reference = changes.get("onChainReference")
-    if reference is not None:
-        await predictions().update_many(
-            {"round": {"$in": keys}, "status": "accepted"}, {"$set": {"onChainReference": reference}}
-        )
     return result.modified_count
+
+
+async def settle_predictions(keys: list[str], reference: dict[str, Any] | None = None) -> int:
+    """The predictions these rounds accepted, once the rounds' push has settled: `accepted`, with the
+    push's on-chain reference when it landed (without one when the answer never reached the chain)."""
+    settled = 0
+    for part in in_slices(sorted(keys)):
+        result = await predictions().update_many(
+            {"round": {"$in": part}, "status": {"$in": ["submitted", "accepted"]}},
+            {"$set": {"status": "accepted", "onChainReference": reference}},
+        )
+        settled += result.modified_count
+    return settled
 
 
 async def accepted_sample(size: int) -> list[dict[str, Any]]:

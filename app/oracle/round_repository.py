@@ -13,6 +13,8 @@ from app.lib.pagination import Position, Sort, keyset_page
 from app.oracle.documents import AIOracleData, DataSource
 from app.oracle.round_documents import OracleRound
 
+# A prediction its round accepted: `submitted` while the round's answer is on its way to the chain.
+ACCEPTED = ("accepted", "submitted")
 CLOSING_LEASE = timedelta(minutes=15)  # a close a crash left half done is taken over after this
 PREDICTION_SORT = Sort("createdAt", -1)
 ROUND_SORT = Sort("closesAt", -1)
@@ -188,9 +190,9 @@ async def latest_appraisals(
 
 
 def scored(operator: str | None):
-    """A cursor over an observer's scored predictions that counted in their rounds (`accepted`), newest
+    """A cursor over an observer's scored predictions that counted in their rounds (ACCEPTED), newest
     sale first (the platform's: its current appraisals)."""
-    query: dict[str, Any] = {"operator": operator, "status": "accepted", "outcome": {"$ne": None}}
+    query: dict[str, Any] = {"operator": operator, "status": {"$in": ACCEPTED}, "outcome": {"$ne": None}}
     if operator is None:
         query["asOf"] = None
     projection = {
@@ -322,7 +324,8 @@ async def final_rounds(keys: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for part in in_slices(sorted(keys)):
         query = {"key": {"$in": part}, "status": {"$nin": ["open", "closing"]}}
-        async for doc in rounds().find(query, {"key": 1, "participants": 1}):
+        projection = {"key": 1, "participants": 1, "decision": 1, "publication": 1}
+        async for doc in rounds().find(query, projection):
             found[doc["key"]] = doc
     return found
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 
 from app.lib.schemas import RequestBody, Schema, documented
-from app.oracle.model_schemas import OperatorOut, TokenId, Version
+from app.oracle.model_schemas import ChainReferenceOut, OperatorOut, TokenId, Version
 
 MAX_SOURCES, MAX_FACTORS = 20, 50
 MAX_BODY_BYTES = 64 * 1024
@@ -118,12 +118,6 @@ class DecisionOut(Schema):
     reason: str
     facts: dict[str, float | int | None]
     at: datetime
-
-
-class ChainReferenceOut(Schema):
-    transactionHash: str | None
-    blockNumber: int | None
-    timestamp: datetime | None
 
 
 class PublicationOut(Schema):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from app.lib.money import wei_string, wei_to_eth
 from app.oracle import round_schemas as schemas
 
@@ -52,13 +54,7 @@ def _publication(p: dict[str, Any] | None) -> schemas.PublicationOut | None:
     return schemas.PublicationOut(
         status=p["status"],
         roundId=p["roundId"],
-        onChainReference=schemas.ChainReferenceOut(
-            transactionHash=reference.get("transactionHash"),
-            blockNumber=reference.get("blockNumber"),
-            timestamp=reference.get("timestamp"),
-        )
-        if reference
-        else None,
+        onChainReference=msgspec.convert(reference, schemas.ChainReferenceOut) if reference else None,
         error=p.get("error"),
     )
 

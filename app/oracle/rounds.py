@@ -27,10 +27,11 @@ from app.events import service as events_service
 from app.lib.events import asset_topic
 from app.lib.money import eth_to_wei, wei_string, wei_to_eth
 from app.lib.timeutil import as_utc
-from app.oracle import round_repository
+from app.oracle import publication_repository, round_repository
 from app.oracle.round_documents import PLATFORM
 from oracle import rounds as arithmetic
 
+Verdict = tuple[ObjectId, str, str | None, str]  # a prediction's: its id, status, reason and round
 log = structlog.get_logger("oracle.rounds")
 REFUSED = Gauge(
     "dynamicvault_oracle_rounds_refused",
@@ -193,7 +194,7 @@ async def _outcome(
     """The changes that close one round, and the verdicts on its own members."""
     settings, oracle = state.settings, state.settings.oracle
     by_observer: dict[str, dict[str, Any]] = {}
-    verdicts: list[tuple[ObjectId, str, str | None, str]] = []
+    verdicts: list[Verdict] = []
     for doc in sorted(members, key=lambda d: d["timestamp"]):
         earlier = by_observer.get(doc.get("operator") or PLATFORM)
         if earlier is not None:
@@ -267,6 +268,14 @@ async def _outcome(
     return {**changes, "status": "closed", "decision": {**decision, "at": state.now}}, verdicts
 
 
+def _on_chain(settings: Settings, closed: dict[str, Any], verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts of a round decided `published`, while the chain is on: an accepted prediction is
+    `submitted` until the round's push settles (publication_repository.settle_predictions)."""
+    if settings.chain.rpc_url is None or (closed.get("decision") or {}).get("decision") != "published":
+        return verdicts
+    return [(pid, "submitted" if s == "accepted" else s, reason, key) for pid, s, reason, key in verdicts]
+
+
 def _confirmations(recent, last: arithmetic.Published | None, result: arithmetic.Answer) -> int:
     """The rounds since the last publication, newest first, refused by the jump gate for a price inside
     this answer's band: each the same move seen again. A round that closed with its answer ends the
@@ -338,7 +347,9 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     _supersede(outcomes, claimed)
     # a crash between these two writes leaves the verdicts to settle_stragglers
     written = await round_repository.close(outcomes, closer)
-    await round_repository.set_verdicts([v for key in sorted(written) for v in verdicts[key]])
+    await round_repository.set_verdicts(
+        [v for key in sorted(written) for v in _on_chain(settings, outcomes[key], verdicts[key])]
+    )
     await announce_closed()  # these rounds' `oracle_round_closed`, and any a crash left
     for key in written:
         counts[outcomes[key]["status"]] += 1
@@ -401,12 +412,14 @@ async def settle_stragglers(settings: Settings, now: datetime) -> int:
         counted = {p["predictionId"]: p for p in closed.get("participants") or () if not p.get("carried")}
         participant = counted.get(doc["_id"])
         if participant is not None:
-            verdicts.append(
-                (doc["_id"], participant["status"], participant.get("rejectionReason"), doc["round"])
-            )
+            verdict = (doc["_id"], participant["status"], participant.get("rejectionReason"), doc["round"])
         else:
-            verdicts.append(
-                (doc["_id"], "rejected", "late: its round closed before it was counted", doc["round"])
-            )
+            verdict = (doc["_id"], "rejected", "late: its round closed before it was counted", doc["round"])
+        verdicts.extend(_on_chain(settings, closed, [verdict]))
     await round_repository.set_verdicts(verdicts)
+    for closed in final.values():  # a round whose push settled before its stragglers did
+        if (closed.get("publication") or {}).get("status") in publication_repository.SETTLED:
+            await publication_repository.settle_predictions(
+                [closed["key"]], closed["publication"].get("onChainReference")
+            )
     return len(verdicts)

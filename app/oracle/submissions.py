@@ -32,7 +32,7 @@ from app.oracle import round_schemas as schemas
 from oracle.rounds import MAX_WEI
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
-STATUSES = ("pending", "accepted", "rejected")
+STATUSES = ("pending", "submitted", "accepted", "rejected")
 
 
 def idempotency_key(value: str | None) -> str | None:

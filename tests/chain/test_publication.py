@@ -124,16 +124,21 @@ async def updates(oracle, token_id: int) -> list:
     return await oracle.events.PriceUpdated().get_logs(from_block=0, argument_filters={"tokenId": token_id})
 
 
-async def test_first_prices_are_published_once_final_with_their_reference(web3, clients, settings, oracle):
+async def test_first_prices_are_published_once_final_with_their_reference(
+    web3, client, clients, settings, oracle
+):
     ids = {token: await appraisal(token, 1.0 + token / 10) for token in (1, 2, 3)}
     assert (await close(settings))["published"] == 3
+    assert (await prediction(ids[1]))["status"] == "submitted"  # accepted in its round, on its way
     early = await push(web3, clients, settings, final=False, index=False)
     assert early["pushed"] == 3 and early["accepted"] == 0
     assert (await round_of(1))["publication"]["status"] == "submitted"  # not final yet
-    assert (await prediction(ids[1]))["onChainReference"] is None
+    waiting = await prediction(ids[1])
+    assert waiting["status"] == "submitted" and waiting["onChainReference"] is None
     unread = await push(web3, clients, settings, index=False)  # final, but not indexed yet
     assert (unread["accepted"], unread["failed"]) == (0, 0)
     assert (await round_of(1))["publication"]["status"] == "submitted"
+    assert (await prediction(ids[1]))["status"] == "submitted"
     assert (await push(web3, clients, settings))["accepted"] == 3
     for token, prediction_id in ids.items():
         found = await round_of(token)
@@ -142,6 +147,13 @@ async def test_first_prices_are_published_once_final_with_their_reference(web3, 
         assert reference["transactionHash"].startswith("0x") and reference["blockNumber"] > 0
         stored = await prediction(prediction_id)
         assert stored["status"] == "accepted" and stored["onChainReference"] == reference
+        shown = (await client.get(f"/api/oracle/predictions/{prediction_id}")).json()
+        assert shown["status"] == "accepted"
+        assert shown["onChainReference"] == {
+            "transactionHash": reference["transactionHash"],
+            "blockNumber": reference["blockNumber"],
+            "timestamp": reference["timestamp"].isoformat().replace("+00:00", "Z"),
+        }
         wei = int((1.0 + token / 10) * ONE_ETH)
         round_id = int(found["closesAt"].timestamp() * 1000)
         assert found["publication"]["roundId"] == round_id
@@ -266,6 +278,7 @@ async def test_a_push_that_cannot_go_through_fails_its_round(web3, clients, sett
     assert "would revert" in found["publication"]["error"]
     assert "outside its band" in found["publication"]["error"]
     assert (await prediction(broken))["onChainReference"] is None
+    assert (await prediction(broken))["status"] == "accepted"  # by its round; its push failed
     assert (await oracle.functions.latest_round(20).call())[0] == 0
     await appraisal(20, 1.0, at=T1)  # a failed push is no published price: the next is the first
     assert (await settle(web3, clients, settings, T1))["accepted"] == 1
@@ -310,6 +323,7 @@ async def test_a_round_the_chain_skipped_is_failed_not_accepted(web3, clients, s
     skipped = (await round_of(40))["publication"]
     assert skipped["status"] == "failed" and "newer round" in skipped["error"]
     assert skipped.get("onChainReference") is None and (await prediction(stale))["onChainReference"] is None
+    assert (await prediction(stale))["status"] == "accepted"
     assert (await prediction(landed))["onChainReference"] is not None
     assert (await oracle.functions.latest_round(40).call())[0] == 2**60
 
@@ -384,3 +398,51 @@ async def test_a_worker_killed_mid_push_updates_each_round_on_chain_once(
     assert len(await updates(oracle, 8)) == 1 and await batches(oracle) == [[8]]
     [entry] = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
     assert entry["status"] == "confirmed" and len(entry["attempts"]) == 1
+
+
+async def test_a_push_never_made_leaves_its_predictions_accepted_without_a_reference(
+    web3, clients, settings, oracle
+):
+    """A round left unpushed while the chain was away expires, and one a later round of the token
+    replaced is superseded: the predictions they accepted are `accepted`, with nothing on chain."""
+    old = await appraisal(60, 1.0)
+    await close(settings)
+    assert (await prediction(old))["status"] == "submitted"
+    later = T0 + timedelta(days=2)  # past ORACLE_GATE_MAX_AGE_S
+    assert (await publication.push_due(clients, settings, later))["dropped"] == 1
+    assert (await round_of(60))["publication"]["status"] == "expired"
+    dropped = await prediction(old)
+    assert dropped["status"] == "accepted" and dropped["onChainReference"] is None
+    replaced = await appraisal(61, 1.0)
+    await close(settings)
+    await appraisal(61, 1.2, at=T1)
+    await close(settings, T1)
+    pushed = await push(web3, clients, settings)
+    assert (pushed["pushed"], pushed["dropped"], pushed["accepted"]) == (1, 1, 1)
+    assert (await round_of(61))["publication"]["status"] == "superseded"
+    assert (await prediction(replaced))["status"] == "accepted"
+    assert (await prediction(replaced))["onChainReference"] is None
+    assert await batches(oracle) == [[61]] and len(await updates(oracle, 61)) == 1
+
+
+async def test_a_prediction_settled_after_its_rounds_push_takes_the_pushs_reference(
+    web3, clients, settings, oracle, monkeypatch
+):
+    """A crash between a close and its verdicts leaves the prediction `pending`; by the time the next pass
+    settles it the round's push may have landed, and the prediction is then accepted with its reference."""
+    late = await appraisal(70, 1.0)
+
+    async def died(verdicts):
+        if verdicts:
+            raise Crash
+
+    monkeypatch.setattr(rounds.round_repository, "set_verdicts", died)
+    with pytest.raises(Crash):
+        await close(settings)
+    monkeypatch.undo()
+    assert (await push(web3, clients, settings))["accepted"] == 1
+    assert (await prediction(late))["status"] == "pending"
+    assert (await rounds.close_due(settings, PUSHED_AT))["settled"] == 1
+    settled = await prediction(late)
+    assert settled["status"] == "accepted"
+    assert settled["onChainReference"] == (await round_of(70))["publication"]["onChainReference"]

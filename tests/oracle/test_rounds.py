@@ -166,6 +166,10 @@ async def test_three_operators_and_the_platform_give_the_median_and_the_outlier_
     assert listed[c.wallet]["acceptanceRate"] == 0.0
     assert listed[c.wallet]["rejectedByReason"] == {"outside_band": 1}
     assert listed[a.wallet]["acceptanceRate"] == 1.0 and listed["platform"]["accepted"] == 1
+    on_its_way = (await client.get(f"/api/oracle/predictions/{first['predictionId']}")).json()
+    assert on_its_way["status"] == "submitted" and on_its_way["onChainReference"] is None
+    filtered = (await client.get("/api/oracle/predictions", params={"status": "submitted"})).json()
+    assert {p["operator"] for p in filtered["items"]} == {a.wallet, b.wallet, None}
 
 
 async def test_below_the_quorum_a_round_has_no_answer_and_decides_nothing(client, settings):
@@ -186,7 +190,8 @@ async def test_the_median_is_weighted_by_each_operators_record_against_later_sal
     earlier = utcnow() - timedelta(days=30)
     for day in range(0, 10, 2):  # the good operator's past predictions, each 2% off the sale a day later
         made = earlier + timedelta(days=day)
-        await appraisal(3, 9.8, 9.0, 11.0, at=made, operator=good.wallet, status="accepted")
+        counted = "submitted" if day == 8 else "accepted"  # accepted, its round's answer not final yet
+        await appraisal(3, 9.8, 9.0, 11.0, at=made, operator=good.wallet, status=counted)
         await ComparableSale.get_pymongo_collection().insert_one(
             {
                 "sourceId": ObjectId(),
@@ -421,7 +426,7 @@ async def test_a_crash_between_a_close_and_its_verdicts_is_settled_by_the_next_p
         key: (await client.get(f"/api/oracle/predictions/{answer['predictionId']}")).json()["status"]
         for key, answer in (("honest", honest), ("outlier", outlier))
     }
-    assert statuses == {"honest": "accepted", "outlier": "rejected"}
+    assert statuses == {"honest": "submitted", "outlier": "rejected"}  # its round's answer goes on chain
 
 
 async def test_one_or_two_operators_cannot_move_the_platforms_price_whatever_band_they_claim(
@@ -655,4 +660,16 @@ async def test_a_platform_appraisal_without_a_positive_price_is_left_out_not_fat
     assert result["no_quorum"] == 1 and result["closed"] == 1
     stored = await AIOracleData.get_pymongo_collection().find_one({"_id": broken})
     assert stored["status"] == "rejected" and stored["rejectionReason"].startswith("invalid")
-    assert (await AIOracleData.get_pymongo_collection().find_one({"_id": fine}))["status"] == "accepted"
+    assert (await AIOracleData.get_pymongo_collection().find_one({"_id": fine}))["status"] == "submitted"
+
+
+async def test_without_a_chain_a_prediction_its_round_accepted_is_accepted_at_the_close(client, settings):
+    """No chain to publish to: the round's answer goes nowhere, so its verdict is final at the close."""
+    off = settings.model_copy(update={"chain": settings.chain.model_copy(update={"rpc_url": None})})
+    await factories.asset(80)
+    a, b, c = await operators(settings, 3)
+    made = [await submit(client, o, 80, 10.0 + i / 10, 9.0, 11.5) for i, o in enumerate((a, b, c))]
+    assert (await close(off, round_quorum=3))["published"] == 1
+    for answer in made:
+        stored = (await client.get(f"/api/oracle/predictions/{answer['predictionId']}")).json()
+        assert stored["status"] == "accepted" and stored["onChainReference"] is None
