@@ -102,7 +102,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     if cursor is None or cursor.get("block") is None:
         first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
         cursor = await repository.start_cursor(chain_id, first - 1)
-    reorg = await _unwind(web3, chain_id, cursor, settings.chain.reorg_depth)
+    reorg = await _unwind(web3, chain_id, found, cursor, settings.chain.reorg_depth)
     if reorg is not None:
         cursor = await repository.indexer_cursor(chain_id)
     # Events a pass stored above the cursor before it ended without moving it (a crash) are taken back,
@@ -275,21 +275,17 @@ def _plain(value: Any) -> Any:
 
 
 async def _unwind(
-    web3: AsyncWeb3, chain_id: int, cursor: dict[str, Any], depth: int
+    web3: AsyncWeb3, chain_id: int, found: dict[str, _Source], cursor: dict[str, Any], depth: int
 ) -> dict[str, Any] | None:
     """Roll back to the highest recorded block that is still canonical, if the cursor's block is not."""
     if cursor.get("hash") is None:
         return None
     if await _canonical(web3, cursor["block"], cursor["hash"]):
         return None
-    checked = await repository.recent_blocks(chain_id, below=cursor["block"], limit=depth)
-    fork = None
-    for block in checked:
-        if await _canonical(web3, block["number"], block["hash"]):
-            fork = block["number"]
-            break
-    if fork is None:  # deeper than the window: below every block checked, and said loudly
-        fork = min([cursor["block"] - depth, *(block["number"] - 1 for block in checked)])
+    fork = await _fork(web3, chain_id, cursor["block"], depth)
+    if fork is None:  # below every block recorded: nothing read can be trusted, so all is read again
+        fork = min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
+    if cursor["block"] - fork > depth:
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
     removed = await _landed(repository.remove_events_after(chain_id, fork))  # their tokens are pending now
@@ -304,6 +300,25 @@ async def _unwind(
     await _landed(repository.rewind_cursor(chain_id, fork, kept, reorg))
     log.warning("chain.indexer.reorg", fork=fork, depth=reorg["depth"], removed=removed)
     return reorg
+
+
+async def _fork(web3: AsyncWeb3, chain_id: int, below: int, depth: int) -> int | None:
+    """The highest recorded block under `below` still canonical: the last `depth` checked one by one (a
+    reorg is nearly always shallow), the older ones kept (KEPT_BLOCKS) by bisection, since the canonical
+    ones are all below the orphaned ones. None when none is canonical."""
+    recorded = await repository.recent_blocks(chain_id, below=below, limit=KEPT_BLOCKS)  # highest first
+    for block in recorded[:depth]:
+        if await _canonical(web3, block["number"], block["hash"]):
+            return block["number"]
+    older = recorded[depth:]
+    low, high = 0, len(older)  # the first canonical one of `older` is in [low, high]; high: none
+    while low < high:
+        middle = (low + high) // 2
+        if await _canonical(web3, older[middle]["number"], older[middle]["hash"]):
+            high = middle
+        else:
+            low = middle + 1
+    return older[low]["number"] if low < len(older) else None
 
 
 async def _canonical(web3: AsyncWeb3, number: int, recorded: str) -> bool:

@@ -107,6 +107,68 @@ async def test_a_reorg_of_depth_three_is_rolled_back(web3, client, clients, sett
     assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
 
 
+def _shallow(settings, depth: int = 2):
+    """Settings whose indexer checks only the last `depth` recorded blocks one by one."""
+    return settings.model_copy(update={"chain": settings.chain.model_copy(update={"reorg_depth": depth})})
+
+
+async def _sold_on_a_branch(web3, client, clients, settings, chain, token_id: int, passes: int) -> int:
+    """List the token, fork the chain, and on the branch buy it and index `passes` more blocks one pass
+    at a time, so the orphaned part holds that many recorded blocks: the block the branch forked at."""
+    seller, buyer = chain["seller"], chain["buyer"]
+    await onboard(client, settings, token_id, seller)
+    await settle(clients, settings)
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, token_id), seller)
+    await transact(web3, chain["market"].functions.list_token(token_id, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    fork_block = await web3.eth.block_number
+    snapshot = await rpc(web3, "evm_snapshot")
+    await transact(web3, chain["market"].functions.buy_token(token_id), buyer, ONE_ETH)
+    await settle(clients, settings, 1)
+    for _ in range(passes):
+        await rpc(web3, "anvil_mine", hex(1))
+        await settle(clients, settings, 1)
+    assert (await detail(client, token_id))["ownership"]["currentOwner"] == buyer
+    await rpc(web3, "evm_revert", snapshot)
+    assert await web3.eth.block_number == fork_block
+    await rpc(web3, "anvil_mine", hex(passes + 5))  # another branch grows past the orphaned one
+    return fork_block
+
+
+async def _rolled_back(client, token_id: int, seller: str) -> None:
+    rolled = await detail(client, token_id)
+    assert rolled["ownership"]["currentOwner"] == seller and rolled["marketStatus"]["isListed"]
+    assert [t["type"] for t in await transactions(client, token_id)] == ["list", "mint"]
+
+
+async def test_a_reorg_deeper_than_the_blocks_checked_one_by_one_finds_its_fork(
+    web3, client, clients, settings, chain
+):
+    """Eight recorded blocks orphaned, two checked one by one: the fork is found among those kept below
+    them, and only what the orphaned blocks held is rolled back."""
+    fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 108, passes=8)
+    result = await settle(clients, _shallow(settings), 1)
+    assert result["reorg"]["fork"] == fork_block and result["reorg"]["depth"] >= 9
+    await _rolled_back(client, 108, chain["seller"])
+    cursor = await repository.indexer_cursor(settings.chain.chain_id)
+    assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
+
+
+async def test_a_reorg_below_every_recorded_block_reads_the_contracts_again_from_their_deployment(
+    web3, client, clients, settings, chain
+):
+    """No recorded block is canonical any more: nothing of the history read can be trusted, so the
+    indexer reads it all again from the contracts' deployment, and ends where the chain is."""
+    fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 109, passes=3)
+    await repository.blocks().delete_many({"number": {"$lte": fork_block}})  # forgotten: none canonical
+    deployed_at = min(r["block"] for r in await repository.deployments().find({}).to_list(None))
+    result = await settle(clients, _shallow(settings), 1)
+    assert result["reorg"]["fork"] == deployed_at - 1
+    await settle(clients, settings, 2)
+    await _rolled_back(client, 109, chain["seller"])
+    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == await web3.eth.block_number
+
+
 async def test_reading_a_range_again_adds_nothing(web3, client, clients, settings, chain):
     await onboard(client, settings, 103, chain["seller"])
     await settle(clients, settings)
