@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
 from app.chain import service
 from app.chain.artifacts import artifact
+from app.lib.embedded import ROOT
 from app.market import service as market_service
+from scripts.benchkit import process_env
 from tests import factories
 
 
@@ -85,3 +90,18 @@ async def detail(client, token_id: int) -> dict:
 
 async def transactions(client, token_id: int) -> list[dict]:
     return (await client.get("/api/transactions", params={"tokenId": token_id})).json()["items"]
+
+
+async def outbox_process(settings, passes: int, kill_at: str | None = None) -> int:
+    """Run `passes` outbox passes in a worker process of its own (tests/chain/outbox_process.py), killed
+    with SIGKILL at `kill_at` if given: its exit status."""
+    env = process_env(settings, CHAIN_RPC_URL=settings.chain.rpc_url)
+    command = [
+        sys.executable,
+        "-m",
+        "tests.chain.outbox_process",
+        str(passes),
+        *([kill_at] if kill_at else []),
+    ]
+    process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env)
+    return await asyncio.wait_for(process.wait(), timeout=120)

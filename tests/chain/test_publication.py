@@ -7,6 +7,7 @@ the window they are assigned in, and the round closes once that window (and its 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from app.market import service as market_service
 from app.oracle import joining, publication, rounds
 from app.oracle.documents import AIOracleData
 from app.oracle.round_documents import OracleRound
-from tests.chain.conftest import ONE_ETH, rpc
+from tests.chain.conftest import ONE_ETH, outbox_process, rpc
 from tests.factories import T0
 
 WINDOW = timedelta(seconds=300)  # ORACLE_ROUND_WINDOW_S; T0 opens a window
@@ -373,26 +374,18 @@ async def test_rounds_decided_while_unpushed_go_out_latest_first_and_never_stale
     assert await batches(oracle) == [[60]]
 
 
-@pytest.mark.parametrize("killed", ["between signing and sending", "between sending and recording"])
-async def test_a_worker_killed_mid_push_updates_each_round_on_chain_once(
-    web3, clients, settings, oracle, monkeypatch, killed
+@pytest.mark.parametrize("step", ["signed", "sent", "mined"])
+async def test_a_worker_process_killed_mid_push_updates_each_round_on_chain_once(
+    web3, clients, settings, oracle, step
 ):
-    from app.chain import outbox
-
+    """A worker process SIGKILLed after signing, after sending, or after reading the receipt of a
+    `set_prices`, each before recording it: the next pass still lands exactly one update per round."""
     await appraisal(8, 1.0)
     await close(settings)
     assert (await publication.push_due(clients, settings, PUSHED_AT))["pushed"] == 1
-
-    async def died(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    if killed == "between signing and sending":
-        monkeypatch.setattr(outbox, "_send", died)
-    else:  # sent, but the outbox never heard of it
-        monkeypatch.setattr(chain_repository, "mark_sent", died)
-    with pytest.raises(KeyboardInterrupt):
-        await chain_service.process_outbox(clients, settings)
-    monkeypatch.undo()
+    assert await outbox_process(settings, 3, step) == -signal.SIGKILL
+    [entry] = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
+    assert entry["status"] == {"signed": "signed", "sent": "signed", "mined": "sent"}[step]
     assert (await push(web3, clients, settings))["accepted"] == 1
     assert (await round_of(8))["publication"]["status"] == "accepted"
     assert len(await updates(oracle, 8)) == 1 and await batches(oracle) == [[8]]
