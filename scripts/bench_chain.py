@@ -37,8 +37,18 @@ NEW_WORD_GAS = 20_000
 WORDS_PER_PRICE = 2
 
 
+# Prices as the oracle pushes them: round ids are round closes in milliseconds, amounts are full wei
+# figures with few zero bytes, and confidences are basis points. Calldata costs 16 gas a non-zero byte
+# and 4 a zero one, so small round ids and round amounts would flatter the batch.
+FIRST_ROUND = 1_780_000_000_000
+
+
 def prices(tokens: range, round_id: int) -> list[tuple[int, int, int, int, int, int]]:
-    return [(t, round_id, ONE_ETH + t, ONE_ETH, 2 * ONE_ETH, 9000) for t in tokens]
+    found = []
+    for t in tokens:
+        price = 12_345_678_901_234_567_890 + t * 1_000_003_000_017 + round_id % 997 * 10**15
+        found.append((t, round_id, price, price * 9 // 10, price * 11 // 10, 8_734))
+    return found
 
 
 async def push(
@@ -67,7 +77,7 @@ async def push(
 
 async def pushes(clients, settings: Settings, oracle) -> None:
     rows = []
-    for label, round_id in (("first prices", 1), ("updates", 2)):
+    for label, round_id in (("first prices", FIRST_ROUND), ("updates", FIRST_ROUND + 300_000)):
         batched_s, batched_gas = await push(
             clients, settings, oracle, [prices(range(1, 101), round_id)], f"b{round_id}"
         )
