@@ -159,9 +159,9 @@ class AttributionOut(Schema):
 class ChainReferenceOut(Schema):
     """The transaction that carried a price to the PriceOracle, and its block."""
 
-    transactionHash: str | None
-    blockNumber: int | None
-    timestamp: datetime | None
+    transactionHash: str | None = None
+    blockNumber: int | None = None
+    timestamp: datetime | None = None
 
 
 class OutcomeOut(Schema):

@@ -27,6 +27,7 @@ from app.config import Settings
 from app.lib.money import wei_string
 from app.lib.timeutil import as_utc, utcnow
 from app.oracle import publication_repository
+from oracle.rounds import MAX_WEI
 
 log = structlog.get_logger("oracle.publication")
 DECIDED_PER_PASS = 5000
@@ -43,10 +44,11 @@ def round_id(closes_at: datetime) -> int:
 async def push_due(clients, settings: Settings, now: datetime | None = None) -> dict[str, int]:
     """Ask the outbox to push the rounds decided `published` and not pushed yet: per token the latest
     (an earlier one waiting beside it is `superseded`), if younger than ORACLE_GATE_MAX_AGE_S (an older
-    one, left while the chain was away, is `expired`: a price that old is not published as new)."""
-    oracle = await chain_service.contract(clients, settings, "PriceOracle")
-    if oracle is None:
+    one, left while the chain was away, is `expired`: a price that old is not published as new). A
+    round the contract would refuse is `failed` before it is sent: it would fail its whole batch."""
+    if clients.web3 is None:
         return {"pushed": 0}
+    oracle = await chain_service.contract(clients, settings, "PriceOracle")
     found = await publication_repository.undecided_publications(DECIDED_PER_PASS)
     latest = {r["tokenId"]: r for r in found}  # oldest first: the last one seen is the token's latest
     oldest = (now or utcnow()) - timedelta(seconds=settings.oracle.gate_max_age_s)
@@ -56,10 +58,16 @@ async def push_due(clients, settings: Settings, now: datetime | None = None) -> 
             dropped.append((r["key"], {"status": "superseded", "roundId": round_id(r["closesAt"])}))
         elif as_utc(r["closesAt"]) < oldest:
             dropped.append((r["key"], {"status": "expired", "roundId": round_id(r["closesAt"])}))
+        elif (refused := _refused(r)) is not None:  # the contract would refuse the whole batch for it
+            dropped.append(
+                (r["key"], {"status": "failed", "roundId": round_id(r["closesAt"]), "error": refused})
+            )
         else:
             due.append(r)
-    await publication_repository.settle_predictions([key for key, _ in dropped])  # first: crash-safe
     await publication_repository.start_publication(dropped)
+    await publication_repository.settle_predictions([key for key, _ in dropped])
+    if oracle is None:  # none deployed yet: rounds wait for it, and expire past ORACLE_GATE_MAX_AGE_S
+        return {"pushed": 0, "dropped": len(dropped)}
     size = settings.oracle.publish_batch
     for start in range(0, len(due), size):
         batch = due[start : start + size]
@@ -72,6 +80,17 @@ async def push_due(clients, settings: Settings, now: datetime | None = None) -> 
         )
         await _ask(clients, settings, oracle, key)
     return {"pushed": len(due), "dropped": len(dropped)}
+
+
+def _refused(found: dict[str, Any]) -> str | None:
+    """Why the PriceOracle would refuse this round's price (its `set_prices` checks), if it would."""
+    answer = found["answer"]
+    price, low, high = (_wei(answer[name]) for name in ("priceWei", "lowWei", "highWei"))
+    if not low <= price <= high:
+        return "invalid: the price is outside its band"
+    if high > MAX_WEI:
+        return "invalid: an amount is above 2^96-1 wei"
+    return None
 
 
 def _batch_key(settings: Settings, batch: list[dict[str, Any]]) -> str:
@@ -101,7 +120,7 @@ async def _ask(clients, settings: Settings, oracle, key: str) -> None:
 async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, int]:
     """Settle the pushes that are final (or failed): a round is accepted when the indexer has read the
     contract's PriceUpdated for it, failed when the push failed or the chain held a newer round; ask
-    again for any push a crash left unasked."""
+    again for any push a crash left unasked. Then the predictions of every settled round follow it."""
     keys = {r["publication"]["outboxKey"] for r in await publication_repository.submitted(limit)}
     oracle = await chain_service.contract(clients, settings, "PriceOracle")
     counts = {"accepted": 0, "failed": 0, "asked": 0}
@@ -138,6 +157,7 @@ async def confirm(clients, settings: Settings, limit: int = 1000) -> dict[str, i
                 sorted(r["key"] for r in carried),
                 {"status": "failed", "error": entry.get("error") or "failed"},
             )
+    await publication_repository.settle_predictions()  # any a crash left behind their round
     return counts
 
 

@@ -44,28 +44,37 @@ async def published_in(outbox_key: str) -> list[dict[str, Any]]:
 
 
 async def finish_publication(keys: list[str], changes: dict[str, Any]) -> int:
-    """Settle these rounds' push, and then their accepted predictions: a crash between the two writes
-    leaves the rounds `submitted`, so the next pass settles both again."""
+    """Settle these rounds' push (a round settles once), then the predictions they accepted."""
     if not keys:
         return 0
-    await settle_predictions(keys, changes.get("onChainReference"))
     result = await rounds().update_many(
         {"key": {"$in": keys}, "publication.status": "submitted"},
         {"$set": {f"publication.{name}": value for name, value in changes.items()}},
     )
+    await settle_predictions(keys)
     return result.modified_count
 
 
-async def settle_predictions(keys: list[str], reference: dict[str, Any] | None = None) -> int:
-    """The predictions these rounds accepted, once the rounds' push has settled: `accepted`, with the
-    push's on-chain reference when it landed (without one when the answer never reached the chain)."""
+async def settle_predictions(keys: list[str] | None = None) -> int:
+    """The predictions of these rounds (None: of every round with one still `submitted`, which a crash
+    between a round's settling and its predictions' leaves) once the round's push has settled:
+    `accepted`, with the on-chain reference the round recorded, none when its answer never landed."""
+    if keys is None:
+        keys = await predictions().distinct("round", {"status": "submitted"})
     settled = 0
     for part in in_slices(sorted(keys)):
-        result = await predictions().update_many(
-            {"round": {"$in": part}, "status": {"$in": ["submitted", "accepted"]}},
-            {"$set": {"status": "accepted", "onChainReference": reference}},
-        )
-        settled += result.modified_count
+        query = {"key": {"$in": part}, "publication.status": {"$in": SETTLED}}
+        async for found in rounds().find(query, {"key": 1, "publication": 1}):
+            reference = found["publication"].get("onChainReference")
+            result = await predictions().update_many(
+                {
+                    "round": found["key"],
+                    "status": {"$in": ["submitted", "accepted"]},
+                    "onChainReference": None,
+                },
+                {"$set": {"status": "accepted", "onChainReference": reference}},
+            )
+            settled += result.modified_count
     return settled
 
 

@@ -324,8 +324,7 @@ async def final_rounds(keys: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for part in in_slices(sorted(keys)):
         query = {"key": {"$in": part}, "status": {"$nin": ["open", "closing"]}}
-        projection = {"key": 1, "participants": 1, "decision": 1, "publication": 1}
-        async for doc in rounds().find(query, projection):
+        async for doc in rounds().find(query, {"key": 1, "participants": 1, "decision": 1}):
             found[doc["key"]] = doc
     return found
 

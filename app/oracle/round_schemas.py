@@ -71,7 +71,7 @@ class RoundRef(Schema):
 
 class PredictionCreated(Schema):
     predictionId: str
-    status: Literal["pending", "accepted", "rejected"]
+    status: Literal["pending", "submitted", "accepted", "rejected"]
     round: RoundRef | None
 
 

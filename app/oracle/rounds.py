@@ -27,7 +27,7 @@ from app.events import service as events_service
 from app.lib.events import asset_topic
 from app.lib.money import eth_to_wei, wei_string, wei_to_eth
 from app.lib.timeutil import as_utc
-from app.oracle import publication_repository, round_repository
+from app.oracle import round_repository
 from app.oracle.round_documents import PLATFORM
 from oracle import rounds as arithmetic
 
@@ -270,7 +270,8 @@ async def _outcome(
 
 def _on_chain(settings: Settings, closed: dict[str, Any], verdicts: list[Verdict]) -> list[Verdict]:
     """The verdicts of a round decided `published`, while the chain is on: an accepted prediction is
-    `submitted` until the round's push settles (publication_repository.settle_predictions)."""
+    `submitted` until the round's push settles (publication_repository.settle_predictions); one the
+    chain was switched off under waits for it to return."""
     if settings.chain.rpc_url is None or (closed.get("decision") or {}).get("decision") != "published":
         return verdicts
     return [(pid, "submitted" if s == "accepted" else s, reason, key) for pid, s, reason, key in verdicts]
@@ -416,10 +417,6 @@ async def settle_stragglers(settings: Settings, now: datetime) -> int:
         else:
             verdict = (doc["_id"], "rejected", "late: its round closed before it was counted", doc["round"])
         verdicts.extend(_on_chain(settings, closed, [verdict]))
+    # One whose round's push has settled already is `submitted` until publication.confirm settles it.
     await round_repository.set_verdicts(verdicts)
-    for closed in final.values():  # a round whose push settled before its stragglers did
-        if (closed.get("publication") or {}).get("status") in publication_repository.SETTLED:
-            await publication_repository.settle_predictions(
-                [closed["key"]], closed["publication"].get("onChainReference")
-            )
     return len(verdicts)

@@ -104,4 +104,9 @@ async def outbox_process(settings, passes: int, kill_at: str | None = None) -> i
         *([kill_at] if kill_at else []),
     ]
     process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env)
-    return await asyncio.wait_for(process.wait(), timeout=120)
+    try:
+        return await asyncio.wait_for(process.wait(), timeout=120)
+    finally:  # never left behind to send on the shared anvil during later tests
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -15,7 +15,7 @@ import sys
 
 from app.chain import outbox, repository
 from app.chain import service as chain_service
-from app.config import get_settings
+from app.config import Settings
 from app.lib.clients import open_clients
 from app.main import DOCUMENTS
 
@@ -45,7 +45,7 @@ def _kill_at(step: str) -> None:
 async def main(passes: int, step: str | None) -> None:
     if step is not None:
         _kill_at(step)
-    settings = get_settings()
+    settings = Settings(_env_file=None)  # from the environment the test gave it, never a .env file
     async with open_clients(settings, documents=DOCUMENTS) as clients:
         for _ in range(passes):
             await chain_service.process_outbox(clients, settings)

@@ -17,9 +17,10 @@ from bson import Decimal128, ObjectId
 from app.chain import repository as chain_repository
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
+from app.chain.signer import load_signer
 from app.lib import eventlog
 from app.market import service as market_service
-from app.oracle import joining, publication, rounds
+from app.oracle import joining, publication, publication_repository, rounds
 from app.oracle.documents import AIOracleData
 from app.oracle.round_documents import OracleRound
 from tests.chain.conftest import ONE_ETH, outbox_process, rpc
@@ -267,17 +268,22 @@ async def test_batches_hold_at_most_the_configured_number(web3, clients, setting
         assert (await oracle.functions.latest_round(token).call())[1] == ONE_ETH
 
 
-async def test_a_push_that_cannot_go_through_fails_its_round(web3, clients, settings, oracle):
+async def test_a_round_the_contract_would_refuse_fails_alone_before_it_is_sent(
+    web3, clients, settings, oracle
+):
     broken = await appraisal(20, 1.0)
+    fine = await appraisal(21, 1.0)
     await close(settings)
     await OracleRound.get_pymongo_collection().update_one(  # an answer whose band misses its price
         {"key": (await round_of(20))["key"]}, {"$set": {"answer.lowWei": Decimal128(str(12 * ONE_ETH // 10))}}
     )
-    assert (await push(web3, clients, settings))["failed"] == 1
+    pushed = await push(web3, clients, settings)
+    assert (pushed["pushed"], pushed["dropped"], pushed["accepted"]) == (1, 1, 1)
     found = await round_of(20)
     assert found["publication"]["status"] == "failed" and found["publication"].get("onChainReference") is None
-    assert "would revert" in found["publication"]["error"]
-    assert "outside its band" in found["publication"]["error"]
+    assert found["publication"]["error"] == "invalid: the price is outside its band"
+    assert await batches(oracle) == [[21]]  # the batch it would have failed went out without it
+    assert (await prediction(fine))["onChainReference"] is not None
     assert (await prediction(broken))["onChainReference"] is None
     assert (await prediction(broken))["status"] == "accepted"  # by its round; its push failed
     assert (await oracle.functions.latest_round(20).call())[0] == 0
@@ -383,6 +389,8 @@ async def test_a_worker_process_killed_mid_push_updates_each_round_on_chain_once
     await appraisal(8, 1.0)
     await close(settings)
     assert (await publication.push_due(clients, settings, PUSHED_AT))["pushed"] == 1
+    signer = load_signer(settings).address
+    sent = await web3.eth.get_transaction_count(signer)
     assert await outbox_process(settings, 3, step) == -signal.SIGKILL
     [entry] = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
     assert entry["status"] == {"signed": "signed", "sent": "signed", "mined": "sent"}[step]
@@ -391,6 +399,7 @@ async def test_a_worker_process_killed_mid_push_updates_each_round_on_chain_once
     assert len(await updates(oracle, 8)) == 1 and await batches(oracle) == [[8]]
     [entry] = await chain_repository.outbox().find({"kind": "set_prices"}).to_list(None)
     assert entry["status"] == "confirmed" and len(entry["attempts"]) == 1
+    assert await web3.eth.get_transaction_count(signer) == sent + 1  # one transaction, sent once
 
 
 async def test_a_push_never_made_leaves_its_predictions_accepted_without_a_reference(
@@ -436,6 +445,32 @@ async def test_a_prediction_settled_after_its_rounds_push_takes_the_pushs_refere
     assert (await push(web3, clients, settings))["accepted"] == 1
     assert (await prediction(late))["status"] == "pending"
     assert (await rounds.close_due(settings, PUSHED_AT))["settled"] == 1
+    assert (await prediction(late))["status"] == "submitted"  # its round's verdict, behind its push
+    await publication.confirm(clients, settings)
     settled = await prediction(late)
     assert settled["status"] == "accepted"
     assert settled["onChainReference"] == (await round_of(70))["publication"]["onChainReference"]
+
+
+async def test_a_crash_between_settling_a_push_and_its_predictions_is_settled_by_the_next_pass(
+    web3, clients, settings, oracle, monkeypatch
+):
+    made = await appraisal(71, 1.0)
+    await close(settings)
+    real = publication_repository.settle_predictions
+
+    async def died(keys=None):
+        if keys:  # the push's own rounds, once settled
+            raise Crash
+        return 0
+
+    monkeypatch.setattr(publication_repository, "settle_predictions", died)
+    with pytest.raises(Crash):
+        await push(web3, clients, settings)
+    monkeypatch.setattr(publication_repository, "settle_predictions", real)
+    assert (await round_of(71))["publication"]["status"] == "accepted"
+    assert (await prediction(made))["status"] == "submitted"
+    assert (await publication.confirm(clients, settings))["accepted"] == 0  # its round is settled
+    settled = await prediction(made)
+    assert settled["status"] == "accepted"
+    assert settled["onChainReference"] == (await round_of(71))["publication"]["onChainReference"]

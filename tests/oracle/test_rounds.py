@@ -11,7 +11,7 @@ import pytest
 from bson import Decimal128, ObjectId
 
 from app.lib.timeutil import utcnow
-from app.oracle import joining, ledger, round_repository, rounds
+from app.oracle import joining, ledger, publication, round_repository, rounds
 from app.oracle.documents import AIOracleData, ComparableSale, DataSource
 from app.oracle.round_documents import OracleRound
 from tests import factories
@@ -670,6 +670,26 @@ async def test_without_a_chain_a_prediction_its_round_accepted_is_accepted_at_th
     a, b, c = await operators(settings, 3)
     made = [await submit(client, o, 80, 10.0 + i / 10, 9.0, 11.5) for i, o in enumerate((a, b, c))]
     assert (await close(off, round_quorum=3))["published"] == 1
+    for answer in made:
+        stored = (await client.get(f"/api/oracle/predictions/{answer['predictionId']}")).json()
+        assert stored["status"] == "accepted" and stored["onChainReference"] is None
+
+
+async def test_with_no_price_oracle_deployed_a_published_round_expires_and_its_predictions_settle(
+    client, clients, settings
+):
+    """A chain configured with no PriceOracle on it yet: the round waits for one, and once older than
+    ORACLE_GATE_MAX_AGE_S it expires, its predictions `accepted` with nothing on chain."""
+    await factories.asset(81)
+    a, b, c = await operators(settings, 3)
+    made = [await submit(client, o, 81, 10.0 + i / 10, 9.0, 11.5) for i, o in enumerate((a, b, c))]
+    assert (await close(settings, round_quorum=3))["published"] == 1
+    assert (await publication.push_due(clients, settings, utcnow()))["pushed"] == 0  # nothing to push to
+    waiting = (await client.get(f"/api/oracle/predictions/{made[0]['predictionId']}")).json()
+    assert waiting["status"] == "submitted"
+    later = utcnow() + timedelta(seconds=settings.oracle.gate_max_age_s + 600)
+    assert (await publication.push_due(clients, settings, later))["dropped"] == 1
+    assert (await round_of(client, made[0]["round"]["id"]))["publication"]["status"] == "expired"
     for answer in made:
         stored = (await client.get(f"/api/oracle/predictions/{answer['predictionId']}")).json()
         assert stored["status"] == "accepted" and stored["onChainReference"] is None
