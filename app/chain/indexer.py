@@ -102,14 +102,17 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     if cursor is None or cursor.get("block") is None:
         first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
         cursor = await repository.start_cursor(chain_id, first - 1)
+    head = await web3.eth.block_number
+    if head < cursor["block"]:  # a node behind the one read before (or a chain that shrank): wait
+        return IndexPass(start=cursor["block"] + 1, end=cursor["block"], head=head)
     reorg = await _unwind(web3, chain_id, found, cursor, settings.chain.reorg_depth)
     if reorg is not None:
         cursor = await repository.indexer_cursor(chain_id)
-    # Events a pass stored above the cursor before it ended without moving it (a crash) are taken back,
-    # then read again below: those a reorg replaced meanwhile must not stay live beside the new ones.
+    # Events and block hashes a pass stored above the cursor before it ended without moving it (a crash)
+    # are taken back, then read again below: those a reorg replaced meanwhile must not stay.
     if await repository.live_events_after(chain_id, cursor["block"]):
         await _landed(repository.remove_events_after(chain_id, cursor["block"]))
-    head = await web3.eth.block_number
+    await _landed(repository.drop_blocks_after(chain_id, cursor["block"]))
     start = cursor["block"] + 1
     end = min(head, cursor["block"] + settings.chain.index_range)
     done = IndexPass(start=start, end=end, head=head, reorg=reorg)
@@ -129,7 +132,9 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
                 raise
             end = start + (end - start) // 2
     done.end = end
-    headers = await _headers(web3, {entry["blockNumber"] for entry in logs})
+    # The events' blocks (their times), and the range's last CHAIN_REORG_DEPTH, recorded for reorg checks.
+    recent = set(range(max(start, end - settings.chain.reorg_depth + 1), end))
+    headers = await _headers(web3, {entry["blockNumber"] for entry in logs} | recent)
     times = {n: datetime.fromtimestamp(int(b["timestamp"]), UTC) for n, b in headers.items()}
     # The range must hang from the block the cursor recorded, and still end where it did: a reorg
     # during the read (or between the check above and the read) is read again on the next pass.
@@ -139,11 +144,11 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     if Web3.to_hex((await web3.eth.get_block(end))["hash"]) != Web3.to_hex(top["hash"]):
         return done
     events = await _store(chain_id, found, logs, times)
-    # Number, hash and parent hash of each block read (those with events, and the range's last).
+    # Number, hash and parent hash of each block read.
     blocks = {
         n: (Web3.to_hex(b["hash"]), Web3.to_hex(b["parentHash"])) for n, b in {**headers, end: top}.items()
     }
-    await _landed(repository.save_blocks(chain_id, blocks, keep_from=end - KEPT_BLOCKS))
+    await _landed(repository.save_blocks(chain_id, blocks, keep=KEPT_BLOCKS))
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
     moved = repository.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
@@ -283,8 +288,9 @@ async def _unwind(
     if await _canonical(web3, cursor["block"], cursor["hash"]):
         return None
     fork = await _fork(web3, chain_id, cursor["block"], depth)
-    if fork is None:  # below every block recorded: nothing read can be trusted, so all is read again
-        fork = min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
+    if fork is None:  # below every block recorded: the highest block of a live event still canonical
+        origin = min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
+        fork = await _event_fork(web3, chain_id, origin, cursor["block"])
     if cursor["block"] - fork > depth:
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
@@ -319,6 +325,23 @@ async def _fork(web3: AsyncWeb3, chain_id: int, below: int, depth: int) -> int |
         else:
             low = middle + 1
     return older[low]["number"] if low < len(older) else None
+
+
+async def _event_fork(web3: AsyncWeb3, chain_id: int, origin: int, below: int) -> int:
+    """The highest block under `below` of a live event still canonical, by bisection over block numbers
+    (the canonical ones are all below the orphaned ones); `origin` (before the deployments, so all is
+    read again) when there is none."""
+    fork, low, high = origin, origin + 1, below - 1
+    while low <= high:
+        middle = (low + high) // 2
+        found = await repository.live_block_at_or_below(chain_id, middle, low)
+        if found is None:  # no event in [low, middle]
+            low = middle + 1
+        elif await _canonical(web3, found["blockNumber"], found["blockHash"]):
+            fork, low = found["blockNumber"], middle + 1
+        else:
+            high = found["blockNumber"] - 1
+    return fork
 
 
 async def _canonical(web3: AsyncWeb3, number: int, recorded: str) -> bool:

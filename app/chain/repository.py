@@ -236,15 +236,18 @@ async def save_events(found: list[dict[str, Any]]) -> None:
         await events().bulk_write(operations, ordered=False)
 
 
-async def save_blocks(chain_id: int, read: dict[int, tuple[str, str]], *, keep_from: int) -> None:
-    """Record each block read, number -> (hash, parent hash), and forget those below `keep_from`."""
+async def save_blocks(chain_id: int, read: dict[int, tuple[str, str]], *, keep: int) -> None:
+    """Record each block read, number -> (hash, parent hash), and forget all but the highest `keep`."""
     operations = [
         UpdateOne({"chainId": chain_id, "number": n}, {"$set": {"hash": h, "parentHash": p}}, upsert=True)
         for n, (h, p) in read.items()
     ]
     if operations:
         await blocks().bulk_write(operations, ordered=False)
-    await blocks().delete_many({"chainId": chain_id, "number": {"$lt": keep_from}})
+    cursor = blocks().find({"chainId": chain_id}, {"number": 1}).sort("number", DESCENDING).skip(keep - 1)
+    oldest = await cursor.limit(1).to_list(1)
+    if oldest:
+        await blocks().delete_many({"chainId": chain_id, "number": {"$lt": oldest[0]["number"]}})
 
 
 async def recent_blocks(chain_id: int, *, below: int, limit: int) -> list[dict[str, Any]]:
@@ -256,6 +259,13 @@ async def recent_blocks(chain_id: int, *, below: int, limit: int) -> list[dict[s
 async def block_hash(chain_id: int, number: int) -> str | None:
     found = await blocks().find_one({"chainId": chain_id, "number": number})
     return None if found is None else found["hash"]
+
+
+async def live_block_at_or_below(chain_id: int, block: int, lowest: int) -> dict[str, Any] | None:
+    """The highest live event's block number and hash in [lowest, block]."""
+    query = {"chainId": chain_id, "removed": False, "blockNumber": {"$gte": lowest, "$lte": block}}
+    projection = {"blockNumber": 1, "blockHash": 1}
+    return await events().find_one(query, projection, sort=[("blockNumber", DESCENDING)])
 
 
 def _live_after(chain_id: int, block: int) -> dict[str, Any]:

@@ -154,19 +154,69 @@ async def test_a_reorg_deeper_than_the_blocks_checked_one_by_one_finds_its_fork(
     assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
 
 
-async def test_a_reorg_below_every_recorded_block_reads_the_contracts_again_from_their_deployment(
+async def test_a_reorg_below_every_recorded_block_finds_its_fork_among_the_events_blocks(
     web3, client, clients, settings, chain
 ):
-    """No recorded block is canonical any more: nothing of the history read can be trusted, so the
-    indexer reads it all again from the contracts' deployment, and ends where the chain is."""
+    """No recorded block hash is canonical any more: the fork is the highest block of a live event that
+    still is, found by bisection, and only what lies above it is read again."""
     fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 109, passes=3)
     await repository.blocks().delete_many({"number": {"$lte": fork_block}})  # forgotten: none canonical
+    result = await settle(clients, _shallow(settings), 1)
+    assert result["reorg"]["fork"] == fork_block  # the listing's block, the last event before the fork
+    await _rolled_back(client, 109, chain["seller"])
+    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == await web3.eth.block_number
+
+
+async def test_with_nothing_recorded_still_canonical_the_contracts_are_read_again_from_their_deployment(
+    web3, client, clients, settings, chain
+):
+    fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 110, passes=2)
+    await repository.blocks().delete_many({"number": {"$lte": fork_block}})
+    await repository.events().update_many({}, {"$set": {"blockHash": "0x" + "00" * 32}})  # none canonical
     deployed_at = min(r["block"] for r in await repository.deployments().find({}).to_list(None))
     result = await settle(clients, _shallow(settings), 1)
     assert result["reorg"]["fork"] == deployed_at - 1
     await settle(clients, settings, 2)
-    await _rolled_back(client, 109, chain["seller"])
-    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == await web3.eth.block_number
+    await _rolled_back(client, 110, chain["seller"])
+
+
+async def test_a_shallow_reorg_after_a_long_range_without_events_is_found_where_it_forked(
+    web3, client, clients, settings, chain
+):
+    """A range longer than the block hashes kept, and no event in it: its last blocks' hashes are
+    recorded, so a reorg of one block there is one block deep, not a read of everything again."""
+    await onboard(client, settings, 111, chain["seller"])
+    await settle(clients, settings)
+    await rpc(web3, "anvil_mine", hex(300))
+    fork_block = await web3.eth.block_number
+    snapshot = await rpc(web3, "evm_snapshot")
+    await rpc(web3, "anvil_mine", hex(1))
+    await settle(clients, settings, 1)  # one range of 301 blocks
+    await rpc(web3, "evm_revert", snapshot)
+    approve = chain["token"].functions.approve(chain["market"].address, 111)
+    await transact(web3, approve, chain["seller"])  # a block of its own: the branch differs
+    await rpc(web3, "anvil_mine", hex(2))
+    result = await settle(clients, settings, 1)
+    assert result["reorg"]["fork"] == fork_block and result["reorg"]["depth"] == 1
+    assert result["reorg"]["removed"] == 0
+    assert [t["type"] for t in await transactions(client, 111)] == ["mint"]
+
+
+async def test_a_node_behind_the_cursor_is_waited_for_not_taken_for_a_reorg(
+    web3, client, clients, settings, chain
+):
+    await onboard(client, settings, 112, chain["seller"])
+    await settle(clients, settings)
+    snapshot = await rpc(web3, "evm_snapshot")
+    behind = await web3.eth.block_number
+    await rpc(web3, "anvil_mine", hex(5))
+    await settle(clients, settings, 1)
+    await rpc(web3, "evm_revert", snapshot)  # the node now answers from 5 blocks before the cursor
+    assert await web3.eth.block_number == behind
+    result = await settle(clients, settings, 1)
+    assert result.get("reorg") is None and result["events"] == 0
+    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == behind + 5
+    assert [t["type"] for t in await transactions(client, 112)] == ["mint"]  # nothing taken back
 
 
 async def test_reading_a_range_again_adds_nothing(web3, client, clients, settings, chain):
