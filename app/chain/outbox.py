@@ -114,6 +114,22 @@ async def process(
     return counts
 
 
+async def release_lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount) -> int:
+    """After the chain lost history it had (a development chain restarted from an older state), the
+    signer's entries at nonces the chain has not reached, none of them waiting in the node's pool, can
+    never be mined: each is `failed` as lost and gives its nonce back, so the next transactions are
+    signed from the chain's own count rather than after a gap nothing fills. They are not sent again:
+    the contracts they called may be gone with it."""
+    latest = await web3.eth.get_transaction_count(signer.address, "latest")
+    if await web3.eth.get_transaction_count(signer.address, "pending") != latest:
+        return 0  # some of the signer's transactions wait in the pool: those nonces are not lost
+    reason = f"lost: the chain's history no longer reaches nonce {latest} or above"
+    released = await repository.release_nonces(settings.chain.chain_id, signer.address, latest, reason)
+    if released:
+        log.error("chain.outbox.history_lost", nonce=latest, released=released)
+    return released
+
+
 async def final_block(web3: AsyncWeb3, settings: Settings, head: int) -> int:
     """The highest block taken as final: the node's `finalized` block, or a fixed depth below the head."""
     if settings.chain.finality_depth is not None:

@@ -118,6 +118,28 @@ async def requeue(entry: dict[str, Any], reason: str) -> bool:
     return result.modified_count == 1
 
 
+async def release_nonces(chain_id: int, sender: str, lowest: int, reason: str) -> int:
+    """Fail every entry of the sender holding a nonce from `lowest` up, and free the nonce (kept as
+    `lostNonce`)."""
+    query = {"chainId": chain_id, "sender": sender, "nonce": {"$gte": lowest}}
+    released = 0
+    for found in await outbox().find(query, {"nonce": 1}).to_list(None):
+        result = await outbox().update_one(
+            {"_id": found["_id"], "nonce": found["nonce"]},
+            {
+                "$set": {
+                    "status": "failed",
+                    "error": reason,
+                    "lostNonce": found["nonce"],
+                    "updatedAt": utcnow(),
+                },
+                "$unset": {"nonce": ""},
+            },
+        )
+        released += result.modified_count
+    return released
+
+
 async def mark_sent(entry_id: ObjectId, tx_hash: str, head: int) -> bool:
     result = await outbox().update_one(
         {"_id": entry_id, "status": "signed", "txHash": tx_hash},

@@ -80,6 +80,33 @@ async def test_a_chain_that_lost_the_code_gets_the_contracts_again(web3, clients
     assert await market.functions.token().call() == again["AssetToken"].address
 
 
+async def test_a_chain_that_lost_final_history_gets_the_contracts_again_from_its_own_nonce(
+    web3, clients, settings
+):
+    """A development chain restarted from an older state has lost transactions the outbox had taken as
+    final: their nonces are given back, so the contracts are deployed again rather than waiting forever
+    behind a gap in the nonces."""
+    signer = load_signer(settings)
+    before = await web3.provider.make_request("evm_snapshot", [])
+    start = await web3.eth.get_transaction_count(signer.address)
+    await service.ensure_deployed(clients, settings)
+    await web3.provider.make_request("anvil_mine", [hex(70)])
+    for _ in range(2):
+        await service.process_outbox(clients, settings)
+    assert {e["status"] for e in await repository.outbox().find({}).to_list(None)} == {"confirmed"}
+    await web3.provider.make_request("evm_revert", [before["result"]])
+    short = settings.model_copy(update={"chain": settings.chain.model_copy(update={"deploy_timeout_s": 30})})
+    again = await service.ensure_deployed(clients, short)
+    for name in CONTRACTS:
+        assert artifact(name).runs_at(await web3.eth.get_code(again[name].address))
+    entries = await repository.outbox().find({}).sort("createdAt", 1).to_list(None)
+    lost, fresh = entries[:3], entries[3:]
+    assert [e["status"] for e in lost] == ["failed"] * 3 and all("lost" in e["error"] for e in lost)
+    assert [e["lostNonce"] for e in lost] == list(range(start, start + 3))
+    assert [e["nonce"] for e in fresh] == list(range(start, start + 3))  # from the chain's own count
+    assert await web3.eth.get_transaction_count(signer.address) == start + 3
+
+
 async def test_a_deployment_cut_short_is_found_again_not_sent_twice(web3, clients, settings, monkeypatch):
     """The run signed and sent the AssetToken's deployment, then died: the next run finishes that one."""
     real = outbox.wait_mined
