@@ -32,7 +32,8 @@ ONE_ETH = 10**18
 # A token's first price writes two new storage words (PriceOracle packs a round into two): setting a
 # zero word costs 20,000 gas (EIP-2200) however the call is made; its access (2,100 cold, EIP-2929, or
 # 1,900 in an access list), the token's event and its calldata come on top. So no batch pushes 100
-# first prices for less than 100 x 2 x 20,000 gas, and the ratio below is an upper bound.
+# first prices for less than 100 x 2 x 20,000 gas, and the ratio below is an upper bound for prices
+# kept in storage.
 NEW_WORD_GAS = 20_000
 WORDS_PER_PRICE = 2
 
@@ -102,7 +103,7 @@ async def pushes(clients, settings: Settings, oracle) -> None:
             print(
                 f"    a batch of first prices must still set {WORDS_PER_PRICE} new storage words a token "
                 f"({floor:,} gas for 100 before access, events and calldata): less than "
-                f"{single_gas / floor:.2f}x less gas is possible"
+                f"{single_gas / floor:.2f}x less gas is possible with prices in storage"
             )
 
 
