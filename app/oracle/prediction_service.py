@@ -70,7 +70,7 @@ async def submit_prediction(
             existing, fingerprint, await submissions.round_ref(existing["round"])
         ), False
     # stored first, then joined: a crash before it names its round leaves it to joining.rejoin_orphans,
-    # one after (named, not joined) to rounds.settle_stragglers, which rejects it as late
+    # one after (named, not joined) to round_verdicts.settle_stragglers, which rejects it as late
     joined = await joining.join_submission(settings, document["_id"], asset, now)
     document["round"] = joined["id"]
     return submissions.created(document, joined), True

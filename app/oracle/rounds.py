@@ -8,7 +8,7 @@ an outlier is rejected; below the quorum the round is `no_quorum`; a failed gate
 with a `rejectionReason`, a warning (`oracle.round.rejected`) and the `dynamicvault_oracle_rounds_refused`
 gauge; otherwise it is `closed` with its decision (published, skipped, abstained, or superseded by a
 later round of the token closed in the same pass). Every member's prediction gets its verdict, and
-`settle_stragglers` gives theirs to those a crash or a late join left pending.
+`round_verdicts.settle_stragglers` gives theirs to those a crash or a late join left pending.
 """
 
 from __future__ import annotations
@@ -19,19 +19,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from bson import Decimal128, ObjectId
+from bson import Decimal128
 from prometheus_client import Gauge
 
 from app.config import Settings
-from app.events import service as events_service
-from app.lib.events import asset_topic
 from app.lib.money import eth_to_wei, wei_string, wei_to_eth
 from app.lib.timeutil import as_utc
-from app.oracle import round_repository
+from app.oracle import round_announcements, round_repository, round_verdicts
 from app.oracle.round_documents import PLATFORM
 from oracle import rounds as arithmetic
 
-Verdict = tuple[ObjectId, str, str | None, str]  # a prediction's: its id, status, reason and round
 log = structlog.get_logger("oracle.rounds")
 REFUSED = Gauge(
     "dynamicvault_oracle_rounds_refused",
@@ -41,7 +38,6 @@ REFUSED = Gauge(
 REFUSERS = ("bounds", "jump", "sources", "confidence", "age", "quorum")
 ROUND_GRACE = timedelta(seconds=5)
 CLOSE_PER_PASS = 1000
-ANNOUNCED_ANSWER = ("price", "priceWei", "low", "lowWei", "high", "highWei", "confidence")
 READ_PER_SALE = 100  # a record reads at most this many predictions per sale it wants
 
 
@@ -194,7 +190,7 @@ async def _outcome(
     """The changes that close one round, and the verdicts on its own members."""
     settings, oracle = state.settings, state.settings.oracle
     by_observer: dict[str, dict[str, Any]] = {}
-    verdicts: list[Verdict] = []
+    verdicts: list[round_verdicts.Verdict] = []
     for doc in sorted(members, key=lambda d: d["timestamp"]):
         earlier = by_observer.get(doc.get("operator") or PLATFORM)
         if earlier is not None:
@@ -268,15 +264,6 @@ async def _outcome(
     return {**changes, "status": "closed", "decision": {**decision, "at": state.now}}, verdicts
 
 
-def _on_chain(settings: Settings, closed: dict[str, Any], verdicts: list[Verdict]) -> list[Verdict]:
-    """The verdicts of a round decided `published`, while the chain is on: an accepted prediction is
-    `submitted` until the round's push settles (publication_repository.settle_predictions); one the
-    chain was switched off under waits for it to return."""
-    if settings.chain.rpc_url is None or (closed.get("decision") or {}).get("decision") != "published":
-        return verdicts
-    return [(pid, "submitted" if s == "accepted" else s, reason, key) for pid, s, reason, key in verdicts]
-
-
 def _confirmations(recent, last: arithmetic.Published | None, result: arithmetic.Answer) -> int:
     """The rounds since the last publication, newest first, refused by the jump gate for a price inside
     this answer's band: each the same move seen again. A round that closed with its answer ends the
@@ -322,9 +309,9 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     keys = await round_repository.due_keys(now - ROUND_GRACE, now, CLOSE_PER_PASS)
     closer = uuid.uuid4().hex
     claimed = await round_repository.claim(keys, now - ROUND_GRACE, now, closer)
-    counts: dict[str, int] = defaultdict(int, settled=await settle_stragglers(settings, now))
+    counts: dict[str, int] = defaultdict(int, settled=await round_verdicts.settle_stragglers(settings, now))
     if not claimed:
-        await announce_closed()  # what a crash after a close left
+        await round_announcements.announce_closed()  # what a crash after a close left
         return dict(counts)
     state = Pass(settings, now)
     await state.load_health()
@@ -349,41 +336,19 @@ async def close_due(settings: Settings, now: datetime) -> dict[str, int]:
     # a crash between these two writes leaves the verdicts to settle_stragglers
     written = await round_repository.close(outcomes, closer)
     await round_repository.set_verdicts(
-        [v for key in sorted(written) for v in _on_chain(settings, outcomes[key], verdicts[key])]
+        [
+            v
+            for key in sorted(written)
+            for v in round_verdicts.on_chain(settings, outcomes[key], verdicts[key])
+        ]
     )
-    await announce_closed()  # these rounds' `oracle_round_closed`, and any a crash left
+    await round_announcements.announce_closed()  # these rounds' `oracle_round_closed`, and any a crash left
     for key in written:
         counts[outcomes[key]["status"]] += 1
         if outcomes[key].get("decision"):
             counts[outcomes[key]["decision"]["decision"]] += 1
     log.info("oracle.rounds.closed", **counts)
     return dict(counts)
-
-
-async def announce_closed() -> int:
-    """Put the `oracle_round_closed` of each closed round not announced yet into the events outbox (the
-    close marks it `announced: false` in the same write); how many."""
-    count = 0
-    while batch := await round_repository.not_announced(CLOSE_PER_PASS):
-        await events_service.announce([_announcement(doc) for doc in batch])
-        await round_repository.mark_announced([doc["key"] for doc in batch])
-        count += len(batch)
-    return count
-
-
-def _announcement(closed: dict[str, Any]) -> dict[str, Any]:
-    """`oracle_round_closed`: the round (its REST id), its token, how it ended and what it answered."""
-    answer, decision = closed.get("answer") or {}, closed.get("decision") or {}
-    payload = {
-        "roundId": closed["key"],
-        "tokenId": closed["tokenId"],
-        "status": closed["status"],
-        "rejectedBy": closed.get("rejectedBy"),
-        "decision": decision.get("decision"),
-        **{k: str(answer[k]) if k.endswith("Wei") else answer[k] for k in ANNOUNCED_ANSWER if k in answer},
-    }
-    topics = ["oracle", asset_topic(closed["tokenId"])]
-    return events_service.event(f"round:{closed['key']}", "oracle_round_closed", topics, payload)
 
 
 def _carriable(settings: Settings, appraisal: dict[str, Any], claimed: dict[str, Any]) -> bool:
@@ -398,25 +363,3 @@ async def refresh_metrics(now: datetime) -> dict[str, int]:
     for gate in REFUSERS:
         REFUSED.labels(gate).set(found.get(gate, 0))
     return found
-
-
-async def settle_stragglers(settings: Settings, now: datetime) -> int:
-    """Give the pending predictions of closed rounds their verdict: the round's, when it counted them (a
-    crash came between the close and the verdicts), else `rejected` as late (they joined as it closed)."""
-    found = await round_repository.stragglers(now - timedelta(seconds=settings.oracle.round_window_s), 1000)
-    final = await round_repository.final_rounds(sorted({doc["round"] for doc in found}))
-    verdicts = []
-    for doc in found:
-        closed = final.get(doc["round"])
-        if closed is None:
-            continue
-        counted = {p["predictionId"]: p for p in closed.get("participants") or () if not p.get("carried")}
-        participant = counted.get(doc["_id"])
-        if participant is not None:
-            verdict = (doc["_id"], participant["status"], participant.get("rejectionReason"), doc["round"])
-        else:
-            verdict = (doc["_id"], "rejected", "late: its round closed before it was counted", doc["round"])
-        verdicts.extend(_on_chain(settings, closed, [verdict]))
-    # One whose round's push has settled already is `submitted` until publication.confirm settles it.
-    await round_repository.set_verdicts(verdicts)
-    return len(verdicts)
