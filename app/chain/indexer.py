@@ -27,7 +27,7 @@ import structlog
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
 
-from app.chain import repository
+from app.chain import index_records, repository
 from app.chain.artifacts import CONTRACTS, artifact
 from app.config import Settings
 from app.lib.params import MAX_INT64
@@ -98,21 +98,21 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     found = await sources(web3, chain_id)
     if not found:
         return None
-    cursor = await repository.indexer_cursor(chain_id)
+    cursor = await index_records.indexer_cursor(chain_id)
     if cursor is None or cursor.get("block") is None:
         first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
-        cursor = await repository.start_cursor(chain_id, first - 1)
+        cursor = await index_records.start_cursor(chain_id, first - 1)
     head = await web3.eth.block_number
     if head < cursor["block"]:  # a node behind the one read before (or a chain that shrank): wait
         return IndexPass(start=cursor["block"] + 1, end=cursor["block"], head=head)
     reorg = await _unwind(web3, chain_id, found, cursor, settings.chain.reorg_depth)
     if reorg is not None:
-        cursor = await repository.indexer_cursor(chain_id)
+        cursor = await index_records.indexer_cursor(chain_id)
     # Events and block hashes a pass stored above the cursor before it ended without moving it (a crash)
     # are taken back, then read again below: those a reorg replaced meanwhile must not stay.
-    if await repository.live_events_after(chain_id, cursor["block"]):
-        await _landed(repository.remove_events_after(chain_id, cursor["block"]))
-    await _landed(repository.drop_blocks_after(chain_id, cursor["block"]))
+    if await index_records.live_events_after(chain_id, cursor["block"]):
+        await _landed(index_records.remove_events_after(chain_id, cursor["block"]))
+    await _landed(index_records.drop_blocks_after(chain_id, cursor["block"]))
     start = cursor["block"] + 1
     end = min(head, cursor["block"] + settings.chain.index_range)
     done = IndexPass(start=start, end=end, head=head, reorg=reorg)
@@ -148,10 +148,10 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     blocks = {
         n: (Web3.to_hex(b["hash"]), Web3.to_hex(b["parentHash"])) for n, b in {**headers, end: top}.items()
     }
-    await _landed(repository.save_blocks(chain_id, blocks, keep=KEPT_BLOCKS))
+    await _landed(index_records.save_blocks(chain_id, blocks, keep=KEPT_BLOCKS))
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
     touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
-    moved = repository.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
+    moved = index_records.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
     if not await _landed(moved):
         raise PassOverlapped(chain_id, cursor["block"])
     done.events = len(events)
@@ -175,7 +175,7 @@ async def _store(
             )
             if writing is not None:
                 await asyncio.shield(writing)  # a cancelled pass must not cancel a write it sent
-            writing = asyncio.create_task(repository.save_events(chunk))
+            writing = asyncio.create_task(index_records.save_events(chunk))
             events.extend(chunk)
         if writing is not None:
             await asyncio.shield(writing)
@@ -294,16 +294,16 @@ async def _unwind(
     if cursor["block"] - fork > depth:
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
-    removed = await _landed(repository.remove_events_after(chain_id, fork))  # their tokens are pending now
-    await _landed(repository.drop_blocks_after(chain_id, fork))
-    kept = await repository.block_hash(chain_id, fork)
+    removed = await _landed(index_records.remove_events_after(chain_id, fork))  # their tokens are pending now
+    await _landed(index_records.drop_blocks_after(chain_id, fork))
+    kept = await index_records.block_hash(chain_id, fork)
     reorg = {
         "at": utcnow(),
         "fork": fork,
         "depth": cursor["block"] - fork,
         "removed": removed,
     }
-    await _landed(repository.rewind_cursor(chain_id, fork, kept, reorg))
+    await _landed(index_records.rewind_cursor(chain_id, fork, kept, reorg))
     log.warning("chain.indexer.reorg", fork=fork, depth=reorg["depth"], removed=removed)
     return reorg
 
@@ -312,7 +312,7 @@ async def _fork(web3: AsyncWeb3, chain_id: int, below: int, depth: int) -> int |
     """The highest recorded block under `below` still canonical: the last `depth` checked one by one (a
     reorg is nearly always shallow), the older ones kept (KEPT_BLOCKS) by bisection, since the canonical
     ones are all below the orphaned ones. None when none is canonical."""
-    recorded = await repository.recent_blocks(chain_id, below=below, limit=KEPT_BLOCKS)  # highest first
+    recorded = await index_records.recent_blocks(chain_id, below=below, limit=KEPT_BLOCKS)  # highest first
     for block in recorded[:depth]:
         if await _canonical(web3, block["number"], block["hash"]):
             return block["number"]
@@ -334,7 +334,7 @@ async def _event_fork(web3: AsyncWeb3, chain_id: int, origin: int, below: int) -
     fork, low, high = origin, origin + 1, below - 1
     while low <= high:
         middle = (low + high) // 2
-        found = await repository.live_block_at_or_below(chain_id, middle, low)
+        found = await index_records.live_block_at_or_below(chain_id, middle, low)
         if found is None:  # no event in [low, middle]
             low = middle + 1
         elif await _canonical(web3, found["blockNumber"], found["blockHash"]):

@@ -13,7 +13,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from app.chain import deployments, indexer, outbox, repository, schemas, status
+from app.chain import deployments, index_records, indexer, outbox, repository, schemas, status
 from app.chain.artifacts import CONTRACTS, artifact
 from app.chain.signer import SignerUnavailable, load_signer, signer_address
 from app.config import Settings
@@ -149,11 +149,11 @@ async def index_once(clients: Clients, settings: Settings) -> IndexPass | None:
 
 async def pending_tokens(settings: Settings) -> list[int]:
     """The tokens the indexer has read (or rolled back) whose state is not applied yet."""
-    return await repository.pending_tokens(settings.chain.chain_id)
+    return await index_records.pending_tokens(settings.chain.chain_id)
 
 
 async def tokens_applied(settings: Settings, token_ids: list[int]) -> None:
-    await repository.applied(settings.chain.chain_id, token_ids)
+    await index_records.applied(settings.chain.chain_id, token_ids)
 
 
 async def final_block(clients: Clients, settings: Settings, head: int) -> int:
@@ -166,7 +166,7 @@ async def token_events(
     """The live events of these tokens on the configured chain, in chain order: of the contracts deployed
     now (a Marketplace deployed again leaves the old one's listings behind)."""
     addresses = [address for name in CONTRACTS if (address := await deployed_address(settings, name))]
-    return await repository.token_events(settings.chain.chain_id, token_ids, addresses, contracts)
+    return await index_records.token_events(settings.chain.chain_id, token_ids, addresses, contracts)
 
 
 # ---------------------------------------------------------------- status
@@ -177,11 +177,11 @@ class ChainUnavailable(ServiceUnavailable):
 
 
 async def events_to_announce(settings: Settings, limit: int) -> list[dict[str, Any]]:
-    return await repository.to_announce(settings.chain.chain_id, limit)
+    return await index_records.to_announce(settings.chain.chain_id, limit)
 
 
 async def events_announced(marks: list[tuple[dict[str, Any], str | None]], *, settled: bool = True) -> int:
-    return await repository.announced(marks, settled=settled)
+    return await index_records.announced(marks, settled=settled)
 
 
 async def chain_status(clients: Clients, settings: Settings) -> schemas.ChainStatus:
@@ -207,16 +207,16 @@ async def refresh_metrics(clients: Clients, settings: Settings) -> None:
 
 
 async def save_drift(settings: Settings, drift: dict[str, Any], kind: str) -> None:
-    await repository.save_drift(settings.chain.chain_id, drift, kind)
+    await index_records.save_drift(settings.chain.chain_id, drift, kind)
 
 
 async def indexed_block(settings: Settings) -> int | None:
-    cursor = await repository.indexer_cursor(settings.chain.chain_id)
+    cursor = await index_records.indexer_cursor(settings.chain.chain_id)
     return None if cursor is None else cursor.get("block")
 
 
 async def price_updates(settings: Settings, receipt: dict[str, Any]) -> set[tuple[int, int]]:
     """The (token, round) pairs a transaction's live PriceUpdated events set, as the indexer read them."""
-    return await repository.price_updates(
+    return await index_records.price_updates(
         settings.chain.chain_id, receipt["blockHash"], receipt["transactionHash"]
     )

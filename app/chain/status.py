@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import Gauge
 from web3 import AsyncWeb3
 
-from app.chain import repository
+from app.chain import index_records, repository
 from app.config import Settings
 from app.lib.money import wei_to_eth
 
@@ -34,13 +34,13 @@ async def report(web3: AsyncWeb3, settings: Settings, signer_address: str) -> di
     chain_id = settings.chain.chain_id
     head = await web3.eth.block_number
     balance = await web3.eth.get_balance(signer_address)
-    cursor = await repository.indexer_cursor(chain_id) or {}
+    cursor = await index_records.indexer_cursor(chain_id) or {}
     indexed = cursor.get("block")
     reorg = cursor.get("lastReorg") or None
     if reorg and "at" not in reorg:
         reorg = None
     outbox = await repository.open_by_status(chain_id, OPEN_STATUSES)
-    drift = await repository.last_drift(chain_id)
+    drift = await index_records.last_drift(chain_id)
     HEAD.set(head)
     if indexed is not None:
         INDEXED.set(indexed)

@@ -8,7 +8,7 @@ import pytest
 from web3 import Web3
 
 from app.assets import service as assets_service
-from app.chain import repository, service
+from app.chain import index_records, repository, service
 from app.market import service as market_service
 from tests import factories
 from tests.chain.conftest import (
@@ -103,7 +103,7 @@ async def test_a_reorg_of_depth_three_is_rolled_back(web3, client, clients, sett
     assert (await client.get("/api/assets/102/price-history", params={"source": "sale"})).json()[
         "points"
     ] == []
-    cursor = await repository.indexer_cursor(settings.chain.chain_id)
+    cursor = await index_records.indexer_cursor(settings.chain.chain_id)
     assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
 
 
@@ -150,7 +150,7 @@ async def test_a_reorg_deeper_than_the_blocks_checked_one_by_one_finds_its_fork(
     result = await settle(clients, _shallow(settings), 1)
     assert result["reorg"]["fork"] == fork_block and result["reorg"]["depth"] >= 9
     await _rolled_back(client, 108, chain["seller"])
-    cursor = await repository.indexer_cursor(settings.chain.chain_id)
+    cursor = await index_records.indexer_cursor(settings.chain.chain_id)
     assert cursor["lastReorg"]["fork"] == fork_block and cursor["block"] == await web3.eth.block_number
 
 
@@ -160,19 +160,21 @@ async def test_a_reorg_below_every_recorded_block_finds_its_fork_among_the_event
     """No recorded block hash is canonical any more: the fork is the highest block of a live event that
     still is, found by bisection, and only what lies above it is read again."""
     fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 109, passes=3)
-    await repository.blocks().delete_many({"number": {"$lte": fork_block}})  # forgotten: none canonical
+    await index_records.blocks().delete_many({"number": {"$lte": fork_block}})  # forgotten: none canonical
     result = await settle(clients, _shallow(settings), 1)
     assert result["reorg"]["fork"] == fork_block  # the listing's block, the last event before the fork
     await _rolled_back(client, 109, chain["seller"])
-    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == await web3.eth.block_number
+    assert (await index_records.indexer_cursor(settings.chain.chain_id))[
+        "block"
+    ] == await web3.eth.block_number
 
 
 async def test_with_nothing_recorded_still_canonical_the_contracts_are_read_again_from_their_deployment(
     web3, client, clients, settings, chain
 ):
     fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 110, passes=2)
-    await repository.blocks().delete_many({"number": {"$lte": fork_block}})
-    await repository.events().update_many({}, {"$set": {"blockHash": "0x" + "00" * 32}})  # none canonical
+    await index_records.blocks().delete_many({"number": {"$lte": fork_block}})
+    await index_records.events().update_many({}, {"$set": {"blockHash": "0x" + "00" * 32}})  # none canonical
     deployed_at = min(r["block"] for r in await repository.deployments().find({}).to_list(None))
     result = await settle(clients, _shallow(settings), 1)
     assert result["reorg"]["fork"] == deployed_at - 1
@@ -215,18 +217,18 @@ async def test_a_node_behind_the_cursor_is_waited_for_not_taken_for_a_reorg(
     assert await web3.eth.block_number == behind
     result = await settle(clients, settings, 1)
     assert result.get("reorg") is None and result["events"] == 0
-    assert (await repository.indexer_cursor(settings.chain.chain_id))["block"] == behind + 5
+    assert (await index_records.indexer_cursor(settings.chain.chain_id))["block"] == behind + 5
     assert [t["type"] for t in await transactions(client, 112)] == ["mint"]  # nothing taken back
 
 
 async def test_reading_a_range_again_adds_nothing(web3, client, clients, settings, chain):
     await onboard(client, settings, 103, chain["seller"])
     await settle(clients, settings)
-    events = await repository.events().count_documents({})
+    events = await index_records.events().count_documents({})
     deployed_at = min(r["block"] for r in await repository.deployments().find({}).to_list(None))
-    await repository.rewind_cursor(settings.chain.chain_id, deployed_at, None, {})
+    await index_records.rewind_cursor(settings.chain.chain_id, deployed_at, None, {})
     await settle(clients, settings, 1)
-    assert await repository.events().count_documents({}) == events
+    assert await index_records.events().count_documents({}) == events
     assert [t["type"] for t in await transactions(client, 103)] == ["mint"]
 
 
@@ -264,7 +266,6 @@ async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, c
     """A sweep (one transaction, several tokens) is several transactions, one per token."""
     from datetime import UTC, datetime
 
-    from app.chain import repository as chain_repository
     from app.market import indexing
 
     tx, block_hash = "0x" + "ab" * 32, "0x" + "cd" * 32
@@ -286,7 +287,7 @@ async def test_one_transaction_that_moves_two_tokens_is_a_row_for_each(client, c
         }
         for index, token_id in enumerate((301, 302))
     ]
-    await chain_repository.save_events(events)
+    await index_records.save_events(events)
     await indexing.apply_tokens(clients, settings, [301, 302], final=5, token_address=None)
     for token_id in (301, 302):
         assert [(t["type"], t["transactionHash"]) for t in await transactions(client, token_id)] == [
@@ -315,7 +316,7 @@ async def test_a_crash_between_reading_and_applying_loses_nothing(
     assert result["events"] == 0 and result["tokens"] == 1  # nothing new to read; the mint still applied
     assert (await detail(client, 107))["chain"]["status"] == "minted"
     assert [t["type"] for t in await transactions(client, 107)] == ["mint"]
-    assert await repository.pending_tokens(settings.chain.chain_id) == []
+    assert await index_records.pending_tokens(settings.chain.chain_id) == []
 
 
 async def test_a_mint_the_outbox_failed_shows_failed_and_is_not_asked_again(
@@ -376,7 +377,7 @@ async def test_one_indexer_pass_at_a_time(web3, client, clients, settings, chain
 async def test_the_blocks_read_are_kept_with_their_hash_and_parent(web3, client, clients, settings, chain):
     await onboard(client, settings, 113, chain["seller"])
     await settle(clients, settings)
-    kept = await repository.blocks().find({"chainId": settings.chain.chain_id}).to_list(None)
+    kept = await index_records.blocks().find({"chainId": settings.chain.chain_id}).to_list(None)
     assert kept
     for block in kept:
         header = await web3.eth.get_block(block["number"])
@@ -393,7 +394,7 @@ async def test_events_a_crashed_pass_left_above_the_cursor_do_not_outlive_a_reor
     await transact(web3, chain["market"].functions.list_token(108, ONE_ETH), seller)
     await settle(clients, settings, 1)
     # As a pass that stored the listing and died before moving its cursor past it:
-    await repository.cursors().update_one(
+    await index_records.cursors().update_one(
         {"chainId": settings.chain.chain_id},
         {"$set": {"block": before["number"], "hash": Web3.to_hex(before["hash"])}},
     )
@@ -402,7 +403,7 @@ async def test_events_a_crashed_pass_left_above_the_cursor_do_not_outlive_a_reor
     await rpc(web3, "anvil_mine", hex(3))
     await settle(clients, settings, 2)
 
-    listings = await repository.events().find({"tokenId": 108, "event": "Listed"}).to_list()
+    listings = await index_records.events().find({"tokenId": 108, "event": "Listed"}).to_list()
     live = [int(e["args"]["price"]) for e in listings if not e["removed"]]
     assert live == [2 * ONE_ETH]
     assert (await detail(client, 108))["marketStatus"]["listingPriceWei"] == str(2 * ONE_ETH)
@@ -415,7 +416,7 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
 
     seller, chain_id = chain["seller"], settings.chain.chain_id
     await minted_and_approved(web3, client, clients, settings, chain, 114)
-    cursor = await repository.indexer_cursor(chain_id)
+    cursor = await index_records.indexer_cursor(chain_id)
     for call in (
         chain["market"].functions.list_token(114, ONE_ETH),
         chain["market"].functions.delist_token(114),
@@ -424,7 +425,7 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
         await transact(web3, call, seller)
     # A chunk per event: the second chunk's write fails while the first is stored.
     monkeypatch.setattr(indexer, "DECODE_CHUNK", 1)
-    real, written = repository.save_events, []
+    real, written = index_records.save_events, []
 
     async def lost_on_the_second(found):
         written.append(len(found))
@@ -432,15 +433,15 @@ async def test_a_pass_whose_write_fails_midway_keeps_its_cursor_and_loses_no_eve
             raise ConnectionError("the database went away")
         await real(found)
 
-    monkeypatch.setattr(repository, "save_events", lost_on_the_second)
+    monkeypatch.setattr(index_records, "save_events", lost_on_the_second)
     with pytest.raises(ConnectionError):
         await market_service.index_chain(clients, settings)
     assert written == [1, 1]
-    assert (await repository.indexer_cursor(chain_id))["block"] == cursor["block"]
+    assert (await index_records.indexer_cursor(chain_id))["block"] == cursor["block"]
 
-    monkeypatch.setattr(repository, "save_events", real)
+    monkeypatch.setattr(index_records, "save_events", real)
     await settle(clients, settings, 1)
-    market = await repository.events().find({"tokenId": 114, "contract": "Marketplace"}).to_list()
+    market = await index_records.events().find({"tokenId": 114, "contract": "Marketplace"}).to_list()
     assert sorted((e["event"], e["removed"]) for e in market) == [
         ("Delisted", False),
         ("Listed", False),
@@ -480,7 +481,7 @@ async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     await transact(web3, chain["market"].functions.list_token(115, ONE_ETH), seller)
     await transact(web3, chain["market"].functions.delist_token(115), seller)
     monkeypatch.setattr(indexer, "DECODE_CHUNK", 1)
-    real_save, real_decode = repository.save_events, indexer._decode
+    real_save, real_decode = index_records.save_events, indexer._decode
     slow_save = _LandingLate(real_save, 0.5)
     decoded = []
 
@@ -490,14 +491,14 @@ async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
             raise ValueError("a log the ABI cannot decode")
         return real_decode(*args)
 
-    monkeypatch.setattr(repository, "save_events", slow_save)
+    monkeypatch.setattr(index_records, "save_events", slow_save)
     monkeypatch.setattr(indexer, "_decode", fails_on_the_second)
     with pytest.raises(ValueError):
         await market_service.index_chain(clients, settings)
     assert (
         slow_save.landed.is_set()
     )  # the first chunk's write landed before the pass ended, not under the next
-    monkeypatch.setattr(repository, "save_events", real_save)
+    monkeypatch.setattr(index_records, "save_events", real_save)
     monkeypatch.setattr(indexer, "_decode", real_decode)
 
     # A reorg replaces the listing; the next pass takes back what the failed one stored, reads the new
@@ -506,7 +507,7 @@ async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     await transact(web3, chain["market"].functions.list_token(115, 2 * ONE_ETH), seller)
     await rpc(web3, "anvil_mine", hex(3))
     await settle(clients, settings, 2)
-    listings = await repository.events().find({"tokenId": 115, "event": "Listed"}).to_list()
+    listings = await index_records.events().find({"tokenId": 115, "event": "Listed"}).to_list()
     assert [int(e["args"]["price"]) for e in listings if not e["removed"]] == [2 * ONE_ETH]
 
 
@@ -519,16 +520,16 @@ async def test_a_pass_whose_cursor_moved_under_it_leaves_the_cursor_alone(
     await minted_and_approved(web3, client, clients, settings, chain, 116)
     await transact(web3, chain["market"].functions.list_token(116, ONE_ETH), chain["seller"])
     ahead = await web3.eth.block_number + 5
-    real_save = repository.save_events
+    real_save = index_records.save_events
 
     async def another_pass_moves_on(found):  # as a pass beside this one, whose lease lapsed
         await real_save(found)
-        await repository.cursors().update_one({"chainId": chain_id}, {"$set": {"block": ahead}})
+        await index_records.cursors().update_one({"chainId": chain_id}, {"$set": {"block": ahead}})
 
-    monkeypatch.setattr(repository, "save_events", another_pass_moves_on)
+    monkeypatch.setattr(index_records, "save_events", another_pass_moves_on)
     with pytest.raises(indexer.PassOverlapped):
         await market_service.index_chain(clients, settings)
-    assert (await repository.indexer_cursor(chain_id))["block"] == ahead  # not moved back
+    assert (await index_records.indexer_cursor(chain_id))["block"] == ahead  # not moved back
 
 
 async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
@@ -542,12 +543,12 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
     await transact(web3, chain["market"].functions.list_token(117, ONE_ETH), seller)
     await settle(clients, settings, 1)
     # As a pass that stored the listing and died before moving its cursor past it:
-    await repository.cursors().update_one(
+    await index_records.cursors().update_one(
         {"chainId": chain_id}, {"$set": {"block": before["number"], "hash": Web3.to_hex(before["hash"])}}
     )
-    real_remove = repository.remove_events_after
+    real_remove = index_records.remove_events_after
     slow_remove = _LandingLate(real_remove, 1)
-    monkeypatch.setattr(repository, "remove_events_after", slow_remove)
+    monkeypatch.setattr(index_records, "remove_events_after", slow_remove)
     first = asyncio.create_task(market_service.index_chain(clients, settings))
     await slow_remove.sent.wait()
     first.cancel()
@@ -555,9 +556,9 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
         await first
     assert slow_remove.landed.is_set()  # the take-back landed before the pass let go of its lease
     assert await clients.redis.get(market_service.INDEX_LOCK) is None
-    monkeypatch.setattr(repository, "remove_events_after", real_remove)
+    monkeypatch.setattr(index_records, "remove_events_after", real_remove)
     await settle(clients, settings, 2)
-    listed = await repository.events().find({"tokenId": 117, "event": "Listed"}).to_list()
+    listed = await index_records.events().find({"tokenId": 117, "event": "Listed"}).to_list()
     assert [e["removed"] for e in listed] == [False]
     assert (await detail(client, 117))["marketStatus"]["isListed"]
 
