@@ -77,7 +77,9 @@ async def _ensure(
             return await _finish(web3, settings, signer, built, last["_id"])
         if last["status"] == "deployed" and await _runs_at(web3, built, last["address"]):
             return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
-        if last["status"] == "deployed":  # no code where it was deployed: the chain lost its history
+        if last["status"] == "deployed" and not settings.is_production:
+            # No code where it was deployed: a development chain that lost its history (a production
+            # chain never loses final blocks, and a node behind would catch up: nothing is released).
             await outbox.release_lost(web3, settings, signer)
     data = web3.eth.contract(abi=built.abi, bytecode=built.bytecode).constructor(*args).data_in_transaction
     log_id = await repository.record_deployment(

@@ -107,6 +107,35 @@ async def test_a_chain_that_lost_final_history_gets_the_contracts_again_from_its
     assert await web3.eth.get_transaction_count(signer.address) == start + 3
 
 
+async def test_in_production_missing_code_releases_no_nonce(web3, clients, settings, monkeypatch):
+    """A production chain never loses final blocks: code missing there is a node behind, or one of
+    another chain, and the transactions the outbox took as final stay so."""
+    from app.chain import deployments
+
+    before = await web3.provider.make_request("evm_snapshot", [])
+    await service.ensure_deployed(clients, settings)
+    await web3.provider.make_request("anvil_mine", [hex(70)])
+    for _ in range(2):
+        await service.process_outbox(clients, settings)
+    await web3.provider.make_request("evm_revert", [before["result"]])
+    production = settings.model_copy(
+        update={"app_env": "production", "chain": settings.chain.model_copy(update={"deploy_timeout_s": 3})}
+    )
+    released = []
+    real = outbox.release_lost
+
+    async def spy(*args):
+        released.append(await real(*args))
+        return released[-1]
+
+    monkeypatch.setattr(outbox, "release_lost", spy)
+    with pytest.raises(deployments.DeploymentFailed):
+        await deployments.ensure_deployed(web3, production, load_signer(settings))
+    assert released == []
+    finals = await repository.outbox().find({"status": "confirmed"}).to_list(None)
+    assert len(finals) == 3 and all("nonce" in e for e in finals)
+
+
 async def test_a_deployment_cut_short_is_found_again_not_sent_twice(web3, clients, settings, monkeypatch):
     """The run signed and sent the AssetToken's deployment, then died: the next run finishes that one."""
     real = outbox.wait_mined
