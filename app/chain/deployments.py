@@ -17,6 +17,7 @@ from typing import Any
 from bson import ObjectId
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3, Web3
+from web3.exceptions import TransactionNotFound
 
 from app.chain import outbox, repository
 from app.chain.artifacts import Artifact, artifact
@@ -77,10 +78,8 @@ async def _ensure(
             return await _finish(web3, settings, signer, built, last["_id"])
         if last["status"] == "deployed" and await _runs_at(web3, built, last["address"]):
             return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
-        if last["status"] == "deployed" and not settings.is_production:
-            # No code where it was deployed: a development chain that lost its history (a production
-            # chain never loses final blocks, and a node behind would catch up: nothing is released).
-            await outbox.release_lost(web3, settings, signer)
+        if last["status"] == "deployed":
+            await _lost(web3, settings, signer, last)
     data = web3.eth.contract(abi=built.abi, bytecode=built.bytecode).constructor(*args).data_in_transaction
     log_id = await repository.record_deployment(
         {
@@ -117,6 +116,29 @@ async def _ask(chain_id: int, signer: LocalAccount, name: str, log_id: ObjectId,
         data=data,
         ref={"contract": name, "deploymentId": str(log_id)},
     )
+
+
+async def _lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, last: dict[str, Any]) -> None:
+    """No code where a contract was deployed. Deployed again only when the chain has lost the block of
+    its deployment: the node has reached that block, and has no receipt of the deployment there (a node
+    behind would catch up, and a node without the code but with its transaction answers wrongly). Outside
+    production, the outbox then gives back the nonces of what the chain lost (outbox.release_lost)."""
+    head, block = await web3.eth.block_number, last.get("block") or 0
+    if head < block:
+        raise DeploymentFailed(
+            f"{last['contract']} was deployed at block {block} and the node is at block {head}: a node "
+            f"behind, or a chain restarted from an older state; run again once it has passed block {block}"
+        )
+    try:
+        receipt = await web3.eth.get_transaction_receipt(last["txHash"])
+    except TransactionNotFound:
+        receipt = None
+    if receipt is not None and receipt["blockNumber"] == block:
+        raise DeploymentFailed(
+            f"{last['contract']}: its deployment is on the chain, but no code at its address"
+        )
+    if not settings.is_production:  # a production chain loses no final block: nothing is released there
+        await outbox.release_lost(web3, settings, signer)
 
 
 async def _runs_at(web3: AsyncWeb3, built: Artifact, address: str) -> bool:

@@ -103,7 +103,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
         first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
         cursor = await index_records.start_cursor(chain_id, first - 1)
     head = await web3.eth.block_number
-    if head < cursor["block"]:  # a node behind the one read before (or a chain that shrank): wait
+    if head < cursor["block"] and await _behind(web3, chain_id, head):
         return IndexPass(start=cursor["block"] + 1, end=cursor["block"], head=head)
     reorg = await _unwind(web3, chain_id, found, cursor, settings.chain.reorg_depth)
     if reorg is not None:
@@ -288,15 +288,15 @@ async def _unwind(
     if await _canonical(web3, cursor["block"], cursor["hash"]):
         return None
     fork = await _fork(web3, chain_id, cursor["block"], depth)
+    kept = None if fork is None else await index_records.block_hash(chain_id, fork)
     if fork is None:  # below every block recorded: the highest block of a live event still canonical
         origin = min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
-        fork = await _event_fork(web3, chain_id, origin, cursor["block"])
+        fork, kept = await _event_fork(web3, chain_id, origin, cursor["block"])
     if cursor["block"] - fork > depth:
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
     removed = await _landed(index_records.remove_events_after(chain_id, fork))  # their tokens are pending now
     await _landed(index_records.drop_blocks_after(chain_id, fork))
-    kept = await index_records.block_hash(chain_id, fork)
     reorg = {
         "at": utcnow(),
         "fork": fork,
@@ -327,21 +327,29 @@ async def _fork(web3: AsyncWeb3, chain_id: int, below: int, depth: int) -> int |
     return older[low]["number"] if low < len(older) else None
 
 
-async def _event_fork(web3: AsyncWeb3, chain_id: int, origin: int, below: int) -> int:
-    """The highest block under `below` of a live event still canonical, by bisection over block numbers
-    (the canonical ones are all below the orphaned ones); `origin` (before the deployments, so all is
-    read again) when there is none."""
-    fork, low, high = origin, origin + 1, below - 1
+async def _event_fork(web3: AsyncWeb3, chain_id: int, origin: int, below: int) -> tuple[int, str | None]:
+    """The highest block under `below` of a live event still canonical, and its hash, by bisection over
+    block numbers (the canonical ones are all below the orphaned ones); `origin` (before the
+    deployments, so all is read again) when there is none."""
+    fork, fork_hash, low, high = origin, None, origin + 1, below - 1
     while low <= high:
         middle = (low + high) // 2
         found = await index_records.live_block_at_or_below(chain_id, middle, low)
         if found is None:  # no event in [low, middle]
             low = middle + 1
         elif await _canonical(web3, found["blockNumber"], found["blockHash"]):
-            fork, low = found["blockNumber"], middle + 1
+            fork, fork_hash, low = found["blockNumber"], found["blockHash"], middle + 1
         else:
             high = found["blockNumber"] - 1
-    return fork
+    return fork, fork_hash
+
+
+async def _behind(web3: AsyncWeb3, chain_id: int, head: int) -> bool:
+    """A node whose head is below the cursor is behind the one read before, to be waited for, if the
+    highest block recorded at or below its head is the node's too; if not, the chain itself changed
+    (a reorg to a shorter branch, a development chain restarted from an older state)."""
+    [highest] = await index_records.recent_blocks(chain_id, below=head + 1, limit=1) or [None]
+    return highest is None or await _canonical(web3, highest["number"], highest["hash"])
 
 
 async def _canonical(web3: AsyncWeb3, number: int, recorded: str) -> bool:

@@ -124,7 +124,12 @@ async def release_lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount
     if await web3.eth.get_transaction_count(signer.address, "pending") != latest:
         return 0  # some of the signer's transactions wait in the pool: those nonces are not lost
     reason = f"lost: the chain's history no longer reaches nonce {latest} or above"
-    released = await repository.release_nonces(settings.chain.chain_id, signer.address, latest, reason)
+    holding = await repository.holding_nonces(settings.chain.chain_id, signer.address, latest)
+    lost = []
+    for entry in holding:  # an attempt the node has a receipt of is not lost, whatever its nonce says
+        if not any([await _receipt(web3, attempt["txHash"]) for attempt in entry.get("attempts") or ()]):
+            lost.append(entry)
+    released = await repository.release_nonces(lost, reason)
     if released:
         log.error("chain.outbox.history_lost", nonce=latest, released=released)
     return released

@@ -117,14 +117,19 @@ async def requeue(entry: dict[str, Any], reason: str) -> bool:
     return result.modified_count == 1
 
 
-async def release_nonces(chain_id: int, sender: str, lowest: int, reason: str) -> int:
-    """Fail every entry of the sender holding a nonce from `lowest` up, and free the nonce (kept as
-    `lostNonce`)."""
+async def holding_nonces(chain_id: int, sender: str, lowest: int) -> list[dict[str, Any]]:
+    """The sender's entries holding a nonce from `lowest` up."""
     query = {"chainId": chain_id, "sender": sender, "nonce": {"$gte": lowest}}
+    return await outbox().find(query, {"nonce": 1, "status": 1, "attempts.txHash": 1}).to_list(None)
+
+
+async def release_nonces(entries: list[dict[str, Any]], reason: str) -> int:
+    """Fail these entries, unless moved since they were read, and free their nonces (kept as
+    `lostNonce`)."""
     released = 0
-    for found in await outbox().find(query, {"nonce": 1}).to_list(None):
+    for found in entries:
         result = await outbox().update_one(
-            {"_id": found["_id"], "nonce": found["nonce"]},
+            {"_id": found["_id"], "nonce": found["nonce"], "status": found["status"]},
             {
                 "$set": {
                     "status": "failed",

@@ -19,7 +19,7 @@ def on_chain(settings: Settings, closed: dict[str, Any], verdicts: list[Verdict]
     """The verdicts of a round decided `published`, while the chain is on: an accepted prediction is
     `submitted` until the round's push settles (publication_repository.settle_predictions); one the
     chain was switched off under waits for it to return."""
-    if settings.chain.rpc_url is None or (closed.get("decision") or {}).get("decision") != "published":
+    if not settings.chain.rpc_url or (closed.get("decision") or {}).get("decision") != "published":
         return verdicts
     return [(pid, "submitted" if s == "accepted" else s, reason, key) for pid, s, reason, key in verdicts]
 

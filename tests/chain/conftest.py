@@ -21,6 +21,7 @@ async def web3(client, clients):
         pytest.skip("no anvil: install the npm packages (make test does)")
     snapshot = await clients.web3.provider.make_request("evm_snapshot", [])
     yield clients.web3
+    await clients.web3.provider.make_request("anvil_dropAllTransactions", [])  # none queued for the next
     await clients.web3.provider.make_request("evm_setAutomine", [True])
     await clients.web3.provider.make_request("evm_revert", [snapshot["result"]])
 

@@ -66,13 +66,18 @@ async def test_a_second_run_reuses_what_is_deployed(web3, clients, settings):
     assert await web3.eth.block_number == block and len(await logs()) == 3
 
 
-async def test_a_chain_that_lost_the_code_gets_the_contracts_again(web3, clients, settings):
+async def test_a_chain_that_lost_the_code_gets_the_contracts_again_once_past_their_block(
+    web3, clients, settings
+):
     before = await web3.provider.make_request("evm_snapshot", [])
     await service.ensure_deployed(clients, settings)
     await web3.provider.make_request("evm_revert", [before["result"]])  # the blocks are gone, as in a reorg
+    with pytest.raises(service.DeploymentFailed, match="a node behind, or a chain restarted"):
+        await service.ensure_deployed(clients, settings)  # below the deployments' block: nothing sent
+    assert await repository.outbox().count_documents({}) == 3
+    await web3.provider.make_request("anvil_mine", [hex(5)])  # the chain goes on without them
     again = await service.ensure_deployed(clients, settings)
-    # The outbox sends the lost deployments again (what a reorg calls for); whatever is reused, every
-    # contract is at its address and the marketplace trades the token that is there.
+    # Whatever is reused, every contract is at its address and the marketplace trades the token there.
     assert not again["AssetToken"].reused
     for name in CONTRACTS:
         assert artifact(name).runs_at(await web3.eth.get_code(again[name].address))
@@ -95,6 +100,7 @@ async def test_a_chain_that_lost_final_history_gets_the_contracts_again_from_its
         await service.process_outbox(clients, settings)
     assert {e["status"] for e in await repository.outbox().find({}).to_list(None)} == {"confirmed"}
     await web3.provider.make_request("evm_revert", [before["result"]])
+    await web3.provider.make_request("anvil_mine", [hex(80)])  # past the lost blocks, on another branch
     short = settings.model_copy(update={"chain": settings.chain.model_copy(update={"deploy_timeout_s": 30})})
     again = await service.ensure_deployed(clients, short)
     for name in CONTRACTS:
@@ -118,6 +124,7 @@ async def test_in_production_missing_code_releases_no_nonce(web3, clients, setti
     for _ in range(2):
         await service.process_outbox(clients, settings)
     await web3.provider.make_request("evm_revert", [before["result"]])
+    await web3.provider.make_request("anvil_mine", [hex(80)])
     production = settings.model_copy(
         update={"app_env": "production", "chain": settings.chain.model_copy(update={"deploy_timeout_s": 3})}
     )
@@ -134,6 +141,24 @@ async def test_in_production_missing_code_releases_no_nonce(web3, clients, setti
     assert released == []
     finals = await repository.outbox().find({"status": "confirmed"}).to_list(None)
     assert len(finals) == 3 and all("nonce" in e for e in finals)
+
+
+async def test_a_node_that_counts_fewer_transactions_than_the_ledger_releases_none_it_has(
+    web3, clients, settings, monkeypatch
+):
+    """A node that answers low counts (syncing, behind a load balancer) is no evidence of lost history:
+    an entry any of whose attempts the node has a receipt of keeps its nonce."""
+    signer = load_signer(settings)
+    start = await web3.eth.get_transaction_count(signer.address)
+    await service.ensure_deployed(clients, settings)
+
+    async def counted_from_the_start(address, block_identifier=None):
+        return start
+
+    monkeypatch.setattr(web3.eth, "get_transaction_count", counted_from_the_start)
+    assert await outbox.release_lost(web3, settings, signer) == 0
+    held = await repository.outbox().find({}).to_list(None)
+    assert len(held) == 3 and all("nonce" in e and e["status"] != "failed" for e in held)
 
 
 async def test_a_deployment_cut_short_is_found_again_not_sent_twice(web3, clients, settings, monkeypatch):

@@ -155,14 +155,24 @@ async def test_a_reorg_deeper_than_the_blocks_checked_one_by_one_finds_its_fork(
 
 
 async def test_a_reorg_below_every_recorded_block_finds_its_fork_among_the_events_blocks(
-    web3, client, clients, settings, chain
+    web3, client, clients, settings, chain, monkeypatch
 ):
     """No recorded block hash is canonical any more: the fork is the highest block of a live event that
     still is, found by bisection, and only what lies above it is read again."""
     fork_block = await _sold_on_a_branch(web3, client, clients, settings, chain, 109, passes=3)
     await index_records.blocks().delete_many({"number": {"$lte": fork_block}})  # forgotten: none canonical
+    rewound = []
+    real = index_records.rewind_cursor
+
+    async def seen(chain_id, block, block_hash, reorg):
+        rewound.append((block, block_hash))
+        await real(chain_id, block, block_hash, reorg)
+
+    monkeypatch.setattr(index_records, "rewind_cursor", seen)
     result = await settle(clients, _shallow(settings), 1)
     assert result["reorg"]["fork"] == fork_block  # the listing's block, the last event before the fork
+    # the cursor keeps that block's hash, so the next range is checked to hang from it
+    assert rewound == [(fork_block, Web3.to_hex((await web3.eth.get_block(fork_block))["hash"]))]
     await _rolled_back(client, 109, chain["seller"])
     assert (await index_records.indexer_cursor(settings.chain.chain_id))[
         "block"
@@ -219,6 +229,31 @@ async def test_a_node_behind_the_cursor_is_waited_for_not_taken_for_a_reorg(
     assert result.get("reorg") is None and result["events"] == 0
     assert (await index_records.indexer_cursor(settings.chain.chain_id))["block"] == behind + 5
     assert [t["type"] for t in await transactions(client, 112)] == ["mint"]  # nothing taken back
+
+
+async def test_a_chain_shorter_than_the_cursor_with_another_history_is_rolled_back_at_once(
+    web3, client, clients, settings, chain
+):
+    """Below the cursor, but the node's own blocks differ from those recorded: not a node behind (which
+    would be waited for) but a chain that changed, rolled back without waiting for it to grow."""
+    seller = chain["seller"]
+    await onboard(client, settings, 113, seller)
+    await settle(clients, settings)
+    fork_block = await web3.eth.block_number
+    snapshot = await rpc(web3, "evm_snapshot")
+    await transact(web3, chain["token"].functions.approve(chain["market"].address, 113), seller)
+    await transact(web3, chain["market"].functions.list_token(113, ONE_ETH), seller)
+    await rpc(web3, "anvil_mine", hex(5))
+    await settle(clients, settings, 1)
+    assert (await detail(client, 113))["marketStatus"]["isListed"]
+    await rpc(web3, "evm_revert", snapshot)
+    await rpc(web3, "anvil_mine", hex(2))  # another branch, shorter than the cursor's
+    assert (
+        await web3.eth.block_number < (await index_records.indexer_cursor(settings.chain.chain_id))["block"]
+    )
+    result = await settle(clients, settings, 1)
+    assert result["reorg"]["fork"] == fork_block and result["reorg"]["removed"] >= 1
+    assert not (await detail(client, 113))["marketStatus"]["isListed"]
 
 
 async def test_reading_a_range_again_adds_nothing(web3, client, clients, settings, chain):

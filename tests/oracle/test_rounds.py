@@ -663,9 +663,12 @@ async def test_a_platform_appraisal_without_a_positive_price_is_left_out_not_fat
     assert (await AIOracleData.get_pymongo_collection().find_one({"_id": fine}))["status"] == "submitted"
 
 
-async def test_without_a_chain_a_prediction_its_round_accepted_is_accepted_at_the_close(client, settings):
+@pytest.mark.parametrize("rpc_url", [None, ""])  # CHAIN_RPC_URL unset, or set empty
+async def test_without_a_chain_a_prediction_its_round_accepted_is_accepted_at_the_close(
+    client, settings, rpc_url
+):
     """No chain to publish to: the round's answer goes nowhere, so its verdict is final at the close."""
-    off = settings.model_copy(update={"chain": settings.chain.model_copy(update={"rpc_url": None})})
+    off = settings.model_copy(update={"chain": settings.chain.model_copy(update={"rpc_url": rpc_url})})
     await factories.asset(80)
     a, b, c = await operators(settings, 3)
     made = [await submit(client, o, 80, 10.0 + i / 10, 9.0, 11.5) for i, o in enumerate((a, b, c))]
