@@ -15,7 +15,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from app.assets import schemas, service, token_schemas
+from app.assets import history_schemas, schemas, service, token_schemas
 from app.lib.deps import ClientsDep, ContextDep, SettingsDep
 from app.lib.errors import BadRequest
 from app.lib.openapi import answers_text, links, raises
@@ -283,10 +283,14 @@ class AssetController(Controller):
         tokenId: TokenIdPath,
         start: FromParam = None,
         end: ToParam = None,
-        source: Annotated[str | None, QueryParameter(schema_extra=one_of(schemas.PRICE_SOURCES))] = None,
+        source: Annotated[
+            str | None, QueryParameter(schema_extra=one_of(history_schemas.PRICE_SOURCES))
+        ] = None,
         interval: Annotated[
             str,
-            QueryParameter(description="raw points, or OHLC buckets", schema_extra=one_of(schemas.INTERVALS)),
+            QueryParameter(
+                description="raw points, or OHLC buckets", schema_extra=one_of(history_schemas.INTERVALS)
+            ),
         ] = "raw",
         limit: Annotated[
             int | None,
@@ -297,11 +301,11 @@ class AssetController(Controller):
         ] = None,
         cursor: CursorParam = None,
         format: Annotated[str, QueryParameter(schema_extra=one_of(("json", "csv")))] = "json",
-    ) -> Response[schemas.PriceHistoryPage]:
+    ) -> Response[history_schemas.PriceHistoryPage]:
         """Price points (paged) or OHLC buckets over a time range; CSV with `format=csv`."""
         if format not in ("json", "csv"):
             raise BadRequest("format must be json or csv", code="invalid_format")
-        query = schemas.HistoryQuery(
+        query = history_schemas.HistoryQuery(
             start=parse_time(start, "from"),
             end=parse_time(end, "to"),
             source=source,

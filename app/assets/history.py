@@ -7,7 +7,7 @@ import io
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.assets import repository, schemas
+from app.assets import history_schemas, price_records
 from app.config import Settings
 from app.lib.errors import BadRequest, require_one_of
 from app.lib.money import wei_string
@@ -40,25 +40,25 @@ CSV_BUCKET_COLUMNS = ["bucket", "open", "high", "low", "close", "mean", "count",
 
 def check_range(interval: str, start: datetime | None, end: datetime | None) -> None:
     """A known interval, and `from` before `to` when both are given; 400 otherwise."""
-    require_one_of(interval, schemas.INTERVALS, field="interval", code="invalid_interval")
+    require_one_of(interval, history_schemas.INTERVALS, field="interval", code="invalid_interval")
     if start is not None and end is not None and client_time(start, "from") >= client_time(end, "to"):
         raise BadRequest("from must be before to", code="invalid_range")
 
 
 def _query(token_id: int, start: datetime | None, end: datetime | None, source: str | None) -> dict[str, Any]:
-    return repository.history_query(
+    return price_records.history_query(
         token_id,
         client_time(start, "from") if start is not None else None,
         client_time(end, "to") if end is not None else None,
-        require_one_of(source, schemas.PRICE_SOURCES, field="source", code="invalid_source")
+        require_one_of(source, history_schemas.PRICE_SOURCES, field="source", code="invalid_source")
         if source is not None
         else None,
     )
 
 
-def _point(doc: dict[str, Any]) -> schemas.PricePoint:
+def _point(doc: dict[str, Any]) -> history_schemas.PricePoint:
     source = doc.get("source") or {}
-    return schemas.PricePoint(
+    return history_schemas.PricePoint(
         timestamp=doc["timestamp"],
         price=doc["price"],
         priceWei=wei_string(doc.get("priceWei")),
@@ -71,7 +71,9 @@ def _point(doc: dict[str, Any]) -> schemas.PricePoint:
     )
 
 
-async def page(settings: Settings, token_id: int, query: schemas.HistoryQuery) -> schemas.PriceHistoryPage:
+async def page(
+    settings: Settings, token_id: int, query: history_schemas.HistoryQuery
+) -> history_schemas.PriceHistoryPage:
     """Raw points (oldest first, paged) or OHLC buckets; `check_range` has passed."""
     interval = query.interval
     if interval == "raw":
@@ -87,9 +89,9 @@ async def page(settings: Settings, token_id: int, query: schemas.HistoryQuery) -
         )
     filter_ = _query(token_id, start, end, query.source)
     async with bounded_query():
-        rows = await repository.history_buckets(filter_, unit, settings.mongodb.max_time_ms)
+        rows = await price_records.history_buckets(filter_, unit, settings.mongodb.max_time_ms)
     buckets = [
-        schemas.PriceBucket(
+        history_schemas.PriceBucket(
             bucket=row["_id"],
             open=row["open"],
             high=row["high"],
@@ -101,22 +103,22 @@ async def page(settings: Settings, token_id: int, query: schemas.HistoryQuery) -
         )
         for row in rows
     ]
-    return schemas.PriceHistoryPage(tokenId=token_id, interval=interval, buckets=buckets)
+    return history_schemas.PriceHistoryPage(tokenId=token_id, interval=interval, buckets=buckets)
 
 
 async def _raw_page(
-    settings: Settings, token_id: int, query: schemas.HistoryQuery
-) -> schemas.PriceHistoryPage:
+    settings: Settings, token_id: int, query: history_schemas.HistoryQuery
+) -> history_schemas.PriceHistoryPage:
     size = parse_limit(query.limit, MAX_POINTS, DEFAULT_POINTS)
     scope = f"price-history:{token_id}"
     secret = settings.auth.jwt_secret.get_secret_value()
     after = decode_cursor(secret, scope, query.cursor) if query.cursor is not None else None
     filter_ = _query(token_id, query.start, query.end, query.source)
     async with bounded_query():
-        docs, last = await repository.history_page(
+        docs, last = await price_records.history_page(
             filter_, limit=size, after=after, max_time_ms=settings.mongodb.max_time_ms
         )
-    return schemas.PriceHistoryPage(
+    return history_schemas.PriceHistoryPage(
         tokenId=token_id,
         interval="raw",
         points=[_point(doc) for doc in docs],
@@ -124,7 +126,7 @@ async def _raw_page(
     )
 
 
-def as_csv(page: schemas.PriceHistoryPage) -> str:
+def as_csv(page: history_schemas.PriceHistoryPage) -> str:
     """The page as CSV for analysts: one row per point or bucket, ISO-8601 UTC times."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

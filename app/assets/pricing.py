@@ -18,7 +18,7 @@ from typing import Any
 from bson import Decimal128, ObjectId
 from pymongo import UpdateOne
 
-from app.assets import repository
+from app.assets import price_records
 from app.lib.timeutil import as_utc
 
 
@@ -105,5 +105,5 @@ def _point(item: AppraisedPrice) -> dict[str, Any]:
 async def apply(items: Sequence[AppraisedPrice]) -> dict[str, int]:
     """Write a batch of appraisals: the assets' appraisal and price where newer, and a point each."""
     updates = [update for update in map(_update, items) if update is not None]
-    changed, added = await repository.write_appraisals(updates, [_point(item) for item in items])
+    changed, added = await price_records.write_appraisals(updates, [_point(item) for item in items])
     return {"assetsChanged": changed, "pointsAdded": added}

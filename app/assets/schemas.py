@@ -26,8 +26,6 @@ ASSET_TYPES = (
     "Memorabilia",
     "Luxury Goods",
 )
-PRICE_SOURCES = ("ai-oracle", "user-listing", "sale", "appraisal", "offer")
-INTERVALS = ("raw", "1h", "1d", "1w")
 MAX_NAME_CHARS, MAX_DESCRIPTION_CHARS = 200, 10_000
 # Free-form attributes are stored as given: a key is 1 to 100 characters, with no '.', no NUL, and no
 # leading '$', at every depth, and objects and arrays nest 5 deep at most (app/assets/metadata.py).
@@ -61,17 +59,6 @@ class AssetQuery(msgspec.Struct, kw_only=True, frozen=True):
     max_price: float | None = None
     q: str | None = None
     sort: str | None = None
-    limit: int | None = None
-    cursor: str | None = None
-
-
-class HistoryQuery(msgspec.Struct, kw_only=True, frozen=True):
-    """Which price history a client asked for, as sent (`history.check_range` checks it first)."""
-
-    start: datetime | None = None
-    end: datetime | None = None
-    source: str | None = None
-    interval: str = "raw"
     limit: int | None = None
     cursor: str | None = None
 
@@ -343,42 +330,6 @@ class AssetDetail(Schema):
     updatedAt: datetime | None
     stats: StatsView
     media: MediaView
-
-
-# ---------------------------------------------------------------- price history
-
-
-class PricePoint(Schema):
-    timestamp: datetime
-    price: float
-    priceWei: str | None
-    priceUsd: float | None
-    source: str
-    dataSourceName: str | None
-    modelVersion: str | None
-    confidenceScore: float | None
-    transactionHash: str | None
-
-
-class PriceBucket(Schema):
-    bucket: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    mean: float
-    count: int
-    meanConfidence: float | None
-
-
-class PriceHistoryPage(Schema):
-    """Raw points (`interval=raw`, paged by `nextCursor`) or OHLC buckets; the other list is null."""
-
-    tokenId: int
-    interval: str
-    points: list[PricePoint] | None = None
-    buckets: list[PriceBucket] | None = None
-    nextCursor: str | None = None
 
 
 # ---------------------------------------------------------------- for other domains

@@ -1,18 +1,15 @@
 """Assets: onboarding, verification and metadata, lists, details, and what other domains ask of assets.
 
-It composes the capabilities of the domain: `catalog` (filtered lists), `detail` (what each role sees,
-the cached public part), `views` (views counted in Redis), `media_view` (media per caller), `metadata`
-(what a write may store), `history` (price history) and `token_metadata` (what a tokenURI serves);
-every query is in `repository`. Every write bumps `version` and `updatedAt` and then invalidates the
-cached detail, after it has committed.
+It composes the capabilities of the domain: `reading` (an asset by tokenId, and its detail as read),
+`catalog` (filtered lists), `detail` (what each role sees, the cached public part), `views` (views
+counted in Redis), `media_view` (media per caller), `metadata` (what a write may store), `history`
+(price history) and `token_metadata` (what a tokenURI serves); every query is in `repository`. Every
+write bumps `version` and `updatedAt` and then invalidates the cached detail, after it has committed.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import structlog
-from redis.exceptions import RedisError
 
 from app.assets import (
     announcing,
@@ -20,10 +17,13 @@ from app.assets import (
     chain_state,
     detail,
     history,
+    history_schemas,
     media_records,
     metadata,
     onchain,
+    price_records,
     pricing,
+    reading,
     repository,
     schemas,
     views,
@@ -31,7 +31,7 @@ from app.assets import (
 from app.assets.documents import Asset, AssetChain, Ownership
 from app.assets.documents import AssetMedia as AssetMedia  # the media domain's record types
 from app.assets.documents import MediaFile as MediaFile
-from app.assets.media_view import live_media_view
+from app.assets.reading import MAX_TOKEN_ID, detail_after_write, get_raw, known_token
 from app.assets.schemas import TypeFigures as TypeFigures  # the market stats' rows per asset type
 from app.assets.token_metadata import token_metadata
 from app.assets.token_schemas import TokenMetadata
@@ -40,13 +40,10 @@ from app.config import Settings
 from app.lib import cache
 from app.lib.context import SYSTEM, RequestContext
 from app.lib.errors import BadRequest, Conflict, NotFound, require_one_of
-from app.lib.params import MAX_INT64, bounded_query, parse_address
+from app.lib.params import parse_address
 from app.lib.security import Principal
 from app.lib.timeutil import utcnow
 
-log = structlog.get_logger(__name__)
-
-MAX_TOKEN_ID = MAX_INT64
 # What a caller needs, besides owning the asset, to change its metadata (a signed-in user has it); the
 # route checks it, with the ownership.
 METADATA_PERMISSION = "assets:metadata"
@@ -57,21 +54,6 @@ MAX_HISTORY_LIMIT = history.MAX_POINTS
 # Bumped when an asset is added: the market stats count assets by type and owner, and recompute when it
 # moves (read it beside other keys, e.g. in one MGET). Metadata and verification are not in them.
 CATALOG_GENERATION_KEY = f"{cache.PREFIX}assets:catalog:generation"
-
-
-def known_token(token_id: int) -> int:
-    """Token ids outside MongoDB's int64 cannot be stored, so no asset has one: 404 like any unknown id."""
-    if not 0 <= token_id <= MAX_TOKEN_ID:
-        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    return token_id
-
-
-async def get_raw(token_id: int, projection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The raw asset (or `projection` of it); 404 when there is none."""
-    doc = await repository.find(known_token(token_id), projection)
-    if doc is None:
-        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    return doc
 
 
 async def owner_of(token_id: int) -> str | None:
@@ -94,99 +76,7 @@ async def list_assets(
 
 # ---------------------------------------------------------------- the detail
 
-
-async def _render(
-    static: bytes,
-    live: dict[str, Any],
-    principal: Principal | None,
-    clients,
-    settings: Settings,
-    counters: views.ViewCounters | None = None,
-) -> dict[str, Any]:
-    return detail.render(
-        static,
-        live,
-        principal,
-        view_count=views.visible_views(live.get("stats") or {}, counters),
-        media=await live_media_view(live, principal, clients.storage, settings),
-    )
-
-
-async def asset_detail(
-    clients, settings: Settings, token_id: int, principal: Principal | None
-) -> dict[str, Any]:
-    """Full details of one asset (schemas.AssetDetail), counting the view: one Redis and one MongoDB
-    round trip on a cache hit."""
-    known_token(token_id)
-    redis = clients.redis
-    try:
-        pipe = redis.pipeline(transaction=True)
-        detail.queue_cached(pipe, token_id)
-        views.queue_views(pipe, token_id, count=True)
-        cached, *replies = await pipe.execute()
-    except (RedisError, OSError) as exc:
-        log.warning("assets.detail.redis_failed", token_id=token_id, error=str(exc))
-        return await _detail_counted_in_mongo(clients, settings, token_id, principal)
-    counters = views.counters(replies, counted=True)
-    async with bounded_query():
-        admin = principal is not None and principal.is_admin
-        projection = repository.ADMIN_PROJECTION if admin else repository.LIVE_PROJECTION
-        live = await repository.find(token_id, projection if cached is not None else None)
-        if live is None:
-            await _unview(redis, token_id, drop_cache=cached is not None)
-            raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-        if views.applied_seq(live) > counters.top:
-            # A flush of this token ran between the two reads: take both again, Redis first.
-            counters = await views.snapshot_or_none(redis, token_id) or counters
-            again = await repository.find(token_id, {"stats": 1})
-            if again is not None:
-                live["stats"] = again.get("stats")
-        stats = live.get("stats") or {}
-        if cached is not None and detail.is_current(cached, live):
-            detail.hit()
-            return await _render(cached, live, principal, clients, settings, counters)
-        detail.miss()
-        doc = live if cached is None else await repository.find(token_id)
-    if doc is None:
-        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    doc["stats"] = stats  # the stats the view counters were matched against
-    static = detail.static_detail(doc)
-    await detail.store(redis, token_id, static)
-    return await _render(static, doc, principal, clients, settings, counters)
-
-
-async def _detail_counted_in_mongo(
-    clients, settings: Settings, token_id: int, principal: Principal | None
-) -> dict[str, Any]:
-    """Without Redis (no cache, no counters), a view is counted by a MongoDB `$inc` as a fallback."""
-    detail.miss()
-    async with bounded_query():
-        doc = await repository.count_view(token_id)
-    if doc is None:
-        raise NotFound(f"no asset with tokenId {token_id}", code="asset_not_found")
-    return await _render(detail.static_detail(doc), doc, principal, clients, settings)
-
-
-async def _unview(redis, token_id: int, *, drop_cache: bool) -> None:
-    """Take back the view of a token that has no asset, so 404s leave nothing to flush."""
-    try:
-        await views.unview(redis, token_id)
-        if drop_cache:
-            await detail.invalidate(redis, token_id)
-    except (RedisError, OSError) as exc:
-        log.warning("assets.views.unview_failed", token_id=token_id, error=str(exc))
-
-
-async def detail_after_write(
-    clients, settings: Settings, token_id: int, principal: Principal | None
-) -> dict[str, Any]:
-    """The detail body as the write left it (no view counted, the views not yet flushed included)."""
-    counters = await views.snapshot_or_none(clients.redis, token_id)
-    doc = await get_raw(token_id)
-    if counters is not None and views.applied_seq(doc) > counters.top:  # a flush ran in between
-        counters = await views.snapshot_or_none(clients.redis, token_id)
-        doc["stats"] = (await get_raw(token_id, {"stats": 1})).get("stats")
-    return await _render(detail.static_detail(doc), doc, principal, clients, settings, counters)
+asset_detail = reading.asset_detail  # full details of one asset, counting the view
 
 
 async def asset_token_metadata(clients, settings: Settings, token_id: int) -> TokenMetadata:
@@ -332,8 +222,8 @@ async def _written(
 
 
 async def price_history(
-    settings: Settings, token_id: int, query: schemas.HistoryQuery
-) -> schemas.PriceHistoryPage:
+    settings: Settings, token_id: int, query: history_schemas.HistoryQuery
+) -> history_schemas.PriceHistoryPage:
     """Raw points (oldest first, paged) or OHLC buckets computed by an aggregation."""
     history.check_range(query.interval, query.start, query.end)
     await get_raw(token_id, {"_id": 1})
@@ -341,7 +231,7 @@ async def price_history(
 
 
 async def price_history_csv(
-    settings: Settings, token_id: int, query: schemas.HistoryQuery
+    settings: Settings, token_id: int, query: history_schemas.HistoryQuery
 ) -> tuple[str, str | None]:
     """`price_history` as CSV (one row per point or bucket), and the cursor to the next page of points."""
     page = await price_history(settings, token_id, query)
@@ -369,7 +259,7 @@ catalog_figures = catalog.figures  # counts, listings, prices per type and disti
 # ---- for the oracle domain
 
 AppraisedPrice = pricing.AppraisedPrice
-appraisal_batch = repository.appraisal_batch  # the next assets by tokenId, with what an appraisal reads
+appraisal_batch = price_records.appraisal_batch  # the next assets by tokenId, with what an appraisal reads
 
 
 async def apply_appraisals(redis, items: list[pricing.AppraisedPrice]) -> dict[str, int]:

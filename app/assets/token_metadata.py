@@ -58,7 +58,7 @@ class _PublicStatic(msgspec.Struct):
 
 
 async def token_metadata(clients, settings: Settings, token_id: int) -> TokenMetadata:
-    """The token metadata of the asset `token_id` (a stored id: service.known_token); 404 without one."""
+    """The token metadata of the asset `token_id` (a stored id: reading.known_token); 404 without one."""
     static, live = await _public_parts(clients.redis, token_id)
     public = msgspec.json.decode(static, type=_PublicStatic)
     media = await live_media_view(live, None, clients.storage, settings)

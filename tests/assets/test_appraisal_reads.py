@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.assets import repository
+from app.assets import price_records
 from app.lib import db
 from tests import factories
 
@@ -15,11 +15,15 @@ def test_in_slices_cover_every_value_in_order_and_none_over_the_size():
 
 @pytest.mark.usefixtures("client")
 async def test_appraisal_batch_reads_tokens_across_slices(monkeypatch):
-    monkeypatch.setattr(repository, "in_slices", lambda values: db.in_slices(values, 2))
+    monkeypatch.setattr(price_records, "in_slices", lambda values: db.in_slices(values, 2))
     for token in (1, 2, 3, 5, 8):
         await factories.asset(token)
-    found = await repository.appraisal_batch([8, 5, 4, 3, 2, 1], None, 10)
+    found = await price_records.appraisal_batch([8, 5, 4, 3, 2, 1], None, 10)
     assert [a["tokenId"] for a in found] == [1, 2, 3, 5, 8]
     # `limit` counts the tokens asked for, from the lowest: 4 has no asset
-    assert [a["tokenId"] for a in await repository.appraisal_batch([8, 5, 4, 3, 2, 1], None, 4)] == [1, 2, 3]
-    assert [a["tokenId"] for a in await repository.appraisal_batch([8, 5, 4, 3], 3, 10)] == [5, 8]
+    assert [a["tokenId"] for a in await price_records.appraisal_batch([8, 5, 4, 3, 2, 1], None, 4)] == [
+        1,
+        2,
+        3,
+    ]
+    assert [a["tokenId"] for a in await price_records.appraisal_batch([8, 5, 4, 3], 3, 10)] == [5, 8]
