@@ -11,6 +11,7 @@ step finds its transaction again instead of deploying twice. `make run` calls it
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,7 @@ async def _ensure(
         {
             "contract": name,
             "chainId": chain_id,
+            "genesis": await _genesis(web3),
             "status": "pending",
             "artifactHash": built.artifact_hash,
             "args": wanted,
@@ -119,26 +121,32 @@ async def _ask(chain_id: int, signer: LocalAccount, name: str, log_id: ObjectId,
 
 
 async def _lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, last: dict[str, Any]) -> None:
-    """No code where a contract was deployed. Deployed again only when the chain has lost the block of
-    its deployment: the node has reached that block, and has no receipt of the deployment there (a node
-    behind would catch up, and a node without the code but with its transaction answers wrongly). Outside
-    production, the outbox then gives back the nonces of what the chain lost (outbox.release_lost)."""
-    head, block = await web3.eth.block_number, last.get("block") or 0
-    if head < block:
-        raise DeploymentFailed(
-            f"{last['contract']} was deployed at block {block} and the node is at block {head}: a node "
-            f"behind, or a chain restarted from an older state; run again once it has passed block {block}"
-        )
-    try:
-        receipt = await web3.eth.get_transaction_receipt(last["txHash"])
-    except TransactionNotFound:
+    """No code where a contract was deployed: deployed again only when the chain has lost its deployment.
+    That is so on a chain with another block 0 (a new one), or when the node has reached the
+    deployment's block without a receipt of it there, or (outside production) when a node that says it
+    is not syncing is below that block (a development chain restarted from an older state). A node
+    behind would catch up, and one with the deployment's receipt but no code answers wrongly: both fail
+    the deployment. Outside production, the outbox then gives back the nonces of what the chain lost."""
+    head, block, name = await web3.eth.block_number, last.get("block") or 0, last["contract"]
+    if last.get("genesis") not in (None, await _genesis(web3)):
+        pass  # another chain: nothing of the old one is on it
+    elif head >= block:
         receipt = None
-    if receipt is not None and receipt["blockNumber"] == block:
+        with contextlib.suppress(TransactionNotFound, ValueError, TypeError):
+            receipt = await web3.eth.get_transaction_receipt(last["txHash"])
+        if receipt is not None and receipt["blockNumber"] == block:
+            raise DeploymentFailed(f"{name}: its deployment is on the chain, but no code at its address")
+    elif settings.is_production or await web3.eth.syncing:
         raise DeploymentFailed(
-            f"{last['contract']}: its deployment is on the chain, but no code at its address"
+            f"{name} was deployed at block {block} and the node is at block {head}: a node behind; "
+            f"run again once it has passed block {block}"
         )
     if not settings.is_production:  # a production chain loses no final block: nothing is released there
         await outbox.release_lost(web3, settings, signer)
+
+
+async def _genesis(web3: AsyncWeb3) -> str:
+    return Web3.to_hex((await web3.eth.get_block(0))["hash"])
 
 
 async def _runs_at(web3: AsyncWeb3, built: Artifact, address: str) -> bool:

@@ -30,6 +30,8 @@ class DeploymentLog(Document):
     # The constructor's arguments as strings: a deployment is reused only for the same ones.
     args: list[str] = Field(default_factory=list)
     deployer: str
+    # The hash of the chain's block 0 when it was deployed: another one there is another chain.
+    genesis: str | None = None
     createdAt: datetime = Field(default_factory=utcnow)
     updatedAt: datetime = Field(default_factory=utcnow)
 

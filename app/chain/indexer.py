@@ -349,7 +349,10 @@ async def _behind(web3: AsyncWeb3, chain_id: int, head: int) -> bool:
     highest block recorded at or below its head is the node's too; if not, the chain itself changed
     (a reorg to a shorter branch, a development chain restarted from an older state)."""
     [highest] = await index_records.recent_blocks(chain_id, below=head + 1, limit=1) or [None]
-    return highest is None or await _canonical(web3, highest["number"], highest["hash"])
+    if highest is not None:
+        return await _canonical(web3, highest["number"], highest["hash"])
+    event = await index_records.live_block_at_or_below(chain_id, head, 0)  # events are never pruned
+    return event is None or await _canonical(web3, event["blockNumber"], event["blockHash"])
 
 
 async def _canonical(web3: AsyncWeb3, number: int, recorded: str) -> bool:

@@ -127,12 +127,19 @@ async def release_lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount
     holding = await repository.holding_nonces(settings.chain.chain_id, signer.address, latest)
     lost = []
     for entry in holding:  # an attempt the node has a receipt of is not lost, whatever its nonce says
-        if not any([await _receipt(web3, attempt["txHash"]) for attempt in entry.get("attempts") or ()]):
+        if not await _any_receipt(web3, entry):
             lost.append(entry)
     released = await repository.release_nonces(lost, reason)
     if released:
         log.error("chain.outbox.history_lost", nonce=latest, released=released)
     return released
+
+
+async def _any_receipt(web3: AsyncWeb3, entry: dict[str, Any]) -> bool:
+    for attempt in reversed(entry.get("attempts") or ()):  # the newest is the likeliest mined
+        if await _receipt(web3, attempt["txHash"]) is not None:
+            return True
+    return False
 
 
 async def final_block(web3: AsyncWeb3, settings: Settings, head: int) -> int:

@@ -120,7 +120,8 @@ async def requeue(entry: dict[str, Any], reason: str) -> bool:
 async def holding_nonces(chain_id: int, sender: str, lowest: int) -> list[dict[str, Any]]:
     """The sender's entries holding a nonce from `lowest` up."""
     query = {"chainId": chain_id, "sender": sender, "nonce": {"$gte": lowest}}
-    return await outbox().find(query, {"nonce": 1, "status": 1, "attempts.txHash": 1}).to_list(None)
+    projection = {"nonce": 1, "status": 1, "txHash": 1, "attempts.txHash": 1}
+    return await outbox().find(query, projection).to_list(None)
 
 
 async def release_nonces(entries: list[dict[str, Any]], reason: str) -> int:
@@ -129,7 +130,12 @@ async def release_nonces(entries: list[dict[str, Any]], reason: str) -> int:
     released = 0
     for found in entries:
         result = await outbox().update_one(
-            {"_id": found["_id"], "nonce": found["nonce"], "status": found["status"]},
+            {
+                "_id": found["_id"],
+                "nonce": found["nonce"],
+                "status": found["status"],
+                "txHash": found.get("txHash"),
+            },
             {
                 "$set": {
                     "status": "failed",

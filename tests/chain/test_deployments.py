@@ -7,6 +7,7 @@ import json
 import pytest
 from eth_account import Account
 from pydantic import SecretStr
+from web3 import Web3
 
 from app.chain import outbox, repository, service
 from app.chain.artifacts import CONTRACTS, artifact
@@ -66,17 +67,11 @@ async def test_a_second_run_reuses_what_is_deployed(web3, clients, settings):
     assert await web3.eth.block_number == block and len(await logs()) == 3
 
 
-async def test_a_chain_that_lost_the_code_gets_the_contracts_again_once_past_their_block(
-    web3, clients, settings
-):
+async def test_a_chain_that_lost_the_code_gets_the_contracts_again(web3, clients, settings):
     before = await web3.provider.make_request("evm_snapshot", [])
     await service.ensure_deployed(clients, settings)
     await web3.provider.make_request("evm_revert", [before["result"]])  # the blocks are gone, as in a reorg
-    with pytest.raises(service.DeploymentFailed, match="a node behind, or a chain restarted"):
-        await service.ensure_deployed(clients, settings)  # below the deployments' block: nothing sent
-    assert await repository.outbox().count_documents({}) == 3
-    await web3.provider.make_request("anvil_mine", [hex(5)])  # the chain goes on without them
-    again = await service.ensure_deployed(clients, settings)
+    again = await service.ensure_deployed(clients, settings)  # a development node not syncing: lost
     # Whatever is reused, every contract is at its address and the marketplace trades the token there.
     assert not again["AssetToken"].reused
     for name in CONTRACTS:
@@ -143,6 +138,50 @@ async def test_in_production_missing_code_releases_no_nonce(web3, clients, setti
     assert len(finals) == 3 and all("nonce" in e for e in finals)
 
 
+async def test_in_production_a_node_below_the_deployments_is_behind_and_nothing_is_sent(
+    web3, clients, settings
+):
+    before = await web3.provider.make_request("evm_snapshot", [])
+    await service.ensure_deployed(clients, settings)
+    await web3.provider.make_request("evm_revert", [before["result"]])
+    production = settings.model_copy(update={"app_env": "production"})
+    from app.chain import deployments
+
+    with pytest.raises(deployments.DeploymentFailed, match="a node behind"):
+        await deployments.ensure_deployed(web3, production, load_signer(settings))
+    assert await repository.outbox().count_documents({}) == 3  # nothing asked for again
+
+
+async def test_a_node_with_the_deployment_but_no_code_fails_it(web3, clients, settings, monkeypatch):
+    await service.ensure_deployed(clients, settings)
+
+    async def no_code(address, block_identifier=None):
+        return b""
+
+    monkeypatch.setattr(web3.eth, "get_code", no_code)
+    with pytest.raises(service.DeploymentFailed, match="on the chain, but no code"):
+        await service.ensure_deployed(clients, settings)
+    assert await repository.outbox().count_documents({}) == 3
+
+
+async def test_a_chain_with_another_block_zero_is_another_chain(web3, clients, settings, monkeypatch):
+    """Deployments recorded on a chain whose block 0 was another: deployed again at once, even in
+    production, where a node below the deployments' block would otherwise be taken as behind."""
+    from app.chain import deployments
+
+    before = await web3.provider.make_request("evm_snapshot", [])
+    await service.ensure_deployed(clients, settings)
+    await repository.deployments().update_many({}, {"$set": {"genesis": "0x" + "ab" * 32}})
+    await web3.provider.make_request("evm_revert", [before["result"]])  # below the deployments' blocks
+    production = settings.model_copy(update={"app_env": "production"})
+    again = await deployments.ensure_deployed(web3, production, load_signer(settings))
+    for name in CONTRACTS:
+        assert artifact(name).runs_at(await web3.eth.get_code(again[name].address))
+    genesis = Web3.to_hex((await web3.eth.get_block(0))["hash"])
+    made = [r for r in await logs() if r["genesis"] != "0x" + "ab" * 32]
+    assert made and {r["genesis"] for r in made} == {genesis}
+
+
 async def test_a_node_that_counts_fewer_transactions_than_the_ledger_releases_none_it_has(
     web3, clients, settings, monkeypatch
 ):
@@ -159,6 +198,17 @@ async def test_a_node_that_counts_fewer_transactions_than_the_ledger_releases_no
     assert await outbox.release_lost(web3, settings, signer) == 0
     held = await repository.outbox().find({}).to_list(None)
     assert len(held) == 3 and all("nonce" in e and e["status"] != "failed" for e in held)
+
+
+async def test_an_entry_that_moved_after_it_was_read_as_lost_is_not_released(web3, clients, settings):
+    signer = load_signer(settings)
+    start = await web3.eth.get_transaction_count(signer.address)
+    await service.ensure_deployed(clients, settings)
+    read = await repository.holding_nonces(settings.chain.chain_id, signer.address, start)
+    replaced = read[0]["_id"]  # a worker replaced its transaction since: a new attempt, a new hash
+    await repository.outbox().update_one({"_id": replaced}, {"$set": {"txHash": "0x" + "12" * 32}})
+    assert await repository.release_nonces(read, "lost") == 2
+    assert "nonce" in await repository.outbox().find_one({"_id": replaced})
 
 
 async def test_a_deployment_cut_short_is_found_again_not_sent_twice(web3, clients, settings, monkeypatch):
