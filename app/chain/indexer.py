@@ -30,6 +30,7 @@ from web3.exceptions import BlockNotFound, Web3RPCError
 from app.chain import index_records, repository
 from app.chain.artifacts import CONTRACTS, artifact
 from app.config import Settings
+from app.lib import landing
 from app.lib.params import MAX_INT64
 from app.lib.timeutil import utcnow
 
@@ -188,35 +189,15 @@ async def _store(
 
 async def _landed(write: Awaitable[T]) -> T:
     """A write of the pass, which a cancelled pass still waits for (see `_written`)."""
-    task = asyncio.ensure_future(write)
-    try:
-        return await asyncio.shield(task)
-    except BaseException:
-        if await _written(task):
-            raise asyncio.CancelledError from None
-        raise
+    return await landing.landed(write, settle_s=WRITE_SETTLE_S, event="chain.indexer.write_unsettled")
 
 
 async def _written(write: asyncio.Task) -> bool:
     """Let a write already sent end before the failed or cancelled pass does: the database finishes it
     whether or not anyone waits, and landing after the pass let go of its lease it could undo the next
     pass's work (mark its events removed, or store an orphaned branch's events it would not take
-    back). At most WRITE_SETTLE_S: a database that slow is reported instead. Whether a cancel came
-    meanwhile (held back until the write ended)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WRITE_SETTLE_S
-    cancelled = False
-    while not write.done() and loop.time() < deadline:
-        try:
-            await asyncio.wait([write], timeout=deadline - loop.time())
-        except asyncio.CancelledError:
-            cancelled = True
-    if not write.done():
-        log.error("chain.indexer.write_unsettled", seconds=WRITE_SETTLE_S)
-        write.cancel()
-    elif not write.cancelled():
-        write.exception()  # the pass fails with its own error; this one is only retrieved
-    return cancelled
+    back). At most WRITE_SETTLE_S. Whether a cancel came meanwhile (held back until the write ended)."""
+    return await landing.settled(write, settle_s=WRITE_SETTLE_S, event="chain.indexer.write_unsettled")
 
 
 def _decode(

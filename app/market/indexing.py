@@ -23,11 +23,14 @@ from typing import Any
 from app.assets import service as assets_service
 from app.chain import service as chain_service
 from app.config import Settings
+from app.lib import landing
 from app.lib.money import wei_to_eth
 from app.market import repository
 from app.market.documents import Transaction, TransactionChain
 
 SALE = "Sold"
+APPLY_SETTLE_S = 20.0  # how long a failed or cancelled pass waits for the step it was applying
+UNSETTLED = "market.indexing.apply_unsettled"
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
 
 
@@ -40,10 +43,11 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     final = await chain_service.final_block(clients, settings, done.head)
     token_address = await chain_service.deployed_address(settings, "AssetToken")
     pending = await chain_service.pending_tokens(settings)
-    applied = await apply_tokens(clients, settings, pending, final, token_address)
-    await chain_service.tokens_applied(settings, pending)
-    completed = await repository.complete_indexed(final)
-    await assets_service.confirm_chain_states(final)
+    # A pass that fails or is cancelled while it applies ends (and lets go of its lease) only once the
+    # step has: a write of it landing under the next pass could set a token back.
+    applied, completed = await landing.landed(
+        _apply(clients, settings, pending, final, token_address), settle_s=APPLY_SETTLE_S, event=UNSETTLED
+    )
     result = {
         "from": done.start,
         "to": done.end,
@@ -56,6 +60,16 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     if done.reorg is not None:
         result["reorg"] = {k: done.reorg[k] for k in ("fork", "depth", "removed")}
     return result
+
+
+async def _apply(
+    clients, settings: Settings, pending: list[int], final: int, token_address: str | None
+) -> tuple[dict[str, int], int]:
+    applied = await apply_tokens(clients, settings, pending, final, token_address)
+    await chain_service.tokens_applied(settings, pending)
+    completed = await repository.complete_indexed(final)
+    await assets_service.confirm_chain_states(final)
+    return applied, completed
 
 
 async def apply_tokens(

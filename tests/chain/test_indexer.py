@@ -344,10 +344,10 @@ async def test_a_crash_between_reading_and_applying_loses_nothing(
     real = indexing.apply_tokens
 
     async def died(*args, **kwargs):
-        raise KeyboardInterrupt
+        raise RuntimeError("the worker died")
 
     monkeypatch.setattr(indexing, "apply_tokens", died)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="the worker died"):
         await market_service.index_chain(clients, settings)  # read the mint, died before applying it
     monkeypatch.setattr(indexing, "apply_tokens", real)
     result = await market_service.index_chain(clients, settings)
@@ -599,6 +599,32 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
     listed = await index_records.events().find({"tokenId": 117, "event": "Listed"}).to_list()
     assert [e["removed"] for e in listed] == [False]
     assert (await detail(client, 117))["marketStatus"]["isListed"]
+
+
+async def test_a_pass_cancelled_while_it_applies_lets_go_only_once_the_step_has_ended(
+    web3, client, clients, settings, chain, monkeypatch
+):
+    """The market's own writes of a pass (a token's transactions, owner, listing) land too once sent:
+    a pass cancelled while it writes them lets go of its lease only once they have."""
+    from app.market import repository as market_repository
+
+    seller = chain["seller"]
+    await minted_and_approved(web3, client, clients, settings, chain, 118)
+    await transact(web3, chain["market"].functions.list_token(118, ONE_ETH), seller)
+    real_upsert = market_repository.upsert
+    slow_upsert = _LandingLate(real_upsert, 1)
+    monkeypatch.setattr(market_repository, "upsert", slow_upsert)
+    first = asyncio.create_task(market_service.index_chain(clients, settings))
+    await slow_upsert.sent.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert slow_upsert.landed.is_set()  # before the pass let go of its lease
+    assert await clients.redis.get(market_service.INDEX_LOCK) is None
+    monkeypatch.setattr(market_repository, "upsert", real_upsert)
+    await settle(clients, settings, 1)
+    assert [t["type"] for t in await transactions(client, 118)] == ["list", "mint"]
+    assert (await detail(client, 118))["marketStatus"]["isListed"]
 
 
 async def test_a_pass_reads_at_most_its_range_of_blocks(web3, client, clients, settings, chain, monkeypatch):

@@ -1,0 +1,48 @@
+"""Writes that land whether or not their client waits.
+
+A database finishes a write once it is sent, so a job that fails or is cancelled while it holds a lease
+could see a write of its own land after it let go, under the next holder, and undo that one's work. A
+write (or a step of several) made through `landed` is waited for instead, at most `settle_s`, before the
+failure or the cancel goes on; a database that slow is reported, not waited for without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
+
+log = structlog.get_logger("lib.landing")
+T = TypeVar("T")
+
+
+async def landed(write: Awaitable[T], *, settle_s: float, event: str) -> T:
+    """Await `write`; on a failure or a cancel, wait for it to end first (see `settled`)."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+        if await settled(task, settle_s=settle_s, event=event):
+            raise asyncio.CancelledError from None
+        raise
+
+
+async def settled(write: asyncio.Future, *, settle_s: float, event: str) -> bool:
+    """Let a write already sent end, at most `settle_s` (past that, log `event` and give up on it).
+    Whether a cancel came meanwhile: held back until the write ended, it is the caller's to raise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    cancelled = False
+    while not write.done() and loop.time() < deadline:
+        try:
+            await asyncio.wait([write], timeout=deadline - loop.time())
+        except asyncio.CancelledError:
+            cancelled = True
+    if not write.done():
+        log.error(event, seconds=settle_s)
+        write.cancel()
+    elif not write.cancelled():
+        write.exception()  # the caller fails with its own error; this one is only retrieved
+    return cancelled
