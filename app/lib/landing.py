@@ -23,15 +23,18 @@ async def landed(write: Awaitable[T], *, settle_s: float, event: str) -> T:
     task = asyncio.ensure_future(write)
     try:
         return await asyncio.shield(task)
-    except BaseException:
-        if await settled(task, settle_s=settle_s, event=event):
+    except BaseException as raised:
+        if await settled(task, settle_s=settle_s, event=event, raised=raised):
             raise asyncio.CancelledError from None
         raise
 
 
-async def settled(write: asyncio.Future, *, settle_s: float, event: str) -> bool:
+async def settled(
+    write: asyncio.Future, *, settle_s: float, event: str, raised: BaseException | None = None
+) -> bool:
     """Let a write already sent end, at most `settle_s` (past that, log `event` and give up on it).
-    Whether a cancel came meanwhile: held back until the write ended, it is the caller's to raise."""
+    Whether a cancel came meanwhile: held back until the write ended, it is the caller's to raise. The
+    write's own error, unless it is the one the caller is failing with (`raised`), is logged."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle_s
     cancelled = False
@@ -43,6 +46,6 @@ async def settled(write: asyncio.Future, *, settle_s: float, event: str) -> bool
     if not write.done():
         log.error(event, seconds=settle_s)
         write.cancel()
-    elif not write.cancelled():
-        write.exception()  # the caller fails with its own error; this one is only retrieved
+    elif not write.cancelled() and (error := write.exception()) not in (None, raised):
+        log.warning("lib.landing.write_failed", during=event, error=repr(error))
     return cancelled

@@ -18,7 +18,8 @@ Rebuilding from the events makes a pass idempotent and a reorg a matter of readi
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from app.assets import service as assets_service
 from app.chain import service as chain_service
@@ -29,8 +30,8 @@ from app.market import repository
 from app.market.documents import Transaction, TransactionChain
 
 SALE = "Sold"
-APPLY_SETTLE_S = 20.0  # how long a failed or cancelled pass waits for the step it was applying
-UNSETTLED = "market.indexing.apply_unsettled"
+WRITE_SETTLE_S = 20.0  # how long a failed or cancelled pass waits for the write it had sent
+T = TypeVar("T")
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
 
 
@@ -43,11 +44,10 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     final = await chain_service.final_block(clients, settings, done.head)
     token_address = await chain_service.deployed_address(settings, "AssetToken")
     pending = await chain_service.pending_tokens(settings)
-    # A pass that fails or is cancelled while it applies ends (and lets go of its lease) only once the
-    # step has: a write of it landing under the next pass could set a token back.
-    applied, completed = await landing.landed(
-        _apply(clients, settings, pending, final, token_address), settle_s=APPLY_SETTLE_S, event=UNSETTLED
-    )
+    applied = await apply_tokens(clients, settings, pending, final, token_address)
+    await _landed(chain_service.tokens_applied(settings, pending))
+    completed = await _landed(repository.complete_indexed(final))
+    await _landed(assets_service.confirm_chain_states(final))
     result = {
         "from": done.start,
         "to": done.end,
@@ -62,14 +62,10 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     return result
 
 
-async def _apply(
-    clients, settings: Settings, pending: list[int], final: int, token_address: str | None
-) -> tuple[dict[str, int], int]:
-    applied = await apply_tokens(clients, settings, pending, final, token_address)
-    await chain_service.tokens_applied(settings, pending)
-    completed = await repository.complete_indexed(final)
-    await assets_service.confirm_chain_states(final)
-    return applied, completed
+async def _landed(write: Awaitable[T]) -> T:
+    """A write of the pass: one that fails or is cancelled (and so lets go of its lease) ends only once
+    the write it sent has, since landing under the next pass it could set a token back."""
+    return await landing.landed(write, settle_s=WRITE_SETTLE_S, event="market.indexing.write_unsettled")
 
 
 async def apply_tokens(
@@ -88,12 +84,12 @@ async def apply_tokens(
         events = by_token.get(token_id, [])
         for transaction in _transactions(token_id, events, final):
             live.add((transaction.blockchain.transactionHash, token_id))
-            await repository.upsert(transaction)
+            await _landed(repository.upsert(transaction))
             written += 1
         states.append(_state(token_id, events, final, token_address))
     stale = [row for row in await repository.indexed_rows(token_ids) if row not in live]
-    deleted = await repository.delete_rows(stale)
-    await assets_service.apply_chain_states(clients.redis, states)
+    deleted = await _landed(repository.delete_rows(stale))
+    await _landed(assets_service.apply_chain_states(clients.redis, states))
     return {"transactions": written, "deleted": deleted}
 
 

@@ -80,12 +80,13 @@ async def test_a_chain_that_lost_the_code_gets_the_contracts_again(web3, clients
     assert await market.functions.token().call() == again["AssetToken"].address
 
 
+@pytest.mark.parametrize("contracts", ["the same", "with other constructor arguments"])
 async def test_a_chain_that_lost_final_history_gets_the_contracts_again_from_its_own_nonce(
-    web3, clients, settings
+    web3, clients, settings, contracts
 ):
     """A development chain restarted from an older state has lost transactions the outbox had taken as
     final: their nonces are given back, so the contracts are deployed again rather than waiting forever
-    behind a gap in the nonces."""
+    behind a gap in the nonces, the same ones or others (its metadata URI changed meanwhile)."""
     signer = load_signer(settings)
     before = await web3.provider.make_request("evm_snapshot", [])
     start = await web3.eth.get_transaction_count(signer.address)
@@ -96,7 +97,9 @@ async def test_a_chain_that_lost_final_history_gets_the_contracts_again_from_its
     assert {e["status"] for e in await repository.outbox().find({}).to_list(None)} == {"confirmed"}
     await web3.provider.make_request("evm_revert", [before["result"]])
     await web3.provider.make_request("anvil_mine", [hex(80)])  # past the lost blocks, on another branch
-    short = settings.model_copy(update={"chain": settings.chain.model_copy(update={"deploy_timeout_s": 30})})
+    other = {"metadata_base_uri": "https://other.example/api/metadata/"}
+    changed = {"deploy_timeout_s": 30} | (other if contracts != "the same" else {})
+    short = settings.model_copy(update={"chain": settings.chain.model_copy(update=changed)})
     again = await service.ensure_deployed(clients, short)
     for name in CONTRACTS:
         assert artifact(name).runs_at(await web3.eth.get_code(again[name].address))

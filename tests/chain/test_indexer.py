@@ -601,7 +601,7 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
     assert (await detail(client, 117))["marketStatus"]["isListed"]
 
 
-async def test_a_pass_cancelled_while_it_applies_lets_go_only_once_the_step_has_ended(
+async def test_a_pass_cancelled_while_it_applies_lets_go_once_its_write_landed_and_writes_no_more(
     web3, client, clients, settings, chain, monkeypatch
 ):
     """The market's own writes of a pass (a token's transactions, owner, listing) land too once sent:
@@ -613,13 +613,20 @@ async def test_a_pass_cancelled_while_it_applies_lets_go_only_once_the_step_has_
     await transact(web3, chain["market"].functions.list_token(118, ONE_ETH), seller)
     real_upsert = market_repository.upsert
     slow_upsert = _LandingLate(real_upsert, 1)
-    monkeypatch.setattr(market_repository, "upsert", slow_upsert)
+    sent = []
+
+    async def counted(transaction):
+        sent.append(transaction.type)
+        return await slow_upsert(transaction)
+
+    monkeypatch.setattr(market_repository, "upsert", counted)
     first = asyncio.create_task(market_service.index_chain(clients, settings))
     await slow_upsert.sent.wait()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
     assert slow_upsert.landed.is_set()  # before the pass let go of its lease
+    assert len(sent) == 1  # and nothing after it: the token's other transaction was not written
     assert await clients.redis.get(market_service.INDEX_LOCK) is None
     monkeypatch.setattr(market_repository, "upsert", real_upsert)
     await settle(clients, settings, 1)
