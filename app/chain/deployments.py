@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import TransactionNotFound
 
-from app.chain import outbox, repository
+from app.chain import lost_history, outbox, repository
 from app.chain.artifacts import Artifact, artifact
 from app.config import Settings
 
@@ -142,7 +142,7 @@ async def _lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, last:
             f"run again once it has passed block {block}"
         )
     if not settings.is_production:  # a production chain loses no final block: nothing is released there
-        await outbox.release_lost(web3, settings, signer)
+        await lost_history.release_lost(web3, settings, signer)
 
 
 async def _genesis(web3: AsyncWeb3) -> str:

@@ -114,34 +114,6 @@ async def process(
     return counts
 
 
-async def release_lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount) -> int:
-    """After the chain lost history it had (a development chain restarted from an older state), the
-    signer's entries at nonces the chain has not reached, none of them waiting in the node's pool, can
-    never be mined: each is `failed` as lost and gives its nonce back, so the next transactions are
-    signed from the chain's own count rather than after a gap nothing fills. They are not sent again:
-    the contracts they called may be gone with it."""
-    latest = await web3.eth.get_transaction_count(signer.address, "latest")
-    if await web3.eth.get_transaction_count(signer.address, "pending") != latest:
-        return 0  # some of the signer's transactions wait in the pool: those nonces are not lost
-    reason = f"lost: the chain's history no longer reaches nonce {latest} or above"
-    holding = await repository.holding_nonces(settings.chain.chain_id, signer.address, latest)
-    lost = []
-    for entry in holding:  # an attempt the node has a receipt of is not lost, whatever its nonce says
-        if not await _any_receipt(web3, entry):
-            lost.append(entry)
-    released = await repository.release_nonces(lost, reason)
-    if released:
-        log.error("chain.outbox.history_lost", nonce=latest, released=released)
-    return released
-
-
-async def _any_receipt(web3: AsyncWeb3, entry: dict[str, Any]) -> bool:
-    for attempt in reversed(entry.get("attempts") or ()):  # the newest is the likeliest mined
-        if await _receipt(web3, attempt["txHash"]) is not None:
-            return True
-    return False
-
-
 async def final_block(web3: AsyncWeb3, settings: Settings, head: int) -> int:
     """The highest block taken as final: the node's `finalized` block, or a fixed depth below the head."""
     if settings.chain.finality_depth is not None:
@@ -297,7 +269,7 @@ async def _resign(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, ent
         await repository.add_attempt(entry["_id"], entry["txHash"], attempt, status="signed")
 
 
-async def _receipt(web3: AsyncWeb3, tx_hash: str) -> dict[str, Any] | None:
+async def receipt_of(web3: AsyncWeb3, tx_hash: str) -> dict[str, Any] | None:
     try:
         found = await web3.eth.get_transaction_receipt(tx_hash)
     except TransactionNotFound:
@@ -321,7 +293,7 @@ async def _follow(
     final = max(await final_block(web3, settings, head), 0)
     used_final = await web3.eth.get_transaction_count(signer.address, final)
     for attempt in reversed(entry["attempts"]):
-        receipt = await _receipt(web3, attempt["txHash"])
+        receipt = await receipt_of(web3, attempt["txHash"])
         if receipt is None:
             continue
         if attempt.get("cancel"):  # final, it fails the entry (app/chain/outbox.py _confirm)
@@ -376,7 +348,7 @@ async def _follow(
 
 async def _confirm(web3: AsyncWeb3, entry: dict[str, Any], final: int) -> str | None:
     kept = entry["receipt"]
-    now = await _receipt(web3, entry["txHash"])
+    now = await receipt_of(web3, entry["txHash"])
     if now is None:  # a reorg dropped its block: the same transaction is sent again
         log.warning("chain.outbox.reorged", key=entry["key"], tx=entry["txHash"])
         await repository.move(entry["_id"], "mined", "signed", receipt=None)

@@ -9,7 +9,7 @@ from eth_account import Account
 from pydantic import SecretStr
 from web3 import Web3
 
-from app.chain import outbox, repository, service
+from app.chain import lost_history, outbox, repository, service
 from app.chain.artifacts import CONTRACTS, artifact
 from app.chain.deployments import metadata_base_uri
 from app.chain.signer import SignerUnavailable, load_signer, new_keystore, signer_address
@@ -127,13 +127,13 @@ async def test_in_production_missing_code_releases_no_nonce(web3, clients, setti
         update={"app_env": "production", "chain": settings.chain.model_copy(update={"deploy_timeout_s": 3})}
     )
     released = []
-    real = outbox.release_lost
+    real = lost_history.release_lost
 
     async def spy(*args):
         released.append(await real(*args))
         return released[-1]
 
-    monkeypatch.setattr(outbox, "release_lost", spy)
+    monkeypatch.setattr(lost_history, "release_lost", spy)
     with pytest.raises(deployments.DeploymentFailed):
         await deployments.ensure_deployed(web3, production, load_signer(settings))
     assert released == []
@@ -198,7 +198,7 @@ async def test_a_node_that_counts_fewer_transactions_than_the_ledger_releases_no
         return start
 
     monkeypatch.setattr(web3.eth, "get_transaction_count", counted_from_the_start)
-    assert await outbox.release_lost(web3, settings, signer) == 0
+    assert await lost_history.release_lost(web3, settings, signer) == 0
     held = await repository.outbox().find({}).to_list(None)
     assert len(held) == 3 and all("nonce" in e and e["status"] != "failed" for e in held)
 

@@ -507,6 +507,18 @@ class _LandingLate:
         return result
 
 
+async def _cancelled_once_sent(clients, settings, write: _LandingLate) -> None:
+    """Run a pass and cancel it once `write` is sent: it ends only after the write has landed, and then
+    lets go of its lease."""
+    running = asyncio.create_task(market_service.index_chain(clients, settings))
+    await write.sent.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert write.landed.is_set()
+    assert await clients.redis.get(market_service.INDEX_LOCK) is None
+
+
 async def test_a_pass_that_fails_ends_only_once_the_write_it_sent_has_landed(
     web3, client, clients, settings, chain, monkeypatch
 ):
@@ -587,13 +599,7 @@ async def test_a_cancelled_pass_lets_go_only_once_its_take_back_has_landed(
     real_remove = index_records.remove_events_after
     slow_remove = _LandingLate(real_remove, 1)
     monkeypatch.setattr(index_records, "remove_events_after", slow_remove)
-    first = asyncio.create_task(market_service.index_chain(clients, settings))
-    await slow_remove.sent.wait()
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert slow_remove.landed.is_set()  # the take-back landed before the pass let go of its lease
-    assert await clients.redis.get(market_service.INDEX_LOCK) is None
+    await _cancelled_once_sent(clients, settings, slow_remove)  # the take-back landed before it let go
     monkeypatch.setattr(index_records, "remove_events_after", real_remove)
     await settle(clients, settings, 2)
     listed = await index_records.events().find({"tokenId": 117, "event": "Listed"}).to_list()
@@ -620,14 +626,8 @@ async def test_a_pass_cancelled_while_it_applies_lets_go_once_its_write_landed_a
         return await slow_upsert(transaction)
 
     monkeypatch.setattr(market_repository, "upsert", counted)
-    first = asyncio.create_task(market_service.index_chain(clients, settings))
-    await slow_upsert.sent.wait()
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert slow_upsert.landed.is_set()  # before the pass let go of its lease
+    await _cancelled_once_sent(clients, settings, slow_upsert)
     assert len(sent) == 1  # and nothing after it: the token's other transaction was not written
-    assert await clients.redis.get(market_service.INDEX_LOCK) is None
     monkeypatch.setattr(market_repository, "upsert", real_upsert)
     await settle(clients, settings, 1)
     assert [t["type"] for t in await transactions(client, 118)] == ["list", "mint"]
