@@ -77,10 +77,12 @@ async def _ensure(
     if same and last["status"] == "pending":  # a run cut short: the same transaction, asked for again
         await _ask(chain_id, signer, name, last["_id"], last["data"])
         return await _finish(web3, settings, signer, built, last["_id"])
-    if same and last["status"] == "deployed" and await _runs_at(web3, built, last["address"]):
-        return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
-    if last is not None and last["status"] == "deployed" and not await _has_code(web3, last["address"]):
-        await _lost(web3, settings, signer, last)  # whatever is deployed next, its nonce comes after
+    if last is not None and last["status"] == "deployed":
+        code = await web3.eth.get_code(Web3.to_checksum_address(last["address"]))
+        if same and built.runs_at(code):
+            return Deployed(name, last["address"], last.get("txHash"), last.get("block"), reused=True)
+        if not code:
+            await _lost(web3, settings, signer, last)  # whatever is deployed next, its nonce comes after
     data = web3.eth.contract(abi=built.abi, bytecode=built.bytecode).constructor(*args).data_in_transaction
     log_id = await repository.record_deployment(
         {
@@ -147,10 +149,6 @@ async def _lost(web3: AsyncWeb3, settings: Settings, signer: LocalAccount, last:
 
 async def _genesis(web3: AsyncWeb3) -> str:
     return Web3.to_hex((await web3.eth.get_block(0))["hash"])
-
-
-async def _has_code(web3: AsyncWeb3, address: str) -> bool:
-    return bool(await web3.eth.get_code(Web3.to_checksum_address(address)))
 
 
 async def _runs_at(web3: AsyncWeb3, built: Artifact, address: str) -> bool:
