@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import UpdateOne
 
 from app.lib.db import in_slices
-from app.oracle.round_repository import predictions, rounds
+from app.oracle.round_repository import ACCEPTED, predictions, rounds
 
 # A push is settled once it is one of these: its rounds' accepted predictions are `submitted` until then.
 SETTLED = ("accepted", "failed", "superseded", "expired")
@@ -69,7 +69,7 @@ async def settle_predictions(keys: list[str] | None = None) -> int:
             result = await predictions().update_many(
                 {
                     "round": found["key"],
-                    "status": {"$in": ["submitted", "accepted"]},
+                    "status": {"$in": ACCEPTED},
                     "onChainReference": None,
                 },
                 {"$set": {"status": "accepted", "onChainReference": reference}},
