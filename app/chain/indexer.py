@@ -46,7 +46,7 @@ MARKET = ("AssetToken", "Marketplace")  # the contracts whose events the market 
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
 BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
 DECODE_CHUNK = 1_000  # logs decoded while the chunk before them is written
-WRITE_SETTLE_S = 20.0  # how long a failed pass waits for the write it had sent
+UNSETTLED = "chain.indexer.write_unsettled"  # a write a failed pass waited for past landing.SETTLE_S
 
 
 class PassOverlapped(RuntimeError):
@@ -189,15 +189,15 @@ async def _store(
 
 async def _landed(write: Awaitable[T]) -> T:
     """A write of the pass, which a cancelled pass still waits for (see `_written`)."""
-    return await landing.landed(write, settle_s=WRITE_SETTLE_S, event="chain.indexer.write_unsettled")
+    return await landing.landed(write, event=UNSETTLED)
 
 
 async def _written(write: asyncio.Task) -> bool:
     """Let a write already sent end before the failed or cancelled pass does: the database finishes it
     whether or not anyone waits, and landing after the pass let go of its lease it could undo the next
     pass's work (mark its events removed, or store an orphaned branch's events it would not take
-    back). At most WRITE_SETTLE_S. Whether a cancel came meanwhile (held back until the write ended)."""
-    return await landing.settled(write, settle_s=WRITE_SETTLE_S, event="chain.indexer.write_unsettled")
+    back). At most landing.SETTLE_S. Whether a cancel came meanwhile (held back until the write ended)."""
+    return await landing.settled(write, event=UNSETTLED)
 
 
 def _decode(

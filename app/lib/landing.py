@@ -16,9 +16,10 @@ import structlog
 
 log = structlog.get_logger("lib.landing")
 T = TypeVar("T")
+SETTLE_S = 20.0  # how long a failed or cancelled holder waits, by default, for the write it had sent
 
 
-async def landed(write: Awaitable[T], *, settle_s: float, event: str) -> T:
+async def landed(write: Awaitable[T], *, event: str, settle_s: float = SETTLE_S) -> T:
     """Await `write`; on a failure or a cancel, wait for it to end first (see `settled`)."""
     task = asyncio.ensure_future(write)
     try:
@@ -30,7 +31,7 @@ async def landed(write: Awaitable[T], *, settle_s: float, event: str) -> T:
 
 
 async def settled(
-    write: asyncio.Future, *, settle_s: float, event: str, raised: BaseException | None = None
+    write: asyncio.Future, *, event: str, settle_s: float = SETTLE_S, raised: BaseException | None = None
 ) -> bool:
     """Let a write already sent end, at most `settle_s` (past that, log `event` and give up on it).
     Whether a cancel came meanwhile: held back until the write ended, it is the caller's to raise. The

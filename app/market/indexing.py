@@ -30,7 +30,6 @@ from app.market import repository
 from app.market.documents import Transaction, TransactionChain
 
 SALE = "Sold"
-WRITE_SETTLE_S = 20.0  # how long a failed or cancelled pass waits for the write it had sent
 T = TypeVar("T")
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
 
@@ -65,7 +64,7 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
 async def _landed(write: Awaitable[T]) -> T:
     """A write of the pass: one that fails or is cancelled (and so lets go of its lease) ends only once
     the write it sent has, since landing under the next pass it could set a token back."""
-    return await landing.landed(write, settle_s=WRITE_SETTLE_S, event="market.indexing.write_unsettled")
+    return await landing.landed(write, event="market.indexing.write_unsettled")
 
 
 async def apply_tokens(
