@@ -101,8 +101,7 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
         return None
     cursor = await index_records.indexer_cursor(chain_id)
     if cursor is None or cursor.get("block") is None:
-        first = min([await _deploy_block(chain_id, source.name) for source in found.values()])
-        cursor = await index_records.start_cursor(chain_id, first - 1)
+        cursor = await index_records.start_cursor(chain_id, await _origin(chain_id, found))
     head = await web3.eth.block_number
     if head < cursor["block"] and await _behind(web3, chain_id, head):
         return IndexPass(start=cursor["block"] + 1, end=cursor["block"], head=head)
@@ -207,6 +206,11 @@ def _decode(
     return [event for event in events if event is not None]
 
 
+async def _origin(chain_id: int, found: dict[str, _Source]) -> int:
+    """The block before the first of the contracts' deployments: reading starts after it."""
+    return min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
+
+
 async def _deploy_block(chain_id: int, name: str) -> int:
     record = await repository.latest_deployment(name, chain_id, status="deployed")
     return int(record["block"] or 0)
@@ -271,8 +275,7 @@ async def _unwind(
     fork = await _fork(web3, chain_id, cursor["block"], depth)
     kept = None if fork is None else await index_records.block_hash(chain_id, fork)
     if fork is None:  # below every block recorded: the highest block of a live event still canonical
-        origin = min([await _deploy_block(chain_id, source.name) for source in found.values()]) - 1
-        fork, kept = await _event_fork(web3, chain_id, origin, cursor["block"])
+        fork, kept = await _event_fork(web3, chain_id, await _origin(chain_id, found), cursor["block"])
     if cursor["block"] - fork > depth:
         log.error("chain.indexer.deep_reorg", cursor=cursor["block"], fork=fork, depth=depth)
     fork = max(fork, 0)
