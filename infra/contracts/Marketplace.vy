@@ -56,6 +56,9 @@ event FeeChanged:
 # At most 10%: a fee is the platform's to set, not to take a sale with.
 MAX_FEE_BPS: public(constant(uint256)) = 1_000
 BPS: constant(uint256) = 10_000
+# 2**96 - 1 wei (79 billion ETH), as PriceOracle's amounts: more than all the ether there is, so no sale
+# is refused, and a price always fits the 34 digits an indexer's decimal columns hold exactly.
+MAX_PRICE: public(constant(uint256)) = 2**96 - 1
 
 token: public(immutable(AssetToken))
 fee_bps: public(uint256)
@@ -73,10 +76,11 @@ def __init__(token_: AssetToken, fee_bps_: uint256, fee_recipient_: address):
 @external
 def list_token(tokenId: uint256, price: uint256):
     """
-    @notice List a token you own at `price` wei; listing again changes the price. The marketplace must
-            be approved for the token (or for all of the owner's tokens).
+    @notice List a token you own at `price` wei (at most MAX_PRICE); listing again changes the price.
+            The marketplace must be approved for the token (or for all of the owner's tokens).
     """
     assert price > 0, "Marketplace: price is zero"
+    assert price <= MAX_PRICE, "Marketplace: price out of range"
     assert staticcall token.ownerOf(tokenId) == msg.sender, "Marketplace: not the owner"
     assert (
         staticcall token.getApproved(tokenId) == self

@@ -195,6 +195,25 @@ def test_a_zero_price_is_refused(token: VyperContract, market: VyperContract, se
     assert listing(market) == (ZERO_ADDRESS, 0)
 
 
+def test_a_price_above_max_price_is_refused_and_max_price_itself_lists(
+    token: VyperContract, market: VyperContract, seller: str
+) -> None:
+    # An amount an indexer could not hold exactly (over 34 digits) must never reach the chain's events.
+    token.mint(seller, TOKEN_ID)
+    with boa.env.prank(seller):
+        token.approve(market.address, TOKEN_ID)
+    with boa.env.prank(seller), boa.reverts("Marketplace: price out of range"):
+        market.list_token(TOKEN_ID, 10**40 + 1)
+    with boa.env.prank(seller), boa.reverts("Marketplace: price out of range"):
+        market.list_token(TOKEN_ID, 2**96)
+    assert listing(market) == (ZERO_ADDRESS, 0)
+
+    with boa.env.prank(seller):
+        market.list_token(TOKEN_ID, 2**96 - 1)
+    assert market.MAX_PRICE() == 2**96 - 1
+    assert listing(market) == (seller, 2**96 - 1)
+
+
 # Delisting
 
 
