@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import structlog
 from web3 import AsyncWeb3, Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
@@ -127,8 +128,11 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
                 {"fromBlock": start, "toBlock": end, "address": addresses, "topics": [topics]}
             )
             break
-        except (Web3RPCError, ValueError, TimeoutError, OSError):
-            if end == start:
+        except (Web3RPCError, ValueError, TimeoutError, OSError, aiohttp.ClientResponseError) as exc:
+            # Providers refuse a range too wide over HTTP too: its answer too large (413), or too slow to
+            # build (504). A bad key or a rate limit is no matter of width: it fails the pass.
+            too_wide = not isinstance(exc, aiohttp.ClientResponseError) or exc.status in (413, 504)
+            if end == start or not too_wide:
                 raise
             end = start + (end - start) // 2
     done.end = end

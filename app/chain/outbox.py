@@ -32,6 +32,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Excepti
 from app.chain import fees as fee_rules
 from app.chain import repository
 from app.config import Settings
+from app.lib.rpc import NODE_UNAVAILABLE, describe
 from app.lib.timeutil import utcnow
 
 log = structlog.get_logger("chain.outbox")
@@ -80,9 +81,23 @@ async def submit(
 async def process(
     web3: AsyncWeb3, settings: Settings, signer: LocalAccount, *, limit: int = 100
 ) -> dict[str, int]:
-    """One pass over the signer's open entries on this chain: sign, send, follow, confirm."""
-    chain_id = settings.chain.chain_id
+    """One pass over the signer's open entries on this chain: sign, send, follow, confirm. A node that
+    stops answering ends the pass where it is, as a crash would (every step is a compare-and-set): the
+    next pass goes on from there."""
     counts = {"signed": 0, "sent": 0, "mined": 0, "replaced": 0, "requeued": 0, "confirmed": 0, "failed": 0}
+    try:
+        await _pass(web3, settings, signer, limit, counts)
+    except NODE_UNAVAILABLE as exc:
+        log.warning("chain.outbox.node_unavailable", error=describe(exc))
+    if any(counts.values()):
+        log.info("chain.outbox.pass", **counts)
+    return counts
+
+
+async def _pass(
+    web3: AsyncWeb3, settings: Settings, signer: LocalAccount, limit: int, counts: dict[str, int]
+) -> None:
+    chain_id = settings.chain.chain_id
     for entry in await repository.entries("intent", chain_id, signer.address, limit):
         outcome = await _sign(web3, settings, signer, entry)
         if outcome:
@@ -109,9 +124,6 @@ async def process(
         outcome = await _confirm(web3, entry, final)
         if outcome:
             counts[outcome] += 1
-    if any(counts.values()):
-        log.info("chain.outbox.pass", **counts)
-    return counts
 
 
 async def final_block(web3: AsyncWeb3, settings: Settings, head: int) -> int:
@@ -176,8 +188,8 @@ async def _sign(
             entry["_id"], "intent", "failed", error=f"would revert: {exc.message}"[:500]
         )
         return "failed" if moved else None
-    except (Web3Exception, OSError) as exc:  # the node is away: the intent waits for the next pass
-        log.warning("chain.outbox.estimate_failed", key=entry["key"], error=type(exc).__name__)
+    except NODE_UNAVAILABLE as exc:  # the node is away: the intent waits for the next pass
+        log.warning("chain.outbox.estimate_failed", key=entry["key"], error=describe(exc))
         return None
     gas = gas * (100 + GAS_MARGIN_PERCENT) // 100 + GAS_MARGIN
     if gas > settings.chain.max_gas:  # what no block would take, or the signer should not pay for
@@ -213,8 +225,8 @@ async def _send(web3: AsyncWeb3, entry: dict[str, Any], raw: str, head: int) -> 
             )
             await repository.send_refused(entry["_id"], reason[:500], priced=_price_refusal(reason))
             return "refused"
-    except (Web3Exception, OSError) as exc:
-        log.warning("chain.outbox.send_failed", key=entry["key"], error=type(exc).__name__)
+    except NODE_UNAVAILABLE as exc:
+        log.warning("chain.outbox.send_failed", key=entry["key"], error=describe(exc))
         return "unavailable"
     if entry["status"] == "signed":  # only the attempt read: a stale process cannot mark a newer one sent
         return "sent" if await repository.mark_sent(entry["_id"], entry["txHash"], head) else "unavailable"

@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import Web3Exception
 
 from app.chain import deployments, index_records, indexer, outbox, repository, schemas, status
 from app.chain.artifacts import CONTRACTS, artifact
@@ -19,6 +18,7 @@ from app.chain.signer import SignerUnavailable, load_signer, signer_address
 from app.config import Settings
 from app.lib.clients import Clients
 from app.lib.errors import ServiceUnavailable
+from app.lib.rpc import NODE_UNAVAILABLE, describe
 
 Deployed = deployments.Deployed
 DeploymentFailed = deployments.DeploymentFailed
@@ -191,18 +191,19 @@ async def chain_status(clients: Clients, settings: Settings) -> schemas.ChainSta
         raise ChainUnavailable("no chain is configured (CHAIN_RPC_URL)")
     try:
         figures = await status.report(clients.web3, settings, signer_address(settings))
-    except (Web3Exception, OSError, SignerUnavailable) as exc:
-        raise ChainUnavailable(f"the chain's node does not answer: {type(exc).__name__}") from exc
+    except (*NODE_UNAVAILABLE, SignerUnavailable) as exc:
+        raise ChainUnavailable(f"the chain's node does not answer: {describe(exc)}") from exc
     return msgspec.convert(figures, schemas.ChainStatus)
 
 
 async def refresh_metrics(clients: Clients, settings: Settings) -> None:
-    """Bring the chain's gauges up to date (before a scrape of /metrics); silent when the node is away."""
+    """Bring the chain's gauges up to date (before a scrape of /metrics). When the node is away the scrape
+    still answers, the node marked down (`dynamicvault_chain_node_up` 0) beside the last figures read."""
     if clients.web3 is None:
         return
     try:
         await status.report(clients.web3, settings, signer_address(settings))
-    except (Web3Exception, OSError, SignerUnavailable):
+    except (*NODE_UNAVAILABLE, SignerUnavailable):
         return
 
 

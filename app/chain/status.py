@@ -1,8 +1,8 @@
 """How the chain side is doing: head and indexed blocks, the lag, the last reorg, the outbox, the signer.
 
 The same figures are Prometheus gauges, refreshed when `GET /api/chain/status` is read and before every
-scrape of `/metrics`, so an alert can fire on an indexer that falls behind, an outbox that fills, or a
-signer that runs out of ETH.
+scrape of `/metrics`, so an alert can fire on an indexer that falls behind, an outbox that fills, a
+signer that runs out of ETH, or a node that stops answering.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from web3 import AsyncWeb3
 from app.chain import index_records, repository
 from app.config import Settings
 from app.lib.money import wei_to_eth
+from app.lib.rpc import NODE_UNAVAILABLE
 
+NODE_UP = Gauge("dynamicvault_chain_node_up", "1 when the chain's node answered the last read, else 0")
 HEAD = Gauge("dynamicvault_chain_head_block", "The chain's latest block")
 INDEXED = Gauge("dynamicvault_chain_indexed_block", "The last block the indexer has read")
 LAG = Gauge("dynamicvault_chain_index_lag_blocks", "Blocks between the head and the indexer")
@@ -32,8 +34,14 @@ OPEN_STATUSES = ("intent", "signed", "sent", "mined")
 
 async def report(web3: AsyncWeb3, settings: Settings, signer_address: str) -> dict[str, Any]:
     chain_id = settings.chain.chain_id
-    head = await web3.eth.block_number
-    balance = await web3.eth.get_balance(signer_address)
+    try:
+        head = await web3.eth.block_number
+        balance = await web3.eth.get_balance(signer_address)
+    except NODE_UNAVAILABLE:
+        # The other gauges keep the last figures read: this one says they are no longer current.
+        NODE_UP.set(0)
+        raise
+    NODE_UP.set(1)
     cursor = await index_records.indexer_cursor(chain_id) or {}
     indexed = cursor.get("block")
     reorg = cursor.get("lastReorg") or None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import structlog
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from litestar import MediaType, Request, Response
@@ -160,6 +161,7 @@ UNAVAILABLE = (
     EndpointConnectionError,  # S3 (and anything else reached through botocore)
     ConnectTimeoutError,
     ReadTimeoutError,
+    aiohttp.ClientError,  # the chain's node, reached through web3's HTTP provider (an HTTP 429, a 5xx)
 )
 
 

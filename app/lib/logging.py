@@ -1,11 +1,16 @@
-"""Structured logs: JSON lines through structlog, stdlib loggers (uvicorn, arq, litestar) included."""
+"""Structured logs: JSON lines through structlog, stdlib loggers (uvicorn, arq, litestar) included, every
+URL in them cut to its host."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from app.lib.chain import without_url_secrets
 
 _SHARED = [
     structlog.contextvars.merge_contextvars,  # request_id and job_id, bound per request or job
@@ -14,6 +19,28 @@ _SHARED = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),
 ]
+
+
+def _without_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_url_secrets(value) if "://" in value else value
+    if isinstance(value, BaseException):  # rendered by its repr otherwise, which names its request's URL
+        return without_url_secrets(f"{type(value).__name__}: {value}")
+    if isinstance(value, dict):
+        return {key: _without_urls(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_urls(item) for item in value]
+    return value
+
+
+def redact_urls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Cut every URL in a log line to its scheme and host, the exception's text and traceback included.
+
+    The chain's RPC URL carries the provider's key in its path or query (or credentials before the
+    host), and the HTTP client's errors repeat the whole URL in their text, which tracebacks and
+    `error=str(exc)` fields then carry into the logs.
+    """
+    return {key: _without_urls(value) for key, value in event_dict.items()}
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
@@ -30,6 +57,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_urls,  # last before rendering: it sees the traceback format_exc_info wrote
             renderer,
         ],
     )
