@@ -101,6 +101,8 @@ def _batch_key(settings: Settings, batch: list[dict[str, Any]]) -> str:
 async def _ask(clients, settings: Settings, oracle, key: str) -> None:
     """Ask the outbox for the push of the batch `key`, from what its rounds recorded."""
     carried = await publication_repository.published_in(key)
+    if not carried:  # a concurrent pass recorded every round of the batch first, in batches of its own
+        return
     prices = [
         (
             r["tokenId"],

@@ -474,3 +474,32 @@ async def test_a_crash_between_settling_a_push_and_its_predictions_is_settled_by
     settled = await prediction(made)
     assert settled["status"] == "accepted"
     assert settled["onChainReference"] == (await round_of(71))["publication"]["onChainReference"]
+
+
+async def test_a_push_that_lost_every_round_to_a_concurrent_one_asks_for_nothing(
+    web3, clients, settings, oracle, monkeypatch
+):
+    """Another publisher records every round this one read, in batches of its own (another batch size):
+    this one then has nothing to push, and asks the outbox for no empty `set_prices`."""
+    for token in (80, 81):
+        await appraisal(token, 1.0)
+    await close(settings)
+    one_each = settings.model_copy(update={"oracle": settings.oracle.model_copy(update={"publish_batch": 1})})
+    read = publication_repository.undecided_publications
+    overtaken = False
+
+    async def overtaken_after_reading(limit):
+        nonlocal overtaken
+        found = await read(limit)
+        if not overtaken:
+            overtaken = True
+            await publication.push_due(clients, one_each, PUSHED_AT)
+        return found
+
+    monkeypatch.setattr(publication_repository, "undecided_publications", overtaken_after_reading)
+    await publication.push_due(clients, settings, PUSHED_AT)
+    assert sorted(await batches(oracle)) == [[80], [81]]
+    monkeypatch.undo()
+    assert (await push(web3, clients, settings))["accepted"] == 2
+    for token in (80, 81):
+        assert len(await updates(oracle, token)) == 1
