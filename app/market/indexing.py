@@ -76,17 +76,20 @@ async def apply_tokens(
     by_token: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in await chain_service.token_events(settings, token_ids, ["AssetToken", "Marketplace"]):
         by_token[event["tokenId"]].append(event)
+    known = await repository.indexed_rows(token_ids)
     live: set[tuple[str, int]] = set()
-    written = 0
+    rows = []
     states = []
     for token_id in token_ids:
         events = by_token.get(token_id, [])
         for transaction in _transactions(token_id, events, final):
             live.add((transaction.blockchain.transactionHash, token_id))
-            await _landed(repository.upsert(transaction))
-            written += 1
+            rows.append(transaction)
         states.append(_state(token_id, events, final, token_address))
-    stale = [row for row in await repository.indexed_rows(token_ids) if row not in live]
+    inserts, updates = repository.indexed_writes(rows, known)
+    written = await _landed(repository.insert_indexed(inserts))
+    written += await _landed(repository.update_indexed(updates))
+    stale = [row for row in known if row not in live]
     deleted = await _landed(repository.delete_rows(stale))
     await _landed(assets_service.apply_chain_states(clients.redis, states))
     return {"transactions": written, "deleted": deleted}

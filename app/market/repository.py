@@ -8,7 +8,7 @@ from typing import Any
 from beanie.odm.utils.encoder import Encoder
 from bson import Decimal128
 from pymongo import DeleteOne, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.lib.db import in_slices
 from app.lib.pagination import Position, Sort, keyset_page
@@ -36,22 +36,28 @@ def transactions_collection():
     return Transaction.get_pymongo_collection()
 
 
-async def upsert(transaction: Transaction) -> bool:
-    """Upsert by transaction hash (lower-cased): the immutable fields on insert, status and fees always.
-
-    Returns whether this call inserted it. An upsert race on the unique hash index surfaces as E11000:
-    retried once.
-    """
-    data = Encoder().encode(transaction)  # as Beanie stores it: wei as Decimal128
+def _parts(transaction: Transaction) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(hash, fields written once, fields that may advance) of a transaction, as Beanie stores it: wei as
+    Decimal128, the hash lower-cased."""
+    data = Encoder().encode(transaction)
     chain = data.pop("blockchain")
     tx_hash = chain["transactionHash"].lower()
-    chain["transactionHash"] = tx_hash
     on_insert = {key: data[key] for key in _IMMUTABLE}
     on_insert["blockchain.transactionHash"] = tx_hash
     changes = {key: data[key] for key in _MUTABLE}
     for key in ("blockNumber", "blockHash", "logIndex", "gasUsed", "gasPriceWei"):
         if chain.get(key) is not None:
             changes[f"blockchain.{key}"] = chain[key]
+    return tx_hash, on_insert, changes
+
+
+async def upsert(transaction: Transaction) -> bool:
+    """Upsert by transaction hash (lower-cased): the immutable fields on insert, status and fees always.
+
+    Returns whether this call inserted it. An upsert race on the unique hash index surfaces as E11000:
+    retried once.
+    """
+    tx_hash, on_insert, changes = _parts(transaction)
     for attempt in range(2):
         try:
             result = await transactions_collection().update_one(
@@ -64,6 +70,73 @@ async def upsert(transaction: Transaction) -> bool:
             if attempt:
                 raise
     return result.upserted_id is not None
+
+
+def _nested(fields: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as the nested document an upsert makes of them."""
+    doc: dict[str, Any] = {}
+    for key, value in fields.items():
+        *parents, leaf = key.split(".")
+        target = doc
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return doc
+
+
+def indexed_mark(transaction: Transaction) -> tuple[str | None, int | None, str]:
+    """What can change of an indexed transaction once written: its block (a reorg may mine it again in
+    another) and its status."""
+    return transaction.blockchain.blockHash, transaction.blockchain.logIndex, transaction.status
+
+
+def indexed_writes(
+    transactions: list[Transaction], known: dict[tuple[str, int], tuple[str | None, int | None, str]]
+) -> tuple[list[Transaction], list[UpdateOne]]:
+    """The indexer's transactions that differ from what is `known` of them (`indexed_rows`): (those to
+    insert, the updates of those mined again in another block or with a new status). A pass over a
+    token with a long history so writes what changed, not the whole history again."""
+    inserts, updates = [], []
+    for transaction in transactions:
+        tx_hash, on_insert, changes = _parts(transaction)
+        have = known.get((tx_hash, transaction.tokenId))
+        if have == indexed_mark(transaction):
+            continue
+        if have is None:
+            inserts.append(transaction)
+            continue
+        # Mined again in another block: its time is that block's, whatever was written first.
+        changes["timestamp"] = on_insert["timestamp"]
+        query = {"blockchain.transactionHash": tx_hash, "tokenId": transaction.tokenId}
+        updates.append(UpdateOne(query, {"$set": changes}))
+    return inserts, updates
+
+
+async def insert_indexed(transactions: list[Transaction]) -> int:
+    """Insert new indexed transactions in one batch; one the API recorded first under the same hash is
+    merged as `upsert` merges it."""
+    if not transactions:
+        return 0
+    docs = []
+    for transaction in transactions:
+        _, on_insert, changes = _parts(transaction)
+        docs.append(_nested({**on_insert, **changes}))
+    try:
+        await transactions_collection().insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != 11000 for error in errors):
+            raise
+        for error in errors:
+            await upsert(transactions[error["index"]])
+    return len(transactions)
+
+
+async def update_indexed(updates: list[UpdateOne]) -> int:
+    if not updates:
+        return 0
+    await transactions_collection().bulk_write(updates, ordered=False)
+    return len(updates)
 
 
 async def backfill_parties(batch: int = 500) -> int:
@@ -185,15 +258,26 @@ async def tokens_sold_since(since: datetime | None) -> list[int]:
     return sorted(await transactions_collection().distinct("tokenId", query))
 
 
-async def indexed_rows(token_ids: list[int]) -> set[tuple[str, int]]:
-    """The transactions of these tokens that the chain indexer wrote: (hash, token) pairs."""
-    found: set[tuple[str, int]] = set()
+async def indexed_rows(token_ids: list[int]) -> dict[tuple[str, int], tuple[str | None, int | None, str]]:
+    """The transactions of these tokens that the chain indexer wrote: (hash, token) and what may change
+    of each (`indexed_mark`)."""
+    found: dict[tuple[str, int], tuple[str | None, int | None, str]] = {}
+    projection = {
+        "tokenId": 1,
+        "status": 1,
+        "blockchain.transactionHash": 1,
+        "blockchain.blockHash": 1,
+        "blockchain.logIndex": 1,
+    }
     for part in in_slices(sorted(token_ids)):
         query = {"tokenId": {"$in": part}, "blockchain.logIndex": {"$type": ["int", "long"]}}
-        async for doc in transactions_collection().find(
-            query, {"tokenId": 1, "blockchain.transactionHash": 1}
-        ):
-            found.add((doc["blockchain"]["transactionHash"], doc["tokenId"]))
+        async for doc in transactions_collection().find(query, projection):
+            chain = doc["blockchain"]
+            found[(chain["transactionHash"], doc["tokenId"])] = (
+                chain.get("blockHash"),
+                chain.get("logIndex"),
+                doc.get("status"),
+            )
     return found
 
 

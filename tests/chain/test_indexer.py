@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from app.assets import service as assets_service
@@ -21,6 +23,8 @@ from tests.chain.conftest import (
     transact,
     transactions,
 )
+
+BUYER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil's account 2
 
 
 async def test_mint_list_and_buy_by_real_wallets_show_in_the_api(web3, client, clients, settings, chain):
@@ -617,18 +621,20 @@ async def test_a_pass_cancelled_while_it_applies_lets_go_once_its_write_landed_a
     seller = chain["seller"]
     await minted_and_approved(web3, client, clients, settings, chain, 118)
     await transact(web3, chain["market"].functions.list_token(118, ONE_ETH), seller)
-    real_upsert = market_repository.upsert
-    slow_upsert = _LandingLate(real_upsert, 1)
-    sent = []
+    real_insert = market_repository.insert_indexed
+    slow_insert = _LandingLate(real_insert, 1)
+    later = []
 
-    async def counted(transaction):
-        sent.append(transaction.type)
-        return await slow_upsert(transaction)
+    async def applied(*args):
+        later.append(args)
 
-    monkeypatch.setattr(market_repository, "upsert", counted)
-    await _cancelled_once_sent(clients, settings, slow_upsert)
-    assert len(sent) == 1  # and nothing after it: the token's other transaction was not written
-    monkeypatch.setattr(market_repository, "upsert", real_upsert)
+    monkeypatch.setattr(market_repository, "insert_indexed", slow_insert)
+    monkeypatch.setattr(assets_service, "apply_chain_states", applied)
+    await _cancelled_once_sent(clients, settings, slow_insert)
+    assert later == []  # nothing after it: the token's listing was not written
+    assert [t["type"] for t in await transactions(client, 118)] == ["list", "mint"]
+    assert not (await detail(client, 118))["marketStatus"]["isListed"]
+    monkeypatch.undo()
     await settle(clients, settings, 1)
     assert [t["type"] for t in await transactions(client, 118)] == ["list", "mint"]
     assert (await detail(client, 118))["marketStatus"]["isListed"]
@@ -690,3 +696,84 @@ async def test_a_sale_on_chain_scores_the_appraisal_before_it_in_the_live_ledger
     ]
     assert outcome["source"] == f"chain:{Web3.to_hex(receipt['transactionHash'])}"
     assert outcome["price"] == 1.0 and outcome["covered"] and outcome["ape"] == pytest.approx(0.1)
+
+
+async def test_a_pass_writes_what_changed_not_a_tokens_whole_history_again(
+    web3, client, clients, settings, chain
+):
+    """A token relisted block after block must not make every pass rewrite all its transactions: the
+    pass after one more listing writes that listing's row alone."""
+    seller = chain["seller"]
+    await minted_and_approved(web3, client, clients, settings, chain, 160)
+    for price in range(1, 31):
+        await transact(web3, chain["market"].functions.list_token(160, price * ONE_ETH), seller)
+    first = await settle(clients, settings, 1)
+    assert first["transactions"] == 30  # the listings; the mint was written by an earlier pass
+
+    await transact(web3, chain["market"].functions.list_token(160, 99 * ONE_ETH), seller)
+    result = await settle(clients, settings, 1)
+    assert (result["tokens"], result["transactions"]) == (1, 1)
+    found = (await client.get("/api/transactions", params={"tokenId": 160, "limit": 100})).json()["items"]
+    assert len(found) == 32 and found[0]["priceWei"] == str(99 * ONE_ETH)
+    assert (await detail(client, 160))["marketStatus"]["listingPriceWei"] == str(99 * ONE_ETH)
+
+    await rpc(web3, "anvil_mine", hex(70))  # final: each row's status moves once, by the sweep
+    await settle(clients, settings, 1)
+    found = (await client.get("/api/transactions", params={"tokenId": 160, "limit": 100})).json()["items"]
+    assert len(found) == 32 and {t["status"] for t in found} == {"completed"}
+    await transact(web3, chain["market"].functions.delist_token(160), seller)
+    assert (await settle(clients, settings, 1))["transactions"] == 1
+
+
+async def test_a_sale_mined_again_in_another_block_after_a_reorg_takes_that_blocks_time(
+    web3, client, clients, settings, chain
+):
+    """The same signed sale, orphaned and then mined again later on the new branch: its row, owner and
+    sale point all follow the block it is in now."""
+    buyer = Account.from_key(BUYER_KEY)
+    assert buyer.address == chain["buyer"]
+    await minted_and_approved(web3, client, clients, settings, chain, 161)
+    await transact(web3, chain["market"].functions.list_token(161, ONE_ETH), chain["seller"])
+    await settle(clients, settings, 1)
+    snapshot = await rpc(web3, "evm_snapshot")
+    nonce = await web3.eth.get_transaction_count(buyer.address)
+    tx = (
+        await chain["market"]
+        .functions.buy_token(161)
+        .build_transaction({"from": buyer.address, "value": ONE_ETH, "nonce": nonce})
+    )
+    raw = buyer.sign_transaction(tx).raw_transaction
+    first = await web3.eth.wait_for_transaction_receipt(await web3.eth.send_raw_transaction(raw))
+    await settle(clients, settings, 1)
+
+    await rpc(web3, "evm_revert", snapshot)
+    await rpc(web3, "evm_increaseTime", 3600)
+    await rpc(web3, "anvil_mine", hex(3))
+    again = await web3.eth.wait_for_transaction_receipt(await web3.eth.send_raw_transaction(raw))
+    assert again["transactionHash"] == first["transactionHash"] and again["blockHash"] != first["blockHash"]
+    await settle(clients, settings, 1)
+
+    block = await web3.eth.get_block(again["blockNumber"])
+    at = datetime.fromtimestamp(block["timestamp"], UTC).isoformat().replace("+00:00", "Z")
+    [sale] = [t for t in await transactions(client, 161) if t["type"] == "buy"]
+    assert (sale["timestamp"], sale["blockNumber"]) == (at, again["blockNumber"])
+    assert (await detail(client, 161))["ownership"]["ownerSince"] == at
+    points = (await client.get("/api/assets/161/price-history", params={"source": "sale"})).json()["points"]
+    assert [p["timestamp"] for p in points] == [at]
+
+
+async def test_a_token_minted_for_an_asset_onboarded_while_the_chain_was_off_is_applied_with_the_rest(
+    web3, client, clients, settings, chain
+):
+    """An asset of the AssetToken written without a chain record (onboarded before the chain was on)
+    gets one when its token is minted, and the other tokens of the same pass are applied too."""
+    minter = (await web3.eth.accounts)[0]
+    await factories.asset(162, chain["seller"], contractAddress=chain["token"].address, chain=None)
+    await onboard(client, settings, 163, chain["seller"])
+    await transact(web3, chain["token"].functions.mint(chain["seller"], 162), minter)
+    await settle(clients, settings)
+    offline = (await detail(client, 162))["chain"]
+    assert offline["status"] == "minted" and offline["mintTx"].startswith("0x")
+    assert offline["contractAddress"] == chain["token"].address
+    assert (await detail(client, 163))["chain"]["status"] == "minted"
+    assert [t["type"] for t in await transactions(client, 162)] == ["mint"]
