@@ -30,6 +30,19 @@ async def write_chain_states(asset_updates: list, point_writes: list) -> int:
     return changed
 
 
+async def sale_points(token_ids: list[int]) -> dict[int, dict[Any, tuple[Any, ...]]]:
+    """The chain's sale points of these tokens: token -> point id -> (transaction, block, time)."""
+    found: dict[int, dict[Any, tuple[Any, ...]]] = {}
+    projection = {"tokenId": 1, "blockchain": 1}
+    for part in in_slices(sorted(token_ids)):
+        query = {"tokenId": {"$in": part}, "source.type": "sale", "blockchain": {"$ne": None}}
+        async for doc in history_collection().find(query, projection):
+            chain = doc["blockchain"]
+            mark = (chain.get("transactionHash"), chain.get("blockNumber"), chain.get("timestamp"))
+            found.setdefault(doc["tokenId"], {})[doc["_id"]] = mark
+    return found
+
+
 async def confirm_mints(final_block: int) -> int:
     result = await assets_collection().update_many(
         {"chain.status": "minted", "chain.block": {"$lte": final_block}},

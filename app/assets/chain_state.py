@@ -74,9 +74,14 @@ def _set(state: ChainState) -> dict[str, Any]:
         "listedBy": listing.seller if listing else None,
     }
     if state.mint_tx is not None:
-        changes["chain.mintTx"] = state.mint_tx
-        changes["chain.block"] = state.mint_block
-        changes["chain.status"] = "confirmed" if state.mint_final else "minted"
+        # The whole record, not its fields: an asset onboarded while the chain was off has none to set
+        # fields in, and a failed write there would hold every token of the pass back.
+        changes["chain"] = {
+            "contractAddress": state.contract,
+            "mintTx": state.mint_tx,
+            "block": state.mint_block,
+            "status": "confirmed" if state.mint_final else "minted",
+        }
     return changes
 
 
@@ -89,6 +94,7 @@ async def apply(states: Sequence[ChainState]) -> int:
         if contract
         else set()
     )
+    points = await repository.sale_points([state.token_id for state in states if state.token_id in ours])
     for state in states:
         if state.contract is None or state.token_id not in ours:
             continue
@@ -102,18 +108,15 @@ async def apply(states: Sequence[ChainState]) -> int:
                 )
             )
         operations.append(UpdateOne(query, {"$set": _set(state)}))
-        keep = [sale_point_id(sale.point_key) for sale in state.sales]
-        point_writes.append(
-            DeleteMany(
-                {
-                    "tokenId": state.token_id,
-                    "source.type": "sale",
-                    "blockchain": {"$ne": None},
-                    "_id": {"$nin": keep},
-                }
-            )
-        )
-        for sale in state.sales:
+        # Only what changed is written: a token with many sales costs its new sales, not all of them.
+        keep = {sale_point_id(sale.point_key): sale for sale in state.sales}
+        written = points.get(state.token_id, {})
+        stale = [point for point in written if point not in keep]
+        if stale:
+            point_writes.append(DeleteMany({"_id": {"$in": stale}}))
+        for point_id, sale in keep.items():
+            if written.get(point_id) == (sale.tx_hash, sale.block, sale.at):
+                continue
             point = {
                 "tokenId": state.token_id,
                 "price": wei_to_eth(sale.price_wei),
@@ -128,9 +131,7 @@ async def apply(states: Sequence[ChainState]) -> int:
                     "timestamp": sale.at,
                 },
             }
-            point_writes.append(
-                UpdateOne({"_id": sale_point_id(sale.point_key)}, {"$set": point}, upsert=True)
-            )
+            point_writes.append(UpdateOne({"_id": point_id}, {"$set": point}, upsert=True))
     return await repository.write_chain_states(operations, point_writes)
 
 
