@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo.errors import BulkWriteError
+
 from app.assets.documents import Asset, PriceHistory
 from app.lib.db import in_slices
 
@@ -20,14 +22,28 @@ def history_collection():
     return PriceHistory.get_pymongo_collection()
 
 
-async def write_chain_states(asset_updates: list, point_writes: list) -> int:
-    """The chain's state onto assets, and their sale points: how many assets changed."""
-    changed = 0
-    if asset_updates:
-        changed = (await assets_collection().bulk_write(asset_updates, ordered=True)).modified_count
-    if point_writes:
-        await history_collection().bulk_write(point_writes, ordered=True)
-    return changed
+async def write_chain_states(
+    asset_updates: list[tuple[int, Any]], point_writes: list[tuple[int, Any]]
+) -> tuple[int, list[tuple[int, str]]]:
+    """The chain's state onto assets, and their sale points, each write for its token: (how many assets
+    changed, (token, error) of each write the database refused). Unordered, so that one refused write
+    does not hold back the others' tokens."""
+    changed, failed = await _unordered(assets_collection(), asset_updates)
+    _, failed_points = await _unordered(history_collection(), point_writes)
+    return changed, failed + failed_points
+
+
+async def _unordered(collection, writes: list[tuple[int, Any]]) -> tuple[int, list[tuple[int, str]]]:
+    if not writes:
+        return 0, []
+    try:
+        return (await collection.bulk_write([op for _, op in writes], ordered=False)).modified_count, []
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise
+        errors = exc.details.get("writeErrors", [])
+        refused = [(writes[e["index"]][0], str(e.get("errmsg"))[:300]) for e in errors]
+        return exc.details.get("nModified", 0), refused
 
 
 async def sale_points(token_ids: list[int]) -> dict[int, dict[Any, tuple[Any, ...]]]:

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from bson import Decimal128, ObjectId
 from pymongo import DeleteMany, UpdateOne
 
 from app.assets import chain_records as repository
 from app.lib.money import wei_to_eth
 
+log = structlog.get_logger("assets.chain_state")
 minted_sample = repository.minted_sample  # for the reconciliation of MongoDB with the chain
 
 
@@ -85,9 +87,10 @@ def _set(state: ChainState) -> dict[str, Any]:
     return changes
 
 
-async def apply(states: Sequence[ChainState]) -> int:
-    """Write each token's chain state onto its asset, and its sale points; how many assets changed."""
-    operations, point_writes = [], []
+async def apply(states: Sequence[ChainState]) -> tuple[int, set[int]]:
+    """Write each token's chain state onto its asset, and its sale points: (how many assets changed, the
+    tokens whose state could not be written). One token's state that cannot be written (a value the
+    database refuses) is left out and named, and the others are written all the same."""
     contract = next((state.contract for state in states if state.contract), None)
     ours = (
         await repository.tokens_of_contract([state.token_id for state in states], contract)
@@ -95,44 +98,64 @@ async def apply(states: Sequence[ChainState]) -> int:
         else set()
     )
     points = await repository.sale_points([state.token_id for state in states if state.token_id in ours])
+    operations: list[tuple[int, Any]] = []
+    point_writes: list[tuple[int, Any]] = []
+    refused: set[int] = set()
     for state in states:
         if state.contract is None or state.token_id not in ours:
             continue
-        query: dict[str, Any] = {"tokenId": state.token_id, "contractAddress": state.contract}
-        if state.mint_tx is None:
-            # A mint a reorg took away: the asset waits for it again.
-            operations.append(
-                UpdateOne(
-                    {**query, "chain.status": {"$in": ["minted", "confirmed"]}},
-                    {"$set": {"chain.status": "pending", "chain.mintTx": None, "chain.block": None}},
-                )
+        try:
+            asset_ops, point_ops = _writes(state, points.get(state.token_id, {}))
+        except (ValueError, ArithmeticError, TypeError) as exc:  # Decimal128's Inexact among them
+            log.error("chain_state.refused", tokenId=state.token_id, error=f"{type(exc).__name__}: {exc}")
+            refused.add(state.token_id)
+            continue
+        operations += [(state.token_id, op) for op in asset_ops]
+        point_writes += [(state.token_id, op) for op in point_ops]
+    changed, failed = await repository.write_chain_states(operations, point_writes)
+    for token_id, error in failed:
+        log.error("chain_state.refused", tokenId=token_id, error=error)
+    return changed, refused | {token_id for token_id, _ in failed}
+
+
+def _writes(state: ChainState, written: dict[Any, tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
+    """The writes of one token's state: (its asset's, its sale points')."""
+    query: dict[str, Any] = {"tokenId": state.token_id, "contractAddress": state.contract}
+    asset_ops: list[Any] = []
+    if state.mint_tx is None:
+        # A mint a reorg took away: the asset waits for it again.
+        asset_ops.append(
+            UpdateOne(
+                {**query, "chain.status": {"$in": ["minted", "confirmed"]}},
+                {"$set": {"chain.status": "pending", "chain.mintTx": None, "chain.block": None}},
             )
-        operations.append(UpdateOne(query, {"$set": _set(state)}))
-        # Only what changed is written: a token with many sales costs its new sales, not all of them.
-        keep = {sale_point_id(sale.point_key): sale for sale in state.sales}
-        written = points.get(state.token_id, {})
-        stale = [point for point in written if point not in keep]
-        if stale:
-            point_writes.append(DeleteMany({"_id": {"$in": stale}}))
-        for point_id, sale in keep.items():
-            if written.get(point_id) == (sale.tx_hash, sale.block, sale.at):
-                continue
-            point = {
-                "tokenId": state.token_id,
-                "price": wei_to_eth(sale.price_wei),
-                "priceWei": Decimal128(str(sale.price_wei)),
-                "priceUsd": None,
+        )
+    asset_ops.append(UpdateOne(query, {"$set": _set(state)}))
+    # Only what changed is written: a token with many sales costs its new sales, not all of them.
+    keep = {sale_point_id(sale.point_key): sale for sale in state.sales}
+    point_ops: list[Any] = []
+    stale = [point for point in written if point not in keep]
+    if stale:
+        point_ops.append(DeleteMany({"_id": {"$in": stale}}))
+    for point_id, sale in keep.items():
+        if written.get(point_id) == (sale.tx_hash, sale.block, sale.at):
+            continue
+        point = {
+            "tokenId": state.token_id,
+            "price": wei_to_eth(sale.price_wei),
+            "priceWei": Decimal128(str(sale.price_wei)),
+            "priceUsd": None,
+            "timestamp": sale.at,
+            "source": {"type": "sale", "dataSourceName": None, "modelVersion": None},
+            "aiMetrics": None,
+            "blockchain": {
+                "transactionHash": sale.tx_hash,
+                "blockNumber": sale.block,
                 "timestamp": sale.at,
-                "source": {"type": "sale", "dataSourceName": None, "modelVersion": None},
-                "aiMetrics": None,
-                "blockchain": {
-                    "transactionHash": sale.tx_hash,
-                    "blockNumber": sale.block,
-                    "timestamp": sale.at,
-                },
-            }
-            point_writes.append(UpdateOne({"_id": point_id}, {"$set": point}, upsert=True))
-    return await repository.write_chain_states(operations, point_writes)
+            },
+        }
+        point_ops.append(UpdateOne({"_id": point_id}, {"$set": point}, upsert=True))
+    return asset_ops, point_ops
 
 
 async def confirm(final_block: int) -> int:

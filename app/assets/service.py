@@ -277,12 +277,13 @@ ChainState, ChainListing, ChainSale = chain_state.ChainState, chain_state.ChainL
 confirm_chain_states, minted_sample = chain_state.confirm, chain_state.minted_sample
 
 
-async def apply_chain_states(redis, states: list[chain_state.ChainState]) -> int:
-    """Owners, listings, mints and sale points as the chain has them; the market stats follow."""
-    changed = await chain_state.apply(states)
+async def apply_chain_states(redis, states: list[chain_state.ChainState]) -> set[int]:
+    """Owners, listings, mints and sale points as the chain has them; the market stats follow. Returns
+    the tokens whose state could not be written (logged), to be tried again."""
+    changed, refused = await chain_state.apply(states)
     if changed:
         await catalog_changed(redis)
-    return changed
+    return refused
 
 
 # ---- for the media domain

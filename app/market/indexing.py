@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import structlog
+
 from app.assets import service as assets_service
 from app.chain import service as chain_service
 from app.config import Settings
@@ -29,6 +31,7 @@ from app.lib.money import wei_to_eth
 from app.market import repository
 from app.market.documents import Transaction, TransactionChain
 
+log = structlog.get_logger("market.indexing")
 SALE = "Sold"
 T = TypeVar("T")
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
@@ -44,7 +47,8 @@ async def index_chain(clients, settings: Settings) -> dict[str, Any]:
     token_address = await chain_service.deployed_address(settings, "AssetToken")
     pending = await chain_service.pending_tokens(settings)
     applied = await apply_tokens(clients, settings, pending, final, token_address)
-    await _landed(chain_service.tokens_applied(settings, pending))
+    refused = set(applied["refused"])
+    await _landed(chain_service.tokens_applied(settings, [t for t in pending if t not in refused]))
     completed = await _landed(repository.complete_indexed(final))
     await _landed(assets_service.confirm_chain_states(final))
     result = {
@@ -69,30 +73,41 @@ async def _landed(write: Awaitable[T]) -> T:
 
 async def apply_tokens(
     clients, settings: Settings, token_ids: list[int], final: int, token_address: str | None
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Rebuild the transactions, owner, listing, mint and sale points of these tokens from their events."""
     if not token_ids:
-        return {"transactions": 0, "deleted": 0}
+        return {"transactions": 0, "deleted": 0, "refused": []}
     by_token: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in await chain_service.token_events(settings, token_ids, ["AssetToken", "Marketplace"]):
         by_token[event["tokenId"]].append(event)
     known = await repository.indexed_rows(token_ids)
     live: set[tuple[str, int]] = set()
-    rows = []
+    inserts: list[Transaction] = []
+    updates: list[Any] = []
     states = []
+    refused: set[int] = set()
     for token_id in token_ids:
         events = by_token.get(token_id, [])
-        for transaction in _transactions(token_id, events, final):
-            live.add((transaction.blockchain.transactionHash, token_id))
-            rows.append(transaction)
-        states.append(_state(token_id, events, final, token_address))
-    inserts, updates = repository.indexed_writes(rows, known)
-    written = await _landed(repository.insert_indexed(inserts))
+        try:
+            rows = _transactions(token_id, events, final)
+            new, moved = repository.indexed_writes(rows, known)
+            state = _state(token_id, events, final, token_address)
+        except (ValueError, ArithmeticError, TypeError, KeyError) as exc:
+            # One token's events the platform cannot hold must not hold back every other token: it stays
+            # pending, tried again each pass, and logged each time.
+            log.error("market.indexing.token_refused", tokenId=token_id, error=f"{type(exc).__name__}: {exc}")
+            refused.add(token_id)
+            continue
+        live.update((row.blockchain.transactionHash, token_id) for row in rows)
+        inserts += new
+        updates += moved
+        states.append(state)
+    written, refused_rows = await _landed(repository.insert_indexed(inserts))
     written += await _landed(repository.update_indexed(updates))
-    stale = [row for row in known if row not in live]
+    stale = [row for row in known if row not in live and row[1] not in refused]
     deleted = await _landed(repository.delete_rows(stale))
-    await _landed(assets_service.apply_chain_states(clients.redis, states))
-    return {"transactions": written, "deleted": deleted}
+    refused |= refused_rows | await _landed(assets_service.apply_chain_states(clients.redis, states))
+    return {"transactions": written, "deleted": deleted, "refused": sorted(refused)}
 
 
 def _transactions(token_id: int, events: list[dict[str, Any]], final: int) -> list[Transaction]:

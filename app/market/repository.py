@@ -112,24 +112,28 @@ def indexed_writes(
     return inserts, updates
 
 
-async def insert_indexed(transactions: list[Transaction]) -> int:
-    """Insert new indexed transactions in one batch; one the API recorded first under the same hash is
-    merged as `upsert` merges it."""
+async def insert_indexed(transactions: list[Transaction]) -> tuple[int, set[int]]:
+    """Insert new indexed transactions in one batch: (how many, the tokens of those the database refused).
+    One the API recorded first under the same hash is merged as `upsert` merges it."""
     if not transactions:
-        return 0
+        return 0, set()
     docs = []
     for transaction in transactions:
         _, on_insert, changes = _parts(transaction)
         docs.append(_nested({**on_insert, **changes}))
+    refused: set[int] = set()
     try:
         await transactions_collection().insert_many(docs, ordered=False)
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(error.get("code") != 11000 for error in errors):
+        if exc.details.get("writeConcernErrors"):
             raise
-        for error in errors:
-            await upsert(transactions[error["index"]])
-    return len(transactions)
+        for error in exc.details.get("writeErrors", []):
+            transaction = transactions[error["index"]]
+            if error.get("code") == 11000:
+                await upsert(transaction)
+            else:
+                refused.add(transaction.tokenId)
+    return len(transactions), refused
 
 
 async def update_indexed(updates: list[UpdateOne]) -> int:

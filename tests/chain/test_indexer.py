@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from eth_account import Account
+from structlog.testing import capture_logs
 from web3 import Web3
 
 from app.assets import service as assets_service
@@ -627,6 +628,7 @@ async def test_a_pass_cancelled_while_it_applies_lets_go_once_its_write_landed_a
 
     async def applied(*args):
         later.append(args)
+        return set()
 
     monkeypatch.setattr(market_repository, "insert_indexed", slow_insert)
     monkeypatch.setattr(assets_service, "apply_chain_states", applied)
@@ -777,3 +779,56 @@ async def test_a_token_minted_for_an_asset_onboarded_while_the_chain_was_off_is_
     assert offline["contractAddress"] == chain["token"].address
     assert (await detail(client, 163))["chain"]["status"] == "minted"
     assert [t["type"] for t in await transactions(client, 162)] == ["mint"]
+
+
+async def test_a_token_whose_state_the_database_refuses_holds_back_no_other_token(
+    web3, client, clients, settings, chain
+):
+    """A write the database refuses for one token (here its asset's `ownership` is not a document) leaves
+    that token pending and logged, and every other token of the pass is applied; once the asset is
+    mended the next pass applies it."""
+    minter = (await web3.eth.accounts)[0]
+    await factories.asset(164, chain["seller"], contractAddress=chain["token"].address, chain=None)
+    assets = assets_service.Asset.get_pymongo_collection()
+    await assets.update_one({"tokenId": 164}, {"$set": {"ownership": "not a document"}})
+    await onboard(client, settings, 165, chain["seller"])
+    await transact(web3, chain["token"].functions.mint(chain["seller"], 164), minter)
+    with capture_logs() as logs:
+        result = await settle(clients, settings)
+    assert result["refused"] == [164]
+    assert any(e["event"] == "chain_state.refused" and e["tokenId"] == 164 for e in logs)
+    assert (await detail(client, 165))["chain"]["status"] == "minted"
+    assert 164 in await service.pending_tokens(settings)
+
+    await assets.update_one({"tokenId": 164}, {"$set": {"ownership": {"currentOwner": None}}})
+    result = await settle(clients, settings, 1)
+    assert result["refused"] == [] and 164 not in await service.pending_tokens(settings)
+    mended = await detail(client, 164)
+    assert mended["ownership"]["currentOwner"] == chain["seller"] and mended["chain"]["status"] == "minted"
+
+
+async def test_a_token_whose_events_the_platform_cannot_hold_holds_back_no_other_token(
+    web3, client, clients, settings, chain
+):
+    """A listing price beyond what a decimal column holds exactly (a Marketplace of an older build took
+    any): that token is refused and logged, the others are applied."""
+    await minted_and_approved(web3, client, clients, settings, chain, 166)
+    await minted_and_approved(web3, client, clients, settings, chain, 167)
+    receipt = await transact(web3, chain["market"].functions.list_token(166, ONE_ETH), chain["seller"])
+    await transact(web3, chain["market"].functions.list_token(167, ONE_ETH), chain["seller"])
+    # What such a Marketplace would have logged: the same event with a 41-digit price.
+    events = index_records.events()
+    await settle(clients, settings, 1)
+    await events.update_one(
+        {"tokenId": 166, "event": "Listed", "txHash": Web3.to_hex(receipt["transactionHash"])},
+        {"$set": {"args.price": str(10**40 + 1)}},
+    )
+    await index_records.cursors().update_one(
+        {"chainId": settings.chain.chain_id}, {"$addToSet": {"pending": {"$each": [166, 167]}}}
+    )
+    with capture_logs() as logs:
+        result = await settle(clients, settings, 1)
+    assert result["refused"] == [166]
+    assert any(e["event"] == "market.indexing.token_refused" and e["tokenId"] == 166 for e in logs)
+    assert 166 in await service.pending_tokens(settings)
+    assert (await detail(client, 167))["marketStatus"]["isListed"]
