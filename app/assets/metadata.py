@@ -11,6 +11,7 @@ from app.assets.documents import AssetMetadata
 from app.events import service as events_service
 from app.lib.errors import BadRequest, Conflict
 from app.lib.events import asset_topic
+from app.lib.params import MAX_INT64
 
 MAX_ATTRIBUTE_DEPTH = schemas.MAX_ATTRIBUTE_DEPTH
 MAX_ATTRIBUTE_BYTES = 16_384
@@ -19,9 +20,15 @@ _LISTS = ("materials", "provenance", "certificates")
 
 
 def check_attributes(value: Any, path: str = "customAttributes", depth: int = 0) -> None:
-    """Free-form attributes are stored as given, so no key may look like an operator or a path."""
+    """Free-form attributes are stored as given, so no key may look like an operator or a path, and
+    no integer may be one MongoDB cannot hold (it keeps 8-byte integers only, and would fail the write)."""
     if depth > MAX_ATTRIBUTE_DEPTH:
         raise BadRequest(f"{path} nests too deeply", code="invalid_attributes")
+    if isinstance(value, int) and not -MAX_INT64 - 1 <= value <= MAX_INT64:
+        raise BadRequest(
+            f"{path} is an integer outside the stored range (-2^63 to 2^63-1); send it as a string",
+            code="invalid_attributes",
+        )
     if isinstance(value, dict):
         for key, item in value.items():
             if not key or key.startswith("$") or "." in key or "\x00" in key or len(key) > 100:

@@ -237,3 +237,75 @@ async def test_an_empty_owner_is_refused_not_read_as_the_creator(client, setting
     response = await client.post("/api/assets", json=body, headers=admin.headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_address"
+
+
+# MongoDB stores 8-byte integers only: a larger one in free-form JSON is a 400 naming where it is, not a
+# write that fails with a 500.
+TOO_BIG = [
+    ({"a": 2**63}, "customAttributes.a"),
+    ({"a": -(2**63) - 1}, "customAttributes.a"),
+    ({"a": {"b": [1, 2**70]}}, "customAttributes.a.b[1]"),
+]
+
+
+def _refused_as_too_big(response, path):
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_attributes"
+    assert error["message"].startswith(f"{path} is an integer outside")
+
+
+@pytest.mark.parametrize(("attributes", "path"), TOO_BIG)
+@pytest.mark.parametrize("where", ["customAttributes", "metadata"])
+async def test_onboarding_refuses_an_integer_the_store_cannot_hold(client, settings, attributes, path, where):
+    admin = await factories.login(settings, roles=("admin",))
+    body = (
+        {**NEW_ASSET, "customAttributes": attributes}
+        if where == "customAttributes"
+        else {**NEW_ASSET, "customAttributes": {}, "metadata": {"customAttributes": attributes}}
+    )
+    _refused_as_too_big(await client.post("/api/assets", json=body, headers=admin.headers), path)
+    assert (await client.get("/api/assets/42")).status_code == 404
+
+
+@pytest.mark.parametrize(("attributes", "path"), TOO_BIG)
+async def test_patch_refuses_an_integer_the_store_cannot_hold(client, settings, attributes, path):
+    owner = await factories.login(settings)
+    await factories.asset(1, owner=owner.wallet)
+    _refused_as_too_big(
+        await _patch(client, owner.headers, {"version": 0, "customAttributes": attributes}), path
+    )
+    assert (await client.get("/api/assets/1")).json()["version"] == 0
+
+
+@pytest.mark.parametrize(("attributes", "path"), TOO_BIG)
+async def test_verify_refuses_an_integer_the_store_cannot_hold(client, settings, attributes, path):
+    await factories.asset(1)
+    admin = await factories.login(settings, roles=("admin",))
+    response = await client.post(
+        "/api/assets/1/verify", json={"verificationData": attributes}, headers=admin.headers
+    )
+    _refused_as_too_big(response, path.replace("customAttributes", "verificationData"))
+    assert (await client.get("/api/assets/1")).json()["verification"]["isVerified"] is False
+
+
+async def test_the_largest_and_smallest_stored_integers_are_kept(client, settings):
+    owner = await factories.login(settings)
+    await factories.asset(1, owner=owner.wallet)
+    edges = {"max": 2**63 - 1, "min": -(2**63), "list": [2**63 - 1]}
+    response = await _patch(client, owner.headers, {"version": 0, "customAttributes": edges})
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"]["customAttributes"] == edges
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_a_number_json_cannot_carry_is_refused(client, settings, number):
+    owner = await factories.login(settings)
+    await factories.asset(1, owner=owner.wallet)
+    response = await client.patch(
+        "/api/assets/1/metadata",
+        content=f'{{"version": 0, "customAttributes": {{"a": {number}}}}}',
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert (await client.get("/api/assets/1")).json()["version"] == 0
