@@ -337,3 +337,142 @@ async def test_a_deployment_recorded_but_never_asked_for_is_asked_for_on_the_nex
     assert [(r["contract"], r["status"]) for r in await logs()] == [(name, "deployed") for name in CONTRACTS]
     assert await repository.outbox().count_documents({"kind": "deploy"}) == 3
     assert artifact("AssetToken").runs_at(await web3.eth.get_code(deployed["AssetToken"].address))
+
+
+class Recorder:
+    """Stands in for the module's logger (structlog caches bound loggers, so capture_logs may miss them)."""
+
+    def __init__(self):
+        self.warnings: list[dict] = []
+
+    def warning(self, event, **fields):
+        self.warnings.append({"event": event, **fields})
+
+    def info(self, event, **fields):
+        pass
+
+    def of(self, event: str) -> list[dict]:
+        return [w for w in self.warnings if w["event"] == event]
+
+
+@pytest.fixture
+def logged(monkeypatch):
+    from app.chain import deployments
+
+    recorder = Recorder()
+    monkeypatch.setattr(deployments, "log", recorder)
+    return recorder
+
+
+def with_chain(settings, **changes):
+    return settings.model_copy(update={"chain": settings.chain.model_copy(update=changes)})
+
+
+@pytest.mark.parametrize(
+    ("change", "contract", "positions"),
+    [
+        ("fee", "Marketplace", [1]),
+        ("fee recipient", "Marketplace", [2]),
+        ("auth uri", "AssetToken", [0]),
+    ],
+)
+async def test_a_changed_setting_keeps_the_live_contracts_and_says_so(
+    web3, clients, settings, logged, change, contract, positions
+):
+    """A contract keeps the settings it was deployed with: a new one would orphan the tokens minted and
+    the listings made on it, since the indexer follows the latest deployment only."""
+    first = await service.ensure_deployed(clients, settings)
+    block = await web3.eth.block_number
+    changed = {
+        "fee": with_chain(settings, fee_bps=500),
+        "fee recipient": with_chain(settings, fee_recipient=(await web3.eth.accounts)[5]),
+        "auth uri": settings.model_copy(
+            update={"auth": settings.auth.model_copy(update={"uri": "https://vault.example.org"})}
+        ),
+    }[change]
+    again = await service.ensure_deployed(clients, changed)
+    assert {n: d.address for n, d in again.items()} == {n: d.address for n, d in first.items()}
+    assert all(d.reused for d in again.values()) and await web3.eth.block_number == block
+    assert len(await logs()) == 3  # nothing deployed, nothing tried
+    [warning] = logged.of("chain.deploy.settings_changed")
+    assert warning["contract"] == contract and warning["positions"] == positions
+    assert warning["address"] == first[contract].address
+    assert ("set_fee" in warning["change"]) == (contract == "Marketplace")
+    assert "vault.example.org" not in repr(warning)  # which arguments differ, never their values
+    assert again[contract].kept_arguments and not logged.of("chain.deploy.replaced")
+    market = web3.eth.contract(address=again["Marketplace"].address, abi=artifact("Marketplace").abi)
+    assert await market.functions.fee_bps().call() == settings.chain.fee_bps  # as it was deployed
+
+
+async def test_a_redeployed_asset_token_brings_a_new_marketplace(web3, clients, settings, logged):
+    from app.chain import deployments
+
+    first = await service.ensure_deployed(clients, settings)
+    again = await deployments.ensure_deployed(web3, settings, load_signer(settings), redeploy=["AssetToken"])
+    assert not again["AssetToken"].reused and not again["Marketplace"].reused and again["PriceOracle"].reused
+    assert again["AssetToken"].address != first["AssetToken"].address
+    assert again["Marketplace"].address != first["Marketplace"].address
+    assert again["PriceOracle"].address == first["PriceOracle"].address
+    market = web3.eth.contract(address=again["Marketplace"].address, abi=artifact("Marketplace").abi)
+    assert await market.functions.token().call() == again["AssetToken"].address
+    assert [r["contract"] for r in await logs()] == [*CONTRACTS, "AssetToken", "Marketplace"]
+    assert await service.deployed_address(settings, "AssetToken") == again["AssetToken"].address
+    replaced = logged.of("chain.deploy.replaced")
+    assert [w["contract"] for w in replaced] == ["AssetToken", "Marketplace"]
+    # the next ordinary run reuses the new ones
+    third = await service.ensure_deployed(clients, settings)
+    assert all(d.reused for d in third.values()) and len(await logs()) == 5
+    assert {n: d.address for n, d in third.items()} == {n: d.address for n, d in again.items()}
+
+
+async def test_a_redeployed_marketplace_leaves_the_asset_token(web3, clients, settings):
+    from app.chain import deployments
+
+    first = await service.ensure_deployed(clients, settings)
+    again = await deployments.ensure_deployed(web3, settings, load_signer(settings), redeploy=["Marketplace"])
+    assert again["AssetToken"].address == first["AssetToken"].address and again["AssetToken"].reused
+    assert again["Marketplace"].address != first["Marketplace"].address
+    with pytest.raises(deployments.DeploymentFailed, match="no contract named Nope"):
+        await deployments.ensure_deployed(web3, settings, load_signer(settings), redeploy=["Nope"])
+
+
+async def code_changed_since(name: str) -> None:
+    """As if its source changed after its deployment: the recorded artifact is not the built one."""
+    await repository.deployments().update_many({"contract": name}, {"$set": {"artifactHash": "0" * 64}})
+
+
+async def test_in_production_changed_code_replaces_a_live_contract_only_when_asked(
+    web3, clients, settings, logged
+):
+    from app.chain import deployments
+
+    first = await service.ensure_deployed(clients, settings)
+    await code_changed_since("AssetToken")
+    production = settings.model_copy(update={"app_env": "production"})
+    with pytest.raises(deployments.DeploymentFailed, match="--redeploy AssetToken"):
+        await deployments.ensure_deployed(web3, production, load_signer(settings))
+    assert len(await logs()) == 3 and await repository.outbox().count_documents({}) == 3
+    asked = await deployments.ensure_deployed(
+        web3, production, load_signer(settings), redeploy=["AssetToken"]
+    )
+    assert asked["AssetToken"].address != first["AssetToken"].address
+    assert asked["Marketplace"].address != first["Marketplace"].address  # it follows the new token
+
+
+async def test_outside_production_changed_code_is_deployed_with_a_warning(web3, clients, settings, logged):
+    first = await service.ensure_deployed(clients, settings)
+    await code_changed_since("PriceOracle")
+    again = await service.ensure_deployed(clients, settings)
+    assert again["PriceOracle"].address != first["PriceOracle"].address and not again["PriceOracle"].reused
+    assert again["AssetToken"].reused and again["Marketplace"].reused
+    [warning] = logged.of("chain.deploy.code_changed")
+    assert warning["contract"] == "PriceOracle" and warning["address"] == first["PriceOracle"].address
+
+
+def test_the_deploy_script_takes_the_contracts_to_redeploy():
+    from scripts.deploy import parse_args
+
+    assert parse_args([]).redeploy == []
+    assert parse_args(["--redeploy", "AssetToken", "PriceOracle"]).redeploy == ["AssetToken", "PriceOracle"]
+    with pytest.raises(SystemExit):
+        parse_args(["--redeploy", "Nope"])
