@@ -172,6 +172,18 @@ class ChainEvent(Document):
                 name="to_announce",
                 partialFilterExpression={"toAnnounce": True},
             ),
+            # Whether a listing's seller approved the marketplace for all its tokens, and which tokens
+            # an owner's such approval touches: few events each, so partial.
+            IndexModel(
+                [("chainId", pymongo.ASCENDING), ("args.owner", pymongo.ASCENDING), ("blockNumber", 1)],
+                name="operator_approvals",
+                partialFilterExpression={"event": "ApprovalForAll"},
+            ),
+            IndexModel(
+                [("chainId", pymongo.ASCENDING), ("args.seller", pymongo.ASCENDING)],
+                name="listings_by_seller",
+                partialFilterExpression={"event": "Listed"},
+            ),
         ]
 
 

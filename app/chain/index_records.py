@@ -51,11 +51,14 @@ async def advance_cursor(
     the same block) to `block`, and add the tokens read to those still to apply, in one write; only if
     it is still there (False otherwise): a pass that somehow ran beside another never moves the other's
     cursor back."""
+    # Only the tokens not pending yet, pushed: `$addToSet` of thousands compares each with every one
+    # already there. Pending tokens change only under the indexer's lease, which this pass holds.
+    pending = set(await pending_tokens(chain_id))
     moved = await cursors().update_one(
         {"chainId": chain_id, "block": found["block"], "hash": found.get("hash")},
         {
             "$set": {"block": block, "hash": block_hash, "updatedAt": utcnow()},
-            "$addToSet": {"pending": {"$each": tokens}},
+            "$push": {"pending": {"$each": [token for token in tokens if token not in pending]}},
         },
     )
     return moved.matched_count == 1
@@ -64,7 +67,7 @@ async def advance_cursor(
 async def pending_tokens(chain_id: int) -> list[int]:
     """The tokens read (or rolled back) and not applied yet."""
     found = await cursors().find_one({"chainId": chain_id}, {"pending": 1})
-    return sorted((found or {}).get("pending") or [])
+    return sorted(set((found or {}).get("pending") or []))
 
 
 async def applied(chain_id: int, tokens: list[int]) -> None:
@@ -95,7 +98,7 @@ async def save_events(found: list[dict[str, Any]]) -> None:
         operations = [
             UpdateOne(
                 {k: e[k] for k in ("chainId", "blockHash", "txHash", "logIndex")},
-                {"$set": {"removed": False, "toAnnounce": True}},
+                {"$set": {"removed": False, "toAnnounce": e["toAnnounce"]}},
             )
             for e in again
         ]
@@ -193,16 +196,40 @@ async def token_events(
     """The live (not removed) events of these tokens from these contracts (by name, and deployed at
     `addresses`), in chain order."""
     found: list[dict[str, Any]] = []
-    for part in in_slices(sorted(token_ids)):
-        query = {
-            "chainId": chain_id,
-            "contract": {"$in": contracts},
-            "tokenId": {"$in": part},
-            "removed": False,
-            "address": {"$in": addresses},
-        }
-        found += await events().find(query).to_list(None)
+    # A query a contract on the fields of chainId_contract_token_block alone, the rest sifted here:
+    # SecantusDB looks each token up in the index only for such a query, and scans the whole collection
+    # for one with `contract` as `$in` or with any field the index lacks.
+    wanted = set(addresses)
+    for contract in contracts:
+        for part in in_slices(sorted(token_ids)):
+            query = {"chainId": chain_id, "contract": contract, "tokenId": {"$in": part}}
+            async for event in events().find(query):
+                if not event["removed"] and event["address"] in wanted:
+                    found.append(event)
     return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
+
+
+async def tokens_listed_by(chain_id: int, sellers: list[str]) -> list[int]:
+    """The tokens these sellers have a live `Listed` event of."""
+    query = {"chainId": chain_id, "event": "Listed", "removed": False, "args.seller": {"$in": sellers}}
+    return sorted(await events().distinct("tokenId", query))
+
+
+async def operator_approvals(chain_id: int, owners: list[str], operator: str) -> dict[str, bool]:
+    """Whether each of these owners has approved `operator` for all its tokens, by its latest live
+    `ApprovalForAll` of that operator (none: not approved)."""
+    query = {
+        "chainId": chain_id,
+        "event": "ApprovalForAll",
+        "removed": False,
+        "args.owner": {"$in": owners},
+        "args.operator": operator,
+    }
+    found: dict[str, bool] = {}
+    latest = events().find(query, {"args": 1}).sort([("blockNumber", 1), ("logIndex", 1)])
+    async for event in latest:
+        found[event["args"]["owner"]] = bool(event["args"]["approved"])
+    return found
 
 
 async def save_drift(chain_id: int, drift: dict[str, Any], kind: str) -> None:

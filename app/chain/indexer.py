@@ -39,11 +39,13 @@ log = structlog.get_logger("chain.indexer")
 T = TypeVar("T")
 
 INDEXED = {
-    "AssetToken": ("Transfer",),
+    # Approvals too: a listing stands only while the marketplace may move the token.
+    "AssetToken": ("Transfer", "Approval", "ApprovalForAll"),
     "Marketplace": ("Listed", "Delisted", "Sold"),
     "PriceOracle": ("PriceUpdated",),
 }
 MARKET = ("AssetToken", "Marketplace")  # the contracts whose events the market applies
+UNANNOUNCED = ("Approval", "ApprovalForAll")  # read for the listings' sake: the stream carries none
 KEPT_BLOCKS = 256  # block hashes kept for reorg checks, well past any depth that is checked
 BLOCK_READS = 8  # block headers read at once (the events' times): within a provider's rate limits
 DECODE_CHUNK = 1_000  # logs decoded while the chunk before them is written
@@ -154,7 +156,12 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     }
     await _landed(index_records.save_blocks(chain_id, blocks, keep=KEPT_BLOCKS))
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
-    touched = sorted({e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET})
+    touched = {e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET}
+    # An owner's approval of every token at once names none: its listings are the tokens it touches.
+    owners = {e["args"]["owner"] for e in events if e["event"] == "ApprovalForAll"}
+    if owners:
+        touched |= set(await index_records.tokens_listed_by(chain_id, sorted(owners)))
+    touched = sorted(touched)
     moved = index_records.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
     if not await _landed(moved):
         raise PassOverlapped(chain_id, cursor["block"])
@@ -254,7 +261,7 @@ def _event(chain_id: int, found: dict[str, _Source], entry: Any, times: dict[int
         "blockTime": times.get(int(entry["blockNumber"])),
         "removed": False,
         "indexedAt": utcnow(),
-        "toAnnounce": True,
+        "toAnnounce": name not in UNANNOUNCED,
         "announcements": 0,
     }
 

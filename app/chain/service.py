@@ -160,6 +160,11 @@ async def final_block(clients: Clients, settings: Settings, head: int) -> int:
     return await outbox.final_block(clients.web3, settings, head)
 
 
+async def operator_approvals(settings: Settings, owners: list[str], operator: str) -> dict[str, bool]:
+    """Whether each owner has approved `operator` (the marketplace) for all its tokens."""
+    return await index_records.operator_approvals(settings.chain.chain_id, owners, operator)
+
+
 async def token_events(
     settings: Settings, token_ids: list[int], contracts: list[str]
 ) -> list[dict[str, Any]]:

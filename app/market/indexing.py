@@ -35,6 +35,7 @@ log = structlog.get_logger("market.indexing")
 SALE = "Sold"
 T = TypeVar("T")
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
+TRANSACTION_EVENTS = ("Transfer", *MARKET_EVENTS)
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
@@ -81,6 +82,13 @@ async def apply_tokens(
     for event in await chain_service.token_events(settings, token_ids, ["AssetToken", "Marketplace"]):
         by_token[event["tokenId"]].append(event)
     known = await repository.indexed_rows(token_ids)
+    market_address = await chain_service.deployed_address(settings, "Marketplace")
+    sellers = sorted(
+        {e["args"]["seller"] for events in by_token.values() for e in events if e["event"] == "Listed"}
+    )
+    approved_all = (
+        await chain_service.operator_approvals(settings, sellers, market_address) if market_address else {}
+    )
     live: set[tuple[str, int]] = set()
     inserts: list[Transaction] = []
     updates: list[Any] = []
@@ -91,7 +99,7 @@ async def apply_tokens(
         try:
             rows = _transactions(token_id, events, final)
             new, moved = repository.indexed_writes(rows, known)
-            state = _state(token_id, events, final, token_address)
+            state = _state(token_id, events, final, token_address, market_address, approved_all)
         except (ValueError, ArithmeticError, TypeError, KeyError) as exc:
             # One token's events the platform cannot hold must not hold back every other token: it stays
             # pending, tried again each pass, and logged each time.
@@ -113,7 +121,7 @@ async def apply_tokens(
 def _transactions(token_id: int, events: list[dict[str, Any]], final: int) -> list[Transaction]:
     by_hash: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
-        if event["contract"] in ("AssetToken", "Marketplace"):
+        if event["event"] in TRANSACTION_EVENTS:  # an approval is no transaction of the seed's
             by_hash[event["txHash"]].append(event)
     found = []
     for tx_hash, group in by_hash.items():
@@ -159,7 +167,14 @@ def _meaning(
     return "transfer", args["sender"], args["receiver"], None, None
 
 
-def _state(token_id: int, events: list[dict[str, Any]], final: int, token_address: str | None):
+def _state(
+    token_id: int,
+    events: list[dict[str, Any]],
+    final: int,
+    token_address: str | None,
+    market_address: str | None,
+    approved_all: dict[str, bool],
+):
     transfers = [e for e in events if e["event"] == "Transfer"]
     owner = since = None
     if transfers:
@@ -168,10 +183,8 @@ def _state(token_id: int, events: list[dict[str, Any]], final: int, token_addres
     market = [e for e in events if e["event"] in MARKET_EVENTS]
     if market and market[-1]["event"] == "Listed":
         listed = market[-1]
-        moved_after = any(
-            (t["blockNumber"], t["logIndex"]) > (listed["blockNumber"], listed["logIndex"]) for t in transfers
-        )
-        if not moved_after:
+        moved_after = any(_after(t, listed) for t in transfers)
+        if not moved_after and _may_sell(events, transfers, listed, market_address, approved_all):
             listing = assets_service.ChainListing(
                 price_wei=int(listed["args"]["price"]),
                 listed_at=listed["blockTime"],
@@ -201,3 +214,33 @@ def _state(token_id: int, events: list[dict[str, Any]], final: int, token_addres
         mint_final=bool(mint and mint["blockNumber"] <= final),
         sales=sales,
     )
+
+
+def _after(event: dict[str, Any], other: dict[str, Any]) -> bool:
+    return (event["blockNumber"], event["logIndex"]) > (other["blockNumber"], other["logIndex"])
+
+
+def _may_sell(
+    events: list[dict[str, Any]],
+    transfers: list[dict[str, Any]],
+    listed: dict[str, Any],
+    market_address: str | None,
+    approved_all: dict[str, bool],
+) -> bool:
+    """Whether the marketplace may still move a listed token: approved for it since its last transfer
+    (a transfer clears the token's approval), or for all of its seller's tokens. A listing whose owner
+    took the approval back cannot be bought, so it is not shown as listed (and is again once the
+    approval returns). Listing needed one of the two, so with neither on record (events indexed before
+    approvals were) the listing stands."""
+    if market_address is None:
+        return True
+    last_transfer = transfers[-1] if transfers else None
+    approvals = [
+        e for e in events if e["event"] == "Approval" and (last_transfer is None or _after(e, last_transfer))
+    ]
+    if approvals and approvals[-1]["args"]["approved"].lower() == market_address.lower():
+        return True
+    for_all = approved_all.get(listed["args"]["seller"])  # None: no such approval on record
+    if for_all:
+        return True
+    return not approvals and for_all is None

@@ -35,6 +35,8 @@ async def reconcile(clients, settings: Settings, sample: int = SAMPLE) -> dict[s
         seller, price, listed_at = await market.functions.listings(token_id).call(block_identifier=block)
         moved = await token.functions.transfers(token_id).call(block_identifier=block)
         listed = seller == owner and listed_at == moved and price > 0
+        # And buyable: the indexer shows no listing the marketplace may no longer move.
+        listed = listed and await _approved(token, market.address, token_id, owner, block)
         chain_listing = str(price) if listed else None
         stored_owner = (asset.get("ownership") or {}).get("currentOwner")
         status = asset.get("marketStatus") or {}
@@ -57,3 +59,10 @@ async def reconcile(clients, settings: Settings, sample: int = SAMPLE) -> dict[s
     if items:
         log.warning("market.reconcile.drift", block=block, **by_field)
     return {"reconciled": True, "block": block, "sampled": len(assets), "drift": by_field}
+
+
+async def _approved(token, operator: str, token_id: int, owner: str, block: int) -> bool:
+    """Whether `operator` may move the token at `block`: approved for it, or for all of its owner's."""
+    if await token.functions.getApproved(token_id).call(block_identifier=block) == operator:
+        return True
+    return await token.functions.isApprovedForAll(owner, operator).call(block_identifier=block)

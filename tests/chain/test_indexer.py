@@ -25,6 +25,7 @@ from tests.chain.conftest import (
     transactions,
 )
 
+ZERO = "0x" + "00" * 20
 BUYER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil's account 2
 
 
@@ -832,3 +833,54 @@ async def test_a_token_whose_events_the_platform_cannot_hold_holds_back_no_other
     assert any(e["event"] == "market.indexing.token_refused" and e["tokenId"] == 166 for e in logs)
     assert 166 in await service.pending_tokens(settings)
     assert (await detail(client, 167))["marketStatus"]["isListed"]
+
+
+async def _listed_ids(client) -> list[int]:
+    return [item["tokenId"] for item in (await client.get("/api/market/listings")).json()["items"]]
+
+
+async def test_a_listing_whose_token_approval_was_taken_back_is_not_shown_until_it_returns(
+    web3, client, clients, settings, chain
+):
+    """A listing the marketplace can no longer fill (its owner approved another address, or none) is not
+    bait in the listings; it shows again, at its price, when the approval returns."""
+    seller, market, token = chain["seller"], chain["market"], chain["token"]
+    await minted_and_approved(web3, client, clients, settings, chain, 168)
+    await transact(web3, market.functions.list_token(168, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    assert 168 in await _listed_ids(client)
+
+    await transact(web3, token.functions.approve(ZERO, 168), seller)
+    await settle(clients, settings, 1)
+    assert not (await detail(client, 168))["marketStatus"]["isListed"]
+    assert 168 not in await _listed_ids(client)
+    assert [t["type"] for t in await transactions(client, 168)] == ["list", "mint"]  # no approval rows
+    assert (await market_service.reconcile_chain(clients, settings))["drift"]["listing"] == 0
+
+    await transact(web3, token.functions.approve(market.address, 168), seller)
+    await settle(clients, settings, 1)
+    shown = await detail(client, 168)
+    assert shown["marketStatus"]["isListed"] and shown["marketStatus"]["listingPriceWei"] == str(ONE_ETH)
+
+
+async def test_an_owner_taking_back_its_approval_of_all_tokens_hides_each_of_its_listings(
+    web3, client, clients, settings, chain
+):
+    seller, market, token = chain["seller"], chain["market"], chain["token"]
+    for token_id in (169, 170):
+        await onboard(client, settings, token_id, seller)
+    await settle(clients, settings)
+    await transact(web3, token.functions.setApprovalForAll(market.address, True), seller)
+    for token_id in (169, 170):
+        await transact(web3, market.functions.list_token(token_id, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    assert {169, 170} <= set(await _listed_ids(client))
+
+    await transact(web3, token.functions.setApprovalForAll(market.address, False), seller)
+    await settle(clients, settings, 1)
+    assert not {169, 170} & set(await _listed_ids(client))
+    assert (await market_service.reconcile_chain(clients, settings))["drift"]["listing"] == 0
+
+    await transact(web3, token.functions.setApprovalForAll(market.address, True), seller)
+    await settle(clients, settings, 1)
+    assert {169, 170} <= set(await _listed_ids(client))
