@@ -6,7 +6,9 @@ embedded SecantusDB and Redis, each against its baseline in the same run:
 - pushes: 100 prices in one `set_prices`, through the outbox to its receipt, against 100 pushes of one
   price each; wall time and gas, for first prices (new storage) and for updates of them;
 - indexing: 10,000 `PriceUpdated` events read by the indexer pass by pass into MongoDB (and applied),
-  against a raw `eth_getLogs` and decode loop over the same blocks.
+  against a raw `eth_getLogs` and decode loop over the same blocks;
+- market: 10,000 AssetToken and Marketplace events (half mints, half listings, of tokens the platform
+  holds as assets), read and applied (transactions, owners, listings), against the same raw loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from web3 import Web3
+from web3.exceptions import TransactionNotFound
+
+from app.assets.documents import Asset
 from app.chain import service as chain_service
 from app.chain.artifacts import artifact
 from app.config import Settings
@@ -39,6 +45,11 @@ ONE_ETH = 10**18
 NEW_WORD_GAS = 20_000
 TX_GAS = 21_000
 BATCH = 100
+MARKET_FIRST_TOKEN = 1_000_000
+PER_BLOCK = 500  # transactions a block in the market bench
+# Full blocks raise the base fee 12.5% each: a fee cap fixed when sending would leave later transactions
+# unmineable, so it is set far above what the run reaches.
+FEES = {"maxFeePerGas": 10**13, "maxPriorityFeePerGas": 10**9}
 
 
 # Prices as the oracle pushes them: round ids are round closes in milliseconds, amounts are full wei
@@ -112,6 +123,55 @@ async def pushes(clients, settings: Settings, oracle) -> None:
             )
 
 
+async def raw_loop(web3, settings: Settings, contracts: list, first: int, last: int) -> tuple[int, float]:
+    """A raw `eth_getLogs` and decode loop over the contracts' logs in these blocks: (events, seconds)."""
+    decoders = {}
+    for contract in contracts:
+        for event in contract.events:
+            item = event()
+            decoders[(contract.address.lower(), item.topic)] = item
+    started, decoded = time.perf_counter(), 0
+    for start in range(first, last + 1, settings.chain.index_range):
+        logs = await web3.eth.get_logs(
+            {
+                "fromBlock": start,
+                "toBlock": min(last, start + settings.chain.index_range - 1),
+                "address": [contract.address for contract in contracts],
+            }
+        )
+        for entry in logs:
+            decoders[(entry["address"].lower(), Web3.to_hex(entry["topics"][0]))].process_log(entry)
+            decoded += 1
+    return decoded, time.perf_counter() - started
+
+
+async def indexed(clients, settings: Settings, last: int) -> tuple[int, float]:
+    """Indexer passes, each applied to the marketplace, until `last` is read: (events, seconds)."""
+    started = time.perf_counter()
+    read = 0
+    while True:
+        result = await market_service.index_chain(clients, settings)
+        read += result.get("events", 0)
+        if result["to"] >= last:
+            return read, time.perf_counter() - started
+
+
+async def against_raw(clients, settings: Settings, contracts: list, first: int, last: int, what: str) -> None:
+    # The raw loop runs before the indexer and again after it, and the faster run is the baseline: the
+    # node answers a range it has just served faster, and neither side should have that only.
+    decoded, before_s = await raw_loop(clients.web3, settings, contracts, first, last)
+    read, platform_s = await indexed(clients, settings, last)
+    again, after_s = await raw_loop(clients.web3, settings, contracts, first, last)
+    assert read == decoded == again, (read, decoded, again)
+    raw_s = min(before_s, after_s)
+    print(
+        f"indexing {read:,} events ({what}): the indexer into MongoDB "
+        f"{read / platform_s:,.0f} events/s ({platform_s:.1f} s); a raw eth_getLogs and decode loop "
+        f"{decoded / raw_s:,.0f} events/s (the faster of {before_s:.2f} s before the indexer and "
+        f"{after_s:.2f} s after it); ratio {raw_s / platform_s:.2f}x (goal >= 0.5x)"
+    )
+
+
 async def indexing(clients, settings: Settings, oracle, events: int) -> None:
     web3 = clients.web3
     first = await web3.eth.block_number + 1
@@ -119,43 +179,7 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
     for i in range(events // per_tx):
         await push(clients, settings, oracle, [prices(range(1, per_tx + 1), 10 + i)], f"i{i}")
     last = await web3.eth.block_number
-    decoder = oracle.events.PriceUpdated()
-
-    async def raw_loop() -> tuple[int, float]:
-        started, decoded = time.perf_counter(), 0
-        for start in range(first, last + 1, settings.chain.index_range):
-            logs = await web3.eth.get_logs(
-                {
-                    "fromBlock": start,
-                    "toBlock": min(last, start + settings.chain.index_range - 1),
-                    "address": oracle.address,
-                }
-            )
-            for entry in logs:
-                decoder.process_log(entry)
-                decoded += 1
-        return decoded, time.perf_counter() - started
-
-    # The raw loop runs before the indexer and again after it, and the faster run is the baseline: the
-    # node answers a range it has just served faster, and neither side should have that only.
-    decoded, before_s = await raw_loop()
-    started = time.perf_counter()
-    read = 0
-    while True:
-        result = await market_service.index_chain(clients, settings)
-        read += result.get("events", 0)
-        if result["to"] >= last:
-            break
-    platform_s = time.perf_counter() - started
-    again, after_s = await raw_loop()
-    assert read == decoded == again, (read, decoded, again)
-    raw_s = min(before_s, after_s)
-    print(
-        f"indexing {read:,} events (PriceUpdated, {events // per_tx} blocks): the indexer into MongoDB "
-        f"{read / platform_s:,.0f} events/s ({platform_s:.1f} s); a raw eth_getLogs and decode loop "
-        f"{decoded / raw_s:,.0f} events/s (the faster of {before_s:.2f} s before the indexer and "
-        f"{after_s:.2f} s after it); ratio {raw_s / platform_s:.2f}x (goal >= 0.5x)"
-    )
+    await against_raw(clients, settings, [oracle], first, last, f"PriceUpdated, {events // per_tx} blocks")
     # The announcer's job, apart from the passes: the same events into the stream's outbox, published.
     started = time.perf_counter()
     announced = 0
@@ -168,6 +192,50 @@ async def indexing(clients, settings: Settings, oracle, events: int) -> None:
         f"  then announcing them to the stream (market.announce_chain: outbox, marks, publication): "
         f"{announced:,} in {announce_s:.1f} s, {announced / announce_s:,.0f} events/s"
     )
+
+
+async def market(clients, settings: Settings, token, marketplace, events: int) -> None:
+    """Mints and listings by wallets of their own, PER_BLOCK a block, of tokens onboarded as assets."""
+    web3 = clients.web3
+    minter, seller = (await web3.eth.accounts)[:2]
+    tokens = range(MARKET_FIRST_TOKEN, MARKET_FIRST_TOKEN + events // 2)
+    await Asset.insert_many(
+        [Asset(tokenId=t, contractAddress=token.address, name=f"Bench {t}", assetType="Art") for t in tokens]
+    )
+    await web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        await _mined(
+            web3, lambda _: token.functions.setApprovalForAll(marketplace.address, True), seller, [0]
+        )
+        first = await web3.eth.block_number + 1
+        await indexed(clients, settings, first - 1)  # what came before (the approval) is not measured
+        await _mined(web3, lambda t: token.functions.mint(seller, t), minter, tokens)
+        await _mined(web3, lambda t: marketplace.functions.list_token(t, ONE_ETH + t), seller, tokens)
+    finally:
+        await web3.provider.make_request("evm_setAutomine", [True])
+    last = await web3.eth.block_number
+    blocks = last - first + 1
+    what = f"{len(tokens):,} mints and {len(tokens):,} listings in {blocks} blocks"
+    await against_raw(clients, settings, [token, marketplace], first, last, what)
+
+
+async def _mined(web3, call, sender: str, items) -> None:
+    """Send a transaction for each item (`call(item)`), PER_BLOCK at a time, mining blocks until all
+    are in."""
+    items = list(items)
+    for start in range(0, len(items), PER_BLOCK):
+        hashes = [
+            await call(item).transact({"from": sender, "gas": 150_000, **FEES})
+            for item in items[start : start + PER_BLOCK]
+        ]
+        while True:
+            await web3.provider.make_request("evm_mine", [])
+            try:
+                receipts = [await web3.eth.get_transaction_receipt(tx_hash) for tx_hash in hashes]
+                break
+            except TransactionNotFound:
+                continue
+        assert all(receipt["status"] == 1 for receipt in receipts)
 
 
 async def _bench(args, services: dict[str, str], data_dir: Path) -> None:
@@ -187,12 +255,18 @@ async def _bench(args, services: dict[str, str], data_dir: Path) -> None:
                 pass
         if "indexing" in args.parts:
             await indexing(clients, settings, oracle, args.events)
+        if "market" in args.parts:
+            token, marketplace = (
+                clients.web3.eth.contract(address=deployed[name].address, abi=artifact(name).abi)
+                for name in ("AssetToken", "Marketplace")
+            )
+            await market(clients, settings, token, marketplace, args.events)
 
 
 def main() -> None:
     """Start embedded services and anvil, and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["pushes", "indexing"])
+    parser.add_argument("--parts", nargs="+", default=["pushes", "indexing", "market"])
     parser.add_argument("--events", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedStack(log_dir=Path(tmp) / "logs") as stack:
