@@ -52,7 +52,8 @@ async def advance_cursor(
     it is still there (False otherwise): a pass that somehow ran beside another never moves the other's
     cursor back."""
     # Only the tokens not pending yet, pushed: `$addToSet` of thousands compares each with every one
-    # already there. Pending tokens change only under the indexer's lease, which this pass holds.
+    # already there. Pending tokens change under the indexer's lease, which this pass holds (one that
+    # lost it is stopped, and its cursor move below fails).
     pending = set(await pending_tokens(chain_id))
     moved = await cursors().update_one(
         {"chainId": chain_id, "block": found["block"], "hash": found.get("hash")},
@@ -146,10 +147,14 @@ async def live_events_after(chain_id: int, block: int) -> bool:
 
 
 async def remove_events_after(chain_id: int, fork: int) -> int:
-    """Mark the events of blocks above `fork` removed; how many. The tokens they name join the cursor's
-    `pending` first, so a crash after the marking still has them applied again."""
+    """Mark the events of blocks above `fork` removed; how many. The tokens they name (and those an
+    owner's approval of all its tokens changes) join the cursor's `pending` first, so a crash after
+    the marking still has them applied again."""
     query = _live_after(chain_id, fork)
-    tokens = sorted(t for t in await events().distinct("tokenId", query) if t is not None)
+    tokens = {t for t in await events().distinct("tokenId", query) if t is not None}
+    # An owner's approval of all its tokens names none: the tokens it has listed are the ones it changes.
+    owners = await events().distinct("args.owner", {**query, "event": "ApprovalForAll"})
+    tokens = sorted(tokens | set(await tokens_listed_by(chain_id, owners) if owners else ()))
     await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
     result = await events().update_many(
         query, {"$set": {"removed": True, "removedAt": utcnow(), "toAnnounce": True}}

@@ -36,6 +36,7 @@ SALE = "Sold"
 T = TypeVar("T")
 MARKET_EVENTS = ("Listed", "Delisted", "Sold")
 TRANSACTION_EVENTS = ("Transfer", *MARKET_EVENTS)
+MAX_WEI = 2**96 - 1  # the contracts' bound on an amount: 79 billion ETH, more than there is
 
 
 async def index_chain(clients, settings: Settings) -> dict[str, Any]:
@@ -157,9 +158,9 @@ def _meaning(
     """(type, seller, buyer, price in wei, fee in wei) of one event."""
     name = event["event"]
     if name == "Sold":
-        return "buy", args["seller"], args["buyer"], int(args["price"]), int(args["fee"])
+        return "buy", args["seller"], args["buyer"], _amount(args["price"]), _amount(args["fee"])
     if name == "Listed":
-        return "list", args["seller"], None, int(args["price"]), None
+        return "list", args["seller"], None, _amount(args["price"]), None
     if name == "Delisted":
         return "delist", args["seller"], None, None, None
     if args["sender"] == chain_service.ZERO_ADDRESS:
@@ -184,9 +185,13 @@ def _state(
     if market and market[-1]["event"] == "Listed":
         listed = market[-1]
         moved_after = any(_after(t, listed) for t in transfers)
-        if not moved_after and _may_sell(events, transfers, listed, market_address, approved_all):
+        price = _amount(listed["args"]["price"])
+        # A price over all the ether there is cannot be paid: no listing to show (a Marketplace of an
+        # older build took any).
+        sellable = price is not None and _may_sell(events, transfers, listed, market_address, approved_all)
+        if not moved_after and sellable:
             listing = assets_service.ChainListing(
-                price_wei=int(listed["args"]["price"]),
+                price_wei=price,
                 listed_at=listed["blockTime"],
                 seller=listed["args"]["seller"],
             )
@@ -194,13 +199,13 @@ def _state(
     sales = [
         assets_service.ChainSale(
             point_key=f"{e['txHash']}:{e['logIndex']}",
-            price_wei=int(e["args"]["price"]),
+            price_wei=price,
             at=e["blockTime"],
             tx_hash=e["txHash"],
             block=e["blockNumber"],
         )
         for e in events
-        if e["event"] == SALE
+        if e["event"] == SALE and (price := _amount(e["args"]["price"])) is not None
     ]
     return assets_service.ChainState(
         token_id=token_id,
@@ -214,6 +219,13 @@ def _state(
         mint_final=bool(mint and mint["blockNumber"] <= final),
         sales=sales,
     )
+
+
+def _amount(value: Any) -> int | None:
+    """An amount in wei as the platform holds it: None beyond MAX_WEI, which a Decimal128 could not hold
+    exactly (a token's row and state are written all the same, without it)."""
+    amount = int(value)
+    return amount if 0 <= amount <= MAX_WEI else None
 
 
 def _after(event: dict[str, Any], other: dict[str, Any]) -> bool:

@@ -13,6 +13,7 @@ from web3 import Web3
 from app.assets import service as assets_service
 from app.chain import index_records, repository, service
 from app.market import service as market_service
+from app.market.documents import Transaction
 from tests import factories
 from tests.chain.conftest import (
     ONE_ETH,
@@ -808,31 +809,102 @@ async def test_a_token_whose_state_the_database_refuses_holds_back_no_other_toke
     assert mended["ownership"]["currentOwner"] == chain["seller"] and mended["chain"]["status"] == "minted"
 
 
-async def test_a_token_whose_events_the_platform_cannot_hold_holds_back_no_other_token(
+async def test_a_listing_priced_beyond_all_the_ether_is_no_listing_and_the_token_still_moves(
     web3, client, clients, settings, chain
 ):
-    """A listing price beyond what a decimal column holds exactly (a Marketplace of an older build took
-    any): that token is refused and logged, the others are applied."""
+    """A Marketplace of an older build took any price. One a decimal column cannot hold exactly is a
+    row without a price and no listing to show, and the token's later moves are applied as ever."""
+    seller, buyer = chain["seller"], chain["buyer"]
+    await minted_and_approved(web3, client, clients, settings, chain, 166)
+    receipt = await transact(web3, chain["market"].functions.list_token(166, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    # What such a Marketplace logs: the same event with a 41-digit price.
+    await index_records.events().update_one(
+        {"tokenId": 166, "event": "Listed", "txHash": Web3.to_hex(receipt["transactionHash"])},
+        {"$set": {"args.price": str(10**40 + 1)}},
+    )
+    await Transaction.get_pymongo_collection().delete_one({"tokenId": 166, "type": "list"})
+    await _repend(settings, 166)
+    result = await settle(clients, settings, 1)
+    assert result["refused"] == []
+    assert not (await detail(client, 166))["marketStatus"]["isListed"]
+    listing = next(t for t in await transactions(client, 166) if t["type"] == "list")
+    assert listing["priceWei"] is None
+
+    await transact(web3, chain["token"].functions.transferFrom(seller, buyer, 166), seller)
+    await settle(clients, settings, 1)
+    assert (await detail(client, 166))["ownership"]["currentOwner"] == buyer
+
+
+async def test_a_token_whose_events_cannot_be_read_holds_back_no_other_token(
+    web3, client, clients, settings, chain
+):
+    """An event the platform cannot make sense of (here a listing without its price): that token is
+    refused, logged and left pending, and the others of the pass are applied."""
     await minted_and_approved(web3, client, clients, settings, chain, 166)
     await minted_and_approved(web3, client, clients, settings, chain, 167)
     receipt = await transact(web3, chain["market"].functions.list_token(166, ONE_ETH), chain["seller"])
     await transact(web3, chain["market"].functions.list_token(167, ONE_ETH), chain["seller"])
-    # What such a Marketplace would have logged: the same event with a 41-digit price.
-    events = index_records.events()
     await settle(clients, settings, 1)
-    await events.update_one(
+    await index_records.events().update_one(
         {"tokenId": 166, "event": "Listed", "txHash": Web3.to_hex(receipt["transactionHash"])},
-        {"$set": {"args.price": str(10**40 + 1)}},
+        {"$unset": {"args.price": ""}},
     )
-    await index_records.cursors().update_one(
-        {"chainId": settings.chain.chain_id}, {"$addToSet": {"pending": {"$each": [166, 167]}}}
-    )
+    await _repend(settings, 166, 167)
     with capture_logs() as logs:
         result = await settle(clients, settings, 1)
     assert result["refused"] == [166]
     assert any(e["event"] == "market.indexing.token_refused" and e["tokenId"] == 166 for e in logs)
     assert 166 in await service.pending_tokens(settings)
     assert (await detail(client, 167))["marketStatus"]["isListed"]
+
+
+async def _repend(settings, *token_ids: int) -> None:
+    await index_records.cursors().update_one(
+        {"chainId": settings.chain.chain_id}, {"$addToSet": {"pending": {"$each": list(token_ids)}}}
+    )
+
+
+async def test_a_live_marketplace_of_an_older_build_is_still_followed(web3, client, clients, settings, chain):
+    """Production keeps a live Marketplace whose code has changed since (until it is redeployed on
+    purpose): its events stay the token's history, and new listings on it show."""
+    seller, buyer, market, token = chain["seller"], chain["buyer"], chain["market"], chain["token"]
+    await minted_and_approved(web3, client, clients, settings, chain, 171)
+    await transact(web3, market.functions.list_token(171, ONE_ETH), seller)
+    await transact(web3, market.functions.buy_token(171), buyer, ONE_ETH)
+    await settle(clients, settings, 1)
+    await repository.deployments().update_one(
+        {"contract": "Marketplace", "status": "deployed"}, {"$set": {"artifactHash": "an older build"}}
+    )
+    await transact(web3, token.functions.approve(market.address, 171), buyer)
+    await transact(web3, market.functions.list_token(171, 2 * ONE_ETH), buyer)
+    await settle(clients, settings, 1)
+    assert [t["type"] for t in await transactions(client, 171)] == ["list", "buy", "list", "mint"]
+    points = (await client.get("/api/assets/171/price-history", params={"source": "sale"})).json()["points"]
+    assert len(points) == 1
+    relisted = (await detail(client, 171))["marketStatus"]
+    assert relisted["isListed"] and relisted["listingPriceWei"] == str(2 * ONE_ETH)
+
+
+async def test_an_approval_of_all_tokens_taken_back_on_an_orphaned_branch_shows_the_listings_again(
+    web3, client, clients, settings, chain
+):
+    seller, market, token = chain["seller"], chain["market"], chain["token"]
+    await onboard(client, settings, 172, seller)
+    await settle(clients, settings)
+    await transact(web3, token.functions.setApprovalForAll(market.address, True), seller)
+    await transact(web3, market.functions.list_token(172, ONE_ETH), seller)
+    await settle(clients, settings, 1)
+    snapshot = await rpc(web3, "evm_snapshot")
+    await transact(web3, token.functions.setApprovalForAll(market.address, False), seller)
+    await settle(clients, settings, 1)
+    assert 172 not in await _listed_ids(client)
+
+    await rpc(web3, "evm_revert", snapshot)  # the revocation is orphaned, and not mined again
+    await rpc(web3, "anvil_mine", hex(4))
+    await settle(clients, settings, 2)
+    assert await token.functions.isApprovedForAll(seller, market.address).call()
+    assert 172 in await _listed_ids(client)
 
 
 async def _listed_ids(client) -> list[int]:
