@@ -10,6 +10,7 @@ import sys
 import time
 
 from app.config import Settings
+from app.lib.chain import without_url_secrets
 from app.lib.embedded import ROOT, SERVICES_ENV, EmbeddedError, EmbeddedStack, find_anvil
 
 # The embedded chain mines a block every 2 s, and a transaction is final 3 blocks deep: what a live
@@ -49,8 +50,10 @@ def _print_summary(settings: Settings, env: dict[str, str]) -> None:
     ]
     print("DynamicVault is starting:")
     for name, where in rows:
-        embedded = " (embedded)" if where in env.values() else ""
-        print(f"  {name:<8} {where}{embedded}")
+        if where in env.values():
+            print(f"  {name:<8} {where} (embedded)")
+        else:  # a service of the user's: its URL may carry a key or a password
+            print(f"  {name:<8} {without_url_secrets(where) if name != 'api' else where}")
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:

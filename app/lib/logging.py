@@ -28,9 +28,12 @@ def _without_urls(value: Any) -> Any:
         return without_url_secrets(f"{type(value).__name__}: {value}")
     if isinstance(value, dict):
         return {key: _without_urls(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_without_urls(item) for item in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)  # what the renderer would write of it (a URL object, say)
+    return without_url_secrets(text) if "://" in text else value
 
 
 def redact_urls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

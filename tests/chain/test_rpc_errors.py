@@ -196,3 +196,14 @@ async def test_a_range_the_node_refuses_as_too_large_is_read_in_halves(
     assert refused and done.end - done.start + 1 <= 16 and done.end < done.head
     assert await service.indexed_block(settings) == done.end
     assert_no_secret(logged.getvalue())
+
+
+def test_a_url_in_any_field_of_a_log_line_loses_its_secrets(app, logged):
+    """Found by review: a URL object or a set in a field reached the renderer whole."""
+    import yarl
+
+    url = f"https://rpc.example/v3/{PATH_KEY}"
+    structlog.get_logger("tests").warning("tests.url", endpoint=yarl.URL(url), seen={url}, port=8545)
+    line = logged.getvalue()
+    assert line.count("https://rpc.example/") == 2 and '"port": 8545' in line  # the host stays
+    assert_no_secret(line)

@@ -15,6 +15,17 @@ from app.lib.chain import without_url_secrets
         ("http://user:pw@127.0.0.1:8545/secret", "http://127.0.0.1:8545/…"),
         ("wss://node.example/ws/KEY", "wss://node.example/…"),
         ("no url here", "no url here"),
+        # Found by review: a query right after the host, a scheme in capitals, a slash in a password,
+        # and the other services' URLs.
+        ("https://rpc.x.com?key=SECRET", "https://rpc.x.com/…"),
+        ("HTTPS://rpc.x.com/v3/SECRET", "HTTPS://rpc.x.com/…"),
+        ("https://user:pa/SECRET@rpc.x.com/v3", "https://rpc.x.com/…"),
+        ("redis://:SECRET@cache:6379/0", "redis://cache:6379/…"),
+        (
+            "mongodb://app:SECRET@db1:27017,db2:27017/vault?authSource=admin",
+            "mongodb://db1:27017,db2:27017/…",
+        ),
+        ("rediss://default:SECRET@cache.example:6380", "rediss://cache.example:6380/…"),
     ],
 )
 def test_urls_keep_their_host_only(text, shown):
