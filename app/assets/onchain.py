@@ -20,10 +20,11 @@ class NoAssetToken(Conflict):
 
 
 async def asset_token(clients, settings: Settings) -> str | None:
-    """The deployed AssetToken's address, when the chain is on and it is deployed."""
+    """The deployed AssetToken's address, when the chain is on and it is deployed (of this build: its
+    tokens are minted through it)."""
     if clients.web3 is None:
         return None
-    return await chain_service.deployed_address(settings, "AssetToken")
+    return await chain_service.callable_address(settings, "AssetToken")
 
 
 async def contract_of(clients, settings: Settings, given: str | None, owner: str | None) -> tuple[str, bool]:

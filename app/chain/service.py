@@ -51,6 +51,17 @@ async def deployed_address(settings: Settings, name: str) -> str | None:
     return None if record is None else record["address"]
 
 
+async def callable_address(settings: Settings, name: str) -> str | None:
+    """Where the contract of record is deployed, if it is of the current build: the only one the
+    platform calls (mints, pushes, reads of its state), since its calls are encoded with this build's
+    ABI and a deployment record keeps no other. A live contract of an older build is followed, not
+    called, until it is redeployed."""
+    record = await repository.latest_deployment(name, settings.chain.chain_id, status="deployed")
+    if record is None or record["artifactHash"] != artifact(name).artifact_hash:
+        return None
+    return record["address"]
+
+
 async def deployment_list(settings: Settings) -> schemas.DeploymentList:
     """The contracts deployed on the configured chain, each its latest deployment. A deployment of an
     artifact other than the one built (contracts rebuilt, not yet deployed again) is left out: its
@@ -122,7 +133,7 @@ async def submit_call(
 
 async def contract(clients: Clients, settings: Settings, name: str):
     """The deployed contract of record, to call; None when the chain is off or it is not deployed."""
-    address = await deployed_address(settings, name) if clients.web3 is not None else None
+    address = await callable_address(settings, name) if clients.web3 is not None else None
     if address is None:
         return None
     return clients.web3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact(name).abi)
