@@ -27,12 +27,15 @@ def _without_urls(value: Any) -> Any:
     if isinstance(value, BaseException):  # rendered by its repr otherwise, which names its request's URL
         return without_url_secrets(f"{type(value).__name__}: {value}")
     if isinstance(value, dict):
-        return {key: _without_urls(item) for key, item in value.items()}
+        return {_without_urls(key): _without_urls(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_without_urls(item) for item in value]
     if value is None or isinstance(value, bool | int | float):
         return value
-    text = str(value)  # what the renderer would write of it (a URL object, say)
+    try:
+        text = str(value)  # what the renderer would write of it (a URL object, say)
+    except Exception:  # the renderer's repr is then all there is
+        return value
     return without_url_secrets(text) if "://" in text else value
 
 
