@@ -295,6 +295,21 @@ async def test_without_a_deployed_token_an_asset_needs_its_contract(web3, client
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_asset_token"
 
 
+async def test_a_live_asset_token_of_an_older_build_is_not_minted_through(
+    web3, client, clients, settings, chain
+):
+    """Its calls would be encoded with this build's ABI, which it may not have: a new asset needs its
+    contract given, as with none deployed, until the token is redeployed."""
+    await repository.deployments().update_one(
+        {"contract": "AssetToken", "status": "deployed"}, {"$set": {"artifactHash": "an older build"}}
+    )
+    admin = await factories.login(settings, roles=("admin",))
+    body = {"tokenId": 173, "name": "Old build", "assetType": "Art", "owner": chain["seller"]}
+    refused = await client.post("/api/assets", json=body, headers=admin.headers)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_asset_token"
+    assert await repository.outbox().count_documents({"kind": "mint"}) == 0
+
+
 async def test_a_mint_asked_for_before_a_crash_is_asked_again_once(web3, client, clients, settings, chain):
     await onboard(client, settings, 106, chain["seller"])
     await repository.outbox().delete_many({})  # the process died between the insert and the ask
