@@ -91,7 +91,7 @@ async def apply_tokens(
         await chain_service.operator_approvals(settings, sellers, market_address) if market_address else {}
     )
     live: set[tuple[str, int]] = set()
-    inserts: list[Transaction] = []
+    inserts: list[tuple[Transaction, dict[str, Any]]] = []
     updates: list[Any] = []
     states = []
     refused: set[int] = set()

@@ -92,18 +92,19 @@ def indexed_mark(transaction: Transaction) -> tuple[str | None, int | None, str]
 
 def indexed_writes(
     transactions: list[Transaction], known: dict[tuple[str, int], tuple[str | None, int | None, str]]
-) -> tuple[list[Transaction], list[UpdateOne]]:
+) -> tuple[list[tuple[Transaction, dict[str, Any]]], list[UpdateOne]]:
     """The indexer's transactions that differ from what is `known` of them (`indexed_rows`): (those to
-    insert, the updates of those mined again in another block or with a new status). A pass over a
-    token with a long history so writes what changed, not the whole history again."""
+    insert, each with its document, and the updates of those mined again in another block or with a
+    new status). A pass over a token with a long history so writes, and encodes, what changed, not the
+    whole history again."""
     inserts, updates = [], []
     for transaction in transactions:
-        tx_hash, on_insert, changes = _parts(transaction)
-        have = known.get((tx_hash, transaction.tokenId))
+        have = known.get((transaction.blockchain.transactionHash.lower(), transaction.tokenId))
         if have == indexed_mark(transaction):
             continue
+        tx_hash, on_insert, changes = _parts(transaction)
         if have is None:
-            inserts.append(transaction)
+            inserts.append((transaction, _nested({**on_insert, **changes})))
             continue
         # Mined again in another block: its time is that block's, whatever was written first.
         changes["timestamp"] = on_insert["timestamp"]
@@ -112,28 +113,25 @@ def indexed_writes(
     return inserts, updates
 
 
-async def insert_indexed(transactions: list[Transaction]) -> tuple[int, set[int]]:
-    """Insert new indexed transactions in one batch: (how many, the tokens of those the database refused).
-    One the API recorded first under the same hash is merged as `upsert` merges it."""
-    if not transactions:
+async def insert_indexed(inserts: list[tuple[Transaction, dict[str, Any]]]) -> tuple[int, set[int]]:
+    """Insert new indexed transactions (with their documents, from `indexed_writes`) in one batch: (how
+    many, the tokens of those the database refused). One the API recorded first under the same hash
+    is merged as `upsert` merges it."""
+    if not inserts:
         return 0, set()
-    docs = []
-    for transaction in transactions:
-        _, on_insert, changes = _parts(transaction)
-        docs.append(_nested({**on_insert, **changes}))
     refused: set[int] = set()
     try:
-        await transactions_collection().insert_many(docs, ordered=False)
+        await transactions_collection().insert_many([doc for _, doc in inserts], ordered=False)
     except BulkWriteError as exc:
         if exc.details.get("writeConcernErrors"):
             raise
         for error in exc.details.get("writeErrors", []):
-            transaction = transactions[error["index"]]
+            transaction = inserts[error["index"]][0]
             if error.get("code") == 11000:
                 await upsert(transaction)
             else:
                 refused.add(transaction.tokenId)
-    return len(transactions), refused
+    return len(inserts), refused
 
 
 async def update_indexed(updates: list[UpdateOne]) -> int:
