@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
@@ -151,10 +152,9 @@ async def remove_events_after(chain_id: int, fork: int) -> int:
     owner's approval of all its tokens changes) join the cursor's `pending` first, so a crash after
     the marking still has them applied again."""
     query = _live_after(chain_id, fork)
-    tokens = {t for t in await events().distinct("tokenId", query) if t is not None}
-    # An owner's approval of all its tokens names none: the tokens it has listed are the ones it changes.
+    named = [t for t in await events().distinct("tokenId", query) if t is not None]
     owners = await events().distinct("args.owner", {**query, "event": "ApprovalForAll"})
-    tokens = sorted(tokens | set(await tokens_listed_by(chain_id, owners) if owners else ()))
+    tokens = await touched_tokens(chain_id, named, owners)
     await cursors().update_one({"chainId": chain_id}, {"$addToSet": {"pending": {"$each": tokens}}})
     result = await events().update_many(
         query, {"$set": {"removed": True, "removedAt": utcnow(), "toAnnounce": True}}
@@ -212,6 +212,14 @@ async def token_events(
                 if not event["removed"] and event["address"] in wanted:
                     found.append(event)
     return sorted(found, key=lambda e: (e["blockNumber"], e["logIndex"]))
+
+
+async def touched_tokens(chain_id: int, named: Iterable[int], owners: Iterable[str]) -> list[int]:
+    """The tokens some events change: those they name, and, for an owner's approval of all its tokens
+    (which names none), the tokens that owner has listed."""
+    owners = sorted(set(owners))
+    listed = await tokens_listed_by(chain_id, owners) if owners else []
+    return sorted(set(named) | set(listed))
 
 
 async def tokens_listed_by(chain_id: int, sellers: list[str]) -> list[int]:

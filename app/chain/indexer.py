@@ -156,12 +156,11 @@ async def index_once(web3: AsyncWeb3, settings: Settings) -> IndexPass | None:
     }
     await _landed(index_records.save_blocks(chain_id, blocks, keep=KEPT_BLOCKS))
     # The market rebuilds tokens from their transfers and listings; a price update changes neither.
-    touched = {e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET}
-    # An owner's approval of every token at once names none: its listings are the tokens it touches.
-    owners = {e["args"]["owner"] for e in events if e["event"] == "ApprovalForAll"}
-    if owners:
-        touched |= set(await index_records.tokens_listed_by(chain_id, sorted(owners)))
-    touched = sorted(touched)
+    touched = await index_records.touched_tokens(
+        chain_id,
+        (e["tokenId"] for e in events if e["tokenId"] is not None and e["contract"] in MARKET),
+        (e["args"]["owner"] for e in events if e["event"] == "ApprovalForAll"),
+    )
     moved = index_records.advance_cursor(chain_id, cursor, end, Web3.to_hex(top["hash"]), touched)
     if not await _landed(moved):
         raise PassOverlapped(chain_id, cursor["block"])
